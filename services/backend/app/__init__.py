@@ -1,0 +1,1 @@
+"""ai-infra backend (stand-in)."""

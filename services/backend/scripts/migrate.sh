@@ -1,0 +1,2 @@
+#!/bin/sh
+for f in /migrations/*.sql; do psql -f "$f"; done

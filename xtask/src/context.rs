@@ -1,0 +1,256 @@
+//! The build context as Docker sends it: every directory, file and symlink below the context
+//! folder that `.dockerignore` does not exclude, each with what the image can see of it (type,
+//! executable bit, content hash or link target).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::hashcache::{FileKey, HashCache};
+use crate::ignore::Ignore;
+
+/// One entry of the context, as recorded in the input digest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileRecord {
+    pub path: String,
+    pub what: What,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum What {
+    Dir,
+    File { exec: bool, sha256: String },
+    Symlink(String),
+    Special(String),
+}
+
+impl FileRecord {
+    /// The canonical line of this entry in the files category of the digest.
+    pub fn line(&self) -> String {
+        match &self.what {
+            What::Dir => format!("dir {}\n", self.path),
+            What::File { exec, sha256 } => format!("file {} {} {}\n", if *exec { "x" } else { "-" }, sha256, self.path),
+            What::Symlink(t) => format!("link {} -> {t}\n", self.path),
+            What::Special(kind) => format!("{kind} {}\n", self.path),
+        }
+    }
+}
+
+/// Reads the `.dockerignore` of a context. A Dockerfile-specific ignore file is refused: BuildKit
+/// reads it and the legacy builder does not, so the context would depend on the builder.
+pub fn read_ignore(root: &Utf8Path, context: &Utf8Path, dockerfile: &Utf8Path) -> Result<Ignore> {
+    let specific = Utf8PathBuf::from(format!("{dockerfile}.dockerignore"));
+    if root.join(&specific).exists() {
+        bail!("{specific}: BuildKit reads this file and the legacy builder ignores it; move its patterns into {context}/.dockerignore");
+    }
+    let path = context.join(".dockerignore");
+    let abs = root.join(&path);
+    match std::fs::read(&abs) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path} is not UTF-8 text"))?;
+            Ignore::parse(&text).with_context(|| format!("{path}"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ignore::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {path}")),
+    }
+}
+
+/// A file to hash, found by the walk.
+struct Pending {
+    index: usize,
+    abs: Utf8PathBuf,
+    key: FileKey,
+}
+
+/// Lists the context and hashes its files, reusing `cache` for files whose identity (size,
+/// times, inode) has not changed. Sorted by path.
+pub fn records(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: &mut HashCache) -> Result<Vec<FileRecord>> {
+    let abs = root.join(context);
+    let meta = std::fs::metadata(&abs).with_context(|| format!("cannot read build context {context}"))?;
+    if !meta.is_dir() {
+        bail!("build context {context} is not a folder");
+    }
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    walk(&abs, "", ignore, context, cache, &mut out, &mut pending)?;
+    let hashed = hash_all(&pending, context)?;
+    for (p, sha) in pending.iter().zip(hashed) {
+        cache.store(p.abs.as_str(), &p.key, &sha);
+        if let What::File { sha256, .. } = &mut out[p.index].what {
+            *sha256 = sha;
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk(
+    dir: &Utf8Path,
+    rel: &str,
+    ignore: &Ignore,
+    context: &Utf8Path,
+    cache: &mut HashCache,
+    out: &mut Vec<FileRecord>,
+    pending: &mut Vec<Pending>,
+) -> Result<()> {
+    let shown = |r: &str| if r.is_empty() { context.to_string() } else { format!("{context}/{r}") };
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read folder {}", shown(rel)))? {
+        let e = e.with_context(|| format!("cannot read folder {}", shown(rel)))?;
+        let name = e.file_name().into_string().map_err(|n| {
+            anyhow::anyhow!("{}/{}: file name is not UTF-8; rename it", shown(rel), n.to_string_lossy())
+        })?;
+        entries.push(name);
+    }
+    entries.sort();
+    for name in entries {
+        let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let abs = dir.join(&name);
+        let meta = std::fs::symlink_metadata(&abs).with_context(|| format!("cannot read {}", shown(&path)))?;
+        let excluded = ignore.excludes(&path);
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            // An excluded folder is walked only when an exception could re-include something.
+            if excluded && !ignore.has_exceptions() {
+                continue;
+            }
+            if !excluded {
+                out.push(FileRecord { path: path.clone(), what: What::Dir });
+            }
+            walk(&abs, &path, ignore, context, cache, out, pending)?;
+            continue;
+        }
+        if excluded {
+            continue;
+        }
+        let what = if ft.is_symlink() {
+            let target = std::fs::read_link(&abs).with_context(|| format!("cannot read link {}", shown(&path)))?;
+            What::Symlink(target.to_string_lossy().into_owned())
+        } else if ft.is_file() {
+            let key = FileKey::of(&meta);
+            let exec = meta.mode() & 0o111 != 0;
+            match cache.lookup(abs.as_str(), &key) {
+                Some(sha) => What::File { exec, sha256: sha },
+                None => {
+                    pending.push(Pending { index: out.len(), abs: abs.clone(), key });
+                    What::File { exec, sha256: String::new() }
+                }
+            }
+        } else {
+            let kind = if ft.is_fifo() {
+                "fifo"
+            } else if ft.is_socket() {
+                "socket"
+            } else if ft.is_block_device() {
+                "block-device"
+            } else {
+                "char-device"
+            };
+            What::Special(kind.to_string())
+        };
+        out.push(FileRecord { path, what });
+    }
+    Ok(())
+}
+
+/// Hashes files on every core; the first error wins.
+fn hash_all(pending: &[Pending], context: &Utf8Path) -> Result<Vec<String>> {
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(pending.len()).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<String>>>> = pending.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(p) = pending.get(i) else { break };
+                let r = hash_file(&p.abs).with_context(|| {
+                    let rel = p.abs.strip_prefix(context).unwrap_or(&p.abs);
+                    format!("cannot read {rel}: fix its permissions or exclude it in .dockerignore")
+                });
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(anyhow::anyhow!("file not hashed"))))
+        .collect()
+}
+
+/// The sha256 of a file's content, as lowercase hex.
+pub fn hash_file(path: &Utf8Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_paths_are_clear_errors() {
+        let dir = crate::testutil::TempDir::new("ctx-unreadable");
+        assert!(hash_file(&dir.path().join("nope")).is_err());
+        // Reading a folder as a file fails even for root.
+        let err = hash_all(&[Pending { index: 0, abs: dir.path().to_path_buf(), key: FileKey::default() }], dir.path())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("cannot read"), "{err:#}");
+    }
+
+    #[test]
+    fn lists_what_docker_sends() {
+        let dir = crate::testutil::TempDir::new("ctx-list");
+        let root = dir.path();
+        let write = |p: &str, s: &str| {
+            let f = root.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, s).unwrap();
+        };
+        write("c/.dockerignore", "logs\n!logs/keep.log\n*.tmp\n");
+        write("c/a.txt", "a");
+        write("c/x.tmp", "x");
+        write("c/logs/keep.log", "k");
+        write("c/logs/drop.log", "d");
+        write("c/sub/b.sh", "b");
+        std::os::unix::fs::symlink("a.txt", root.join("c/link")).unwrap();
+        std::os::unix::fs::symlink("loop2", root.join("c/loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", root.join("c/loop2")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join("c/sub/b.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ignore = read_ignore(root, "c".into(), "c/Dockerfile".into()).unwrap();
+        let mut cache = HashCache::in_memory();
+        let recs = records(root, "c".into(), &ignore, &mut cache).unwrap();
+        let lines: String = recs.iter().map(|r| r.line()).collect();
+        let sha_a = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
+        assert!(lines.contains(&format!("file - {sha_a} a.txt\n")), "{lines}");
+        assert!(lines.contains("file - ") && lines.contains(" logs/keep.log\n"), "{lines}");
+        assert!(!lines.contains("drop.log") && !lines.contains("x.tmp"), "{lines}");
+        assert!(!lines.contains("dir logs\n"), "an excluded folder is not itself sent: {lines}");
+        assert!(lines.contains("link link -> a.txt\n") && lines.contains("link loop1 -> loop2\n"), "{lines}");
+        assert!(lines.contains("dir sub\n") && lines.contains("file x ") && lines.contains(" sub/b.sh\n"), "{lines}");
+        assert!(lines.contains(" .dockerignore\n"));
+
+        std::fs::write(root.join("c/Dockerfile.dockerignore"), "x").unwrap();
+        let err = read_ignore(root, "c".into(), "c/Dockerfile".into()).unwrap_err().to_string();
+        assert!(err.contains("legacy builder"), "{err}");
+    }
+}

@@ -1,0 +1,405 @@
+//! The input digest: a sha256 over a canonical, versioned description of everything a build
+//! reads, kept per category (Dockerfile, args, files, parents, bases) so that a mismatch names
+//! its category. The full description of a build's inputs (the record) is kept locally so that
+//! a later check can name the files and args that changed.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
+use serde_json::{json, Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::context::{hex, FileRecord, What};
+
+/// Names the format of the description; a change of format changes every digest.
+pub const VERSION: &str = "ai-infra-inputs/v1";
+/// The label that carries the total digest; each category has `LABEL.<category>`.
+pub const LABEL: &str = "ai-infra.inputs";
+pub const SERVICE_LABEL: &str = "ai-infra.service";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Category {
+    Dockerfile,
+    Args,
+    Files,
+    Parents,
+    Bases,
+}
+
+impl Category {
+    pub const ALL: [Category; 5] = [Category::Dockerfile, Category::Args, Category::Files, Category::Parents, Category::Bases];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Dockerfile => "dockerfile",
+            Category::Args => "args",
+            Category::Files => "files",
+            Category::Parents => "parents",
+            Category::Bases => "bases",
+        }
+    }
+}
+
+/// Everything one build reads, in canonical form.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    /// sha256 of the Dockerfile's bytes.
+    pub dockerfile: String,
+    pub target: Option<String>,
+    /// Build args by name; values of secret-looking names are replaced by their hash.
+    pub args: BTreeMap<String, String>,
+    pub files: Vec<FileRecord>,
+    /// Internal parent service -> its total input digest (None: not known).
+    pub parents: BTreeMap<String, Option<String>>,
+    /// External base image -> the ID of the local image it resolves to (None: not present).
+    pub bases: BTreeMap<String, Option<String>>,
+}
+
+/// A total digest and one per category; a category is None when it cannot be known now (a
+/// base image not present locally), and then so is the total.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Digest {
+    pub total: Option<String>,
+    pub parts: [Option<String>; 5],
+}
+
+impl Digest {
+    pub fn part(&self, c: Category) -> Option<&str> {
+        self.parts[c as usize].as_deref()
+    }
+}
+
+/// Whether a build arg's value must never be shown.
+pub fn is_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"].iter().any(|w| upper.contains(w))
+}
+
+/// The arg values as recorded: secret values replaced by their hash.
+pub fn recorded_args(args: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    args.iter()
+        .map(|(k, v)| {
+            let v = if is_secret(k) { format!("hidden:sha256:{}", hex(&Sha256::digest(v.as_bytes()))) } else { v.clone() };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn sha(category: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{VERSION} {category}\n"));
+    h.update(body.as_bytes());
+    format!("sha256:{}", hex(&h.finalize()))
+}
+
+impl Record {
+    pub fn digest(&self) -> Digest {
+        let dockerfile = sha("dockerfile", &format!("target {:?}\nsha256 {}\n", self.target, self.dockerfile));
+        let args = sha("args", &self.args.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect::<String>());
+        let files = sha("files", &self.files.iter().map(FileRecord::line).collect::<String>());
+        let known = |m: &BTreeMap<String, Option<String>>, name: &str| -> Option<String> {
+            let mut body = String::new();
+            for (k, v) in m {
+                body.push_str(&format!("{k} {}\n", v.as_deref()?));
+            }
+            Some(sha(name, &body))
+        };
+        let parents = known(&self.parents, "parents");
+        let bases = known(&self.bases, "bases");
+        let parts = [Some(dockerfile), Some(args), Some(files), parents, bases];
+        let total = parts.iter().all(Option::is_some).then(|| {
+            let body: String = Category::ALL
+                .iter()
+                .map(|c| format!("{} {}\n", c.name(), parts[*c as usize].as_deref().unwrap_or_default()))
+                .collect();
+            sha("total", &body)
+        });
+        Digest { total, parts }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let files: Vec<Value> = self
+            .files
+            .iter()
+            .map(|f| match &f.what {
+                What::Dir => json!([f.path, "dir"]),
+                What::File { exec, sha256 } => json!([f.path, if *exec { "exec" } else { "file" }, sha256]),
+                What::Symlink(t) => json!([f.path, "link", t]),
+                What::Special(k) => json!([f.path, k]),
+            })
+            .collect();
+        json!({
+            "version": VERSION,
+            "dockerfile": self.dockerfile,
+            "target": self.target,
+            "args": self.args,
+            "files": files,
+            "parents": self.parents,
+            "bases": self.bases,
+        })
+    }
+
+    pub fn from_json(v: &Value) -> Option<Record> {
+        if v.get("version")?.as_str()? != VERSION {
+            return None;
+        }
+        let strings = |v: &Value| -> Option<BTreeMap<String, String>> {
+            v.as_object()?.iter().map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
+        };
+        let optional = |v: &Value| -> Option<BTreeMap<String, Option<String>>> {
+            v.as_object()?.iter().map(|(k, v)| Some((k.clone(), v.as_str().map(str::to_string)))).collect()
+        };
+        let mut files = Vec::new();
+        for f in v.get("files")?.as_array()? {
+            let a = f.as_array()?;
+            let path = a.first()?.as_str()?.to_string();
+            let kind = a.get(1)?.as_str()?;
+            let third = a.get(2).and_then(Value::as_str).map(str::to_string);
+            let what = match kind {
+                "dir" => What::Dir,
+                "file" => What::File { exec: false, sha256: third? },
+                "exec" => What::File { exec: true, sha256: third? },
+                "link" => What::Symlink(third?),
+                other => What::Special(other.to_string()),
+            };
+            files.push(FileRecord { path, what });
+        }
+        Some(Record {
+            dockerfile: v.get("dockerfile")?.as_str()?.to_string(),
+            target: v.get("target").and_then(Value::as_str).map(str::to_string),
+            args: strings(v.get("args")?)?,
+            files,
+            parents: optional(v.get("parents")?)?,
+            bases: optional(v.get("bases")?)?,
+        })
+    }
+}
+
+/// The labels a build records: the total and each category.
+pub fn labels(service: &str, d: &Digest) -> Vec<(String, String)> {
+    let mut out = vec![(SERVICE_LABEL.to_string(), service.to_string())];
+    if let Some(t) = &d.total {
+        out.push((LABEL.to_string(), t.clone()));
+    }
+    for c in Category::ALL {
+        if let Some(p) = d.part(c) {
+            out.push((format!("{LABEL}.{}", c.name()), p.to_string()));
+        }
+    }
+    out
+}
+
+/// The digest an image records in its labels, if it records one.
+pub fn from_labels(labels: &Map<String, Value>) -> Option<Digest> {
+    let total = labels.get(LABEL)?.as_str()?.to_string();
+    let mut parts: [Option<String>; 5] = Default::default();
+    for c in Category::ALL {
+        parts[c as usize] = labels.get(&format!("{LABEL}.{}", c.name())).and_then(Value::as_str).map(str::to_string);
+    }
+    Some(Digest { total: Some(total), parts })
+}
+
+/// Categories that differ between the inputs now and those an image was built from, and those
+/// that cannot be compared now.
+#[derive(Debug, Default, PartialEq)]
+pub struct Comparison {
+    pub changed: Vec<Category>,
+    pub unchecked: Vec<Category>,
+}
+
+pub fn compare(expected: &Digest, found: &Digest) -> Comparison {
+    let mut cmp = Comparison::default();
+    if expected.total.is_some() && expected.total == found.total {
+        return cmp;
+    }
+    for c in Category::ALL {
+        match (expected.part(c), found.part(c)) {
+            (None, _) => cmp.unchecked.push(c),
+            (Some(e), Some(f)) if e == f => {}
+            _ => cmp.changed.push(c),
+        }
+    }
+    // Equal parts but different totals: the image was labelled by another version of the format.
+    if cmp.changed.is_empty() && cmp.unchecked.is_empty() {
+        cmp.changed.extend(Category::ALL);
+    }
+    cmp
+}
+
+/// What changed between two records, in words a person can act on.
+pub fn explain(old: &Record, new: &Record, changed: &[Category]) -> Vec<String> {
+    let mut out = Vec::new();
+    if changed.contains(&Category::Dockerfile) {
+        if old.target != new.target {
+            out.push(format!("target changed: {:?} -> {:?}", old.target, new.target));
+        }
+        if old.dockerfile != new.dockerfile {
+            out.push("Dockerfile changed".to_string());
+        }
+    }
+    if changed.contains(&Category::Args) {
+        for name in old.args.keys().chain(new.args.keys()).collect::<std::collections::BTreeSet<_>>() {
+            let show = |v: &str| if is_secret(name) { "(hidden)".to_string() } else { format!("{v:?}") };
+            match (old.args.get(name), new.args.get(name)) {
+                (Some(a), Some(b)) if a != b => out.push(format!("build arg {name} changed: {} -> {}", show(a), show(b))),
+                (None, Some(b)) => out.push(format!("build arg {name} added: {}", show(b))),
+                (Some(_), None) => out.push(format!("build arg {name} removed")),
+                _ => {}
+            }
+        }
+    }
+    if changed.contains(&Category::Files) {
+        let before: BTreeMap<&str, &What> = old.files.iter().map(|f| (f.path.as_str(), &f.what)).collect();
+        let after: BTreeMap<&str, &What> = new.files.iter().map(|f| (f.path.as_str(), &f.what)).collect();
+        let mut changes = Vec::new();
+        for (path, what) in &after {
+            match before.get(path) {
+                None => changes.push(format!("{path} (added)")),
+                Some(old) if old != what => changes.push(format!("{path} ({})", file_change(old, what))),
+                _ => {}
+            }
+        }
+        changes.extend(before.keys().filter(|p| !after.contains_key(*p)).map(|p| format!("{p} (removed)")));
+        if !changes.is_empty() {
+            let shown = changes.len().min(5);
+            let more = if changes.len() > shown { format!(" and {} more", changes.len() - shown) } else { String::new() };
+            out.push(format!("files changed: {}{more}", changes[..shown].join(", ")));
+        }
+    }
+    if changed.contains(&Category::Parents) {
+        for name in old.parents.keys().chain(new.parents.keys()).collect::<std::collections::BTreeSet<_>>() {
+            match (old.parents.get(name), new.parents.get(name)) {
+                (Some(a), Some(b)) if a != b => out.push(format!("parent {name} changed")),
+                (None, Some(_)) => out.push(format!("parent {name} added")),
+                (Some(_), None) => out.push(format!("parent {name} removed")),
+                _ => {}
+            }
+        }
+    }
+    if changed.contains(&Category::Bases) {
+        for name in old.bases.keys().chain(new.bases.keys()).collect::<std::collections::BTreeSet<_>>() {
+            match (old.bases.get(name), new.bases.get(name)) {
+                (Some(Some(a)), Some(Some(b))) if a != b => out.push(format!("base image {name} moved: {} -> {}", short(a), short(b))),
+                (None, Some(_)) => out.push(format!("base image {name} added")),
+                (Some(_), None) => out.push(format!("base image {name} removed")),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn file_change(old: &What, new: &What) -> &'static str {
+    match (old, new) {
+        (What::File { exec: a, sha256: x }, What::File { exec: b, sha256: y }) => match (x == y, a, b) {
+            (true, false, true) => "became executable",
+            (true, true, false) => "no longer executable",
+            _ => "modified",
+        },
+        (What::Symlink(_), What::Symlink(_)) => "link target changed",
+        _ => "type changed",
+    }
+}
+
+pub fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+fn record_path(root: &Utf8Path, total: &str) -> Utf8PathBuf {
+    crate::state_dir(root).join("inputs").join(format!("{}.json", total.trim_start_matches("sha256:")))
+}
+
+/// Keeps the record of a build's inputs so that later checks can say what changed.
+pub fn save_record(root: &Utf8Path, total: &str, record: &Record) -> Result<()> {
+    let text = serde_json::to_string(&record.to_json())?;
+    crate::atomic::write(&record_path(root, total), text.as_bytes())
+}
+
+pub fn load_record(root: &Utf8Path, total: &str) -> Option<Record> {
+    let text = std::fs::read_to_string(record_path(root, total)).ok()?;
+    Record::from_json(&serde_json::from_str(&text).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            dockerfile: "d".repeat(64),
+            target: Some("app".into()),
+            args: recorded_args(&[("PY".to_string(), "3.11".to_string()), ("DB_PASSWORD".to_string(), "hunter2".to_string())].into()),
+            files: vec![
+                FileRecord { path: "a".into(), what: What::File { exec: false, sha256: "1".repeat(64) } },
+                FileRecord { path: "b".into(), what: What::Symlink("a".into()) },
+                FileRecord { path: "d".into(), what: What::Dir },
+            ],
+            parents: [("base".to_string(), Some("sha256:p".to_string()))].into(),
+            bases: [("python:3.11".to_string(), Some("sha256:b".to_string()))].into(),
+        }
+    }
+
+    #[test]
+    fn digest_is_stable_and_sensitive() {
+        let r = record();
+        let d = r.digest();
+        assert_eq!(d, record().digest());
+        assert!(d.total.as_ref().unwrap().starts_with("sha256:"));
+        let changed = |f: &dyn Fn(&mut Record)| {
+            let mut m = record();
+            f(&mut m);
+            let e = m.digest();
+            assert_ne!(e.total, d.total);
+            compare(&e, &d).changed
+        };
+        assert_eq!(changed(&|r| r.dockerfile = "e".repeat(64)), vec![Category::Dockerfile]);
+        assert_eq!(changed(&|r| r.target = None), vec![Category::Dockerfile]);
+        assert_eq!(changed(&|r| { r.args.insert("PY".into(), "3.12".into()); }), vec![Category::Args]);
+        assert_eq!(changed(&|r| r.files[0].what = What::File { exec: true, sha256: "1".repeat(64) }), vec![Category::Files]);
+        assert_eq!(changed(&|r| r.files[1].what = What::Symlink("c".into())), vec![Category::Files]);
+        assert_eq!(changed(&|r| r.files.push(FileRecord { path: "e".into(), what: What::Dir })), vec![Category::Files]);
+        assert_eq!(changed(&|r| { r.parents.insert("base".into(), Some("sha256:q".into())); }), vec![Category::Parents]);
+        assert_eq!(changed(&|r| { r.bases.insert("python:3.11".into(), Some("sha256:c".into())); }), vec![Category::Bases]);
+        assert_eq!(compare(&d, &d), Comparison::default());
+    }
+
+    #[test]
+    fn unknown_bases_are_unchecked_not_stale() {
+        let d = record().digest();
+        let mut m = record();
+        m.bases.insert("python:3.11".into(), None);
+        let e = m.digest();
+        assert_eq!(e.total, None);
+        let cmp = compare(&e, &d);
+        assert!(cmp.changed.is_empty());
+        assert_eq!(cmp.unchecked, vec![Category::Bases]);
+    }
+
+    #[test]
+    fn labels_round_trip_and_record_json() {
+        let d = record().digest();
+        let labels: Map<String, Value> = labels("svc", &d).into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        assert_eq!(from_labels(&labels), Some(d));
+        assert_eq!(Record::from_json(&record().to_json()), Some(record()));
+        assert!(!record().to_json().to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn explanations_name_what_changed() {
+        let old = record();
+        let mut new = record();
+        new.args = recorded_args(&[("PY".to_string(), "3.12".to_string()), ("DB_PASSWORD".to_string(), "x".to_string())].into());
+        new.files[0].what = What::File { exec: true, sha256: "1".repeat(64) };
+        new.files.remove(1);
+        new.files.push(FileRecord { path: "z".into(), what: What::Dir });
+        new.parents.insert("base".into(), Some("sha256:q".into()));
+        let text = explain(&old, &new, &Category::ALL).join("; ");
+        assert!(text.contains("build arg PY changed: \"3.11\" -> \"3.12\""), "{text}");
+        assert!(text.contains("build arg DB_PASSWORD changed: (hidden) -> (hidden)"), "{text}");
+        assert!(text.contains("a (became executable)") && text.contains("z (added)") && text.contains("b (removed)"), "{text}");
+        assert!(text.contains("parent base changed"), "{text}");
+        assert!(!text.contains("hunter2"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The one module that talks to the Docker engine, through the `docker` CLI: connect (engine
+//! reachable, its platform), inspect many images in one call, build, tag, push, pull, remove.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context, Result};
+use camino::Utf8Path;
+use serde_json::{Map, Value};
+use xshell::{cmd, Shell};
+
+/// An engine that answered, with the shell its commands run in.
+pub struct Docker {
+    pub sh: Shell,
+    /// Where the engine was reached, for messages.
+    pub host: String,
+    pub os: String,
+    pub arch: String,
+}
+
+/// What `docker image inspect` says of one image; every field is optional, as engines omit
+/// unset ones.
+#[derive(Debug, Clone, Default)]
+pub struct Image {
+    pub id: Option<String>,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub created: Option<String>,
+    pub size: Option<u64>,
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    pub labels: Map<String, Value>,
+    pub layers: Option<usize>,
+}
+
+impl Image {
+    pub fn from_json(v: &Value) -> Image {
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        let list = |p: &str| -> Vec<String> {
+            v.pointer(p).and_then(Value::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        };
+        Image {
+            id: s("/Id"),
+            repo_tags: list("/RepoTags"),
+            repo_digests: list("/RepoDigests"),
+            created: s("/Created"),
+            size: v.pointer("/Size").and_then(Value::as_u64),
+            os: s("/Os"),
+            arch: s("/Architecture"),
+            labels: v.pointer("/Config/Labels").and_then(Value::as_object).cloned().unwrap_or_default(),
+            layers: v.pointer("/RootFS/Layers").and_then(Value::as_array).map(Vec::len),
+        }
+    }
+}
+
+/// The familiar form of a reference, as RepoTags shows it: no `docker.io/library/`.
+pub fn familiar(name: &str) -> &str {
+    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return rest;
+        }
+    }
+    name
+}
+
+/// Turns a failed docker command into an error a person can act on.
+fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
+    let line = stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("DEPRECATED")).last().unwrap_or("no output");
+    if stderr.contains("Cannot connect to the Docker daemon") || stderr.contains("Is the docker daemon running") {
+        return anyhow::anyhow!(
+            "no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})"
+        );
+    }
+    anyhow::anyhow!("{what} failed: {line}")
+}
+
+impl Docker {
+    /// Finds the engine (DOCKER_HOST, else the one `cargo xtask engine up` started for this
+    /// root, else the default socket) and checks that it answers.
+    pub fn connect(root: &Utf8Path) -> Result<Docker> {
+        let sh = Shell::new()?;
+        let host = match crate::engine::docker_host(root) {
+            Some(h) => {
+                sh.set_var("DOCKER_HOST", &h);
+                h
+            }
+            None => "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string(),
+        };
+        let format = "{{json .}}";
+        let out = match cmd!(sh, "docker version --format {format}").quiet().ignore_status().output() {
+            Ok(o) => o,
+            Err(e) => bail!("cannot run the docker command ({e}): install a Docker client, or run `cargo xtask engine up` (as root it installs Debian's docker.io)"),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+        let server = v.get("Server").filter(|s| !s.is_null());
+        let Some(server) = server.filter(|_| out.status.success()) else {
+            let line = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or("no answer");
+            bail!("no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})");
+        };
+        let field = |k: &str| server.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        Ok(Docker { host, os: field("Os"), arch: field("Arch"), sh })
+    }
+
+    /// Inspects many images in one engine call; the result maps each requested name that
+    /// exists to what the engine says of it.
+    pub fn inspect(&self, names: &[String]) -> Result<BTreeMap<String, Image>> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let sh = &self.sh;
+        let out = cmd!(sh, "docker image inspect {names...}").quiet().ignore_status().output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let parsed: Value = match serde_json::from_str(stdout.trim()) {
+            Ok(v @ Value::Array(_)) => v,
+            _ if !out.status.success() && stdout.trim().is_empty() && !stderr.to_lowercase().contains("no such image") => {
+                return Err(failure("docker image inspect", &self.host, &stderr));
+            }
+            _ => {
+                let head: String = stdout.chars().take(120).collect();
+                bail!("docker image inspect printed something that is not the expected JSON array ({head:?}): is DOCKER_HOST a Docker engine?");
+            }
+        };
+        let unexpected: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.to_lowercase().contains("no such image"))
+            .collect();
+        if !unexpected.is_empty() && !out.status.success() {
+            return Err(failure("docker image inspect", &self.host, &unexpected.join("\n")));
+        }
+        let wanted: BTreeSet<&str> = names.iter().map(|n| familiar(n)).collect();
+        let mut found = BTreeMap::new();
+        for v in parsed.as_array().into_iter().flatten() {
+            let image = Image::from_json(v);
+            for name in image.repo_tags.iter().chain(&image.repo_digests) {
+                let f = familiar(name);
+                if wanted.contains(f) {
+                    for n in names.iter().filter(|n| familiar(n) == f) {
+                        found.insert(n.clone(), image.clone());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Runs `docker build`; returns whether it succeeded and its combined output.
+    pub fn build(&self, req: &BuildRequest) -> Result<(bool, String)> {
+        let sh = &self.sh;
+        let mut args: Vec<String> = vec!["-f".into(), req.dockerfile.to_string()];
+        for (k, v) in req.args {
+            args.push("--build-arg".into());
+            args.push(format!("{k}={v}"));
+        }
+        if let Some(t) = req.target {
+            args.push("--target".into());
+            args.push(t.to_string());
+        }
+        for (k, v) in req.labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        for t in req.tags {
+            args.push("-t".into());
+            args.push(t.clone());
+        }
+        if req.no_cache {
+            args.push("--no-cache".into());
+        }
+        args.push("--iidfile".into());
+        args.push(req.iidfile.to_string());
+        let context = req.context;
+        let out = cmd!(sh, "docker build {args...} {context}").quiet().ignore_status().output()?;
+        let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+        log.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.success(), log))
+    }
+
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let sh = &self.sh;
+        let out = cmd!(sh, "docker tag {source} {target}").quiet().ignore_status().output()?;
+        if !out.status.success() {
+            return Err(failure(&format!("docker tag {source} {target}"), &self.host, &String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+
+    /// Removes images by name or ID; returns the names it could not remove with the reason.
+    pub fn remove(&self, names: &[String]) -> Result<Vec<String>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sh = &self.sh;
+        let out = cmd!(sh, "docker image rm {names...}").quiet().ignore_status().output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Ok(stderr.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+    }
+}
+
+pub struct BuildRequest<'a> {
+    pub context: &'a Utf8Path,
+    pub dockerfile: &'a Utf8Path,
+    pub target: Option<&'a str>,
+    pub args: &'a BTreeMap<String, String>,
+    pub labels: &'a [(String, String)],
+    pub tags: &'a [String],
+    pub no_cache: bool,
+    pub iidfile: &'a Utf8Path,
+}
+
+/// Reads the image ID that `--iidfile` wrote.
+pub fn read_iid(path: &Utf8Path) -> Result<String> {
+    let id = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    Ok(id.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_json_with_missing_fields() {
+        let v: Value = serde_json::from_str(r#"{"Id":"sha256:1","RepoTags":["a:b"],"Size":0,"RootFS":{"Type":"layers"},"Config":{}}"#).unwrap();
+        let i = Image::from_json(&v);
+        assert_eq!(i.id.as_deref(), Some("sha256:1"));
+        assert_eq!(i.size, Some(0));
+        assert_eq!(i.layers, None);
+        assert!(i.labels.is_empty() && i.os.is_none() && i.created.is_none());
+        let i = Image::from_json(&Value::Null);
+        assert!(i.id.is_none() && i.repo_tags.is_empty());
+    }
+
+    #[test]
+    fn familiar_names() {
+        assert_eq!(familiar("docker.io/library/python:3.11"), "python:3.11");
+        assert_eq!(familiar("docker.io/me/x:1"), "me/x:1");
+        assert_eq!(familiar("127.0.0.1:5000/x:1"), "127.0.0.1:5000/x:1");
+    }
+
+    #[test]
+    fn failures_point_to_the_fix() {
+        let e = failure("x", "unix:///s", "Cannot connect to the Docker daemon at unix:///s. Is the docker daemon running?").to_string();
+        assert!(e.contains("cargo xtask engine up") && e.contains("DOCKER_HOST"), "{e}");
+    }
+}

@@ -1,0 +1,643 @@
+//! Dockerfile analysis: the instruction stream (directives, escape character, continuations,
+//! comments, heredoc bodies), global ARG expansion, stages, and the classification of every
+//! image a build reads as a stage, an internal service, an external base or `scratch`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Result};
+
+/// One instruction with its continuation lines joined; `line` is where it starts (1-based).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instruction {
+    pub line: usize,
+    pub keyword: String,
+    pub args: String,
+}
+
+/// The instruction stream of a Dockerfile and the escape character it uses.
+#[derive(Debug)]
+pub struct Parsed {
+    pub escape: char,
+    pub instructions: Vec<Instruction>,
+}
+
+/// Splits a Dockerfile into instructions, the way Docker's parser does.
+pub fn parse(text: &str) -> Result<Parsed> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut escape = '\\';
+    let mut i = 0;
+    let mut seen = BTreeSet::new();
+    // Parser directives: only at the very top, each at most once.
+    while i < lines.len() {
+        let Some((key, value)) = directive(lines[i]) else { break };
+        if !seen.insert(key.clone()) {
+            bail!("line {}: parser directive '{key}' is given twice", i + 1);
+        }
+        if key == "escape" {
+            escape = match value.as_str() {
+                "\\" => '\\',
+                "`" => '`',
+                _ => bail!("line {}: invalid escape character {value:?}: use \\ or `", i + 1),
+            };
+        }
+        i += 1;
+    }
+
+    let mut instructions = Vec::new();
+    while i < lines.len() {
+        let first = lines[i];
+        i += 1;
+        let trimmed = first.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let line = i;
+        let mut joined = String::new();
+        let mut current = first;
+        loop {
+            let (content, continues) = strip_continuation(current, escape);
+            joined.push_str(content);
+            if !continues {
+                break;
+            }
+            // Comment and empty lines inside a continuation are dropped.
+            let mut next = None;
+            while i < lines.len() {
+                let l = lines[i];
+                i += 1;
+                let t = l.trim();
+                if t.is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                next = Some(l);
+                break;
+            }
+            match next {
+                Some(l) => current = l,
+                None => break,
+            }
+        }
+        let joined = joined.trim();
+        let (keyword, args) = match joined.find(char::is_whitespace) {
+            Some(p) => (&joined[..p], joined[p..].trim()),
+            None => (joined, ""),
+        };
+        if !keyword.bytes().all(|b| b.is_ascii_alphabetic()) {
+            bail!("line {line}: {keyword:?} is not a Dockerfile instruction");
+        }
+        let keyword = keyword.to_ascii_uppercase();
+        // Heredoc bodies follow the instruction and are not instructions themselves.
+        if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
+            for (word, strip_tabs) in heredoc_markers(args) {
+                loop {
+                    if i >= lines.len() {
+                        bail!("line {line}: heredoc <<{word} is never closed");
+                    }
+                    let l = lines[i];
+                    i += 1;
+                    let l = if strip_tabs { l.trim_start_matches('\t') } else { l };
+                    if l == word {
+                        break;
+                    }
+                }
+            }
+        }
+        instructions.push(Instruction { line, keyword, args: args.to_string() });
+    }
+    Ok(Parsed { escape, instructions })
+}
+
+/// `# key=value` at the top of the file, for the directives Docker knows.
+fn directive(line: &str) -> Option<(String, String)> {
+    let rest = line.trim().strip_prefix('#')?;
+    let (key, value) = rest.split_once('=')?;
+    let key = key.trim().to_ascii_lowercase();
+    if !matches!(key.as_str(), "syntax" | "escape" | "check") {
+        return None;
+    }
+    Some((key, value.trim().to_string()))
+}
+
+fn strip_continuation(line: &str, escape: char) -> (&str, bool) {
+    let t = line.trim_end();
+    match t.strip_suffix(escape) {
+        Some(content) => (content, true),
+        None => (line, false),
+    }
+}
+
+/// The heredoc words of an instruction: `<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'`.
+fn heredoc_markers(args: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut rest = args;
+    while let Some(p) = rest.find("<<") {
+        let mut s = &rest[p + 2..];
+        let strip_tabs = s.starts_with('-');
+        if strip_tabs {
+            s = &s[1..];
+        }
+        let quote = s.chars().next().filter(|c| *c == '"' || *c == '\'');
+        if let Some(q) = quote {
+            s = &s[1..];
+            let end = s.find(q).unwrap_or(s.len());
+            let word = &s[..end];
+            if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                out.push((word.to_string(), strip_tabs));
+            }
+            rest = &s[end.min(s.len())..];
+        } else {
+            let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
+            if end > 0 {
+                out.push((s[..end].to_string(), strip_tabs));
+            }
+            rest = &s[end..];
+        }
+    }
+    out
+}
+
+/// Splits arguments into words the way the shell-like lexer does for ARG and flags: white space
+/// separates, quotes group and are removed, the escape character protects the next character.
+pub fn words(s: &str, escape: char) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '"' | '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        None => bail!("unterminated quote in {s:?}"),
+                        Some(q) if q == c => break,
+                        Some(e) if e == escape && c == '"' => {
+                            if let Some(n) = chars.next() {
+                                cur.push(n);
+                            }
+                        }
+                        Some(o) => cur.push(o),
+                    }
+                }
+            }
+            c if c == escape => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Expands `$v`, `${v}`, `${v:-word}` and `${v:+word}`; unset names expand to nothing.
+pub fn expand(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::new();
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == escape && i + 1 < chars.len() && chars[i + 1] == '$' {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        if c != '$' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if i + 1 < chars.len() && chars[i + 1] == '{' {
+            let close = chars[i + 2..]
+                .iter()
+                .position(|&c| c == '}')
+                .ok_or_else(|| anyhow::anyhow!("unclosed ${{ in {s:?}"))?;
+            let inner: String = chars[i + 2..i + 2 + close].iter().collect();
+            let (name, modifier) = match inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                Some(p) => (&inner[..p], Some(&inner[p..])),
+                None => (inner.as_str(), None),
+            };
+            if name.is_empty() {
+                bail!("invalid variable ${{{inner}}} in {s:?}");
+            }
+            let value = lookup(name).filter(|v| !v.is_empty());
+            match modifier {
+                None => out.push_str(value.as_deref().unwrap_or("")),
+                Some(m) if m.starts_with(":-") => match value {
+                    Some(v) => out.push_str(&v),
+                    None => out.push_str(&expand(&m[2..], escape, lookup)?),
+                },
+                Some(m) if m.starts_with(":+") => {
+                    if value.is_some() {
+                        out.push_str(&expand(&m[2..], escape, lookup)?);
+                    }
+                }
+                Some(m) => bail!("unsupported variable modifier {m:?} in {s:?}: use ${{v}}, ${{v:-w}} or ${{v:+w}}"),
+            }
+            i += 2 + close + 1;
+        } else {
+            let len = chars[i + 1..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == '_').count();
+            if len == 0 {
+                out.push('$');
+                i += 1;
+                continue;
+            }
+            let name: String = chars[i + 1..i + 1 + len].iter().collect();
+            out.push_str(&lookup(&name).unwrap_or_default());
+            i += 1 + len;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether an instruction's text mentions a variable by name (`$NAME` or `${NAME...}`).
+fn mentions(args: &str, name: &str) -> bool {
+    let mut rest = args;
+    while let Some(p) = rest.find('$') {
+        let after = &rest[p + 1..];
+        let after = after.strip_prefix('{').unwrap_or(after);
+        if let Some(tail) = after.strip_prefix(name) {
+            if !tail.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                return true;
+            }
+        }
+        rest = &rest[p + 1..];
+    }
+    false
+}
+
+/// What an image reference in a build names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    Scratch,
+    Stage(usize),
+    Internal(String),
+    External(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: Option<String>,
+    pub line: usize,
+    pub from: Source,
+    /// Sources named by `COPY --from` and `RUN --mount=...,from=`.
+    pub copies_from: Vec<Source>,
+}
+
+/// Everything the tool needs to know about one Dockerfile built for one target.
+#[derive(Debug)]
+pub struct Analysis {
+    pub stages: Vec<Stage>,
+    /// The stage the build produces: the target, else the last.
+    pub target_index: usize,
+    /// Internal services read by the stages up to the target (the legacy builder builds every
+    /// stage before the target, so they all count).
+    pub parents: BTreeSet<String>,
+    /// External images read by those stages, normalized with a tag.
+    pub bases: BTreeSet<String>,
+    /// Every ARG name the Dockerfile declares, global or in a stage.
+    pub declared_args: BTreeSet<String>,
+    /// Whether IMAGE_TAG is read anywhere but in FROM lines naming internal parents.
+    pub image_tag_beyond_parents: bool,
+}
+
+/// Resolves `ai-infra-<service>:<tag>` to a service name.
+pub struct Internal<'a> {
+    pub tag: &'a str,
+    pub is_service: &'a dyn Fn(&str) -> bool,
+}
+
+impl Internal<'_> {
+    fn resolve(&self, image: &str) -> Option<String> {
+        let (repo, tag) = image.rsplit_once(':')?;
+        let svc = repo.strip_prefix("ai-infra-")?;
+        (tag == self.tag && (self.is_service)(svc)).then(|| svc.to_string())
+    }
+}
+
+/// Analyses a Dockerfile: stages, the sources each reads, and the ARGs it declares.
+pub fn analyze(
+    text: &str,
+    target: Option<&str>,
+    build_args: &BTreeMap<String, String>,
+    internal: &Internal,
+) -> Result<Analysis> {
+    let parsed = parse(text)?;
+    let esc = parsed.escape;
+    let mut globals: BTreeMap<String, String> = BTreeMap::new();
+    let mut declared_args = BTreeSet::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut image_tag_beyond_parents = false;
+
+    for ins in &parsed.instructions {
+        match ins.keyword.as_str() {
+            "ARG" => {
+                for w in words(&ins.args, esc)? {
+                    let (name, default) = match w.split_once('=') {
+                        Some((n, d)) => (n.to_string(), Some(d.to_string())),
+                        None => (w.clone(), None),
+                    };
+                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                        bail!("line {}: invalid ARG name {name:?}", ins.line);
+                    }
+                    declared_args.insert(name.clone());
+                    if stages.is_empty() {
+                        let value = match (build_args.get(&name), default) {
+                            (Some(v), _) => v.clone(),
+                            (None, Some(d)) => expand(&d, esc, &|n| globals.get(n).cloned())?,
+                            (None, None) => String::new(),
+                        };
+                        globals.insert(name, value);
+                    } else if name == "IMAGE_TAG" {
+                        image_tag_beyond_parents = true;
+                    }
+                }
+            }
+            "FROM" => {
+                let ws = words(&ins.args, esc)?;
+                let positional: Vec<&String> = ws.iter().filter(|w| !w.starts_with("--")).collect();
+                let (image_raw, name) = match positional.as_slice() {
+                    [image] => (image.as_str(), None),
+                    [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
+                        (image.as_str(), Some(name.to_ascii_lowercase()))
+                    }
+                    _ => bail!("line {}: FROM takes an image and an optional 'AS name', got {:?}", ins.line, ins.args),
+                };
+                let image = expand(image_raw, esc, &|n| globals.get(n).cloned())?;
+                if image.is_empty() {
+                    bail!(
+                        "line {}: FROM {image_raw} expands to nothing: give the ARG a default or pass it as a build arg",
+                        ins.line
+                    );
+                }
+                let from = classify(&image, &stages, internal, ins.line, "FROM")?;
+                if let Source::Stage(_) = from {
+                } else if let Some(later) = later_stage_name(&parsed.instructions, ins.line, &image, esc) {
+                    bail!("line {}: FROM {image} names stage '{later}', which is defined later", ins.line);
+                }
+                if let Some(n) = &name {
+                    if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
+                        bail!("line {}: stage name '{n}' is used twice", ins.line);
+                    }
+                }
+                if mentions(image_raw, "IMAGE_TAG") && !matches!(from, Source::Internal(_)) {
+                    image_tag_beyond_parents = true;
+                }
+                stages.push(Stage { name, line: ins.line, from, copies_from: Vec::new() });
+            }
+            keyword => {
+                let Some(stage_index) = stages.len().checked_sub(1) else {
+                    bail!("line {}: {keyword} before the first FROM (only ARG may come first)", ins.line);
+                };
+                if mentions(&ins.args, "IMAGE_TAG") {
+                    image_tag_beyond_parents = true;
+                }
+                for source in copy_sources(keyword, &ins.args) {
+                    let found = classify_from_flag(&source, &stages[..stage_index], internal, ins.line, keyword)?;
+                    stages[stage_index].copies_from.push(found);
+                }
+            }
+        }
+    }
+    if stages.is_empty() {
+        bail!("no FROM instruction");
+    }
+    let target_index = match target {
+        None => stages.len() - 1,
+        Some(t) => {
+            let t = t.to_ascii_lowercase();
+            stages.iter().position(|s| s.name.as_deref() == Some(t.as_str())).ok_or_else(|| {
+                let names: Vec<_> = stages.iter().filter_map(|s| s.name.clone()).collect();
+                anyhow::anyhow!("target stage '{t}' is not defined (stages: {})", names.join(", "))
+            })?
+        }
+    };
+    let mut parents = BTreeSet::new();
+    let mut bases = BTreeSet::new();
+    for stage in &stages[..=target_index] {
+        for source in std::iter::once(&stage.from).chain(&stage.copies_from) {
+            match source {
+                Source::Internal(s) => {
+                    parents.insert(s.clone());
+                }
+                Source::External(b) => {
+                    bases.insert(b.clone());
+                }
+                Source::Scratch | Source::Stage(_) => {}
+            }
+        }
+    }
+    Ok(Analysis { stages, target_index, parents, bases, declared_args, image_tag_beyond_parents })
+}
+
+fn later_stage_name(instructions: &[Instruction], after: usize, image: &str, esc: char) -> Option<String> {
+    let lower = image.to_ascii_lowercase();
+    instructions.iter().filter(|i| i.keyword == "FROM" && i.line > after).find_map(|i| {
+        let ws = words(&i.args, esc).ok()?;
+        let positional: Vec<&String> = ws.iter().filter(|w| !w.starts_with("--")).collect();
+        match positional.as_slice() {
+            [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") && name.to_ascii_lowercase() == lower => {
+                Some(lower.clone())
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The `--from=` of COPY/ADD and the `from=` of each RUN `--mount`.
+fn copy_sources(keyword: &str, args: &str) -> Vec<String> {
+    let flags = args.split_whitespace().take_while(|w| w.starts_with("--"));
+    match keyword {
+        "COPY" | "ADD" => flags.filter_map(|f| f.strip_prefix("--from=")).map(str::to_string).collect(),
+        "RUN" => flags
+            .filter_map(|f| f.strip_prefix("--mount="))
+            .flat_map(|m| m.split(',').filter_map(|kv| kv.strip_prefix("from=")).map(str::to_string).collect::<Vec<_>>())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn classify(image: &str, stages: &[Stage], internal: &Internal, line: usize, what: &str) -> Result<Source> {
+    if image == "scratch" {
+        return Ok(Source::Scratch);
+    }
+    let lower = image.to_ascii_lowercase();
+    if let Some(i) = stages.iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+        return Ok(Source::Stage(i));
+    }
+    if let Some(svc) = internal.resolve(image) {
+        return Ok(Source::Internal(svc));
+    }
+    if !crate::reference::is_valid_reference(image) {
+        bail!("line {line}: {what} names {image:?}, which is not a valid image reference");
+    }
+    Ok(Source::External(crate::reference::normalize_external(image)))
+}
+
+fn classify_from_flag(source: &str, earlier: &[Stage], internal: &Internal, line: usize, keyword: &str) -> Result<Source> {
+    if let Ok(index) = source.parse::<usize>() {
+        if index >= earlier.len() {
+            bail!("line {line}: {keyword} --from={index} names no earlier stage (there are {} before it)", earlier.len());
+        }
+        return Ok(Source::Stage(index));
+    }
+    let looks_like_image = source.contains(['/', ':', '@', '.']);
+    let lower = source.to_ascii_lowercase();
+    if !looks_like_image && !earlier.iter().any(|s| s.name.as_deref() == Some(lower.as_str())) {
+        let names: Vec<_> = earlier.iter().filter_map(|s| s.name.clone()).collect();
+        bail!(
+            "line {line}: {keyword} --from={source} names no stage defined before it (stages: {}); to read an image, write it with a tag, e.g. {source}:latest",
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        );
+    }
+    classify(source, earlier, internal, line, keyword)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn services(name: &str) -> bool {
+        ["base", "jupyterhub", "backend"].contains(&name)
+    }
+
+    fn run(text: &str, target: Option<&str>, args: &[(&str, &str)]) -> Result<Analysis> {
+        let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        analyze(text, target, &args, &Internal { tag: "v1", is_service: &services })
+    }
+
+    #[test]
+    fn instructions_continuations_comments() {
+        let p = parse("FROM scratch\n\n# c\nCOPY a \\\n  # inside\n\n  b /x\nlabel k=v\r\n").unwrap();
+        let kws: Vec<_> = p.instructions.iter().map(|i| (i.line, i.keyword.as_str(), i.args.as_str())).collect();
+        assert_eq!(kws, vec![(1, "FROM", "scratch"), (4, "COPY", "a   b /x"), (8, "LABEL", "k=v")]);
+    }
+
+    #[test]
+    fn directives_and_escape() {
+        let p = parse("# syntax=docker/dockerfile:1\n# escape=`\nFROM scratch\nCOPY a `\n b /\nCOPY c\\ /d\n").unwrap();
+        assert_eq!(p.escape, '`');
+        assert_eq!(p.instructions[1].args, "a  b /");
+        assert_eq!(p.instructions[2].args, "c\\ /d");
+        // A directive after an instruction or comment is just a comment.
+        let p = parse("# hello\n# escape=`\nFROM scratch\nCOPY a \\\n b /\n").unwrap();
+        assert_eq!(p.escape, '\\');
+        assert_eq!(p.instructions[1].args, "a  b /");
+        assert!(parse("# escape=x\nFROM scratch").unwrap_err().to_string().contains("escape"));
+        assert!(parse("# escape=`\n# escape=\\\nFROM scratch").is_err());
+    }
+
+    #[test]
+    fn heredoc_bodies_are_skipped() {
+        let text = "FROM scratch\nRUN <<EOF\nFROM evil\nEOF\nCOPY <<-\"END\" /x\n\tARG nope\n\tEND\nLABEL a=b\n";
+        let p = parse(text).unwrap();
+        let kws: Vec<_> = p.instructions.iter().map(|i| i.keyword.as_str()).collect();
+        assert_eq!(kws, vec!["FROM", "RUN", "COPY", "LABEL"]);
+        assert!(parse("FROM scratch\nRUN <<EOF\nx\n").unwrap_err().to_string().contains("never closed"));
+    }
+
+    #[test]
+    fn bad_instruction() {
+        assert!(parse("FROM scratch\n=oops\n").unwrap_err().to_string().contains("line 2"));
+    }
+
+    #[test]
+    fn expansion() {
+        let vars = |n: &str| match n {
+            "A" => Some("a".to_string()),
+            "E" => Some(String::new()),
+            _ => None,
+        };
+        let e = |s: &str| expand(s, '\\', &vars).unwrap();
+        assert_eq!(e("x-${A}-$A-${B}"), "x-a-a-");
+        assert_eq!(e("${B:-d}|${A:-d}|${E:-d}"), "d|a|d");
+        assert_eq!(e("${A:+p}|${B:+p}"), "p|");
+        assert_eq!(e("\\$A $ $1"), "$A $ ");
+        assert!(expand("${A", '\\', &vars).is_err());
+        assert!(expand("${A%x}", '\\', &vars).is_err());
+    }
+
+    #[test]
+    fn words_and_quotes() {
+        assert_eq!(words("a=1 b=\"x y\" 'c d'", '\\').unwrap(), vec!["a=1", "b=x y", "c d"]);
+        assert_eq!(words("a\\ b", '\\').unwrap(), vec!["a b"]);
+        assert!(words("a=\"x", '\\').is_err());
+    }
+
+    #[test]
+    fn global_args_and_classification() {
+        let df = "ARG IMAGE_TAG=latest\nARG PY=3.11\nARG REG\nFROM ai-infra-base:${IMAGE_TAG} AS base\nFROM ${REG:+$REG/}python:${PY}-slim AS py\nCOPY --from=base /a /a\nCOPY --from=0 /b /b\nRUN --mount=type=bind,from=ai-infra-jupyterhub:v1,target=/j true\nFROM scratch AS final\nCOPY --from=py / /\n";
+        let a = run(df, None, &[("IMAGE_TAG", "v1")]).unwrap();
+        assert_eq!(a.stages.len(), 3);
+        assert_eq!(a.stages[0].from, Source::Internal("base".into()));
+        assert_eq!(a.stages[1].from, Source::External("python:3.11-slim".into()));
+        assert_eq!(
+            a.stages[1].copies_from,
+            vec![Source::Stage(0), Source::Stage(0), Source::Internal("jupyterhub".into())]
+        );
+        assert_eq!(a.stages[2].from, Source::Scratch);
+        assert_eq!(a.parents, ["base", "jupyterhub"].iter().map(|s| s.to_string()).collect());
+        assert_eq!(a.bases, ["python:3.11-slim".to_string()].into_iter().collect());
+        assert!(!a.image_tag_beyond_parents);
+        assert_eq!(a.declared_args.len(), 3);
+        // Build args override defaults; ${v:+w} expands.
+        let a = run(df, None, &[("IMAGE_TAG", "v1"), ("REG", "mirror.io"), ("PY", "3.12")]).unwrap();
+        assert_eq!(a.stages[1].from, Source::External("mirror.io/python:3.12-slim".into()));
+        // Another tag makes the base image an external, pinned one.
+        let a = run(df, None, &[("IMAGE_TAG", "v0")]).unwrap();
+        assert_eq!(a.stages[0].from, Source::External("ai-infra-base:v0".into()));
+        assert!(a.image_tag_beyond_parents);
+    }
+
+    #[test]
+    fn targets_limit_what_is_read() {
+        let df = "ARG IMAGE_TAG\nFROM ai-infra-base:${IMAGE_TAG} AS build\nFROM scratch AS init\nCOPY a /a\nFROM build AS app\nLABEL v=${IMAGE_TAG}\n";
+        let init = run(df, Some("init"), &[("IMAGE_TAG", "v1")]).unwrap();
+        assert_eq!(init.target_index, 1);
+        // The legacy builder builds every stage before the target: base counts for init too.
+        assert!(init.parents.contains("base"));
+        let app = run(df, Some("APP"), &[("IMAGE_TAG", "v1")]).unwrap();
+        assert_eq!(app.target_index, 2);
+        assert_eq!(app.stages[2].from, Source::Stage(0));
+        assert!(app.image_tag_beyond_parents, "LABEL reads IMAGE_TAG");
+        let err = run(df, Some("nope"), &[("IMAGE_TAG", "v1")]).unwrap_err().to_string();
+        assert!(err.contains("'nope' is not defined") && err.contains("build, init, app"), "{err}");
+    }
+
+    #[test]
+    fn bad_dockerfiles() {
+        let err = |df: &str| run(df, None, &[]).unwrap_err().to_string();
+        assert!(err("ARG B\nFROM ${B}\n").contains("expands to nothing"));
+        assert!(err("FROM scratch\nCOPY --from=builder /a /a\n").contains("names no stage"));
+        assert!(err("FROM scratch\nCOPY --from=1 /a /a\n").contains("--from=1"));
+        assert!(err("FROM builder\nFROM scratch AS builder\n").contains("defined later"));
+        assert!(err("LABEL a=b\nFROM scratch\n").contains("before the first FROM"));
+        assert!(err("ARG X=1\n").contains("no FROM"));
+        assert!(err("FROM Bad:Name\n").contains("not a valid image reference"));
+        assert!(err("FROM scratch AS a\nFROM scratch AS a\n").contains("used twice"));
+        assert!(err("FROM scratch AS a b\n").contains("FROM takes"));
+    }
+
+    #[test]
+    fn mentions_names_exactly() {
+        assert!(mentions("a=${IMAGE_TAG}", "IMAGE_TAG"));
+        assert!(mentions("a=$IMAGE_TAG", "IMAGE_TAG"));
+        assert!(!mentions("a=$IMAGE_TAGS", "IMAGE_TAG"));
+        assert!(!mentions("IMAGE_TAG", "IMAGE_TAG"));
+    }
+}

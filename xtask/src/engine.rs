@@ -1,0 +1,298 @@
+//! `cargo xtask engine up|status|down`: a Docker engine for machines that have none (Debian's
+//! docker.io, installed when missing and run as root), started on a private socket with no
+//! bridge, no iptables and no masquerading, its state under `target/engine`. Also the loopback
+//! registry the test harness starts beside it.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde_json::{json, Value};
+use xshell::{cmd, Shell};
+
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
+    root.join("target").join("engine")
+}
+
+/// A short folder for the engine's sockets: unix socket paths are limited to 107 bytes.
+fn exec_dir(root: &Utf8Path) -> Utf8PathBuf {
+    use sha2::Digest;
+    let h = crate::context::hex(&sha2::Sha256::digest(root.as_str().as_bytes()));
+    Utf8PathBuf::from(format!("/tmp/ai-infra-engine-{}", &h[..10]))
+}
+
+/// A background process this tool started, as recorded in its state file.
+struct Started {
+    pid: u32,
+    host: String,
+}
+
+fn read_state(file: &Utf8Path) -> Option<Started> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
+    Some(Started { pid: v.get("pid")?.as_u64()? as u32, host: v.get("host")?.as_str()?.to_string() })
+}
+
+fn alive(pid: u32, program: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(program))
+        .unwrap_or(false)
+}
+
+/// The engine address for this root: DOCKER_HOST when set; else the default socket when it
+/// exists; else the engine `engine up` started for this root, while it runs.
+pub fn docker_host(root: &Utf8Path) -> Option<String> {
+    if let Some(h) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+        return Some(h);
+    }
+    if Utf8Path::new(DEFAULT_SOCKET).exists() {
+        return None;
+    }
+    let s = read_state(&state_dir(root).join("state.json"))?;
+    alive(s.pid, "dockerd").then_some(s.host)
+}
+
+fn answers(host: Option<&str>) -> Option<String> {
+    let sh = Shell::new().ok()?;
+    if let Some(h) = host {
+        sh.set_var("DOCKER_HOST", h);
+    }
+    let format = "{{.Server.Version}}";
+    let out = cmd!(sh, "docker version --format {format}").quiet().ignore_status().output().ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !v.is_empty()).then_some(v)
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Installs Debian packages whose programs are missing, when running as root.
+pub fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().filter(|(program, _)| !on_path(program)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() || !on_path("apt-get") {
+        bail!(
+            "{} not installed and this tool can install it only as root on Debian: run `sudo apt-get install {}`, or set DOCKER_HOST to a running engine",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("installing {} with apt-get", missing.join(", "));
+    let names = missing.join(" ");
+    let sh = Shell::new()?;
+    sh.set_var("DEBIAN_FRONTEND", "noninteractive");
+    cmd!(sh, "apt-get update -qq").quiet().ignore_stdout().run().context("apt-get update failed")?;
+    cmd!(sh, "apt-get install -y -qq --no-install-recommends {missing...}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .with_context(|| format!("apt-get install {names} failed"))?;
+    Ok(())
+}
+
+/// Starts a program in the background, in its own process group, its output going to `log`.
+fn spawn(program: &str, args: &[String], log: &Utf8Path) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log).with_context(|| format!("cannot create {log}"))?;
+    // xshell 0.2 cannot leave a process running; this is the one place that needs to.
+    let child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))?;
+    Ok(child.id())
+}
+
+fn log_tail(log: &Utf8Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+/// Makes sure an engine answers; starts one when none does. Returns the DOCKER_HOST to use and
+/// whether this call started it.
+pub fn up(root: &Utf8Path, quiet: bool) -> Result<(Option<String>, bool)> {
+    let host = docker_host(root);
+    if let Some(version) = answers(host.as_deref()) {
+        if !quiet {
+            println!("a Docker engine {version} already answers at {}", host.as_deref().unwrap_or(DEFAULT_SOCKET));
+        }
+        return Ok((host, false));
+    }
+    if let Some(h) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+        bail!("DOCKER_HOST={h} does not answer: start that engine, or unset DOCKER_HOST to let `cargo xtask engine up` start one");
+    }
+    install_missing(&[("dockerd", "docker.io")])?;
+    let dir = state_dir(root);
+    let exec = exec_dir(root);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+    std::fs::create_dir_all(&exec).with_context(|| format!("cannot create {exec}"))?;
+    let socket = exec.join("docker.sock");
+    let host = format!("unix://{socket}");
+    let args: Vec<String> = vec![
+        format!("--data-root={}", dir.join("root")),
+        format!("--exec-root={}", exec.join("exec")),
+        format!("--pidfile={}", exec.join("docker.pid")),
+        format!("--host={host}"),
+        "--bridge=none".into(),
+        "--iptables=false".into(),
+        "--ip-masq=false".into(),
+    ];
+    let log = dir.join("dockerd.log");
+    let pid = spawn("dockerd", &args, &log)?;
+    let state = json!({"pid": pid, "host": host, "started_by": "cargo xtask engine up"});
+    crate::atomic::write(&dir.join("state.json"), state.to_string().as_bytes())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(version) = answers(Some(&host)) {
+            if !quiet {
+                println!("started Docker engine {version} (pid {pid}) at {host}, state in {dir}");
+                println!("this tool finds it by itself; for your own docker commands: export DOCKER_HOST={host}");
+            }
+            return Ok((Some(host), true));
+        }
+        if !alive(pid, "dockerd") {
+            bail!("dockerd exited while starting; the end of {log}:\n{}", log_tail(&log));
+        }
+        if Instant::now() > deadline {
+            bail!("dockerd (pid {pid}) did not answer within 60 s; see {log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops the engine that `up` started for this root, and only that one.
+pub fn down(root: &Utf8Path, quiet: bool) -> Result<bool> {
+    let file = state_dir(root).join("state.json");
+    let Some(s) = read_state(&file) else {
+        if !quiet {
+            println!("no engine started by `cargo xtask engine up` for {root}; nothing stopped");
+        }
+        return Ok(false);
+    };
+    let stopped = stop(s.pid, "dockerd")?;
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(exec_dir(root));
+    if !quiet {
+        if stopped {
+            println!("stopped the Docker engine (pid {}) at {}", s.pid, s.host);
+        } else {
+            println!("the engine recorded in {file} (pid {}) was no longer running", s.pid);
+        }
+    }
+    Ok(stopped)
+}
+
+/// Ends a process this tool started: SIGTERM, then SIGKILL after 30 s.
+fn stop(pid: u32, program: &str) -> Result<bool> {
+    if !alive(pid, program) {
+        return Ok(false);
+    }
+    let sh = Shell::new()?;
+    let p = pid.to_string();
+    cmd!(sh, "kill -TERM {p}").quiet().ignore_status().run()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid, program) {
+        if Instant::now() > deadline {
+            cmd!(sh, "kill -KILL {p}").quiet().ignore_status().run()?;
+            std::thread::sleep(Duration::from_millis(200));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(true)
+}
+
+pub fn status(root: &Utf8Path) -> Result<i32> {
+    let host = docker_host(root);
+    let shown = host.clone().unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}"));
+    let ours = read_state(&state_dir(root).join("state.json")).filter(|s| alive(s.pid, "dockerd"));
+    match answers(host.as_deref()) {
+        Some(version) => {
+            let how = match &ours {
+                Some(s) if s.host == shown => format!("started by `cargo xtask engine up` (pid {})", s.pid),
+                _ if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty()) => "named by DOCKER_HOST".to_string(),
+                _ => "the system's engine (default socket)".to_string(),
+            };
+            println!("Docker engine {version} answers at {shown}: {how}");
+            Ok(0)
+        }
+        None => {
+            println!("no Docker engine answers at {shown}: run `cargo xtask engine up`, or set DOCKER_HOST to a running engine");
+            Ok(1)
+        }
+    }
+}
+
+/// A distribution registry on a free loopback port, for the tests.
+pub struct Registry {
+    pub addr: String,
+    pid: u32,
+    dir: Utf8PathBuf,
+}
+
+impl Registry {
+    pub fn start(root: &Utf8Path) -> Result<Registry> {
+        install_missing(&[("docker-registry", "docker-registry")])?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = root.join("target").join("registry").join(port.to_string());
+        std::fs::create_dir_all(&dir)?;
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        );
+        crate::atomic::write(&dir.join("config.yml"), config.as_bytes())?;
+        let log = dir.join("registry.log");
+        let pid = spawn("docker-registry", &["serve".into(), dir.join("config.yml").to_string()], &log)?;
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_status(&addr, "/v2/").ok() != Some(200) {
+            if !alive(pid, "docker-registry") || Instant::now() > deadline {
+                let _ = stop(pid, "docker-registry");
+                bail!("the registry did not start on {addr}; the end of {log}:\n{}", log_tail(&log));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Registry { addr, pid, dir })
+    }
+
+    pub fn stop(self) -> Result<()> {
+        stop(self.pid, "docker-registry")?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+/// The status code of a plain HTTP GET on a loopback address.
+pub fn http_status(addr: &str, path: &str) -> Result<u16> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    let text = String::from_utf8_lossy(&head);
+    text.get(9..12).and_then(|c| c.parse().ok()).context("not an HTTP answer")
+}
+
+pub fn run(root: &Utf8Path, action: &str) -> Result<i32> {
+    match action {
+        "up" => up(root, false).map(|_| 0),
+        "down" => down(root, false).map(|_| 0),
+        "status" => status(root),
+        other => Err(crate::UsageError(format!("unknown engine action {other:?}: use up, status or down")).into()),
+    }
+}

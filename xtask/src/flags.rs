@@ -1,0 +1,309 @@
+//! The command line: one plain struct per command, its usage text, and the checks that turn a
+//! mistaken call into a one-line usage error (exit code 2).
+
+use std::ffi::OsString;
+
+use anyhow::Result;
+use camino::Utf8Path;
+
+use crate::reference;
+use crate::report::Format;
+use crate::UsageError;
+
+pub const USAGE: &str = "\
+cargo xtask: build ai-infra's Docker images, only those whose inputs changed
+
+Usage: cargo xtask <command> [args]
+
+Commands:
+  check-status [TAG] [REGISTRY]     status of every service image (OK, MISSING, INVALID, STALE) and why
+  build SERVICE [TAG] [REGISTRY]    build one service and any parent that is not OK
+  engine up|status|down             a Docker engine for machines that have none
+  test [-- NEXTEST-ARGS]            the whole test suite on a real engine and registry (installs them as root)
+  bench                             the performance figures, printed
+  help                              this text
+
+`cargo xtask <command> --help` shows a command's flags. TAG defaults to IMAGE_TAG from .env, else v0.3.6-dev.
+Exit codes: 0 success, 1 a check or build failed, 2 a usage error.
+";
+
+const CHECK_STATUS: &str = "\
+Usage: cargo xtask check-status [TAG] [REGISTRY] [--format human|plain|json] [--exit-code]
+
+Classifies every service image as OK, MISSING, INVALID or STALE by the digest of its inputs,
+with one engine call, and says why each is not OK.
+
+  --format F     human (default), plain (`service|STATUS|image` lines) or json
+  --exit-code    exit 1 when any service is not OK
+";
+
+const BUILD: &str = "\
+Usage: cargo xtask build SERVICE [TAG] [REGISTRY] [--force]
+
+Builds SERVICE, and first any internal parent image that is not OK. A service that is OK is not
+rebuilt.
+
+  --force        rebuild SERVICE without the layer cache (FORCE_REBUILD=true does the same)
+";
+
+const ENGINE: &str = "\
+Usage: cargo xtask engine up|status|down
+
+  up       start a Docker engine when none answers (installs Debian's docker.io as root);
+           no bridge, no iptables, state under target/engine
+  status   which engine answers, and how it was started
+  down     stop the engine that `up` started (and no other)
+";
+
+const TEST: &str = "\
+Usage: cargo xtask test [-- ARGS]
+
+Runs the whole test suite: installs the Docker engine, the registry and busybox when missing
+(as root), starts an engine (unless one answers) and a registry on 127.0.0.1, runs
+`cargo nextest run` (ARGS are passed on), and stops what it started.
+";
+
+const BENCH: &str = "\
+Usage: cargo xtask bench [--services N] [--files N]
+
+Measures, on generated workspaces, and prints the figures and ratios:
+  - check-status against the old per-service approach (four engine calls per service)
+  - a warm re-check (hash cache filled) against a cold one, and the cold digest throughput
+    against sha256sum over the same files
+
+  --services N   services in the generated workspace (default 20)
+  --files N      files per service for the digest figures (default 1000)
+";
+
+pub struct CheckStatus {
+    pub tag: Option<String>,
+    pub registry: Option<String>,
+    pub format: Format,
+    pub exit_code: bool,
+}
+
+pub struct Build {
+    pub service: String,
+    pub tag: Option<String>,
+    pub registry: Option<String>,
+    pub force: bool,
+}
+
+pub struct Bench {
+    pub services: usize,
+    pub files: usize,
+}
+
+pub enum Command {
+    CheckStatus(CheckStatus),
+    Build(Build),
+    Engine(String),
+    Test(Vec<String>),
+    Bench(Bench),
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    UsageError(msg).into()
+}
+
+/// Takes a flag that may be given once.
+fn once(args: &mut pico_args::Arguments, flag: &'static str) -> Result<bool> {
+    let there = args.contains(flag);
+    if there && args.contains(flag) {
+        return Err(usage(format!("{flag} is given twice")));
+    }
+    Ok(there)
+}
+
+/// The positional arguments left after the flags; any leftover flag is an error.
+fn positionals(args: pico_args::Arguments, command: &str, max: usize, names: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for a in args.finish() {
+        let a = a.into_string().map_err(|a| usage(format!("argument {a:?} is not UTF-8")))?;
+        if a.starts_with('-') && a.len() > 1 {
+            return Err(usage(format!("unknown flag {a} for {command}; see `cargo xtask {command} --help`")));
+        }
+        out.push(a);
+    }
+    if out.len() > max {
+        return Err(usage(format!(
+            "unexpected argument {:?}: {command} takes {names}; see `cargo xtask {command} --help`",
+            out[max]
+        )));
+    }
+    Ok(out)
+}
+
+fn tag_and_registry(mut pos: Vec<String>) -> Result<(Option<String>, Option<String>)> {
+    let registry = if pos.len() > 1 { pos.pop() } else { None };
+    let tag = pos.pop();
+    if let Some(t) = &tag {
+        reference::validate_tag(t)?;
+    }
+    if let Some(r) = &registry {
+        reference::validate_registry(r)?;
+    }
+    Ok((tag, registry))
+}
+
+fn value<T: std::str::FromStr<Err = String>>(args: &mut pico_args::Arguments, flag: &'static str) -> Result<Option<T>> {
+    args.opt_value_from_fn(flag, |s| s.parse::<T>()).map_err(|e| match e {
+        pico_args::Error::Utf8ArgumentParsingFailed { cause, .. } | pico_args::Error::ArgumentParsingFailed { cause } => {
+            usage(format!("{flag}: {cause}"))
+        }
+        pico_args::Error::OptionWithoutAValue(_) => usage(format!("{flag} needs a value")),
+        other => usage(format!("{flag}: {other}")),
+    })
+}
+
+fn number(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+/// Parses the command line; None means help was printed.
+pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
+    let mut args = pico_args::Arguments::from_vec(raw);
+    let sub = args.subcommand().map_err(|e| usage(format!("{e}")))?;
+    let help = args.contains(["-h", "--help"]);
+    let Some(sub) = sub else {
+        print!("{USAGE}");
+        return Ok(None);
+    };
+    let text = match sub.as_str() {
+        "help" | "--help" | "-h" => USAGE,
+        "check-status" => CHECK_STATUS,
+        "build" => BUILD,
+        "engine" => ENGINE,
+        "test" => TEST,
+        "bench" => BENCH,
+        other => return Err(usage(format!("unknown command {other:?}; `cargo xtask --help` lists the commands"))),
+    };
+    if help || text == USAGE {
+        print!("{text}");
+        return Ok(None);
+    }
+    let command = match sub.as_str() {
+        "check-status" => {
+            let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
+            let exit_code = once(&mut args, "--exit-code")?;
+            let (tag, registry) = tag_and_registry(positionals(args, "check-status", 2, "[TAG] [REGISTRY]")?)?;
+            Command::CheckStatus(CheckStatus { tag, registry, format, exit_code })
+        }
+        "build" => {
+            let force = once(&mut args, "--force")? || force_from_env();
+            let mut pos = positionals(args, "build", 3, "SERVICE [TAG] [REGISTRY]")?;
+            if pos.is_empty() {
+                return Err(usage("build needs a SERVICE; `cargo xtask check-status` lists them".into()));
+            }
+            let service = pos.remove(0);
+            let (tag, registry) = tag_and_registry(pos)?;
+            Command::Build(Build { service, tag, registry, force })
+        }
+        "engine" => {
+            let pos = positionals(args, "engine", 1, "up, status or down")?;
+            match pos.first().map(String::as_str) {
+                Some(a @ ("up" | "status" | "down")) => Command::Engine(a.to_string()),
+                Some(other) => return Err(usage(format!("unknown engine action {other:?}: use up, status or down"))),
+                None => return Err(usage("engine needs an action: up, status or down".into())),
+            }
+        }
+        "test" => {
+            let rest: Vec<String> = args.finish().into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let rest = match rest.first().map(String::as_str) {
+                Some("--") => rest[1..].to_vec(),
+                Some(a) => return Err(usage(format!("unexpected argument {a:?}: pass test-runner arguments after --"))),
+                None => rest,
+            };
+            Command::Test(rest)
+        }
+        "bench" => {
+            let services = value::<Count>(&mut args, "--services")?.map_or(20, |c| c.0);
+            let files = value::<Count>(&mut args, "--files")?.map_or(1000, |c| c.0);
+            positionals(args, "bench", 0, "no arguments")?;
+            Command::Bench(Bench { services, files })
+        }
+        _ => unreachable!("commands are matched above"),
+    };
+    Ok(Some(command))
+}
+
+/// A count of at least 1.
+pub struct Count(pub usize);
+
+impl std::str::FromStr for Count {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Count, String> {
+        number(s).map(Count)
+    }
+}
+
+/// `FORCE_REBUILD=true` in the environment means `--force`.
+fn force_from_env() -> bool {
+    std::env::var("FORCE_REBUILD").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The tag to use: the one given, else IMAGE_TAG from `.env`, else the default.
+pub fn tag(root: &Utf8Path, given: Option<&str>) -> Result<String> {
+    if let Some(t) = given {
+        return Ok(t.to_string());
+    }
+    let values = crate::env::values(root)?;
+    match values.get("IMAGE_TAG").filter(|t| !t.is_empty()) {
+        Some(t) => {
+            reference::validate_tag(t).map_err(|e| anyhow::anyhow!("IMAGE_TAG in .env: {e}"))?;
+            Ok(t.clone())
+        }
+        None => Ok(reference::DEFAULT_TAG.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Option<Command>> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        let e = p(args).err().expect("an error");
+        assert!(e.is::<UsageError>(), "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn commands_and_flags() {
+        let Some(Command::CheckStatus(c)) = p(&["check-status", "v1", "127.0.0.1:5000", "--format", "json", "--exit-code"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.tag.as_deref(), c.registry.as_deref(), c.format, c.exit_code), (Some("v1"), Some("127.0.0.1:5000"), Format::Json, true));
+        let Some(Command::Build(b)) = p(&["build", "base", "--force"]).unwrap() else { panic!() };
+        assert!(b.force && b.service == "base" && b.tag.is_none());
+        assert!(p(&["check-status", "--help"]).unwrap().is_none());
+        assert!(p(&[]).unwrap().is_none());
+        let Some(Command::Test(t)) = p(&["test", "--", "-E", "test(x)"]).unwrap() else { panic!() };
+        assert_eq!(t, vec!["-E", "test(x)"]);
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        assert!(usage_error(&["frobnicate"]).contains("unknown command"));
+        assert!(usage_error(&["check-status", "--colour"]).contains("unknown flag --colour"));
+        assert!(usage_error(&["check-status", "a", "b.io", "c"]).contains("unexpected argument \"c\""));
+        assert!(usage_error(&["check-status", "v1 2"]).contains("invalid tag"));
+        assert!(usage_error(&["check-status", "-x"]).contains("unknown flag -x"));
+        assert!(usage_error(&["check-status", "v1", "http://x.io"]).contains("scheme"));
+        assert!(usage_error(&["check-status", "--format", "xml"]).contains("unknown format"));
+        assert!(usage_error(&["check-status", "--exit-code", "--exit-code"]).contains("twice"));
+        assert!(usage_error(&["build"]).contains("needs a SERVICE"));
+        assert!(usage_error(&["build", "a", "--force", "--force"]).contains("twice"));
+        assert!(usage_error(&["engine", "sideways"]).contains("unknown engine action"));
+        assert!(usage_error(&["bench", "--services", "0"]).contains("at least 1"));
+        assert!(usage_error(&["bench", "--files", "many"]).contains("not a whole number"));
+        assert!(usage_error(&["check-status", ""]).contains("empty"));
+    }
+}

@@ -1,0 +1,52 @@
+//! `cargo xtask test`: the whole test suite on a real engine and a real registry. Installs what
+//! is missing (as root), starts an engine unless one answers and a registry on loopback, runs
+//! nextest with DOCKER_HOST and AI_INFRA_TEST_REGISTRY set, and stops what it started.
+
+use anyhow::Result;
+use camino::Utf8Path;
+use xshell::{cmd, Shell};
+
+use crate::engine;
+
+pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
+    // busybox gives test images a shell without pulling anything.
+    engine::install_missing(&[("dockerd", "docker.io"), ("docker-registry", "docker-registry"), ("busybox", "busybox-static")])
+        .or_else(|e| if std::env::var_os("DOCKER_HOST").is_some() { Ok(()) } else { Err(e) })?;
+    let (host, started) = engine::up(root, true)?;
+    let result = with_engine(root, host.as_deref(), args);
+    if started {
+        if let Err(e) = engine::down(root, true) {
+            eprintln!("warning: could not stop the test engine: {e:#}");
+        }
+    }
+    result
+}
+
+fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i32> {
+    let registry = engine::Registry::start(root)?;
+    eprintln!(
+        "test engine: {}; test registry: {}",
+        host.unwrap_or("unix:///var/run/docker.sock"),
+        registry.addr
+    );
+    let sh = Shell::new()?;
+    sh.change_dir(root);
+    if let Some(h) = host {
+        sh.set_var("DOCKER_HOST", h);
+    }
+    sh.set_var("AI_INFRA_TEST_REGISTRY", &registry.addr);
+    let nextest = cmd!(sh, "cargo nextest --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    let runner: &[&str] = if nextest { &["nextest", "run", "--workspace", "--no-fail-fast"] } else { &["test", "--workspace", "--no-fail-fast"] };
+    // The runner's output goes straight to the terminal and its exact exit code is the
+    // suite's: xshell 0.2 offers neither, so this call uses std::process directly.
+    let mut command = std::process::Command::new("cargo");
+    command.args(runner).args(args).current_dir(root).env("AI_INFRA_TEST_REGISTRY", &registry.addr);
+    if let Some(h) = host {
+        command.env("DOCKER_HOST", h);
+    }
+    let status = command.status();
+    let stopped = registry.stop();
+    let code = status.map_err(|e| anyhow::anyhow!("cannot run cargo: {e}"))?.code().unwrap_or(1);
+    stopped?;
+    Ok(code)
+}

@@ -1,0 +1,88 @@
+//! ai-infra's build tool (`cargo xtask`): knows for every service image whether it is OK,
+//! MISSING, INVALID or STALE by the content of its inputs, builds only what needs it, and says
+//! why. See ARCHITECTURE.md for the map of the modules.
+
+mod atomic;
+mod bench;
+mod build;
+mod context;
+mod digest;
+mod docker;
+mod dockerfile;
+mod engine;
+mod env;
+mod flags;
+mod harness;
+mod hashcache;
+mod ignore;
+mod project;
+mod reference;
+mod report;
+mod status;
+#[cfg(test)]
+mod testutil;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
+
+use flags::Command;
+
+/// A mistake in how the tool was called: exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Where the tool keeps its own state (caches, records, logs) for a root.
+pub fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
+    root.join("target").join("xtask")
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain().any(|c| c.is::<UsageError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run() -> Result<i32> {
+    let command = match flags::parse(std::env::args_os().skip(1).collect())? {
+        Some(c) => c,
+        None => return Ok(0),
+    };
+    let root = project::root()?;
+    match command {
+        Command::CheckStatus(f) => {
+            let docker = docker::Docker::connect(&root)?;
+            let tag = flags::tag(&root, f.tag.as_deref())?;
+            let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
+            print!("{}", report::render(&snap, f.format, &report::Style::stdout()));
+            let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok);
+            Ok(if f.exit_code && !all_ok { 1 } else { 0 })
+        }
+        Command::Build(f) => {
+            let docker = docker::Docker::connect(&root)?;
+            let tag = flags::tag(&root, f.tag.as_deref())?;
+            let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
+            build::run(&docker, &snap, &f.service, f.force)
+        }
+        Command::Engine(action) => engine::run(&root, &action),
+        Command::Test(args) => harness::run(&root, &args),
+        Command::Bench(f) => bench::run(&root, f),
+    }
+}

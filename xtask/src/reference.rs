@@ -1,0 +1,276 @@
+//! Image reference grammar (distribution/reference): validation of TAG and REGISTRY arguments
+//! and the names the tool gives its images.
+
+use crate::UsageError;
+
+/// The tag used when neither the command line nor `.env` names one.
+pub const DEFAULT_TAG: &str = "v0.3.6-dev";
+
+/// Checks a tag against `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn validate_tag(tag: &str) -> Result<(), UsageError> {
+    let bad = |why: &str| {
+        UsageError(format!(
+            "invalid tag {tag:?}: {why}; a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+        ))
+    };
+    if tag.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if tag.len() > 128 {
+        return Err(bad(&format!("it has {} characters", tag.len())));
+    }
+    let first = tag.as_bytes()[0];
+    if !(first.is_ascii_alphanumeric() || first == b'_') {
+        return Err(bad(&format!("it starts with {:?}", first as char)));
+    }
+    if let Some(c) = tag.chars().find(|&c| !(c.is_ascii_alphanumeric() || "_.-".contains(c))) {
+        return Err(bad(&format!("it contains {c:?}")));
+    }
+    Ok(())
+}
+
+/// Checks a registry prefix: `host[:port][/path]`, where the host must look like one (it
+/// contains a dot or a port, or is `localhost`) so that it is never read as a Docker Hub user.
+pub fn validate_registry(registry: &str) -> Result<(), UsageError> {
+    let bad = |why: String| {
+        UsageError(format!(
+            "invalid registry {registry:?}: {why}; write host[:port][/path], e.g. registry.example.com/team or 127.0.0.1:5000"
+        ))
+    };
+    if registry.contains("://") {
+        return Err(bad("it has a scheme; give the host without http:// or https://".into()));
+    }
+    let (host, path) = match registry.split_once('/') {
+        Some((h, p)) => (h, Some(p)),
+        None => (registry, None),
+    };
+    if host.is_empty() {
+        return Err(bad("it has no host".into()));
+    }
+    let (name, port) = split_port(host).map_err(|e| bad(e))?;
+    if !(name.contains('.') || port.is_some() || name == "localhost" || name.starts_with('[')) {
+        return Err(bad(format!("{host:?} is not a host name (no '.', no port, not localhost)")));
+    }
+    let ipv6 = name.starts_with('[') && name.ends_with(']') && name.len() > 2;
+    if !ipv6 && !name.split('.').all(valid_domain_label) {
+        return Err(bad(format!("{name:?} is not a valid host name")));
+    }
+    if let Some(path) = path {
+        for component in path.split('/') {
+            if !valid_path_component(component) {
+                return Err(bad(format!(
+                    "path component {component:?} must be lowercase letters and digits separated by '.', '_', '__' or '-'"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn split_port(host: &str) -> Result<(&str, Option<&str>), String> {
+    let colon = if host.starts_with('[') {
+        host.find(']').and_then(|i| host[i..].find(':').map(|j| i + j))
+    } else {
+        host.rfind(':')
+    };
+    match colon {
+        None => Ok((host, None)),
+        Some(i) => {
+            let port = &host[i + 1..];
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
+                return Err(format!("port {port:?} is not a number from 0 to 65535"));
+            }
+            Ok((&host[..i], Some(port)))
+        }
+    }
+}
+
+fn valid_domain_label(label: &str) -> bool {
+    let b = label.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+}
+
+/// A path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+pub fn valid_path_component(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || !is_lower_alnum(b[0]) || !is_lower_alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if is_lower_alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        // A separator run: '.', '_', '__' or any number of '-'.
+        let start = i;
+        while i < b.len() && !is_lower_alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &s[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_lower_alnum(c: u8) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+/// The repository name of a service's image, without tag: `[REGISTRY/]ai-infra-<service>`.
+pub fn repository(service: &str, registry: Option<&str>) -> String {
+    match registry {
+        Some(r) => format!("{}/ai-infra-{service}", r.trim_end_matches('/')),
+        None => format!("ai-infra-{service}"),
+    }
+}
+
+/// The full image name of a service: `[REGISTRY/]ai-infra-<service>:<tag>`.
+pub fn image_name(service: &str, tag: &str, registry: Option<&str>) -> String {
+    format!("{}:{tag}", repository(service, registry))
+}
+
+/// Checks that a composed image name stays within the grammar's 255-character limit.
+pub fn validate_image_name(name: &str) -> Result<(), UsageError> {
+    let repo_len = name.rsplit_once(':').map_or(name.len(), |(r, _)| r.len());
+    if repo_len > 255 {
+        return Err(UsageError(format!(
+            "image name {name:?} is longer than 255 characters; use a shorter registry path"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits an image reference into its repository and tag (or digest); the tag is `latest` when
+/// none is written, as Docker assumes.
+pub fn normalize_external(image: &str) -> String {
+    if image.contains('@') {
+        return image.to_string();
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// Whether a string is a plausible image reference: lowercase path components, an optional
+/// domain, tag and digest. Used to reject FROM lines that expand to garbage.
+pub fn is_valid_reference(image: &str) -> bool {
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let Some((algo, hex)) = d.split_once(':') else { return false };
+        if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+    }
+    let (repo, tag) = {
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        match rest[last_slash..].find(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        }
+    };
+    if let Some(tag) = tag {
+        if validate_tag(tag).is_err() {
+            return false;
+        }
+    }
+    if repo.is_empty() || repo.len() > 255 {
+        return false;
+    }
+    let mut parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() > 1 {
+        let first = parts[0];
+        if first.contains('.') || first.contains(':') || first == "localhost" {
+            if validate_registry(first).is_err() {
+                return false;
+            }
+            parts.remove(0);
+        }
+    }
+    parts.iter().all(|p| valid_path_component(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        for ok in ["v0.3.6", "latest", "_x", "A-b.c_d", &"a".repeat(128)] {
+            assert!(validate_tag(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "v1 2", "-x", ".x", &"a".repeat(129), "a/b", "a:b", "ü"] {
+            assert!(validate_tag(bad).is_err(), "{bad}");
+        }
+        let msg = validate_tag("v1 2").unwrap_err().0;
+        assert!(msg.contains("' '"), "{msg}");
+    }
+
+    #[test]
+    fn registries() {
+        for ok in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:5000/team",
+            "registry.example.com",
+            "Registry.Example.com/team/sub",
+            "[::1]:5000",
+            "reg.io/a__b/c-d/e.f",
+        ] {
+            assert!(validate_registry(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://reg.io",
+            "https://reg.io",
+            "reg.io/Team",
+            "reg.io:port",
+            "reg.io:99999",
+            "myuser",
+            "/team",
+            ":5000",
+            "",
+            "reg.io/",
+            "reg.io//x",
+            "-reg.io",
+        ] {
+            assert!(validate_registry(bad).is_err(), "{bad}");
+        }
+        assert!(validate_registry("http://x.io").unwrap_err().0.contains("scheme"));
+        assert!(validate_registry("x.io/Up").unwrap_err().0.contains("lowercase"));
+        assert!(validate_registry("x.io:p").unwrap_err().0.contains("port"));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(image_name("base", "v1", None), "ai-infra-base:v1");
+        assert_eq!(image_name("base", "v1", Some("127.0.0.1:5000/")), "127.0.0.1:5000/ai-infra-base:v1");
+        assert!(validate_image_name(&format!("{}/ai-infra-x:v", "a".repeat(250))).is_err());
+        assert_eq!(normalize_external("python"), "python:latest");
+        assert_eq!(normalize_external("localhost:5000/python"), "localhost:5000/python:latest");
+        assert_eq!(normalize_external("python:3.11"), "python:3.11");
+    }
+
+    #[test]
+    fn references() {
+        for ok in ["python", "python:3.11-slim", "localhost:5000/a/b:c", "docker.io/library/x"] {
+            assert!(is_valid_reference(ok), "{ok}");
+        }
+        let digest = format!("python@sha256:{}", "a".repeat(64));
+        assert!(is_valid_reference(&digest));
+        for bad in ["", "Python", "a b", "x:", ":x", "x@sha256:12"] {
+            assert!(!is_valid_reference(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Image status: the input digest of every service computed from its files, and every image
+//! classified OK, MISSING, INVALID or STALE, with a reason, from one `docker image inspect`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::context::{self, FileRecord};
+use crate::digest::{self, Category, Digest, Record};
+use crate::docker::{Docker, Image};
+use crate::hashcache::HashCache;
+use crate::project::{self, Project, Resolved};
+use crate::reference;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    Ok,
+    Missing,
+    Invalid,
+    Stale,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ok => "OK",
+            State::Missing => "MISSING",
+            State::Invalid => "INVALID",
+            State::Stale => "STALE",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub image: String,
+    pub state: State,
+    /// Why it is not OK; for OK, what could not be checked (or empty).
+    pub reason: String,
+    pub expected: Option<String>,
+    pub found: Option<String>,
+    pub image_id: Option<String>,
+    pub size: Option<u64>,
+    pub created: Option<String>,
+}
+
+/// Everything known about the project for one tag: resolved services (parents first), their
+/// input records and digests, and their status.
+pub struct Snapshot {
+    pub root: Utf8PathBuf,
+    pub tag: String,
+    pub registry: Option<String>,
+    pub services: Vec<Resolved>,
+    pub records: BTreeMap<String, Record>,
+    pub digests: BTreeMap<String, Digest>,
+    pub statuses: Vec<ServiceStatus>,
+    /// The images found, by service name.
+    pub images: BTreeMap<String, Image>,
+}
+
+impl Snapshot {
+    pub fn status(&self, name: &str) -> &ServiceStatus {
+        self.statuses.iter().find(|s| s.name == name).expect("every service has a status")
+    }
+}
+
+/// The project's digests alone: no engine involved except for the IDs of external bases.
+pub struct Inputs {
+    pub services: Vec<Resolved>,
+    pub records: BTreeMap<String, Record>,
+    pub digests: BTreeMap<String, Digest>,
+}
+
+/// Computes every service's input record and digest. `base_ids` gives the local ID of each
+/// external base image that is present.
+pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<String, String>) -> Result<Inputs> {
+    let mut cache = HashCache::load(&crate::state_dir(root).join("hash-cache"));
+    let mut contexts: BTreeMap<Utf8PathBuf, Vec<FileRecord>> = BTreeMap::new();
+    let mut records = BTreeMap::new();
+    let mut digests: BTreeMap<String, Digest> = BTreeMap::new();
+    for r in &services {
+        let s = &r.service;
+        let files = match contexts.get(&s.context) {
+            Some(f) => f.clone(),
+            None => {
+                let ignore = context::read_ignore(root, &s.context, &s.dockerfile)?;
+                let files = context::records(root, &s.context, &ignore, &mut cache)
+                    .with_context(|| format!("service {}", s.name))?;
+                contexts.insert(s.context.clone(), files.clone());
+                files
+            }
+        };
+        let mut args = r.build_args.clone();
+        if !r.analysis.image_tag_beyond_parents {
+            args.remove("IMAGE_TAG");
+        }
+        use sha2::Digest as _;
+        let record = Record {
+            dockerfile: context::hex(&sha2::Sha256::digest(&r.dockerfile)),
+            target: s.target.clone(),
+            args: digest::recorded_args(&args),
+            files,
+            parents: r.analysis.parents.iter().map(|p| (p.clone(), digests.get(p).and_then(|d| d.total.clone()))).collect(),
+            bases: r.analysis.bases.iter().map(|b| (b.clone(), base_ids.get(b).cloned())).collect(),
+        };
+        digests.insert(s.name.clone(), record.digest());
+        records.insert(s.name.clone(), record);
+    }
+    // Saving the cache is an optimisation; a read-only target/ must not fail the check.
+    let _ = cache.save(true);
+    Ok(Inputs { services, records, digests })
+}
+
+/// Loads the project, computes its digests and classifies every image with one inspect call.
+pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&str>) -> Result<Snapshot> {
+    let project = Project::load(root)?;
+    let values = crate::env::values(root)?;
+    let services = project::resolve(&project, tag, &values)?;
+    let image_names: BTreeMap<String, String> = services
+        .iter()
+        .map(|r| (r.service.name.clone(), reference::image_name(&r.service.name, tag, registry)))
+        .collect();
+    let bases: std::collections::BTreeSet<String> = services.iter().flat_map(|r| r.analysis.bases.iter().cloned()).collect();
+    let mut names: Vec<String> = image_names.values().cloned().collect();
+    names.extend(bases.iter().cloned());
+    let found = docker.inspect(&names)?;
+    let base_ids: BTreeMap<String, String> =
+        bases.iter().filter_map(|b| Some((b.clone(), found.get(b)?.id.clone()?))).collect();
+    let Inputs { services, records, digests } = inputs(root, services, &base_ids)?;
+    let mut statuses = Vec::new();
+    let mut images = BTreeMap::new();
+    for r in &services {
+        let name = &r.service.name;
+        let image_name = &image_names[name];
+        let image = found.get(image_name);
+        let expected = &digests[name];
+        let (state, reason) = classify(expected, image, image_name, docker, &|found_total, changed| {
+            let old = digest::load_record(root, found_total)?;
+            let lines = digest::explain(&old, &records[name], changed);
+            (!lines.is_empty()).then(|| lines.join("; "))
+        });
+        if let Some(i) = image {
+            images.insert(name.clone(), i.clone());
+        }
+        statuses.push(ServiceStatus {
+            name: name.clone(),
+            image: image_name.clone(),
+            state,
+            reason,
+            expected: expected.total.clone(),
+            found: image.and_then(|i| digest::from_labels(&i.labels)).and_then(|d| d.total),
+            image_id: image.and_then(|i| i.id.clone()),
+            size: image.and_then(|i| i.size),
+            created: image.and_then(|i| i.created.clone()),
+        });
+    }
+    Ok(Snapshot {
+        root: root.to_path_buf(),
+        tag: tag.to_string(),
+        registry: registry.map(str::to_string),
+        services,
+        records,
+        digests,
+        statuses,
+        images,
+    })
+}
+
+/// What is wrong with an image that exists, if anything: the INVALID checks.
+pub fn invalid(image: &Image, os: &str, arch: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let missing: Vec<&str> = [
+        ("Id", image.id.is_none()),
+        ("Created", image.created.is_none()),
+        ("Architecture", image.arch.is_none()),
+        ("Os", image.os.is_none()),
+    ]
+    .iter()
+    .filter(|(_, m)| *m)
+    .map(|(f, _)| *f)
+    .collect();
+    if !missing.is_empty() {
+        problems.push(format!("metadata incomplete (no {})", missing.join(", ")));
+    }
+    if image.size == Some(0) || image.size.is_none() {
+        problems.push("size 0".to_string());
+    }
+    if image.layers.unwrap_or(0) == 0 {
+        problems.push("no layers".to_string());
+    }
+    if image.repo_tags.is_empty() {
+        problems.push("no tags".to_string());
+    }
+    if let (Some(o), Some(a)) = (&image.os, &image.arch) {
+        if (!os.is_empty() && o != os) || (!arch.is_empty() && a != arch) {
+            problems.push(format!("built for {o}/{a}, the engine runs {os}/{arch}"));
+        }
+    }
+    problems
+}
+
+/// Classifies one image against the digest of the inputs now. `explain` names what changed
+/// when a record of the image's inputs is at hand.
+pub fn classify(
+    expected: &Digest,
+    image: Option<&Image>,
+    image_name: &str,
+    docker: &Docker,
+    explain: &dyn Fn(&str, &[Category]) -> Option<String>,
+) -> (State, String) {
+    let Some(image) = image else {
+        return (State::Missing, format!("no image named {image_name}"));
+    };
+    let problems = invalid(image, &docker.os, &docker.arch);
+    if !problems.is_empty() {
+        return (State::Invalid, format!("{}: rebuild it", problems.join(", ")));
+    }
+    stale_or_ok(expected, &image.labels, explain)
+}
+
+/// The content comparison: the digest recorded in the labels against the one expected.
+pub fn stale_or_ok(
+    expected: &Digest,
+    labels: &serde_json::Map<String, serde_json::Value>,
+    explain: &dyn Fn(&str, &[Category]) -> Option<String>,
+) -> (State, String) {
+    let Some(found) = digest::from_labels(labels) else {
+        return (State::Stale, "carries no input digest (not built by this tool): rebuild it to know what it contains".to_string());
+    };
+    let cmp = digest::compare(expected, &found);
+    if cmp.changed.is_empty() {
+        let note = if cmp.unchecked.is_empty() {
+            String::new()
+        } else {
+            let what: Vec<&str> = cmp.unchecked.iter().map(|c| c.name()).collect();
+            format!("{} not checked: a base image is not present locally (it is pulled before a build)", what.join(", "))
+        };
+        return (State::Ok, note);
+    }
+    let found_total = found.total.as_deref().unwrap_or_default();
+    let reason = explain(found_total, &cmp.changed).unwrap_or_else(|| {
+        let what: Vec<&str> = cmp.changed.iter().map(|c| c.name()).collect();
+        format!("{} changed since it was built (no local record of that build names the details)", what.join(", "))
+    });
+    (State::Stale, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map, Value};
+
+    fn image() -> Image {
+        Image::from_json(&json!({
+            "Id": "sha256:1", "RepoTags": ["ai-infra-x:t"], "Created": "2026-01-01T00:00:00Z", "Size": 10,
+            "Architecture": "amd64", "Os": "linux", "RootFS": {"Type": "layers", "Layers": ["sha256:a"]}, "Config": {"Labels": {}}
+        }))
+    }
+
+    #[test]
+    fn invalid_images() {
+        assert!(invalid(&image(), "linux", "amd64").is_empty());
+        let mut i = image();
+        i.size = Some(0);
+        i.layers = None;
+        assert_eq!(invalid(&i, "linux", "amd64"), vec!["size 0", "no layers"]);
+        let mut i = image();
+        i.arch = Some("arm64".into());
+        assert!(invalid(&i, "linux", "amd64")[0].contains("built for linux/arm64"));
+        let mut i = image();
+        i.created = None;
+        i.repo_tags.clear();
+        let p = invalid(&i, "linux", "amd64");
+        assert!(p[0].contains("no Created") && p[1] == "no tags", "{p:?}");
+    }
+
+    fn labels(d: &Digest) -> Map<String, Value> {
+        digest::labels("x", d).into_iter().map(|(k, v)| (k, Value::String(v))).collect()
+    }
+
+    #[test]
+    fn content_decides() {
+        let rec = Record { dockerfile: "a".repeat(64), ..Default::default() };
+        let d = rec.digest();
+        let none = |_: &str, _: &[Category]| None;
+        assert_eq!(stale_or_ok(&d, &labels(&d), &none), (State::Ok, String::new()));
+        let (s, why) = stale_or_ok(&d, &Map::new(), &none);
+        assert_eq!(s, State::Stale);
+        assert!(why.contains("no input digest"));
+        let other = Record { dockerfile: "b".repeat(64), ..Default::default() }.digest();
+        let (s, why) = stale_or_ok(&d, &labels(&other), &none);
+        assert_eq!(s, State::Stale);
+        assert!(why.starts_with("dockerfile changed"), "{why}");
+        let (_, why) = stale_or_ok(&d, &labels(&other), &|_, _| Some("Dockerfile changed".into()));
+        assert_eq!(why, "Dockerfile changed");
+    }
+}
