@@ -91,12 +91,16 @@ pub fn build_service(docker: &Docker, snap: &Snapshot, name: &str, no_cache: boo
     Ok(Built { id, seconds: started.elapsed().as_secs_f64(), log })
 }
 
+/// Rejects a service name the project does not have, listing the ones it has.
+pub fn check_service(project: &crate::project::Project, name: &str) -> Result<()> {
+    if project.service(name).is_none() {
+        bail!(crate::UsageError(format!("unknown service {name:?}; known services: {}", project.names().join(", "))));
+    }
+    Ok(())
+}
+
 /// `cargo xtask build SERVICE`: the service and any parent that is not OK, parents first.
 pub fn run(docker: &Docker, snap: &Snapshot, name: &str, force: bool) -> Result<i32> {
-    if !snap.services.iter().any(|r| r.service.name == name) {
-        let known: Vec<&str> = snap.services.iter().map(|r| r.service.name.as_str()).collect();
-        bail!(crate::UsageError(format!("unknown service {name:?}; known services: {}", known.join(", "))));
-    }
     let chain = crate::project::with_ancestors(&snap.services, name);
     let mut failed: BTreeSet<String> = BTreeSet::new();
     for r in chain {

@@ -60,29 +60,62 @@ pub fn read_ignore(root: &Utf8Path, context: &Utf8Path, dockerfile: &Utf8Path) -
 struct Pending {
     index: usize,
     abs: Utf8PathBuf,
-    key: FileKey,
 }
 
-/// Lists the context and hashes its files, reusing `cache` for files whose identity (size,
-/// times, inode) has not changed. Sorted by path.
-pub fn records(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: &mut HashCache) -> Result<Vec<FileRecord>> {
+/// A walked context: its records, some still waiting for their content hash.
+pub struct Listing {
+    records: Vec<FileRecord>,
+    pending: Vec<Pending>,
+    /// The identity of every file, by index into `records`.
+    keys: Vec<(usize, FileKey)>,
+    context: Utf8PathBuf,
+}
+
+/// Walks a context, taking hashes from `cache` where a file's identity (size, times, inode)
+/// is unchanged. Reads no file contents.
+pub fn list(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: &HashCache) -> Result<Listing> {
     let abs = root.join(context);
     let meta = std::fs::metadata(&abs).with_context(|| format!("cannot read build context {context}"))?;
     if !meta.is_dir() {
         bail!("build context {context} is not a folder");
     }
+    let mut listing = Listing { records: Vec::new(), pending: Vec::new(), keys: Vec::new(), context: context.to_path_buf() };
+    walk(&abs, "", ignore, context, cache, &mut listing)?;
+    Ok(listing)
+}
+
+/// Hashes what the listings are missing, on every core, and makes each listing's cache hold
+/// exactly its files. Returns each listing's records, sorted by path.
+pub fn finish(listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Vec<FileRecord>>> {
+    let pending: Vec<(usize, &Pending)> =
+        listings.iter().enumerate().flat_map(|(i, l)| l.pending.iter().map(move |p| (i, p))).collect();
+    let hashed = hash_all(&pending.iter().map(|(i, p)| (*p, listings[*i].context.as_path())).collect::<Vec<_>>())?;
+    let updates: Vec<(usize, usize, String)> = pending.iter().zip(hashed).map(|((i, p), sha)| (*i, p.index, sha)).collect();
     let mut out = Vec::new();
-    let mut pending = Vec::new();
-    walk(&abs, "", ignore, context, cache, &mut out, &mut pending)?;
-    let hashed = hash_all(&pending, context)?;
-    for (p, sha) in pending.iter().zip(hashed) {
-        cache.store(p.abs.as_str(), &p.key, &sha);
-        if let What::File { sha256, .. } = &mut out[p.index].what {
-            *sha256 = sha;
+    for (i, l) in listings.into_iter().enumerate() {
+        let mut records = l.records;
+        for (_, index, sha) in updates.iter().filter(|u| u.0 == i) {
+            if let What::File { sha256, .. } = &mut records[*index].what {
+                sha256.clone_from(sha);
+            }
         }
+        if let Some(cache) = caches.get_mut(i) {
+            cache.replace(l.keys.iter().filter_map(|(index, key)| match &records[*index].what {
+                What::File { sha256, .. } => Some((records[*index].path.as_str(), key, sha256.as_str())),
+                _ => None,
+            }));
+        }
+        records.sort();
+        out.push(records);
     }
-    out.sort();
     Ok(out)
+}
+
+/// Lists one context and hashes its files.
+#[cfg(test)]
+pub fn records(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: HashCache) -> Result<Vec<FileRecord>> {
+    let listing = list(root, context, ignore, &cache)?;
+    Ok(finish(vec![listing], &mut [cache])?.remove(0))
 }
 
 fn walk(
@@ -90,9 +123,8 @@ fn walk(
     rel: &str,
     ignore: &Ignore,
     context: &Utf8Path,
-    cache: &mut HashCache,
-    out: &mut Vec<FileRecord>,
-    pending: &mut Vec<Pending>,
+    cache: &HashCache,
+    listing: &mut Listing,
 ) -> Result<()> {
     let shown = |r: &str| if r.is_empty() { context.to_string() } else { format!("{context}/{r}") };
     let mut entries = Vec::new();
@@ -101,39 +133,42 @@ fn walk(
         let name = e.file_name().into_string().map_err(|n| {
             anyhow::anyhow!("{}/{}: file name is not UTF-8; rename it", shown(rel), n.to_string_lossy())
         })?;
-        entries.push(name);
+        entries.push((name, e));
     }
-    entries.sort();
-    for name in entries {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry) in entries {
         let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-        let abs = dir.join(&name);
-        let meta = std::fs::symlink_metadata(&abs).with_context(|| format!("cannot read {}", shown(&path)))?;
         let excluded = ignore.excludes(&path);
-        let ft = meta.file_type();
+        // The type comes with the folder listing; only files need a stat, and it is made
+        // relative to the open folder rather than by resolving the whole path again.
+        let ft = entry.file_type().with_context(|| format!("cannot read {}", shown(&path)))?;
+        let abs = || dir.join(&name);
         if ft.is_dir() {
             // An excluded folder is walked only when an exception could re-include something.
             if excluded && !ignore.has_exceptions() {
                 continue;
             }
             if !excluded {
-                out.push(FileRecord { path: path.clone(), what: What::Dir });
+                listing.records.push(FileRecord { path: path.clone(), what: What::Dir });
             }
-            walk(&abs, &path, ignore, context, cache, out, pending)?;
+            walk(&abs(), &path, ignore, context, cache, listing)?;
             continue;
         }
         if excluded {
             continue;
         }
         let what = if ft.is_symlink() {
-            let target = std::fs::read_link(&abs).with_context(|| format!("cannot read link {}", shown(&path)))?;
+            let target = std::fs::read_link(abs()).with_context(|| format!("cannot read link {}", shown(&path)))?;
             What::Symlink(target.to_string_lossy().into_owned())
         } else if ft.is_file() {
+            let meta = entry.metadata().with_context(|| format!("cannot read {}", shown(&path)))?;
             let key = FileKey::of(&meta);
             let exec = meta.mode() & 0o111 != 0;
-            match cache.lookup(abs.as_str(), &key) {
-                Some(sha) => What::File { exec, sha256: sha },
+            listing.keys.push((listing.records.len(), key));
+            match cache.lookup(&path, &key) {
+                Some(sha) => What::File { exec, sha256: sha.to_string() },
                 None => {
-                    pending.push(Pending { index: out.len(), abs: abs.clone(), key });
+                    listing.pending.push(Pending { index: listing.records.len(), abs: abs() });
                     What::File { exec, sha256: String::new() }
                 }
             }
@@ -149,36 +184,44 @@ fn walk(
             };
             What::Special(kind.to_string())
         };
-        out.push(FileRecord { path, what });
+        listing.records.push(FileRecord { path, what });
     }
     Ok(())
 }
 
 /// Hashes files on every core; the first error wins.
-fn hash_all(pending: &[Pending], context: &Utf8Path) -> Result<Vec<String>> {
+fn hash_all(pending: &[(&Pending, &Utf8Path)]) -> Result<Vec<String>> {
     if pending.is_empty() {
         return Ok(Vec::new());
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(pending.len()).max(1);
+    let results = parallel(pending.len(), |i| {
+        let (p, context) = pending[i];
+        hash_file(&p.abs).with_context(|| {
+            let rel = p.abs.strip_prefix(context).ok().or_else(|| p.abs.file_name().map(Utf8Path::new)).unwrap_or(&p.abs);
+            format!("cannot read {rel}: fix its permissions or exclude it in .dockerignore")
+        })
+    });
+    results.into_iter().collect()
+}
+
+/// Runs `f(0..n)` on every core and returns the results in order.
+pub fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(2, |c| c.get()).min(n).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<String>>>> = pending.iter().map(|_| Default::default()).collect();
+    let slots: Vec<std::sync::Mutex<Option<T>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(p) = pending.get(i) else { break };
-                let r = hash_file(&p.abs).with_context(|| {
-                    let rel = p.abs.strip_prefix(context).unwrap_or(&p.abs);
-                    format!("cannot read {rel}: fix its permissions or exclude it in .dockerignore")
-                });
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                if i >= n {
+                    break;
+                }
+                let r = f(i);
+                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             });
         }
     });
-    results
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(anyhow::anyhow!("file not hashed"))))
-        .collect()
+    slots.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every index ran")).collect()
 }
 
 /// The sha256 of a file's content, as lowercase hex.
@@ -211,9 +254,10 @@ mod tests {
         let dir = crate::testutil::TempDir::new("ctx-unreadable");
         assert!(hash_file(&dir.path().join("nope")).is_err());
         // Reading a folder as a file fails even for root.
-        let err = hash_all(&[Pending { index: 0, abs: dir.path().to_path_buf(), key: FileKey::default() }], dir.path())
-            .unwrap_err();
-        assert!(format!("{err:#}").contains("cannot read"), "{err:#}");
+        let p = Pending { index: 0, abs: dir.path().join("sub") };
+        std::fs::create_dir(&p.abs).unwrap();
+        let err = hash_all(&[(&p, dir.path())]).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot read sub: fix its permissions"), "{err:#}");
     }
 
     #[test]
@@ -237,8 +281,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(root.join("c/sub/b.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let ignore = read_ignore(root, "c".into(), "c/Dockerfile".into()).unwrap();
-        let mut cache = HashCache::in_memory();
-        let recs = records(root, "c".into(), &ignore, &mut cache).unwrap();
+        let recs = records(root, "c".into(), &ignore, HashCache::in_memory()).unwrap();
         let lines: String = recs.iter().map(|r| r.line()).collect();
         let sha_a = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
         assert!(lines.contains(&format!("file - {sha_a} a.txt\n")), "{lines}");

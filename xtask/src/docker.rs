@@ -8,13 +8,14 @@ use camino::Utf8Path;
 use serde_json::{Map, Value};
 use xshell::{cmd, Shell};
 
-/// An engine that answered, with the shell its commands run in.
+/// The engine: where it is, and (once asked) its platform. Each call makes its own shell, so
+/// calls can run from several threads at once.
 pub struct Docker {
-    pub sh: Shell,
-    /// Where the engine was reached, for messages.
+    /// DOCKER_HOST for the docker CLI, when not the default.
+    host_env: Option<String>,
+    /// Where the engine is, for messages.
     pub host: String,
-    pub os: String,
-    pub arch: String,
+    platform: std::sync::OnceLock<(String, String)>,
 }
 
 /// What `docker image inspect` says of one image; every field is optional, as engines omit
@@ -75,16 +76,36 @@ fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
 
 impl Docker {
     /// Finds the engine (DOCKER_HOST, else the one `cargo xtask engine up` started for this
-    /// root, else the default socket) and checks that it answers.
+    /// root, else the default socket) without calling it yet.
+    pub fn new(root: &Utf8Path) -> Docker {
+        let host_env = crate::engine::docker_host(root);
+        let host = host_env.clone().unwrap_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string());
+        Docker { host_env, host, platform: std::sync::OnceLock::new() }
+    }
+
+    /// Finds the engine and checks that it answers.
     pub fn connect(root: &Utf8Path) -> Result<Docker> {
+        let d = Docker::new(root);
+        d.platform()?;
+        Ok(d)
+    }
+
+    /// A shell whose docker commands reach this engine.
+    pub fn sh(&self) -> Result<Shell> {
         let sh = Shell::new()?;
-        let host = match crate::engine::docker_host(root) {
-            Some(h) => {
-                sh.set_var("DOCKER_HOST", &h);
-                h
-            }
-            None => "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string(),
-        };
+        if let Some(h) = &self.host_env {
+            sh.set_var("DOCKER_HOST", h);
+        }
+        Ok(sh)
+    }
+
+    /// The engine's OS and architecture; the first call checks that the engine answers.
+    pub fn platform(&self) -> Result<(String, String)> {
+        if let Some(p) = self.platform.get() {
+            return Ok(p.clone());
+        }
+        let sh = self.sh()?;
+        let host = &self.host;
         let format = "{{json .}}";
         let out = match cmd!(sh, "docker version --format {format}").quiet().ignore_status().output() {
             Ok(o) => o,
@@ -99,7 +120,9 @@ impl Docker {
             bail!("no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})");
         };
         let field = |k: &str| server.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        Ok(Docker { host, os: field("Os"), arch: field("Arch"), sh })
+        let p = (field("Os"), field("Arch"));
+        let _ = self.platform.set(p.clone());
+        Ok(p)
     }
 
     /// Inspects many images in one engine call; the result maps each requested name that
@@ -108,47 +131,16 @@ impl Docker {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let sh = &self.sh;
+        let sh = self.sh()?;
         let out = cmd!(sh, "docker image inspect {names...}").quiet().ignore_status().output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let parsed: Value = match serde_json::from_str(stdout.trim()) {
-            Ok(v @ Value::Array(_)) => v,
-            _ if !out.status.success() && stdout.trim().is_empty() && !stderr.to_lowercase().contains("no such image") => {
-                return Err(failure("docker image inspect", &self.host, &stderr));
-            }
-            _ => {
-                let head: String = stdout.chars().take(120).collect();
-                bail!("docker image inspect printed something that is not the expected JSON array ({head:?}): is DOCKER_HOST a Docker engine?");
-            }
-        };
-        let unexpected: Vec<&str> = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.to_lowercase().contains("no such image"))
-            .collect();
-        if !unexpected.is_empty() && !out.status.success() {
-            return Err(failure("docker image inspect", &self.host, &unexpected.join("\n")));
-        }
-        let wanted: BTreeSet<&str> = names.iter().map(|n| familiar(n)).collect();
-        let mut found = BTreeMap::new();
-        for v in parsed.as_array().into_iter().flatten() {
-            let image = Image::from_json(v);
-            for name in image.repo_tags.iter().chain(&image.repo_digests) {
-                let f = familiar(name);
-                if wanted.contains(f) {
-                    for n in names.iter().filter(|n| familiar(n) == f) {
-                        found.insert(n.clone(), image.clone());
-                    }
-                }
-            }
-        }
-        Ok(found)
+        parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host)
     }
 
     /// Runs `docker build`; returns whether it succeeded and its combined output.
     pub fn build(&self, req: &BuildRequest) -> Result<(bool, String)> {
-        let sh = &self.sh;
+        let sh = self.sh()?;
         let mut args: Vec<String> = vec!["-f".into(), req.dockerfile.to_string()];
         for (k, v) in req.args {
             args.push("--build-arg".into());
@@ -179,7 +171,7 @@ impl Docker {
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
-        let sh = &self.sh;
+        let sh = self.sh()?;
         let out = cmd!(sh, "docker tag {source} {target}").quiet().ignore_status().output()?;
         if !out.status.success() {
             return Err(failure(&format!("docker tag {source} {target}"), &self.host, &String::from_utf8_lossy(&out.stderr)));
@@ -192,11 +184,45 @@ impl Docker {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let sh = &self.sh;
+        let sh = self.sh()?;
         let out = cmd!(sh, "docker image rm {names...}").quiet().ignore_status().output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         Ok(stderr.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
     }
+}
+
+/// Reads `docker image inspect` output: a JSON array of the images found, one stderr line per
+/// missing name. Anything else is an error that says so.
+pub fn parse_inspect(names: &[String], stdout: &str, stderr: &str, success: bool, host: &str) -> Result<BTreeMap<String, Image>> {
+    let missing_line = |l: &str| l.to_lowercase().contains("no such image");
+    let parsed: Value = match serde_json::from_str(stdout.trim()) {
+        Ok(v @ Value::Array(_)) => v,
+        _ if !success && stdout.trim().is_empty() && !stderr.lines().any(missing_line) => {
+            return Err(failure("docker image inspect", host, stderr));
+        }
+        _ => {
+            let head: String = stdout.trim().chars().take(60).collect();
+            bail!("docker image inspect printed something that is not the expected JSON array ({head:?}): check that DOCKER_HOST ({host}) is a Docker engine");
+        }
+    };
+    let unexpected: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !missing_line(l)).collect();
+    if !unexpected.is_empty() && !success {
+        return Err(failure("docker image inspect", host, &unexpected.join("\n")));
+    }
+    let wanted: BTreeSet<&str> = names.iter().map(|n| familiar(n)).collect();
+    let mut found = BTreeMap::new();
+    for v in parsed.as_array().into_iter().flatten() {
+        let image = Image::from_json(v);
+        for name in image.repo_tags.iter().chain(&image.repo_digests) {
+            let f = familiar(name);
+            if wanted.contains(f) {
+                for n in names.iter().filter(|n| familiar(n) == f) {
+                    found.insert(n.clone(), image.clone());
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 pub struct BuildRequest<'a> {
@@ -230,6 +256,21 @@ mod tests {
         assert!(i.labels.is_empty() && i.os.is_none() && i.created.is_none());
         let i = Image::from_json(&Value::Null);
         assert!(i.id.is_none() && i.repo_tags.is_empty());
+    }
+
+    #[test]
+    fn inspect_output() {
+        let names = vec!["ai-infra-a:t".to_string(), "python:3.11".to_string(), "ai-infra-b:t".to_string()];
+        let out = r#"[{"Id":"sha256:1","RepoTags":["ai-infra-a:t"]},{"Id":"sha256:2","RepoTags":["python:3.11"]}]"#;
+        let found = parse_inspect(&names, out, "Error: No such image: ai-infra-b:t\n", false, "h").unwrap();
+        assert_eq!(found.keys().collect::<Vec<_>>(), vec!["ai-infra-a:t", "python:3.11"]);
+        assert!(parse_inspect(&names, "[]", "", true, "h").unwrap().is_empty());
+        let err = parse_inspect(&names, "<html>oops</html>", "", true, "h").unwrap_err().to_string();
+        assert!(err.contains("not the expected JSON") && err.contains("<html>"), "{err}");
+        let err = parse_inspect(&names, "{\"Id\": 1}", "", true, "h").unwrap_err().to_string();
+        assert!(err.contains("not the expected JSON"), "{err}");
+        let err = parse_inspect(&names, "", "permission denied while trying to connect", false, "h").unwrap_err().to_string();
+        assert!(err.contains("permission denied"), "{err}");
     }
 
     #[test]

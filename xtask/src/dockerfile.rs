@@ -293,7 +293,6 @@ pub enum Source {
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub name: Option<String>,
-    pub line: usize,
     pub from: Source,
     /// Sources named by `COPY --from` and `RUN --mount=...,from=`.
     pub copies_from: Vec<Source>,
@@ -302,8 +301,11 @@ pub struct Stage {
 /// Everything the tool needs to know about one Dockerfile built for one target.
 #[derive(Debug)]
 pub struct Analysis {
+    /// The stages, for diagnostics and tests; the sets below are what the tool acts on.
+    #[allow(dead_code)]
     pub stages: Vec<Stage>,
     /// The stage the build produces: the target, else the last.
+    #[allow(dead_code)]
     pub target_index: usize,
     /// Internal services read by the stages up to the target (the legacy builder builds every
     /// stage before the target, so they all count).
@@ -398,7 +400,7 @@ pub fn analyze(
                 if mentions(image_raw, "IMAGE_TAG") && !matches!(from, Source::Internal(_)) {
                     image_tag_beyond_parents = true;
                 }
-                stages.push(Stage { name, line: ins.line, from, copies_from: Vec::new() });
+                stages.push(Stage { name, from, copies_from: Vec::new() });
             }
             keyword => {
                 let Some(stage_index) = stages.len().checked_sub(1) else {

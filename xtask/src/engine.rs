@@ -102,6 +102,9 @@ pub fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Processes this run started, so that stopping them in the same run also reaps them.
+static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
 /// Starts a program in the background, in its own process group, its output going to `log`.
 fn spawn(program: &str, args: &[String], log: &Utf8Path) -> Result<u32> {
     use std::os::unix::process::CommandExt;
@@ -115,7 +118,9 @@ fn spawn(program: &str, args: &[String], log: &Utf8Path) -> Result<u32> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {program}"))?;
-    Ok(child.id())
+    let pid = child.id();
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+    Ok(pid)
 }
 
 fn log_tail(log: &Utf8Path) -> String {
@@ -215,6 +220,10 @@ fn stop(pid: u32, program: &str) -> Result<bool> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = children.iter().position(|c| c.id() == pid) {
+        let _ = children.remove(i).wait();
+    }
     Ok(true)
 }
 
@@ -260,10 +269,16 @@ impl Registry {
         let pid = spawn("docker-registry", &["serve".into(), dir.join("config.yml").to_string()], &log)?;
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http_status(&addr, "/v2/").ok() != Some(200) {
-            if !alive(pid, "docker-registry") || Instant::now() > deadline {
+        loop {
+            let answer = http_status(&addr, "/v2/");
+            if matches!(answer, Ok(200)) {
+                break;
+            }
+            let running = alive(pid, "docker-registry");
+            if !running || Instant::now() > deadline {
                 let _ = stop(pid, "docker-registry");
-                bail!("the registry did not start on {addr}; the end of {log}:\n{}", log_tail(&log));
+                let why = if running { format!("no answer within 20 s ({answer:?})") } else { "it exited".to_string() };
+                bail!("the registry did not start on {addr}: {why}; the end of {log}:\n{}", log_tail(&log));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -64,7 +64,7 @@ Runs the whole test suite: installs the Docker engine, the registry and busybox 
 ";
 
 const BENCH: &str = "\
-Usage: cargo xtask bench [--services N] [--files N]
+Usage: cargo xtask bench [--services N] [--files N] [--file-kib N]
 
 Measures, on generated workspaces, and prints the figures and ratios:
   - check-status against the old per-service approach (four engine calls per service)
@@ -73,6 +73,7 @@ Measures, on generated workspaces, and prints the figures and ratios:
 
   --services N   services in the generated workspace (default 20)
   --files N      files per service for the digest figures (default 1000)
+  --file-kib N   their average size in KiB (default 16); the warm/cold ratio grows with it
 ";
 
 pub struct CheckStatus {
@@ -92,6 +93,7 @@ pub struct Build {
 pub struct Bench {
     pub services: usize,
     pub files: usize,
+    pub file_kib: usize,
 }
 
 pub enum Command {
@@ -223,8 +225,9 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         "bench" => {
             let services = value::<Count>(&mut args, "--services")?.map_or(20, |c| c.0);
             let files = value::<Count>(&mut args, "--files")?.map_or(1000, |c| c.0);
+            let file_kib = value::<Count>(&mut args, "--file-kib")?.map_or(16, |c| c.0);
             positionals(args, "bench", 0, "no arguments")?;
-            Command::Bench(Bench { services, files })
+            Command::Bench(Bench { services, files, file_kib })
         }
         _ => unreachable!("commands are matched above"),
     };

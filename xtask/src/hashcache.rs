@@ -1,10 +1,11 @@
-//! A cache of file content hashes, so that re-checking an unchanged context reads no file
-//! contents. An entry is trusted only while the file's size, modification and change times,
+//! A cache of file content hashes, one file per build context, so that re-checking an
+//! unchanged context reads no file contents. An entry is trusted only while the file's size, modification and change times,
 //! inode and device are what they were; entries for files changed less than a timestamp tick
 //! before they were hashed are never stored (the "racy clean" problem git's index solves the
 //! same way), so an edit within the same tick as a check is never missed.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,19 +37,35 @@ impl FileKey {
     }
 }
 
+/// FNV-1a: the cache's keys are short paths it made itself, so a keyed hasher buys nothing and
+/// costs a tenth of a warm check.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+#[derive(PartialEq)]
 struct Entry {
     key: FileKey,
     sha256: String,
-    used: bool,
 }
 
 pub struct HashCache {
     path: Option<Utf8PathBuf>,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, Entry, BuildHasherDefault<Fnv>>,
     /// When this run started: changes after `started - RACY_NS` are too recent to cache.
     started_ns: i128,
-    pub hits: usize,
-    pub misses: usize,
     dirty: bool,
 }
 
@@ -58,7 +75,7 @@ fn now_ns() -> i128 {
 
 impl HashCache {
     pub fn in_memory() -> HashCache {
-        HashCache { path: None, entries: HashMap::new(), started_ns: now_ns(), hits: 0, misses: 0, dirty: false }
+        HashCache { path: None, entries: HashMap::default(), started_ns: now_ns(), dirty: false }
     }
 
     /// Loads the cache file; a missing or unreadable one is an empty cache (it only saves work).
@@ -82,7 +99,7 @@ impl HashCache {
                     dev: f.next()?.parse().ok()?,
                 };
                 let path = f.next()?.to_string();
-                (sha256.len() == 64).then_some((path, Entry { key, sha256, used: false }))
+                (sha256.len() == 64).then_some((path, Entry { key, sha256 }))
             })();
             if let Some((p, e)) = parsed {
                 cache.entries.insert(p, e);
@@ -91,18 +108,8 @@ impl HashCache {
         cache
     }
 
-    pub fn lookup(&mut self, path: &str, key: &FileKey) -> Option<String> {
-        match self.entries.get_mut(path) {
-            Some(e) if e.key == *key => {
-                e.used = true;
-                self.hits += 1;
-                Some(e.sha256.clone())
-            }
-            _ => {
-                self.misses += 1;
-                None
-            }
-        }
+    pub fn lookup(&self, path: &str, key: &FileKey) -> Option<&str> {
+        self.entries.get(path).filter(|e| e.key == *key).map(|e| e.sha256.as_str())
     }
 
     /// Records a hash taken in this run, unless the file changed too recently to be sure that
@@ -110,22 +117,41 @@ impl HashCache {
     pub fn store(&mut self, path: &str, key: &FileKey, sha256: &str) {
         let newest = key.mtime_ns.max(key.ctime_ns);
         if newest > self.started_ns - RACY_NS || path.contains('\n') {
-            self.entries.remove(path);
+            self.dirty |= self.entries.remove(path).is_some();
             return;
         }
-        self.entries.insert(path.to_string(), Entry { key: *key, sha256: sha256.to_string(), used: true });
-        self.dirty = true;
+        let entry = Entry { key: *key, sha256: sha256.to_string() };
+        if self.entries.get(path) != Some(&entry) {
+            self.entries.insert(path.to_string(), entry);
+            self.dirty = true;
+        }
     }
 
-    /// Writes the cache back. With `prune`, entries not used in this run are dropped (a run that
-    /// looked at every context knows the rest are gone).
-    pub fn save(&mut self, prune: bool) -> Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
-        if prune {
-            let before = self.entries.len();
-            self.entries.retain(|_, e| e.used);
-            self.dirty |= before != self.entries.len();
+    /// Replaces the entries with exactly these files (all a walk found), so that files that
+    /// are gone leave the cache.
+    pub fn replace<'a>(&mut self, files: impl Iterator<Item = (&'a str, &'a FileKey, &'a str)> + Clone) {
+        // The common case, nothing changed, is checked without building anything.
+        let mut count = 0;
+        let same = files.clone().all(|(path, key, sha256)| {
+            count += 1;
+            self.entries.get(path).is_some_and(|e| e.key == *key && e.sha256 == sha256)
+        });
+        if same && count == self.entries.len() {
+            return;
         }
+        let mut old = std::mem::take(&mut self.entries);
+        for (path, key, sha256) in files {
+            if let Some(e) = old.remove(path) {
+                self.entries.insert(path.to_string(), e);
+            }
+            self.store(path, key, sha256);
+        }
+        self.dirty |= !old.is_empty();
+    }
+
+    /// Writes the cache back when it changed.
+    pub fn save(&mut self) -> Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
         if !self.dirty {
             return Ok(());
         }
@@ -158,23 +184,25 @@ mod tests {
         let mut c = HashCache::load(&file);
         let old = FileKey { size: 3, mtime_ns: 1_000, ctime_ns: 1_000, ino: 7, dev: 1 };
         let sha = "a".repeat(64);
-        c.store("/x", &old, &sha);
+        c.store("x", &old, &sha);
         // A change within the racy window is not cached.
         let fresh = FileKey { mtime_ns: now_ns(), ..old };
-        c.store("/y", &fresh, &sha);
-        c.save(false).unwrap();
+        c.store("y", &fresh, &sha);
+        c.save().unwrap();
         let mut c = HashCache::load(&file);
-        assert_eq!(c.lookup("/x", &old), Some(sha.clone()));
-        assert_eq!(c.lookup("/y", &fresh), None);
-        assert_eq!(c.lookup("/x", &FileKey { ctime_ns: 2_000, ..old }), None);
-        assert_eq!(c.lookup("/x", &FileKey { size: 4, ..old }), None);
-        assert_eq!(c.lookup("/x", &FileKey { ino: 8, ..old }), None);
-        assert_eq!((c.hits, c.misses), (1, 4));
-        // Pruning keeps only what this run used.
-        c.store("/z", &old, &sha);
-        c.save(true).unwrap();
-        let mut c = HashCache::load(&file);
-        assert!(c.lookup("/x", &old).is_some() && c.lookup("/z", &old).is_some());
+        assert_eq!(c.lookup("x", &old), Some(sha.as_str()));
+        assert_eq!(c.lookup("y", &fresh), None);
+        assert_eq!(c.lookup("x", &FileKey { ctime_ns: 2_000, ..old }), None);
+        assert_eq!(c.lookup("x", &FileKey { size: 4, ..old }), None);
+        assert_eq!(c.lookup("x", &FileKey { ino: 8, ..old }), None);
+        // Unchanged: nothing to write. A walk that no longer finds x drops it.
+        c.replace([("x", &old, sha.as_str())].into_iter());
+        assert!(!c.dirty);
+        c.replace([("z", &old, sha.as_str())].into_iter());
+        assert!(c.dirty);
+        c.save().unwrap();
+        let c = HashCache::load(&file);
+        assert!(c.lookup("x", &old).is_none() && c.lookup("z", &old).is_some());
         std::fs::write(&file, "garbage").unwrap();
         assert!(HashCache::load(&file).entries.is_empty());
     }

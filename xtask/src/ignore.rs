@@ -21,7 +21,6 @@ enum Token {
 
 #[derive(Debug, Clone)]
 pub struct Pattern {
-    pub text: String,
     pub exception: bool,
     tokens: Vec<Token>,
 }
@@ -61,7 +60,7 @@ impl Ignore {
                 continue;
             }
             let tokens = compile(&cleaned).map_err(|e| anyhow::anyhow!("line {}: pattern {cleaned:?}: {e}", n + 1))?;
-            patterns.push(Pattern { text: cleaned, exception, tokens });
+            patterns.push(Pattern { exception, tokens });
         }
         Ok(Ignore { patterns })
     }

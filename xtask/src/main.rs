@@ -68,7 +68,7 @@ fn run() -> Result<i32> {
     let root = project::root()?;
     match command {
         Command::CheckStatus(f) => {
-            let docker = docker::Docker::connect(&root)?;
+            let docker = docker::Docker::new(&root);
             let tag = flags::tag(&root, f.tag.as_deref())?;
             let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
             print!("{}", report::render(&snap, f.format, &report::Style::stdout()));
@@ -76,7 +76,8 @@ fn run() -> Result<i32> {
             Ok(if f.exit_code && !all_ok { 1 } else { 0 })
         }
         Command::Build(f) => {
-            let docker = docker::Docker::connect(&root)?;
+            build::check_service(&project::Project::load(&root)?, &f.service)?;
+            let docker = docker::Docker::new(&root);
             let tag = flags::tag(&root, f.tag.as_deref())?;
             let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
             build::run(&docker, &snap, &f.service, f.force)

@@ -62,9 +62,7 @@ pub fn render(snap: &Snapshot, format: Format, style: &Style) -> String {
     match format {
         Format::Plain => snap.statuses.iter().map(|s| format!("{}|{}|{}\n", s.name, s.state.name(), s.image)).collect(),
         Format::Json => {
-            let mut v = to_json(snap);
-            v.as_object_mut().map(|o| o.remove("_"));
-            format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+            format!("{}\n", serde_json::to_string_pretty(&to_json(snap)).unwrap_or_default())
         }
         Format::Human => human(snap, style),
     }

@@ -10,6 +10,7 @@ use crate::context::{self, FileRecord};
 use crate::digest::{self, Category, Digest, Record};
 use crate::docker::{Docker, Image};
 use crate::hashcache::HashCache;
+
 use crate::project::{self, Project, Resolved};
 use crate::reference;
 
@@ -56,8 +57,6 @@ pub struct Snapshot {
     pub records: BTreeMap<String, Record>,
     pub digests: BTreeMap<String, Digest>,
     pub statuses: Vec<ServiceStatus>,
-    /// The images found, by service name.
-    pub images: BTreeMap<String, Image>,
 }
 
 impl Snapshot {
@@ -73,25 +72,57 @@ pub struct Inputs {
     pub digests: BTreeMap<String, Digest>,
 }
 
-/// Computes every service's input record and digest. `base_ids` gives the local ID of each
-/// external base image that is present.
-pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<String, String>) -> Result<Inputs> {
-    let mut cache = HashCache::load(&crate::state_dir(root).join("hash-cache"));
-    let mut contexts: BTreeMap<Utf8PathBuf, Vec<FileRecord>> = BTreeMap::new();
+/// Lists and hashes every distinct build context once, walking them on every core; the
+/// hash cache spares reading files whose identity has not changed.
+pub fn contexts(root: &Utf8Path, services: &[Resolved]) -> Result<BTreeMap<Utf8PathBuf, Vec<FileRecord>>> {
+    let mut unique: Vec<&Resolved> = Vec::new();
+    for r in services {
+        if !unique.iter().any(|u| u.service.context == r.service.context) {
+            unique.push(r);
+        }
+    }
+    let ignores = unique
+        .iter()
+        .map(|r| context::read_ignore(root, &r.service.context, &r.service.dockerfile))
+        .collect::<Result<Vec<_>>>()?;
+    let cache_dir = crate::state_dir(root).join("hash-cache");
+    let walked = context::parallel(unique.len(), |i| -> Result<_> {
+        let s = &unique[i].service;
+        let cache = HashCache::load(&cache_dir.join(cache_name(&s.context)));
+        let listing = context::list(root, &s.context, &ignores[i], &cache).with_context(|| format!("service {}", s.name))?;
+        Ok((listing, cache))
+    });
+    let mut listings = Vec::new();
+    let mut caches = Vec::new();
+    for w in walked {
+        let (l, c) = w?;
+        listings.push(l);
+        caches.push(c);
+    }
+    let files = context::finish(listings, &mut caches)?;
+    for c in &mut caches {
+        // Saving the cache is an optimisation; a read-only target/ must not fail the check.
+        let _ = c.save();
+    }
+    Ok(unique.iter().map(|r| r.service.context.clone()).zip(files).collect())
+}
+
+/// The cache file of a context: its path, made a file name.
+fn cache_name(context: &Utf8Path) -> String {
+    context.as_str().replace('%', "%25").replace('/', "%2F")
+}
+
+/// Computes every service's input record and digest, parents first. `base_ids` gives the local
+/// ID of each external base image that is present.
+pub fn digests(
+    services: Vec<Resolved>,
+    files: &BTreeMap<Utf8PathBuf, Vec<FileRecord>>,
+    base_ids: &BTreeMap<String, String>,
+) -> Inputs {
     let mut records = BTreeMap::new();
     let mut digests: BTreeMap<String, Digest> = BTreeMap::new();
     for r in &services {
         let s = &r.service;
-        let files = match contexts.get(&s.context) {
-            Some(f) => f.clone(),
-            None => {
-                let ignore = context::read_ignore(root, &s.context, &s.dockerfile)?;
-                let files = context::records(root, &s.context, &ignore, &mut cache)
-                    .with_context(|| format!("service {}", s.name))?;
-                contexts.insert(s.context.clone(), files.clone());
-                files
-            }
-        };
         let mut args = r.build_args.clone();
         if !r.analysis.image_tag_beyond_parents {
             args.remove("IMAGE_TAG");
@@ -101,16 +132,20 @@ pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<Stri
             dockerfile: context::hex(&sha2::Sha256::digest(&r.dockerfile)),
             target: s.target.clone(),
             args: digest::recorded_args(&args),
-            files,
+            files: files.get(&s.context).cloned().unwrap_or_default(),
             parents: r.analysis.parents.iter().map(|p| (p.clone(), digests.get(p).and_then(|d| d.total.clone()))).collect(),
             bases: r.analysis.bases.iter().map(|b| (b.clone(), base_ids.get(b).cloned())).collect(),
         };
         digests.insert(s.name.clone(), record.digest());
         records.insert(s.name.clone(), record);
     }
-    // Saving the cache is an optimisation; a read-only target/ must not fail the check.
-    let _ = cache.save(true);
-    Ok(Inputs { services, records, digests })
+    Inputs { services, records, digests }
+}
+
+/// Contexts and digests together, for callers that need no engine.
+pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<String, String>) -> Result<Inputs> {
+    let files = contexts(root, &services)?;
+    Ok(digests(services, &files, base_ids))
 }
 
 /// Loads the project, computes its digests and classifies every image with one inspect call.
@@ -122,28 +157,36 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         .iter()
         .map(|r| (r.service.name.clone(), reference::image_name(&r.service.name, tag, registry)))
         .collect();
+    for name in image_names.values() {
+        reference::validate_image_name(name)?;
+    }
     let bases: std::collections::BTreeSet<String> = services.iter().flat_map(|r| r.analysis.bases.iter().cloned()).collect();
     let mut names: Vec<String> = image_names.values().cloned().collect();
     names.extend(bases.iter().cloned());
-    let found = docker.inspect(&names)?;
+    // The engine calls run while the contexts are walked.
+    let (platform, found, files) = std::thread::scope(|s| {
+        let platform = s.spawn(|| docker.platform());
+        let found = s.spawn(|| docker.inspect(&names));
+        let files = contexts(root, &services);
+        (joined(platform.join()), joined(found.join()), files)
+    });
+    let (os, arch) = platform?;
+    let found = found?;
+    let files = files?;
     let base_ids: BTreeMap<String, String> =
         bases.iter().filter_map(|b| Some((b.clone(), found.get(b)?.id.clone()?))).collect();
-    let Inputs { services, records, digests } = inputs(root, services, &base_ids)?;
+    let Inputs { services, records, digests } = digests(services, &files, &base_ids);
     let mut statuses = Vec::new();
-    let mut images = BTreeMap::new();
     for r in &services {
         let name = &r.service.name;
         let image_name = &image_names[name];
         let image = found.get(image_name);
         let expected = &digests[name];
-        let (state, reason) = classify(expected, image, image_name, docker, &|found_total, changed| {
+        let (state, reason) = classify(expected, image, image_name, (&os, &arch), &|found_total, changed| {
             let old = digest::load_record(root, found_total)?;
             let lines = digest::explain(&old, &records[name], changed);
             (!lines.is_empty()).then(|| lines.join("; "))
         });
-        if let Some(i) = image {
-            images.insert(name.clone(), i.clone());
-        }
         statuses.push(ServiceStatus {
             name: name.clone(),
             image: image_name.clone(),
@@ -164,8 +207,11 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         records,
         digests,
         statuses,
-        images,
     })
+}
+
+fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
+    r.unwrap_or_else(|_| Err(anyhow::anyhow!("an engine call panicked")))
 }
 
 /// What is wrong with an image that exists, if anything: the INVALID checks.
@@ -207,13 +253,13 @@ pub fn classify(
     expected: &Digest,
     image: Option<&Image>,
     image_name: &str,
-    docker: &Docker,
+    (os, arch): (&str, &str),
     explain: &dyn Fn(&str, &[Category]) -> Option<String>,
 ) -> (State, String) {
     let Some(image) = image else {
         return (State::Missing, format!("no image named {image_name}"));
     };
-    let problems = invalid(image, &docker.os, &docker.arch);
+    let problems = invalid(image, os, arch);
     if !problems.is_empty() {
         return (State::Invalid, format!("{}: rebuild it", problems.join(", ")));
     }

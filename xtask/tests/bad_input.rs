@@ -1,0 +1,129 @@
+//! Bad input gets one clear line, the right exit code, and writes nothing.
+
+mod common;
+
+use common::Workspace;
+
+fn one_error_line(o: &common::Output) -> &str {
+    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line of error: {o:?}");
+    assert!(lines[0].starts_with("error: "), "{o:?}");
+    assert!(!o.stderr.contains("panicked"), "{o:?}");
+    lines[0]
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let ws = Workspace::stack("usage");
+    for (args, needle) in [
+        (&["frobnicate"][..], "unknown command"),
+        (&["check-status", "--colour"], "unknown flag --colour"),
+        (&["check-status", "a", "b.io", "c"], "unexpected argument"),
+        (&["check-status", "v1 2"], "invalid tag"),
+        (&["check-status", "-x"], "unknown flag -x"),
+        (&["check-status", &"a".repeat(129)], "129 characters"),
+        (&["check-status", ""], "empty"),
+        (&["check-status", "v1", "reg.io/Team"], "lowercase"),
+        (&["check-status", "v1", "http://reg.io"], "scheme"),
+        (&["check-status", "v1", "reg.io:port"], "port"),
+        (&["build", "nosuch", "v1"], "unknown service \"nosuch\"; known services: base, leaf, mid, other, solo"),
+    ] {
+        let o = ws.run(args);
+        assert_eq!(o.code, 2, "{args:?}: {o:?}");
+        let line = one_error_line(&o);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+    let help = ws.ok(&["--help"]);
+    for cmd in ["check-status", "build", "engine", "test", "bench"] {
+        assert!(help.stdout.contains(cmd), "{help:?}");
+        let o = ws.ok(&[cmd, "--help"]);
+        assert!(o.stdout.starts_with("Usage: cargo xtask"), "{o:?}");
+    }
+}
+
+#[test]
+fn broken_projects_fail_with_one_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("services/nodf/README", "no Dockerfile", "has no Dockerfile at services/nodf/Dockerfile"),
+        ("services/x/Dockerfile", "ARG B\nFROM ${B}\n", "expands to nothing"),
+        ("services/x/Dockerfile", "FROM scratch\nCOPY --from=builder /a /a\n", "names no stage defined before it"),
+        ("services/x/Dockerfile", "FROM scratch AS a\nFROM b\nFROM scratch AS b\n", "defined later"),
+        ("services/x/.dockerignore", "tmp\n!\n", "lone '!'"),
+        ("services.toml", "[ghost]\ntarget = \"x\"\n", "must set dockerfile"),
+    ];
+    for (file, content, needle) in cases {
+        let ws = Workspace::stack("broken");
+        if *file == "services/nodf/README" {
+            ws.write(file, content);
+        } else {
+            if file.starts_with("services/x/") {
+                ws.write("services/x/Dockerfile", "FROM scratch\nCOPY . /\n");
+            }
+            ws.write(file, content);
+        }
+        let o = ws.run(&["check-status", &ws.tag]);
+        assert_eq!(o.code, 1, "{file}: {o:?}");
+        let line = one_error_line(&o);
+        assert!(line.contains(needle), "{file}: {line}");
+        assert!(!ws.path("target/xtask/hash-cache").exists() || *file == "services/x/.dockerignore", "nothing written for {file}");
+    }
+}
+
+#[test]
+fn a_dependency_cycle_is_named() {
+    let ws = Workspace::new("cycle");
+    ws.write("services/a/Dockerfile", "ARG IMAGE_TAG\nFROM ai-infra-b:${IMAGE_TAG}\n");
+    ws.write("services/b/Dockerfile", "ARG IMAGE_TAG\nFROM ai-infra-c:${IMAGE_TAG}\n");
+    ws.write("services/c/Dockerfile", "ARG IMAGE_TAG\nFROM ai-infra-a:${IMAGE_TAG}\n");
+    let o = ws.run(&["check-status", &ws.tag]);
+    assert_eq!(o.code, 1);
+    assert!(one_error_line(&o).contains("dependency cycle: a -> b -> c -> a"), "{o:?}");
+}
+
+#[test]
+fn symlinks_are_recorded_not_followed() {
+    let ws = Workspace::stack("symlinks");
+    // A loop inside a context is two links, as Docker sends them.
+    std::os::unix::fs::symlink("loop2", ws.path("services/solo/loop1")).unwrap();
+    std::os::unix::fs::symlink("loop1", ws.path("services/solo/loop2")).unwrap();
+    ws.expect(&[("solo", "MISSING")]);
+    // A Dockerfile that is a link loop is a clear error.
+    std::fs::remove_file(ws.path("services/solo/Dockerfile")).unwrap();
+    std::os::unix::fs::symlink("Dockerfile", ws.path("services/solo/Dockerfile")).unwrap();
+    let o = ws.run(&["check-status", &ws.tag]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(one_error_line(&o).contains("services/solo"), "{o:?}");
+}
+
+#[test]
+fn an_unreadable_context_file_is_named() {
+    let ws = Workspace::stack("unreadable");
+    ws.write("services/solo/secret.txt", "x\n");
+    ws.chmod("services/solo/secret.txt", 0o000);
+    if std::fs::read(ws.path("services/solo/secret.txt")).is_ok() {
+        // Root reads every file; the unit test context::unreadable_paths_are_clear_errors covers it.
+        return;
+    }
+    let o = ws.run(&["check-status", &ws.tag]);
+    assert_eq!(o.code, 1);
+    assert!(one_error_line(&o).contains("cannot read secret.txt"), "{o:?}");
+}
+
+#[test]
+fn no_engine_names_docker_host_and_engine_up() {
+    let ws = Workspace::stack("noengine");
+    let o = ws.run_env(&["check-status", &ws.tag], &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let line = one_error_line(&o);
+    assert!(line.contains("unix:///nonexistent/docker.sock") && line.contains("cargo xtask engine up") && line.contains("DOCKER_HOST"), "{line}");
+    let o = ws.run_env(&["engine", "status"], &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("no Docker engine answers"), "{o:?}");
+    let o = ws.run_env(&["engine", "up"], &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(one_error_line(&o).contains("does not answer"), "{o:?}");
+    let o = ws.ok(&["engine", "status"]);
+    assert!(o.stdout.contains("answers at"), "{o:?}");
+    let o = ws.ok(&["engine", "down"]);
+    assert!(o.stdout.contains("nothing stopped"), "{o:?}");
+}

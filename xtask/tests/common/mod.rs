@@ -1,0 +1,185 @@
+//! Generated workspaces for integration tests: files written under a temporary root, the xtask
+//! binary run against it with AI_INFRA_ROOT, and a tag of the test's own so that tests running
+//! at the same time on one engine never see each other's images. Dropping a workspace removes
+//! its folder and every image it tagged.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Workspace {
+    pub root: PathBuf,
+    pub tag: String,
+    extra_tags: Vec<String>,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Fails the test with a clear message when no engine answers: run `cargo xtask test`.
+pub fn require_engine() {
+    let ok = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "no Docker engine answers (DOCKER_HOST={:?}): run the suite with `cargo xtask test`", std::env::var("DOCKER_HOST"));
+}
+
+/// The registry the harness started, if any.
+pub fn registry() -> Option<String> {
+    std::env::var("AI_INFRA_TEST_REGISTRY").ok().filter(|r| !r.is_empty())
+}
+
+impl Workspace {
+    /// An empty root (with a services/ folder) for the test `name`.
+    pub fn new(name: &str) -> Workspace {
+        require_engine();
+        let tag = format!("t-{name}-{}", std::process::id());
+        let root = std::env::temp_dir().join(format!("xtask-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("services")).unwrap();
+        Workspace { root, tag, extra_tags: Vec::new() }
+    }
+
+    /// A small stack: base <- mid <- leaf, base <- other (with a .dockerignore), solo (scratch).
+    pub fn stack(name: &str) -> Workspace {
+        let ws = Workspace::new(name);
+        ws.write("services/base/Dockerfile", "ARG IMAGE_TAG=latest\nFROM scratch\nCOPY rootfs/ /\n");
+        ws.write("services/base/rootfs/etc/base.conf", "base=1\n");
+        ws.write("services/mid/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY mid.txt /mid.txt\n");
+        ws.write("services/mid/mid.txt", "mid\n");
+        ws.write("services/leaf/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-mid:${IMAGE_TAG}\nCOPY leaf.sh /leaf.sh\n");
+        ws.write("services/leaf/leaf.sh", "#!/bin/sh\necho leaf\n");
+        ws.write("services/other/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY . /other/\n");
+        ws.write("services/other/.dockerignore", "data/\n*.log\n");
+        ws.write("services/other/app.conf", "port=80\n");
+        ws.write("services/other/data/state.db", "local state\n");
+        ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY solo.txt /\n");
+        ws.write("services/solo/solo.txt", "solo\n");
+        ws
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root.join(rel)).unwrap()
+    }
+
+    pub fn chmod(&self, rel: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.root.join(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Runs the xtask with this root; `args` as on the command line.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args).env("AI_INFRA_ROOT", &self.root).env_remove("FORCE_REBUILD").env("NO_COLOR", "1");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().expect("run xtask");
+        Output {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and asserts the exit code.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let o = self.run(args);
+        assert_eq!(o.code, 0, "{args:?}: {o:?}");
+        o
+    }
+
+    /// `check-status --format plain` for this workspace's tag: service -> STATUS.
+    pub fn statuses(&self) -> BTreeMap<String, String> {
+        let o = self.ok(&["check-status", &self.tag, "--format", "plain"]);
+        o.stdout
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                assert_eq!(f.len(), 3, "plain lines have three fields: {l:?}");
+                (f[0].to_string(), f[1].to_string())
+            })
+            .collect()
+    }
+
+    /// The human report's reason line for one service.
+    pub fn reason(&self, service: &str) -> String {
+        let o = self.ok(&["check-status", &self.tag]);
+        let prefix = format!("  {service} ");
+        o.stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no line for {service}: {o:?}")).to_string()
+    }
+
+    /// Builds services (and their parents) with this workspace's tag.
+    pub fn build(&self, services: &[&str]) -> Output {
+        let mut out = String::new();
+        for s in services {
+            let o = self.ok(&["build", s, &self.tag]);
+            out.push_str(&o.stdout);
+        }
+        Output { code: 0, stdout: out, stderr: String::new() }
+    }
+
+    /// Asserts each named service has a status; others are not checked.
+    pub fn expect(&self, want: &[(&str, &str)]) {
+        let got = self.statuses();
+        for (s, st) in want {
+            assert_eq!(got.get(*s).map(String::as_str), Some(*st), "status of {s} in {got:?}");
+        }
+    }
+
+    /// Remembers a further tag whose images this test makes, for clean-up.
+    pub fn also_tag(&mut self, tag: &str) {
+        self.extra_tags.push(tag.to_string());
+    }
+}
+
+/// Image IDs of every image named *ai-infra-* with one of these tags.
+fn images_with_tags(tags: &[String]) -> Vec<String> {
+    let Ok(o) = Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("ai-infra-") && tags.iter().any(|t| l.ends_with(&format!(":{t}"))))
+        .map(str::to_string)
+        .collect()
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let mut tags = self.extra_tags.clone();
+        tags.push(self.tag.clone());
+        let names = images_with_tags(&tags);
+        if !names.is_empty() {
+            let _ = Command::new("docker").args(["image", "rm", "--force"]).args(&names).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

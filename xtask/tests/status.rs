@@ -1,0 +1,157 @@
+//! check-status and build on a real engine: every status for real, content not timestamps.
+
+mod common;
+
+use common::Workspace;
+
+#[test]
+fn missing_then_built_then_ok() {
+    let ws = Workspace::stack("missing");
+    ws.expect(&[("base", "MISSING"), ("mid", "MISSING"), ("leaf", "MISSING"), ("solo", "MISSING")]);
+    assert!(ws.reason("base").contains(&format!("no image named ai-infra-base:{}", ws.tag)));
+    let out = ws.build(&["leaf"]);
+    // Parents first, and only what leaf needs.
+    let order: Vec<&str> = out.stdout.lines().filter_map(|l| l.strip_prefix("built ")).map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(order, vec!["base", "mid", "leaf"], "{}", out.stdout);
+    ws.expect(&[("base", "OK"), ("mid", "OK"), ("leaf", "OK"), ("other", "MISSING"), ("solo", "MISSING")]);
+    // A second build of an OK service builds nothing.
+    let again = ws.ok(&["build", "leaf", &ws.tag]);
+    assert!(!again.stdout.contains("built "), "{again:?}");
+    assert!(again.stdout.contains("leaf is OK"), "{again:?}");
+}
+
+#[test]
+fn a_size_zero_image_is_invalid() {
+    let ws = Workspace::new("invalid");
+    ws.write("services/empty/Dockerfile", "FROM scratch\nLABEL purpose=nothing\n");
+    ws.ok(&["build", "empty", &ws.tag]);
+    ws.expect(&[("empty", "INVALID")]);
+    let reason = ws.reason("empty");
+    assert!(reason.contains("size 0") && reason.contains("no layers"), "{reason}");
+}
+
+#[test]
+fn content_decides_not_timestamps() {
+    let ws = Workspace::stack("content");
+    ws.build(&["leaf", "other", "solo"]);
+    let all_ok = [("base", "OK"), ("mid", "OK"), ("leaf", "OK"), ("other", "OK"), ("solo", "OK")];
+    ws.expect(&all_ok);
+
+    // Touching a file, or changing it and changing it back, leaves everything OK.
+    let f = ws.path("services/mid/mid.txt");
+    let t = std::fs::File::options().append(true).open(&f).unwrap();
+    t.set_modified(std::time::SystemTime::now()).unwrap();
+    ws.write("services/mid/mid.txt", "changed\n");
+    ws.write("services/mid/mid.txt", "mid\n");
+    ws.expect(&all_ok);
+
+    // A changed ignored file: still OK.
+    ws.write("services/other/data/state.db", "new local state\n");
+    ws.write("services/other/debug.log", "a new ignored file\n");
+    ws.expect(&[("other", "OK")]);
+
+    // A changed file: that service STALE, its descendants too, with reasons.
+    ws.write("services/mid/mid.txt", "mid v2\n");
+    ws.expect(&[("base", "OK"), ("mid", "STALE"), ("leaf", "STALE"), ("other", "OK")]);
+    assert!(ws.reason("mid").contains("files changed: mid.txt (modified)"), "{}", ws.reason("mid"));
+    assert!(ws.reason("leaf").contains("parent mid changed"), "{}", ws.reason("leaf"));
+
+    // Reverted: OK again.
+    ws.write("services/mid/mid.txt", "mid\n");
+    ws.expect(&all_ok);
+
+    // A changed parent: every descendant STALE.
+    ws.write("services/base/rootfs/etc/base.conf", "base=2\n");
+    ws.expect(&[("base", "STALE"), ("mid", "STALE"), ("leaf", "STALE"), ("other", "STALE"), ("solo", "OK")]);
+    ws.write("services/base/rootfs/etc/base.conf", "base=1\n");
+    ws.expect(&all_ok);
+
+    // A new executable bit.
+    ws.chmod("services/leaf/leaf.sh", 0o755);
+    ws.expect(&[("mid", "OK"), ("leaf", "STALE")]);
+    assert!(ws.reason("leaf").contains("leaf.sh (became executable)"), "{}", ws.reason("leaf"));
+    ws.chmod("services/leaf/leaf.sh", 0o644);
+
+    // A changed Dockerfile.
+    ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY solo.txt /solo.txt\n");
+    ws.expect(&[("solo", "STALE"), ("leaf", "OK")]);
+    assert!(ws.reason("solo").contains("Dockerfile changed"), "{}", ws.reason("solo"));
+
+    // A new file in a context, and an empty folder (Docker sends folders too).
+    ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY solo.txt /\n");
+    std::fs::create_dir(ws.path("services/solo/empty")).unwrap();
+    ws.expect(&[("solo", "STALE")]);
+    assert!(ws.reason("solo").contains("empty (added)"), "{}", ws.reason("solo"));
+}
+
+#[test]
+fn a_rebuilt_image_is_ok_and_force_rebuilds() {
+    let ws = Workspace::stack("force");
+    ws.build(&["mid"]);
+    ws.write("services/mid/mid.txt", "v2\n");
+    ws.expect(&[("mid", "STALE")]);
+    let out = ws.ok(&["build", "mid", &ws.tag]);
+    assert!(out.stdout.contains("base is OK") && out.stdout.contains("built mid"), "{out:?}");
+    ws.expect(&[("base", "OK"), ("mid", "OK")]);
+    let forced = ws.ok(&["build", "mid", &ws.tag, "--force"]);
+    assert!(forced.stdout.contains("building mid (forced, without cache)") && !forced.stdout.contains("built base"), "{forced:?}");
+    let env = ws.run_env(&["build", "mid", &ws.tag], &[("FORCE_REBUILD", "true")]);
+    assert!(env.stdout.contains("forced"), "{env:?}");
+}
+
+#[test]
+fn reports_in_three_formats() {
+    let ws = Workspace::stack("formats");
+    ws.build(&["solo"]);
+    let plain = ws.ok(&["check-status", &ws.tag, "--format", "plain"]);
+    assert_eq!(plain.stdout.lines().count(), 5);
+    assert!(plain.stdout.contains(&format!("solo|OK|ai-infra-solo:{}\n", ws.tag)), "{plain:?}");
+    let json = ws.ok(&["check-status", &ws.tag, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["tag"], ws.tag.as_str());
+    assert_eq!(v["counts"]["OK"], 1);
+    assert_eq!(v["counts"]["MISSING"], 4);
+    let solo = v["services"].as_array().unwrap().iter().find(|s| s["name"] == "solo").unwrap();
+    assert_eq!(solo["status"], "OK");
+    assert_eq!(solo["expected_digest"], solo["found_digest"]);
+    assert!(solo["image_id"].as_str().unwrap().starts_with("sha256:"));
+    assert!(solo["size"].as_u64().unwrap() > 0);
+    assert!(solo["created"].as_str().is_some());
+    let human = ws.ok(&["check-status", &ws.tag]);
+    assert!(human.stdout.contains(&format!("tag {}, local build", ws.tag)), "{human:?}");
+    assert!(human.stdout.contains("✓ OK         1/5") && human.stdout.contains("✗ MISSING    4/5"), "{human:?}");
+    assert!(!human.stdout.contains('\x1b'), "no colour when not a terminal");
+    // --exit-code: 1 while anything is not OK.
+    assert_eq!(ws.run(&["check-status", &ws.tag, "--exit-code"]).code, 1);
+    ws.build(&["leaf", "other"]);
+    assert_eq!(ws.run(&["check-status", &ws.tag, "--exit-code"]).code, 0);
+}
+
+#[test]
+fn tag_comes_from_env_file() {
+    let ws = Workspace::stack("envtag");
+    ws.write(".env", &format!("IMAGE_TAG={}\n", ws.tag));
+    let o = ws.ok(&["check-status", "--format", "plain"]);
+    assert!(o.stdout.contains(&format!("ai-infra-solo:{}", ws.tag)), "{o:?}");
+    ws.write(".env", "IMAGE_TAG='bad tag'\n");
+    let o = ws.run(&["check-status"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("IMAGE_TAG in .env"), "{o:?}");
+}
+
+#[test]
+fn second_image_from_one_dockerfile_with_targets() {
+    let ws = Workspace::new("targets");
+    ws.write(
+        "services/app/Dockerfile",
+        "ARG IMAGE_TAG=latest\nFROM scratch AS init\nCOPY init.sql /\nFROM scratch AS app\nCOPY app.txt /\n",
+    );
+    ws.write("services/app/init.sql", "select 1;\n");
+    ws.write("services/app/app.txt", "app\n");
+    ws.write("services.toml", "[app]\ntarget = \"app\"\n\n[app-init]\ndockerfile = \"services/app/Dockerfile\"\ntarget = \"init\"\n");
+    ws.build(&["app", "app-init"]);
+    ws.expect(&[("app", "OK"), ("app-init", "OK")]);
+    // Both read the same context, so a change there makes both STALE.
+    ws.write("services/app/init.sql", "select 2;\n");
+    ws.expect(&[("app", "STALE"), ("app-init", "STALE")]);
+}
