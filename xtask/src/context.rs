@@ -111,6 +111,32 @@ pub fn finish(listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Ve
     Ok(out)
 }
 
+/// Puts generated files (path relative to the root, content) into a context's records, in place
+/// of what is on disk, with the folders that lead to them.
+pub fn overlay<'a>(records: &mut Vec<FileRecord>, context: &Utf8Path, ignore: &Ignore, files: impl Iterator<Item = (&'a Utf8Path, &'a [u8])>) {
+    use sha2::Digest;
+    let mut changed = false;
+    for (path, bytes) in files {
+        let Ok(rel) = path.strip_prefix(context) else { continue };
+        let rel = rel.as_str();
+        if rel.is_empty() || ignore.excludes(rel) {
+            continue;
+        }
+        records.retain(|r| r.path != rel);
+        records.push(FileRecord { path: rel.to_string(), what: What::File { exec: false, sha256: hex(&sha2::Sha256::digest(bytes)) } });
+        for (i, _) in rel.match_indices('/') {
+            let dir = &rel[..i];
+            if !records.iter().any(|r| r.path == dir) && !ignore.excludes(dir) {
+                records.push(FileRecord { path: dir.to_string(), what: What::Dir });
+            }
+        }
+        changed = true;
+    }
+    if changed {
+        records.sort();
+    }
+}
+
 /// Lists one context and hashes its files.
 #[cfg(test)]
 pub fn records(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: HashCache) -> Result<Vec<FileRecord>> {
@@ -291,6 +317,14 @@ mod tests {
         assert!(lines.contains("link link -> a.txt\n") && lines.contains("link loop1 -> loop2\n"), "{lines}");
         assert!(lines.contains("dir sub\n") && lines.contains("file x ") && lines.contains(" sub/b.sh\n"), "{lines}");
         assert!(lines.contains(" .dockerignore\n"));
+
+        // Generated content stands in for the file on disk, with its folders.
+        let mut with = recs.clone();
+        let gen: Vec<(Utf8PathBuf, Vec<u8>)> = vec![("c/new/dir/gen.conf".into(), b"a".to_vec()), ("c/a.txt".into(), b"b".to_vec())];
+        overlay(&mut with, "c".into(), &ignore, gen.iter().map(|(p, b)| (p.as_path(), b.as_slice())));
+        let lines: String = with.iter().map(|r| r.line()).collect();
+        assert!(lines.contains(&format!("file - {sha_a} new/dir/gen.conf\n")) && lines.contains("dir new\ndir new/dir\n"), "{lines}");
+        assert!(!lines.contains(&format!("{sha_a} a.txt")) && lines.contains(" a.txt\n"), "{lines}");
 
         std::fs::write(root.join("c/Dockerfile.dockerignore"), "x").unwrap();
         let err = read_ignore(root, "c".into(), "c/Dockerfile".into()).unwrap_err().to_string();

@@ -171,3 +171,182 @@ mod tests {
         assert!(err("A=\"x\" y").contains("after the closing quote"));
     }
 }
+
+/// What `sync-env` would do to `.env`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Sync {
+    /// The new text of `.env`, when it changes.
+    pub text: Option<String>,
+    pub created: bool,
+    /// Keys copied from `.env.example`.
+    pub added: Vec<String>,
+    /// Keys whose default changed in `.env.example` since the last sync, while `.env` keeps
+    /// another value: (key, old default, new default).
+    pub defaults_moved: Vec<(String, String, String)>,
+    /// Keys only `.env` has.
+    pub drift: Vec<String>,
+}
+
+/// Plans the sync of `.env` from `.env.example`, keeping every byte the user wrote: new keys
+/// are appended with the example's line, under a comment; nothing is overwritten. `last` is
+/// `.env.example` as it was at the previous sync, to tell a moved default from a user's value.
+pub fn plan_sync(example: &[Entry], env: Option<&str>, last: Option<&[Entry]>, example_text: &str) -> Result<Sync> {
+    let Some(env_text) = env else {
+        return Ok(Sync {
+            text: Some(example_text.to_string()),
+            created: true,
+            added: example.iter().map(|e| e.key.clone()).collect(),
+            ..Sync::default()
+        });
+    };
+    let current = parse(env_text).context(".env")?;
+    let has = |k: &str| current.iter().any(|e| e.key == k);
+    let missing: Vec<&Entry> = example.iter().filter(|e| !has(&e.key)).collect();
+    let mut sync = Sync {
+        added: missing.iter().map(|e| e.key.clone()).collect(),
+        drift: current.iter().filter(|e| !example.iter().any(|x| x.key == e.key)).map(|e| e.key.clone()).collect(),
+        ..Sync::default()
+    };
+    if let Some(last) = last {
+        for e in example {
+            let old = last.iter().find(|l| l.key == e.key);
+            let mine = current.iter().find(|c| c.key == e.key);
+            if let (Some(old), Some(mine)) = (old, mine) {
+                if old.value != e.value && mine.value != e.value {
+                    sync.defaults_moved.push((e.key.clone(), old.value.clone(), e.value.clone()));
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let eol = if env_text.contains("\r\n") { "\r\n" } else { "\n" };
+        let mut text = env_text.to_string();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push_str(eol);
+        }
+        text.push_str(&format!("{eol}# Added by `cargo xtask sync-env` from .env.example{eol}"));
+        for e in &missing {
+            text.push_str(&e.raw);
+            text.push_str(eol);
+        }
+        sync.text = Some(text);
+    }
+    Ok(sync)
+}
+
+/// Shows a value unless its key looks secret.
+pub fn shown(key: &str, value: &str) -> String {
+    if crate::digest::is_secret(key) {
+        "(hidden)".to_string()
+    } else {
+        format!("{value:?}")
+    }
+}
+
+/// `cargo xtask sync-env [--check]`; also step 2 of every build. Returns the exit code.
+pub fn sync(root: &Utf8Path, check: bool, quiet: bool) -> Result<i32> {
+    let example_path = root.join(".env.example");
+    let Some((example_text, example)) = read(&example_path)? else {
+        if !quiet {
+            println!("no .env.example in {root}: nothing to sync");
+        }
+        return Ok(0);
+    };
+    let env_path = root.join(".env");
+    let current = read(&env_path)?;
+    let last_path = crate::state_dir(root).join("env.example.last");
+    let last = std::fs::read_to_string(&last_path).ok().and_then(|t| parse(&t).ok());
+    let plan = plan_sync(&example, current.as_ref().map(|(t, _)| t.as_str()), last.as_deref(), &example_text)
+        .with_context(|| format!("{env_path}"))?;
+    for (key, old, new) in &plan.defaults_moved {
+        println!(
+            ".env: the default of {key} moved in .env.example ({} -> {}); your value is kept",
+            shown(key, old),
+            shown(key, new)
+        );
+    }
+    for key in &plan.drift {
+        if !quiet {
+            println!(".env: {key} is not in .env.example (kept; add it there if templates or builds need it)");
+        }
+    }
+    if check {
+        if plan.created {
+            println!(".env is missing: run `cargo xtask sync-env` to create it from .env.example");
+            return Ok(1);
+        }
+        if !plan.added.is_empty() {
+            println!(".env lacks {} from .env.example: run `cargo xtask sync-env`", plan.added.join(", "));
+            return Ok(1);
+        }
+        println!(".env is in sync with .env.example");
+        return Ok(0);
+    }
+    if let Some(text) = &plan.text {
+        if let Some((old, _)) = &current {
+            crate::atomic::write(&root.join(".env.bak"), old.as_bytes())?;
+        }
+        crate::atomic::write(&env_path, text.as_bytes())?;
+        if plan.created {
+            println!("created .env from .env.example ({} keys)", plan.added.len());
+        } else {
+            println!("added to .env from .env.example: {} (previous .env kept as .env.bak)", plan.added.join(", "));
+        }
+    } else if !quiet {
+        println!(".env is in sync with .env.example");
+    }
+    let _ = crate::atomic::write(&last_path, example_text.as_bytes());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    fn entries(t: &str) -> Vec<Entry> {
+        parse(t).unwrap()
+    }
+
+    #[test]
+    fn creates_then_appends_and_keeps_the_users_bytes() {
+        let example = "# defaults\nA=1\nB=\"two\"\n";
+        let s = plan_sync(&entries(example), None, None, example).unwrap();
+        assert!(s.created);
+        assert_eq!(s.text.as_deref(), Some(example));
+
+        let mine = "# my notes\nA=custom # mine\n\nX=only-here";
+        let example2 = "A=1\nB=\"two\"\nexport C='3'\n";
+        let s = plan_sync(&entries(example2), Some(mine), None, example2).unwrap();
+        assert_eq!(s.added, vec!["B", "C"]);
+        assert_eq!(s.drift, vec!["X"]);
+        let text = s.text.unwrap();
+        assert!(text.starts_with(mine), "the user's bytes come first, unchanged: {text:?}");
+        assert!(text.ends_with("\n# Added by `cargo xtask sync-env` from .env.example\nB=\"two\"\nexport C='3'\n"), "{text:?}");
+        assert_eq!(kv(&text), vec![("A", "custom"), ("X", "only-here"), ("B", "two"), ("C", "3")]);
+        // In sync: nothing to write.
+        let s = plan_sync(&entries(example2), Some(&text), None, example2).unwrap();
+        assert_eq!(s.text, None);
+    }
+
+    fn kv(t: &str) -> Vec<(&'static str, &'static str)> {
+        parse(t).unwrap().into_iter().map(|e| (&*e.key.leak(), &*e.value.leak())).collect()
+    }
+
+    #[test]
+    fn crlf_files_stay_crlf_and_moved_defaults_are_reported() {
+        let mine = "A=1\r\n";
+        let example = "A=2\nB=3\n";
+        let last = entries("A=1\n");
+        let s = plan_sync(&entries(example), Some(mine), Some(&last), example).unwrap();
+        assert_eq!(s.text.as_deref(), Some("A=1\r\n\r\n# Added by `cargo xtask sync-env` from .env.example\r\nB=3\r\n"));
+        assert_eq!(s.defaults_moved, vec![("A".to_string(), "1".to_string(), "2".to_string())]);
+        assert_eq!(shown("DB_PASSWORD", "x"), "(hidden)");
+        assert_eq!(shown("PORT", "80"), "\"80\"");
+    }
+
+    #[test]
+    fn a_malformed_env_writes_nothing() {
+        let err = plan_sync(&entries("A=1\n"), Some("A=1\noops\n"), None, "A=1\n").unwrap_err();
+        assert!(format!("{err:#}").contains("line 2"), "{err:#}");
+    }
+}

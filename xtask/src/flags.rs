@@ -18,6 +18,8 @@ Usage: cargo xtask <command> [args]
 Commands:
   check-status [TAG] [REGISTRY]     status of every service image (OK, MISSING, INVALID, STALE) and why
   build SERVICE [TAG] [REGISTRY]    build one service and any parent that is not OK
+  sync-env [--check]                create .env from .env.example, or add the keys it lacks
+  render [--check]                  render templates/<service>/**/*.tpl into services/<service>/
   engine up|status|down             a Docker engine for machines that have none
   test [-- NEXTEST-ARGS]            the whole test suite on a real engine and registry (installs them as root)
   bench                             the performance figures, printed
@@ -44,6 +46,26 @@ Builds SERVICE, and first any internal parent image that is not OK. A service th
 rebuilt.
 
   --force        rebuild SERVICE without the layer cache (FORCE_REBUILD=true does the same)
+";
+
+const SYNC_ENV: &str = "\
+Usage: cargo xtask sync-env [--check]
+
+Creates .env from .env.example when it is missing, and appends the keys .env.example has and
+.env lacks. Never changes a value or line you wrote; the previous .env is kept as .env.bak.
+Reports keys only .env has, and defaults that moved while you keep another value.
+
+  --check        change nothing; exit 1 when .env is missing or behind
+";
+
+const RENDER: &str = "\
+Usage: cargo xtask render [--check]
+
+Renders templates/<service>/**/<name>.tpl to services/<service>/**/<name>: ${NAME} and
+${NAME:-default} from the environment, then .env, then the default; a bare $name is left as it
+is; $${ writes a literal ${. Writes only files whose content changes; any error writes nothing.
+
+  --check        change nothing; exit 1 and name the outputs that are out of date
 ";
 
 const ENGINE: &str = "\
@@ -99,6 +121,8 @@ pub struct Bench {
 pub enum Command {
     CheckStatus(CheckStatus),
     Build(Build),
+    SyncEnv { check: bool },
+    Render { check: bool },
     Engine(String),
     Test(Vec<String>),
     Bench(Bench),
@@ -179,6 +203,8 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         "help" | "--help" | "-h" => USAGE,
         "check-status" => CHECK_STATUS,
         "build" => BUILD,
+        "sync-env" => SYNC_ENV,
+        "render" => RENDER,
         "engine" => ENGINE,
         "test" => TEST,
         "bench" => BENCH,
@@ -204,6 +230,15 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             let service = pos.remove(0);
             let (tag, registry) = tag_and_registry(pos)?;
             Command::Build(Build { service, tag, registry, force })
+        }
+        "sync-env" | "render" => {
+            let check = once(&mut args, "--check")?;
+            positionals(args, &sub, 0, "no arguments")?;
+            if sub == "render" {
+                Command::Render { check }
+            } else {
+                Command::SyncEnv { check }
+            }
         }
         "engine" => {
             let pos = positionals(args, "engine", 1, "up, status or down")?;

@@ -17,6 +17,7 @@ mod hashcache;
 mod ignore;
 mod project;
 mod reference;
+mod render;
 mod report;
 mod status;
 #[cfg(test)]
@@ -76,12 +77,17 @@ fn run() -> Result<i32> {
             Ok(if f.exit_code && !all_ok { 1 } else { 0 })
         }
         Command::Build(f) => {
-            build::check_service(&project::Project::load(&root)?, &f.service)?;
+            let project = project::Project::load(&root)?;
+            build::check_service(&project, &f.service)?;
             let docker = docker::Docker::new(&root);
             let tag = flags::tag(&root, f.tag.as_deref())?;
+            env::sync(&root, false, true)?;
+            render::run(&root, &project.names(), false, true)?;
             let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
             build::run(&docker, &snap, &f.service, f.force)
         }
+        Command::SyncEnv { check } => env::sync(&root, check, false),
+        Command::Render { check } => render::run(&root, &project::Project::load(&root)?.names(), check, false),
         Command::Engine(action) => engine::run(&root, &action),
         Command::Test(args) => harness::run(&root, &args),
         Command::Bench(f) => bench::run(&root, f),

@@ -13,6 +13,7 @@ use crate::hashcache::HashCache;
 
 use crate::project::{self, Project, Resolved};
 use crate::reference;
+use crate::render::Output;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum State {
@@ -74,7 +75,9 @@ pub struct Inputs {
 
 /// Lists and hashes every distinct build context once, walking them on every core; the
 /// hash cache spares reading files whose identity has not changed.
-pub fn contexts(root: &Utf8Path, services: &[Resolved]) -> Result<BTreeMap<Utf8PathBuf, Vec<FileRecord>>> {
+/// `rendered` are template outputs as they would be written now: they stand in for the files
+/// on disk, so that a changed `.env` value shows before `render` runs.
+pub fn contexts(root: &Utf8Path, services: &[Resolved], rendered: &[Output]) -> Result<BTreeMap<Utf8PathBuf, Vec<FileRecord>>> {
     let mut unique: Vec<&Resolved> = Vec::new();
     for r in services {
         if !unique.iter().any(|u| u.service.context == r.service.context) {
@@ -99,7 +102,10 @@ pub fn contexts(root: &Utf8Path, services: &[Resolved]) -> Result<BTreeMap<Utf8P
         listings.push(l);
         caches.push(c);
     }
-    let files = context::finish(listings, &mut caches)?;
+    let mut files = context::finish(listings, &mut caches)?;
+    for ((r, ignore), records) in unique.iter().zip(&ignores).zip(&mut files) {
+        context::overlay(records, &r.service.context, ignore, rendered.iter().map(|o| (o.path.as_path(), o.bytes.as_slice())));
+    }
     for c in &mut caches {
         // Saving the cache is an optimisation; a read-only target/ must not fail the check.
         let _ = c.save();
@@ -144,7 +150,7 @@ pub fn digests(
 
 /// Contexts and digests together, for callers that need no engine.
 pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<String, String>) -> Result<Inputs> {
-    let files = contexts(root, &services)?;
+    let files = contexts(root, &services, &[])?;
     Ok(digests(services, &files, base_ids))
 }
 
@@ -152,6 +158,7 @@ pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<Stri
 pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&str>) -> Result<Snapshot> {
     let project = Project::load(root)?;
     let values = crate::env::values(root)?;
+    let rendered = crate::render::outputs(root, &project.names())?;
     let services = project::resolve(&project, tag, &values)?;
     let image_names: BTreeMap<String, String> = services
         .iter()
@@ -167,7 +174,7 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     let (platform, found, files) = std::thread::scope(|s| {
         let platform = s.spawn(|| docker.platform());
         let found = s.spawn(|| docker.inspect(&names));
-        let files = contexts(root, &services);
+        let files = contexts(root, &services, &rendered);
         (joined(platform.join()), joined(found.join()), files)
     });
     let (os, arch) = platform?;

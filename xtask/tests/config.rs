@@ -1,0 +1,141 @@
+//! sync-env and render on generated workspaces, and their effect on status and builds.
+
+mod common;
+
+use common::Workspace;
+
+/// A stack whose web service COPYs a rendered config; api does not.
+fn configured(name: &str) -> Workspace {
+    let ws = Workspace::new(name);
+    ws.write(".env.example", "# ports\nWEB_PORT=80\nAPI_PORT=8000\n");
+    ws.write("services/web/Dockerfile", "FROM scratch\nCOPY conf/site.conf /etc/site.conf\n");
+    ws.write("templates/web/conf/site.conf.tpl", "listen ${WEB_PORT};\nproxy_pass http://api:${API_PORT};\nheader $host;\n");
+    ws.write("services/api/Dockerfile", "FROM scratch\nCOPY api.txt /\n");
+    ws.write("services/api/api.txt", "api\n");
+    ws
+}
+
+#[test]
+fn sync_creates_then_appends_and_keeps_hand_edits() {
+    let ws = configured("sync");
+    let o = ws.ok(&["sync-env"]);
+    assert!(o.stdout.contains("created .env from .env.example (2 keys)"), "{o:?}");
+    assert_eq!(ws.read(".env"), ws.read(".env.example"));
+    // The user edits a value and adds a comment and a key of their own.
+    ws.write(".env", "# ports\nWEB_PORT=8080 # mine\nAPI_PORT=8000\nLOCAL_ONLY=1\n");
+    ws.write(".env.example", "# ports\nWEB_PORT=80\nAPI_PORT=8000\nDB_PASSWORD=hunter2\n");
+    assert_eq!(ws.run(&["sync-env", "--check"]).code, 1);
+    let o = ws.ok(&["sync-env"]);
+    assert!(o.stdout.contains("added to .env from .env.example: DB_PASSWORD"), "{o:?}");
+    assert!(o.stdout.contains("LOCAL_ONLY is not in .env.example"), "{o:?}");
+    assert!(!o.stdout.contains("hunter2"), "secrets are never printed: {o:?}");
+    let env = ws.read(".env");
+    assert!(env.starts_with("# ports\nWEB_PORT=8080 # mine\nAPI_PORT=8000\nLOCAL_ONLY=1\n"), "{env}");
+    assert!(env.ends_with("DB_PASSWORD=hunter2\n"), "{env}");
+    assert_eq!(ws.read(".env.bak"), "# ports\nWEB_PORT=8080 # mine\nAPI_PORT=8000\nLOCAL_ONLY=1\n");
+    assert_eq!(ws.ok(&["sync-env", "--check"]).code, 0);
+    // A moved default is reported, the user's value kept.
+    ws.write(".env.example", "# ports\nWEB_PORT=81\nAPI_PORT=8000\nDB_PASSWORD=hunter2\n");
+    let o = ws.ok(&["sync-env"]);
+    assert!(o.stdout.contains("the default of WEB_PORT moved in .env.example (\"80\" -> \"81\"); your value is kept"), "{o:?}");
+    assert!(ws.read(".env").contains("WEB_PORT=8080 # mine"));
+}
+
+#[test]
+fn bad_env_files_write_nothing() {
+    let ws = configured("badenv");
+    ws.write(".env", "WEB_PORT=1\nthis is not a pair\n");
+    let o = ws.run(&["sync-env"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains(".env") && o.stderr.contains("line 2: expected KEY=value"), "{o:?}");
+    assert_eq!(ws.read(".env"), "WEB_PORT=1\nthis is not a pair\n", "nothing written");
+    assert!(!ws.path(".env.bak").exists());
+    std::fs::write(ws.path(".env"), b"WEB_PORT=\xff\n").unwrap();
+    let o = ws.run(&["sync-env"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("not UTF-8"), "{o:?}");
+    std::fs::remove_file(ws.path(".env")).unwrap();
+    std::fs::create_dir(ws.path(".env")).unwrap();
+    let o = ws.run(&["sync-env"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is a folder"), "{o:?}");
+}
+
+#[test]
+fn render_writes_only_changes_and_keeps_nginx_variables() {
+    let ws = configured("render");
+    assert_eq!(ws.run(&["render", "--check"]).code, 1);
+    ws.ok(&["render"]);
+    let conf = ws.read("services/web/conf/site.conf");
+    assert_eq!(conf, "listen 80;\nproxy_pass http://api:8000;\nheader $host;\n");
+    let before = std::fs::metadata(ws.path("services/web/conf/site.conf")).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let o = ws.ok(&["render"]);
+    assert!(o.stdout.contains("up to date"), "{o:?}");
+    let after = std::fs::metadata(ws.path("services/web/conf/site.conf")).unwrap().modified().unwrap();
+    assert_eq!(before, after, "an unchanged render touches nothing");
+    assert_eq!(ws.ok(&["render", "--check"]).code, 0);
+    // The process environment comes first.
+    let o = ws.run_env(&["render"], &[("WEB_PORT", "9090")]);
+    assert_eq!(o.code, 0);
+    assert!(ws.read("services/web/conf/site.conf").starts_with("listen 9090;"));
+}
+
+#[test]
+fn a_failing_template_leaves_the_previous_output() {
+    let ws = configured("failtpl");
+    ws.ok(&["render"]);
+    let good = ws.read("services/web/conf/site.conf");
+    ws.write("templates/web/conf/site.conf.tpl", "listen ${WEB_PORT};\nroot ${UNDEFINED_ROOT};\n");
+    let o = ws.run(&["render"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("templates/web/conf/site.conf.tpl:2:6: UNDEFINED_ROOT is not defined"), "{o:?}");
+    assert_eq!(ws.read("services/web/conf/site.conf"), good);
+    ws.write("templates/web/conf/site.conf.tpl", "listen ${WEB PORT};\n");
+    let o = ws.run(&["render"]);
+    assert!(o.code == 1 && o.stderr.contains(":1:8: \"WEB PORT\" is not a variable name"), "{o:?}");
+    ws.write("templates/web/conf/site.conf.tpl", "listen ${WEB_PORT;\n");
+    let o = ws.run(&["render"]);
+    assert!(o.code == 1 && o.stderr.contains("unclosed"), "{o:?}");
+    assert_eq!(ws.read("services/web/conf/site.conf"), good);
+    // A template folder for no service.
+    ws.write("templates/web/conf/site.conf.tpl", "listen 1;\n");
+    ws.write("templates/nosuch/x.tpl", "x\n");
+    let o = ws.run(&["render"]);
+    assert!(o.code == 1 && o.stderr.contains("templates/nosuch is for a service that does not exist"), "{o:?}");
+}
+
+#[test]
+fn a_changed_env_value_makes_exactly_the_copying_service_stale() {
+    let ws = configured("envstale");
+    ws.ok(&["build", "web", &ws.tag]);
+    ws.ok(&["build", "api", &ws.tag]);
+    assert!(ws.path(".env").exists(), "build syncs .env first");
+    ws.expect(&[("web", "OK"), ("api", "OK")]);
+    // Before anything is rendered again, status already sees the new value.
+    let env = ws.read(".env").replace("API_PORT=8000", "API_PORT=9000");
+    ws.write(".env", &env);
+    ws.expect(&[("web", "STALE"), ("api", "OK")]);
+    assert!(ws.reason("web").contains("conf/site.conf (modified)"), "{}", ws.reason("web"));
+    let o = ws.ok(&["build", "web", &ws.tag]);
+    assert!(o.stdout.contains("built web"), "{o:?}");
+    assert!(ws.read("services/web/conf/site.conf").contains("api:9000"));
+    ws.expect(&[("web", "OK"), ("api", "OK")]);
+}
+
+#[test]
+fn build_args_come_from_env() {
+    let ws = Workspace::new("buildargs");
+    ws.write(".env.example", "APP_VERSION=1.0\n");
+    ws.write("services/app/Dockerfile", "ARG APP_VERSION=0\nFROM scratch\nARG APP_VERSION\nCOPY app.txt /\nLABEL version=${APP_VERSION}\n");
+    ws.write("services/app/app.txt", "app\n");
+    ws.ok(&["build", "app", &ws.tag]);
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{index .Config.Labels \"version\"}}", &format!("ai-infra-app:{}", ws.tag)])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.0");
+    ws.write(".env", "APP_VERSION=2.0\n");
+    ws.expect(&[("app", "STALE")]);
+    assert!(ws.reason("app").contains("build arg APP_VERSION changed: \"1.0\" -> \"2.0\""), "{}", ws.reason("app"));
+}
