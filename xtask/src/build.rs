@@ -1,34 +1,39 @@
-//! Building images: one service with `docker build`, labelled with its input digest, and
-//! `cargo xtask build SERVICE`, which builds it and any parent that is not OK, parents first.
+//! Step 4, the build: each planned service built (or an identical image reused), parents
+//! before children, up to `--jobs` at a time; a failure skips only its descendants.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use camino::Utf8PathBuf;
 
 use crate::digest;
-use crate::docker::{self, BuildRequest, Docker};
+use crate::docker::{self, BuildEnd, BuildRequest, Docker};
+use crate::plan::{Action, Plan};
 use crate::reference;
-use crate::status::{Snapshot, State};
+use crate::status::Snapshot;
 
-/// A finished build.
-pub struct Built {
-    pub id: String,
+/// What happened to one planned service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Result_ {
+    Built,
+    Reused,
+    Failed,
+    /// A parent failed, or the run was interrupted before it started.
+    NotStarted,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub service: String,
+    pub result: Result_,
+    /// Why it was built, or why it failed or did not start.
+    pub reason: String,
     pub seconds: f64,
-    pub log: Utf8PathBuf,
-}
-
-/// A failed build, with the log to read.
-pub struct Failed {
-    pub log: Utf8PathBuf,
+    pub log: Option<Utf8PathBuf>,
+    /// The last lines of a failed build's log.
     pub tail: String,
-}
-
-impl std::fmt::Display for Failed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (full log: {})", self.tail, self.log)
-    }
 }
 
 /// The last meaningful lines of a build log.
@@ -36,32 +41,41 @@ pub fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log
         .lines()
         .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("DEPRECATED") && !l.contains("docs.docker.com/go/buildx") && !l.contains("Install the buildx component"))
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.is_empty() && !t.starts_with("DEPRECATED") && !t.contains("docs.docker.com/go/buildx") && !t.starts_with("Install the buildx")
+        })
         .collect();
-    lines[lines.len().saturating_sub(n)..].join("\n    ")
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Builds one service as the snapshot describes it: its build args, target, and the labels
-/// that record its input digest; tagged with its plain local name (and the registry name).
-pub fn build_service(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool) -> Result<Built, Failed> {
-    let started = Instant::now();
-    let dir = crate::state_dir(&snap.root);
-    let log = dir.join("logs").join(format!("{name}.log"));
-    let fail = |tail: String| Failed { log: log.clone(), tail };
-    let r = snap.services.iter().find(|r| r.service.name == name).expect("service is in the snapshot");
-    let d = &snap.digests[name];
-    let Some(total) = d.total.clone() else {
-        let missing: Vec<&String> = snap.records[name].bases.iter().filter(|(_, id)| id.is_none()).map(|(b, _)| b).collect();
-        return Err(fail(format!("cannot build: base image(s) not present locally: {missing:?}")));
-    };
-    let labels = digest::labels(name, d);
+/// The names a service's image gets: the plain local name, and the registry name.
+fn tags(snap: &Snapshot, name: &str) -> Vec<String> {
     let mut tags = vec![reference::image_name(name, &snap.tag, None)];
     if snap.registry.is_some() {
         tags.push(reference::image_name(name, &snap.tag, snap.registry.as_deref()));
     }
+    tags
+}
+
+/// Builds one service as the snapshot describes it: its build args, target, and the labels
+/// that record its input digest.
+fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbose: bool, cancel: &AtomicBool) -> Outcome {
+    let started = Instant::now();
+    let dir = crate::state_dir(&snap.root);
+    let log = dir.join("logs").join(format!("{name}.log"));
+    let mut outcome = Outcome { service: name.to_string(), result: Result_::Failed, reason: String::new(), seconds: 0.0, log: Some(log.clone()), tail: String::new() };
+    let r = snap.services.iter().find(|r| r.service.name == name).expect("planned services are in the snapshot");
+    let d = &snap.digests[name];
+    let Some(total) = d.total.clone() else {
+        let missing: Vec<&String> = snap.records[name].bases.iter().filter(|(_, id)| id.is_none()).map(|(b, _)| b).collect();
+        outcome.reason = format!("base image not present locally: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        return outcome;
+    };
+    let labels = digest::labels(name, d);
+    let tags = tags(snap, name);
     let iidfile = dir.join("iid").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::create_dir_all(dir.join("iid"));
-    let _ = std::fs::create_dir_all(dir.join("logs"));
     let req = BuildRequest {
         context: &snap.root.join(&r.service.context),
         dockerfile: &snap.root.join(&r.service.dockerfile),
@@ -72,23 +86,123 @@ pub fn build_service(docker: &Docker, snap: &Snapshot, name: &str, no_cache: boo
         no_cache,
         iidfile: &iidfile,
     };
-    let (ok, output) = match docker.build(&req) {
-        Ok(x) => x,
-        Err(e) => return Err(fail(format!("cannot run docker build: {e:#}"))),
-    };
-    if let Err(e) = crate::atomic::write(&log, output.as_bytes()) {
-        return Err(fail(format!("{e:#}")));
+    let prefix = format!("{name}");
+    let end = docker.build(&req, &log, verbose.then_some(prefix.as_str()), cancel);
+    outcome.seconds = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    match end {
+        Err(e) => outcome.reason = format!("{e:#}"),
+        Ok(BuildEnd::Interrupted) => {
+            outcome.result = Result_::NotStarted;
+            outcome.reason = "interrupted".into();
+        }
+        Ok(BuildEnd::Failed) => {
+            outcome.reason = "docker build failed".into();
+            outcome.tail = tail(&text, 8);
+        }
+        Ok(BuildEnd::Built) => match docker::read_iid(&iidfile) {
+            Ok(_) => {
+                // The record lets later checks name the files and args that changed.
+                if let Err(e) = digest::save_record(&snap.root, &total, &snap.records[name]) {
+                    eprintln!("warning: {e:#}");
+                }
+                outcome.result = Result_::Built;
+            }
+            Err(e) => outcome.reason = format!("{e:#}"),
+        },
     }
-    if !ok {
-        return Err(fail(tail(&output, 6)));
-    }
-    let id = docker::read_iid(&iidfile).map_err(|e| fail(format!("{e:#}")))?;
     let _ = std::fs::remove_file(&iidfile);
-    // The record lets later checks name the files and args that changed since this build.
-    if let Err(e) = digest::save_record(&snap.root, &total, &snap.records[name]) {
-        eprintln!("warning: {e:#}");
+    outcome
+}
+
+/// Tags an image that already carries the expected input digest instead of building.
+fn reuse_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str) -> Outcome {
+    let started = Instant::now();
+    let mut outcome = Outcome { service: name.to_string(), result: Result_::Reused, reason: format!("tagged {image}"), seconds: 0.0, log: None, tail: String::new() };
+    for t in tags(snap, name) {
+        if let Err(e) = docker.tag(image, &t) {
+            outcome.result = Result_::Failed;
+            outcome.reason = format!("{e:#}");
+            break;
+        }
     }
-    Ok(Built { id, seconds: started.elapsed().as_secs_f64(), log })
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome
+}
+
+/// Runs the plan: a service starts as soon as its planned parents succeeded, up to `jobs` at
+/// a time. Prints a line as each starts and ends.
+pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbose: bool, cancel: &AtomicBool) -> Vec<Outcome> {
+    let work: Vec<_> = plan.work().collect();
+    let total = work.len();
+    let mut pending = work.clone();
+    let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut finished = 0;
+    let (tx, rx) = std::sync::mpsc::channel::<Outcome>();
+    std::thread::scope(|s| {
+        let mut running = 0;
+        loop {
+            let mut i = 0;
+            while i < pending.len() && running < jobs && !cancel.load(Ordering::Relaxed) {
+                let step = pending[i];
+                let failed_parent = step.after.iter().find(|p| outcomes.get(*p).is_some_and(|o| !matches!(o.result, Result_::Built | Result_::Reused)));
+                if let Some(p) = failed_parent {
+                    finished += 1;
+                    println!("[{finished}/{total}] skipped {}: parent {p} did not build", step.service);
+                    let o = Outcome { service: step.service.clone(), result: Result_::NotStarted, reason: format!("parent {p} did not build"), seconds: 0.0, log: None, tail: String::new() };
+                    outcomes.insert(step.service.clone(), o);
+                    pending.remove(i);
+                    continue;
+                }
+                if !step.after.iter().all(|p| outcomes.contains_key(p)) {
+                    i += 1;
+                    continue;
+                }
+                pending.remove(i);
+                running += 1;
+                let tx = tx.clone();
+                match &step.action {
+                    Action::Reuse { image } => {
+                        println!("reusing {} ({})", step.service, step.reason);
+                        let image = image.clone();
+                        s.spawn(move || tx.send(reuse_one(docker, snap, &step.service, &image)));
+                    }
+                    Action::Build { no_cache } => {
+                        println!("building {} ({})", step.service, step.reason);
+                        let no_cache = *no_cache;
+                        s.spawn(move || tx.send(build_one(docker, snap, &step.service, no_cache, verbose, cancel)));
+                    }
+                    Action::Skip => unreachable!("work has no skips"),
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok(o) = rx.recv() else { break };
+            running -= 1;
+            finished += 1;
+            match o.result {
+                Result_::Built => println!("[{finished}/{total}] built {} in {:.1}s", o.service, o.seconds),
+                Result_::Reused => println!("[{finished}/{total}] reused {} ({})", o.service, o.reason),
+                Result_::Failed => println!(
+                    "[{finished}/{total}] FAILED {} after {:.1}s: {}{}",
+                    o.service,
+                    o.seconds,
+                    o.reason,
+                    o.log.as_ref().map_or(String::new(), |l| format!(" (log: {l})"))
+                ),
+                Result_::NotStarted => println!("[{finished}/{total}] stopped {}: {}", o.service, o.reason),
+            }
+            outcomes.insert(o.service.clone(), o);
+        }
+    });
+    for step in pending {
+        outcomes.insert(
+            step.service.clone(),
+            Outcome { service: step.service.clone(), result: Result_::NotStarted, reason: "interrupted before it started".into(), seconds: 0.0, log: None, tail: String::new() },
+        );
+    }
+    work.iter().filter_map(|s| outcomes.remove(&s.service)).collect()
 }
 
 /// Rejects a service name the project does not have, listing the ones it has.
@@ -99,32 +213,13 @@ pub fn check_service(project: &crate::project::Project, name: &str) -> Result<()
     Ok(())
 }
 
-/// `cargo xtask build SERVICE`: the service and any parent that is not OK, parents first.
-pub fn run(docker: &Docker, snap: &Snapshot, name: &str, force: bool) -> Result<i32> {
-    let chain = crate::project::with_ancestors(&snap.services, name);
-    let mut failed: BTreeSet<String> = BTreeSet::new();
-    for r in chain {
-        let svc = &r.service.name;
-        let st = snap.status(svc);
-        if let Some(p) = r.analysis.parents.iter().find(|p| failed.contains(*p)) {
-            println!("skipped {svc}: parent {p} failed");
-            failed.insert(svc.clone());
-            continue;
-        }
-        let forced = force && svc == name;
-        if st.state == State::Ok && !forced {
-            println!("{svc} is OK ({}), not rebuilt", st.image);
-            continue;
-        }
-        let why = if forced { "forced, without cache".to_string() } else { format!("{}: {}", st.state.name(), st.reason) };
-        println!("building {svc} ({why})");
-        match build_service(docker, snap, svc, forced) {
-            Ok(b) => println!("built {svc} in {:.1}s: {} (log: {})", b.seconds, digest::short(&b.id), b.log),
-            Err(f) => {
-                println!("FAILED {svc}:\n    {f}");
-                failed.insert(svc.clone());
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_skip_builder_noise() {
+        let log = "Step 1/2 : FROM scratch\nDEPRECATED: The legacy builder is deprecated\n            Install the buildx component to build images with BuildKit:\n            https://docs.docker.com/go/buildx/\n\nCOPY failed: file not found\n";
+        assert_eq!(tail(log, 2), "Step 1/2 : FROM scratch\nCOPY failed: file not found");
     }
-    Ok(if failed.is_empty() { 0 } else { 1 })
 }

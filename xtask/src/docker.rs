@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
 use serde_json::{Map, Value};
@@ -138,10 +140,11 @@ impl Docker {
         parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host)
     }
 
-    /// Runs `docker build`; returns whether it succeeded and its combined output.
-    pub fn build(&self, req: &BuildRequest) -> Result<(bool, String)> {
-        let sh = self.sh()?;
-        let mut args: Vec<String> = vec!["-f".into(), req.dockerfile.to_string()];
+    /// Runs `docker build`, its output going line by line to `log` (and, with `echo`, to the
+    /// terminal with that prefix). `cancel` ends the build. Builds must be interruptible and
+    /// streamed, which xshell 0.2 cannot do, so this call uses std::process directly.
+    pub fn build(&self, req: &BuildRequest, log: &Utf8Path, echo: Option<&str>, cancel: &AtomicBool) -> Result<BuildEnd> {
+        let mut args: Vec<String> = vec!["build".into(), "-f".into(), req.dockerfile.to_string()];
         for (k, v) in req.args {
             args.push("--build-arg".into());
             args.push(format!("{k}={v}"));
@@ -163,11 +166,87 @@ impl Docker {
         }
         args.push("--iidfile".into());
         args.push(req.iidfile.to_string());
-        let context = req.context;
-        let out = cmd!(sh, "docker build {args...} {context}").quiet().ignore_status().output()?;
-        let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
-        log.push_str(&String::from_utf8_lossy(&out.stderr));
-        Ok((out.status.success(), log))
+        args.push(req.context.to_string());
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
+        }
+        let file = std::fs::File::create(log).with_context(|| format!("cannot write {log}"))?;
+        let file = std::sync::Mutex::new(std::io::LineWriter::new(file));
+        let mut command = std::process::Command::new("docker");
+        command.args(&args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        if let Some(h) = &self.host_env {
+            command.env("DOCKER_HOST", h);
+        }
+        let mut child = command.spawn().context("cannot run docker build")?;
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let status = std::thread::scope(|s| {
+            let copy = |stream: Box<dyn std::io::Read + Send>| {
+                let file = &file;
+                s.spawn(move || {
+                    use std::io::{BufRead, Write};
+                    for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                        let _ = writeln!(file.lock().unwrap_or_else(|e| e.into_inner()), "{line}");
+                        if let Some(prefix) = echo {
+                            println!("{prefix} | {line}");
+                        }
+                    }
+                })
+            };
+            if let Some(o) = out {
+                copy(Box::new(o));
+            }
+            if let Some(e) = err {
+                copy(Box::new(e));
+            }
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Ok(None);
+                }
+                match child.try_wait() {
+                    Ok(Some(status)) => return Ok(Some(status)),
+                    Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    Err(e) => return Err(anyhow::anyhow!("waiting for docker build: {e}")),
+                }
+            }
+        })?;
+        Ok(match status {
+            None => BuildEnd::Interrupted,
+            Some(s) if s.success() => BuildEnd::Built,
+            Some(_) => BuildEnd::Failed,
+        })
+    }
+
+    /// Pulls an image; the error is the engine's last line.
+    pub fn pull(&self, image: &str) -> Result<()> {
+        let sh = self.sh()?;
+        let out = cmd!(sh, "docker pull --quiet {image}").quiet().ignore_status().output()?;
+        if !out.status.success() {
+            return Err(failure(&format!("docker pull {image}"), &self.host, &String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+
+    /// Every tagged image: (repository:tag, ID), from one engine call.
+    pub fn list(&self) -> Result<Vec<(String, String)>> {
+        let sh = self.sh()?;
+        let format = "{{json .}}";
+        let out = cmd!(sh, "docker image ls --format {format}").quiet().ignore_status().output()?;
+        if !out.status.success() {
+            return Err(failure("docker image ls", &self.host, &String::from_utf8_lossy(&out.stderr)));
+        }
+        let mut images = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line)
+                .map_err(|_| anyhow::anyhow!("docker image ls printed something that is not JSON: {line:?}"))?;
+            let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let (repo, tag) = (field("Repository"), field("Tag"));
+            if repo != "<none>" && tag != "<none>" && !repo.is_empty() {
+                images.push((format!("{repo}:{tag}"), field("ID")));
+            }
+        }
+        Ok(images)
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
@@ -223,6 +302,14 @@ pub fn parse_inspect(names: &[String], stdout: &str, stderr: &str, success: bool
         }
     }
     Ok(found)
+}
+
+/// How a build ended.
+#[derive(Debug, PartialEq)]
+pub enum BuildEnd {
+    Built,
+    Failed,
+    Interrupted,
 }
 
 pub struct BuildRequest<'a> {

@@ -35,7 +35,8 @@ fn read_state(file: &Utf8Path) -> Option<Started> {
     Some(Started { pid: v.get("pid")?.as_u64()? as u32, host: v.get("host")?.as_str()?.to_string() })
 }
 
-fn alive(pid: u32, program: &str) -> bool {
+/// Whether process `pid` runs and its command line mentions `program`.
+pub fn alive(pid: u32, program: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains(program))
         .unwrap_or(false)

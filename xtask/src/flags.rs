@@ -17,7 +17,10 @@ Usage: cargo xtask <command> [args]
 
 Commands:
   check-status [TAG] [REGISTRY]     status of every service image (OK, MISSING, INVALID, STALE) and why
+  build-all [TAG] [REGISTRY]        build every image that is not OK, parents first, in parallel
   build SERVICE [TAG] [REGISTRY]    build one service and any parent that is not OK
+  clean-all [TAG]                   list the project's images; --force removes them
+  history [SERVICE]                 recent builds and typical build times
   sync-env [--check]                create .env from .env.example, or add the keys it lacks
   render [--check]                  render templates/<service>/**/*.tpl into services/<service>/
   engine up|status|down             a Docker engine for machines that have none
@@ -39,13 +42,45 @@ with one engine call, and says why each is not OK.
   --exit-code    exit 1 when any service is not OK
 ";
 
-const BUILD: &str = "\
-Usage: cargo xtask build SERVICE [TAG] [REGISTRY] [--force]
+const BUILD_ALL: &str = "\
+Usage: cargo xtask build-all [TAG] [REGISTRY] [--force] [--jobs N] [--dry-run] [--format human|json] [--verbose]
 
-Builds SERVICE, and first any internal parent image that is not OK. A service that is OK is not
-rebuilt.
+Builds exactly the images that are not OK, parents before children, independent services at
+the same time, and says why for each. Steps: 0 status, 1 prefetch base images, 2 sync .env,
+3 render templates, 4 build, 5 verify. An image with identical inputs under another tag is
+tagged instead of built. One run per root at a time; Ctrl-C stops cleanly.
+
+  --force        rebuild every service without the layer cache (FORCE_REBUILD=true does the same)
+  --jobs N       services built at once (default: the number of CPUs)
+  --dry-run      print the plan and change nothing
+  --format F     the plan of --dry-run as human (default) or json
+  --verbose      show the engine's build output live
+";
+
+const BUILD: &str = "\
+Usage: cargo xtask build SERVICE [TAG] [REGISTRY] [--force] [--jobs N] [--dry-run] [--verbose]
+
+Builds SERVICE, and first any internal parent image that is not OK, the way build-all does. A
+service that is OK is not rebuilt.
 
   --force        rebuild SERVICE without the layer cache (FORCE_REBUILD=true does the same)
+  --jobs N       services built at once (default: the number of CPUs)
+  --dry-run      print the plan and change nothing
+  --verbose      show the engine's build output live
+";
+
+const CLEAN_ALL: &str = "\
+Usage: cargo xtask clean-all [TAG] [--force]
+
+Lists the images of this project ([REGISTRY/]ai-infra-<service>, all tags or TAG's) and, only
+with --force, removes those names. Never touches any other image.
+";
+
+const HISTORY: &str = "\
+Usage: cargo xtask history [SERVICE]
+
+Shows the recent builds recorded in target/xtask/history.jsonl (all services, or SERVICE's) and
+each service's typical build time.
 ";
 
 const SYNC_ENV: &str = "\
@@ -106,10 +141,15 @@ pub struct CheckStatus {
 }
 
 pub struct Build {
-    pub service: String,
+    /// None for build-all.
+    pub service: Option<String>,
     pub tag: Option<String>,
     pub registry: Option<String>,
     pub force: bool,
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub format: Format,
+    pub verbose: bool,
 }
 
 pub struct Bench {
@@ -121,6 +161,8 @@ pub struct Bench {
 pub enum Command {
     CheckStatus(CheckStatus),
     Build(Build),
+    CleanAll { tag: Option<String>, force: bool },
+    History(Option<String>),
     SyncEnv { check: bool },
     Render { check: bool },
     Engine(String),
@@ -202,7 +244,10 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
     let text = match sub.as_str() {
         "help" | "--help" | "-h" => USAGE,
         "check-status" => CHECK_STATUS,
+        "build-all" => BUILD_ALL,
         "build" => BUILD,
+        "clean-all" => CLEAN_ALL,
+        "history" => HISTORY,
         "sync-env" => SYNC_ENV,
         "render" => RENDER,
         "engine" => ENGINE,
@@ -221,15 +266,35 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             let (tag, registry) = tag_and_registry(positionals(args, "check-status", 2, "[TAG] [REGISTRY]")?)?;
             Command::CheckStatus(CheckStatus { tag, registry, format, exit_code })
         }
-        "build" => {
+        "build" | "build-all" => {
             let force = once(&mut args, "--force")? || force_from_env();
-            let mut pos = positionals(args, "build", 3, "SERVICE [TAG] [REGISTRY]")?;
-            if pos.is_empty() {
-                return Err(usage("build needs a SERVICE; `cargo xtask check-status` lists them".into()));
-            }
-            let service = pos.remove(0);
+            let dry_run = once(&mut args, "--dry-run")?;
+            let verbose = once(&mut args, "--verbose")?;
+            let jobs = value::<Count>(&mut args, "--jobs")?.map_or_else(default_jobs, |c| c.0);
+            let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
+            let mut pos = if sub == "build" {
+                let pos = positionals(args, "build", 3, "SERVICE [TAG] [REGISTRY]")?;
+                if pos.is_empty() {
+                    return Err(usage("build needs a SERVICE; `cargo xtask check-status` lists them".into()));
+                }
+                pos
+            } else {
+                let mut pos = positionals(args, "build-all", 2, "[TAG] [REGISTRY]")?;
+                pos.insert(0, String::new());
+                pos
+            };
+            let service = Some(pos.remove(0)).filter(|s| !s.is_empty());
             let (tag, registry) = tag_and_registry(pos)?;
-            Command::Build(Build { service, tag, registry, force })
+            Command::Build(Build { service, tag, registry, force, jobs, dry_run, format, verbose })
+        }
+        "clean-all" => {
+            let force = once(&mut args, "--force")?;
+            let (tag, _) = tag_and_registry(positionals(args, "clean-all", 1, "[TAG]")?)?;
+            Command::CleanAll { tag, force }
+        }
+        "history" => {
+            let pos = positionals(args, "history", 1, "[SERVICE]")?;
+            Command::History(pos.into_iter().next())
         }
         "sync-env" | "render" => {
             let check = once(&mut args, "--check")?;
@@ -267,6 +332,10 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         _ => unreachable!("commands are matched above"),
     };
     Ok(Some(command))
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// A count of at least 1.
@@ -320,7 +389,9 @@ mod tests {
         };
         assert_eq!((c.tag.as_deref(), c.registry.as_deref(), c.format, c.exit_code), (Some("v1"), Some("127.0.0.1:5000"), Format::Json, true));
         let Some(Command::Build(b)) = p(&["build", "base", "--force"]).unwrap() else { panic!() };
-        assert!(b.force && b.service == "base" && b.tag.is_none());
+        assert!(b.force && b.service.as_deref() == Some("base") && b.tag.is_none());
+        let Some(Command::Build(b)) = p(&["build-all", "v1", "--jobs", "3", "--dry-run", "--format", "json"]).unwrap() else { panic!() };
+        assert!(b.service.is_none() && b.tag.as_deref() == Some("v1") && b.jobs == 3 && b.dry_run && b.format == Format::Json);
         assert!(p(&["check-status", "--help"]).unwrap().is_none());
         assert!(p(&[]).unwrap().is_none());
         let Some(Command::Test(t)) = p(&["test", "--", "-E", "test(x)"]).unwrap() else { panic!() };
@@ -341,6 +412,12 @@ mod tests {
         assert!(usage_error(&["build", "a", "--force", "--force"]).contains("twice"));
         assert!(usage_error(&["engine", "sideways"]).contains("unknown engine action"));
         assert!(usage_error(&["bench", "--services", "0"]).contains("at least 1"));
+        assert!(usage_error(&["build-all", "--jobs", "0"]).contains("--jobs: must be at least 1"));
+        assert!(usage_error(&["build-all", "--jobs", "two"]).contains("not a whole number"));
+        assert!(usage_error(&["build-all", "--force", "--force"]).contains("--force is given twice"));
+        assert!(usage_error(&["build-all", "--tag"]).contains("unknown flag --tag"));
+        assert!(usage_error(&["build-all", "v1", ":5000"]).contains("no host"));
+        assert!(usage_error(&["build-all", "v1", "/team"]).contains("no host"));
         assert!(usage_error(&["bench", "--files", "many"]).contains("not a whole number"));
         assert!(usage_error(&["check-status", ""]).contains("empty"));
     }

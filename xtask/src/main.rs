@@ -5,6 +5,7 @@
 mod atomic;
 mod bench;
 mod build;
+mod clean;
 mod context;
 mod digest;
 mod docker;
@@ -13,8 +14,12 @@ mod engine;
 mod env;
 mod flags;
 mod harness;
+mod history;
 mod hashcache;
 mod ignore;
+mod pipeline;
+mod plan;
+mod prefetch;
 mod project;
 mod reference;
 mod render;
@@ -76,16 +81,21 @@ fn run() -> Result<i32> {
             let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok);
             Ok(if f.exit_code && !all_ok { 1 } else { 0 })
         }
-        Command::Build(f) => {
-            let project = project::Project::load(&root)?;
-            build::check_service(&project, &f.service)?;
-            let docker = docker::Docker::new(&root);
-            let tag = flags::tag(&root, f.tag.as_deref())?;
-            env::sync(&root, false, true)?;
-            render::run(&root, &project.names(), false, true)?;
-            let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
-            build::run(&docker, &snap, &f.service, f.force)
-        }
+        Command::Build(f) => pipeline::run(
+            &root,
+            pipeline::Options {
+                service: f.service,
+                tag: f.tag,
+                registry: f.registry,
+                force: f.force,
+                jobs: f.jobs,
+                dry_run: f.dry_run,
+                format: f.format,
+                verbose: f.verbose,
+            },
+        ),
+        Command::CleanAll { tag, force } => clean::run(&root, tag.as_deref(), force),
+        Command::History(service) => history::show(&root, service.as_deref()),
         Command::SyncEnv { check } => env::sync(&root, check, false),
         Command::Render { check } => render::run(&root, &project::Project::load(&root)?.names(), check, false),
         Command::Engine(action) => engine::run(&root, &action),

@@ -263,18 +263,6 @@ pub fn with_ancestors<'a>(services: &'a [Resolved], name: &str) -> Vec<&'a Resol
     services.iter().filter(|r| wanted.contains(&r.service.name)).collect()
 }
 
-/// A service and every service built on it.
-pub fn descendants(services: &[Resolved], name: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::from([name.to_string()]);
-    for r in services {
-        if r.analysis.parents.iter().any(|p| found.contains(p)) {
-            found.insert(r.service.name.clone());
-        }
-    }
-    found.remove(name);
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,7 +312,6 @@ mod tests {
             .collect();
         let anc: Vec<_> = with_ancestors(&ordered, "c").iter().map(|r| r.service.name.clone()).collect();
         assert_eq!(anc, vec!["a", "b", "c"]);
-        assert_eq!(descendants(&ordered, "a"), ["b", "c", "d"].iter().map(|s| s.to_string()).collect());
         let cyc = vec![resolved("a", &["c"]), resolved("b", &["a"]), resolved("c", &["b"])];
         let err = topo_order(&cyc).unwrap_err().to_string();
         assert!(err.contains("a -> c -> b -> a"), "{err}");

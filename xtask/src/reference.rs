@@ -48,6 +48,9 @@ pub fn validate_registry(registry: &str) -> Result<(), UsageError> {
         return Err(bad("it has no host".into()));
     }
     let (name, port) = split_port(host).map_err(|e| bad(e))?;
+    if name.is_empty() {
+        return Err(bad("it has no host".into()));
+    }
     if !(name.contains('.') || port.is_some() || name == "localhost" || name.starts_with('[')) {
         return Err(bad(format!("{host:?} is not a host name (no '.', no port, not localhost)")));
     }

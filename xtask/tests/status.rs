@@ -11,20 +11,22 @@ fn missing_then_built_then_ok() {
     assert!(ws.reason("base").contains(&format!("no image named ai-infra-base:{}", ws.tag)));
     let out = ws.build(&["leaf"]);
     // Parents first, and only what leaf needs.
-    let order: Vec<&str> = out.stdout.lines().filter_map(|l| l.strip_prefix("built ")).map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(order, vec!["base", "mid", "leaf"], "{}", out.stdout);
+    assert_eq!(Workspace::built(&out.stdout), vec!["base", "mid", "leaf"], "{}", out.stdout);
     ws.expect(&[("base", "OK"), ("mid", "OK"), ("leaf", "OK"), ("other", "MISSING"), ("solo", "MISSING")]);
     // A second build of an OK service builds nothing.
     let again = ws.ok(&["build", "leaf", &ws.tag]);
-    assert!(!again.stdout.contains("built "), "{again:?}");
-    assert!(again.stdout.contains("leaf is OK"), "{again:?}");
+    assert!(Workspace::built(&again.stdout).is_empty(), "{again:?}");
+    assert!(again.stdout.contains("all 3 images are up to date: nothing to build"), "{again:?}");
 }
 
 #[test]
 fn a_size_zero_image_is_invalid() {
     let ws = Workspace::new("invalid");
     ws.write("services/empty/Dockerfile", "FROM scratch\nLABEL purpose=nothing\n");
-    ws.ok(&["build", "empty", &ws.tag]);
+    // The build itself succeeds, but what it made is not a usable image: the run says so.
+    let o = ws.run(&["build", "empty", &ws.tag]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("not OK after the build: empty"), "{o:?}");
     ws.expect(&[("empty", "INVALID")]);
     let reason = ws.reason("empty");
     assert!(reason.contains("size 0") && reason.contains("no layers"), "{reason}");
@@ -91,10 +93,12 @@ fn a_rebuilt_image_is_ok_and_force_rebuilds() {
     ws.write("services/mid/mid.txt", "v2\n");
     ws.expect(&[("mid", "STALE")]);
     let out = ws.ok(&["build", "mid", &ws.tag]);
-    assert!(out.stdout.contains("base is OK") && out.stdout.contains("built mid"), "{out:?}");
+    assert_eq!(Workspace::built(&out.stdout), vec!["mid"], "{out:?}");
+    assert!(out.stdout.contains("skip             base: OK"), "{out:?}");
     ws.expect(&[("base", "OK"), ("mid", "OK")]);
     let forced = ws.ok(&["build", "mid", &ws.tag, "--force"]);
-    assert!(forced.stdout.contains("building mid (forced, without cache)") && !forced.stdout.contains("built base"), "{forced:?}");
+    assert!(forced.stdout.contains("building mid (forced: rebuilt without cache)"), "{forced:?}");
+    assert_eq!(Workspace::built(&forced.stdout), vec!["mid"], "{forced:?}");
     let env = ws.run_env(&["build", "mid", &ws.tag], &[("FORCE_REBUILD", "true")]);
     assert!(env.stdout.contains("forced"), "{env:?}");
 }

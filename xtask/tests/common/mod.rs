@@ -92,6 +92,16 @@ impl Workspace {
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        // Tests with identical files would share input digests, and build-all reuses an image
+        // with the same inputs: a file naming the workspace keeps each test's images its own.
+        if let Ok(dirs) = std::fs::read_dir(self.root.join("services")) {
+            for d in dirs.flatten().filter(|d| d.path().is_dir()) {
+                let id = d.path().join(".test-workspace");
+                if !id.exists() {
+                    let _ = std::fs::write(id, &self.tag);
+                }
+            }
+        }
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
         c.args(args).env("AI_INFRA_ROOT", &self.root).env_remove("FORCE_REBUILD").env("NO_COLOR", "1");
         for (k, v) in env {
@@ -130,6 +140,13 @@ impl Workspace {
         let o = self.ok(&["check-status", &self.tag]);
         let prefix = format!("  {service} ");
         o.stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no line for {service}: {o:?}")).to_string()
+    }
+
+    /// The services a build run's output says it built, in the order they finished.
+    pub fn built(out: &str) -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.split_once("] built ").map(|(_, rest)| rest.split(' ').next().unwrap_or("").to_string()))
+            .collect()
     }
 
     /// Builds services (and their parents) with this workspace's tag.

@@ -1,0 +1,238 @@
+//! `build-all` and `build SERVICE`: status, plan, prefetch, sync config, render, build, verify,
+//! each step with a heading; one run at a time per root; Ctrl-C stops cleanly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::build::{self, Outcome, Result_};
+use crate::docker::Docker;
+use crate::plan::{self, Action, Plan};
+use crate::report::Format;
+use crate::status::{self, Snapshot, State};
+use crate::{digest, history, prefetch, project, reference};
+
+/// Set by Ctrl-C: start nothing new, end what runs, report.
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+pub struct Options {
+    /// None: every service (build-all); Some: that service and its parents (build).
+    pub service: Option<String>,
+    pub tag: Option<String>,
+    pub registry: Option<String>,
+    pub force: bool,
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub format: Format,
+    pub verbose: bool,
+}
+
+/// A lock file under target/: one build per root at a time. A lock whose process is gone is
+/// taken over.
+pub struct Lock(Utf8PathBuf);
+
+impl Lock {
+    pub fn acquire(root: &Utf8Path) -> Result<Lock> {
+        let path = crate::state_dir(root).join("build.lock");
+        std::fs::create_dir_all(crate::state_dir(root))?;
+        let me = std::process::id().to_string();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    f.write_all(me.as_bytes())?;
+                    return Ok(Lock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid: u32 = holder.trim().parse().unwrap_or(0);
+                    if pid != 0 && crate::engine::alive(pid, "xtask") {
+                        bail!("another build (pid {pid}) is running on {root}: wait for it to finish, or stop it with `kill -INT {pid}`");
+                    }
+                    eprintln!("taking over a stale lock left by pid {} (no longer running)", holder.trim());
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("cannot take the lock {path}: another run took it at the same moment; try again")
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn heading(k: usize, what: &str) {
+    println!("[step {k}/5] {what}");
+}
+
+/// Images that already carry a service's expected input digest under another name.
+fn reusable(docker: &Docker, snap: &Snapshot, plan: &Plan) -> Result<BTreeMap<String, String>> {
+    let wanted: BTreeMap<&str, &str> = plan
+        .work()
+        .filter(|s| s.action == Action::Build { no_cache: false })
+        .filter_map(|s| Some((snap.digests.get(&s.service)?.total.as_deref()?, s.service.as_str())))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let candidates: Vec<String> = docker
+        .list()?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|n| n.rsplit('/').next().is_some_and(|last| last.starts_with("ai-infra-")))
+        .collect();
+    let images = docker.inspect(&candidates)?;
+    let (os, arch) = docker.platform()?;
+    let mut out = BTreeMap::new();
+    for (name, image) in &images {
+        let Some(found) = digest::from_labels(&image.labels).and_then(|d| d.total) else { continue };
+        let Some(service) = wanted.get(found.as_str()) else { continue };
+        let own = reference::image_name(service, &snap.tag, snap.registry.as_deref());
+        if *name != own && status::invalid(image, &os, &arch).is_empty() {
+            out.entry(service.to_string()).or_insert_with(|| name.clone());
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
+    let started = Instant::now();
+    let project = project::Project::load(root)?;
+    if let Some(s) = &o.service {
+        build::check_service(&project, s)?;
+    }
+    let tag = crate::flags::tag(root, o.tag.as_deref())?;
+    let docker = Docker::new(root);
+    let _lock = if o.dry_run { None } else { Some(Lock::acquire(root)?) };
+    if !o.dry_run {
+        // A second Ctrl-C while stopping ends the process the usual way.
+        let _ = ctrlc::set_handler(|| {
+            if CANCEL.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: stopping the running builds");
+        });
+    }
+    let registry = o.registry.as_deref();
+    let mut snap = status::snapshot(&docker, root, &tag, registry)?;
+    let wanted: Option<BTreeSet<String>> =
+        o.service.as_ref().map(|s| project::with_ancestors(&snap.services, s).iter().map(|r| r.service.name.clone()).collect());
+    let force: BTreeSet<String> = match (&o.service, o.force) {
+        (_, false) => BTreeSet::new(),
+        (Some(s), true) => [s.clone()].into(),
+        (None, true) => snap.services.iter().map(|r| r.service.name.clone()).collect(),
+    };
+    let target = snap.registry.as_deref().map_or("local build".to_string(), |r| format!("registry {r}"));
+    let status_line = if o.force && o.service.is_none() {
+        "status: skipped, --force rebuilds every service without cache".to_string()
+    } else {
+        let in_scope: Vec<_> = snap.statuses.iter().filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.name))).collect();
+        let not_ok = in_scope.iter().filter(|s| s.state != State::Ok).count();
+        format!("status: {not_ok} of {} images need work (tag {tag}, {target})", in_scope.len())
+    };
+    if o.dry_run && o.format == Format::Json {
+        // stdout carries the JSON document alone.
+        eprintln!("[step 0/5] {status_line}");
+    } else {
+        heading(0, &status_line);
+    }
+    let mut plan = plan::make(&snap, wanted.as_ref(), &force, &BTreeMap::new());
+    if !plan.is_empty() {
+        let reuse = reusable(&docker, &snap, &plan)?;
+        if !reuse.is_empty() {
+            plan = plan::make(&snap, wanted.as_ref(), &force, &reuse);
+        }
+    }
+    if o.dry_run {
+        match o.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&plan::to_json(&plan, &snap))?),
+            _ => print!("{}", plan::human(&plan)),
+        }
+        return Ok(0);
+    }
+    if plan.is_empty() {
+        println!("all {} images are up to date: nothing to build", plan.steps.len());
+        history::append(root, &tag, &plan, &[], &snap)?;
+        return Ok(0);
+    }
+    print!("{}", plan::human(&plan));
+
+    heading(1, "prefetch external base images");
+    let failed_bases = prefetch::run(&docker, &snap, &plan, &CANCEL)?;
+    if !failed_bases.is_empty() || prefetch::pulled_any(&snap, &plan, &docker)? {
+        // New base IDs change digests: plan again on what is there now.
+        snap = status::snapshot(&docker, root, &tag, registry)?;
+        plan = plan::make(&snap, wanted.as_ref(), &force, &BTreeMap::new());
+    }
+
+    heading(2, "sync config (.env from .env.example)");
+    crate::env::sync(root, false, false)?;
+    heading(3, "render templates");
+    crate::render::run(root, &project.names(), false, false)?;
+
+    heading(4, &format!("build: {} services, up to {} at a time", plan.work().count(), o.jobs));
+    let mut outcomes = Vec::new();
+    let mut runnable = plan.clone();
+    for (service, why) in &failed_bases {
+        outcomes.push(Outcome { service: service.clone(), result: Result_::Failed, reason: why.clone(), seconds: 0.0, log: None, tail: String::new() });
+        runnable.steps.retain(|s| s.service != *service);
+    }
+    // Descendants of a service whose base could not be pulled cannot build either.
+    for step in &mut runnable.steps {
+        if let Some(p) = step.after.iter().find(|p| failed_bases.contains_key(*p)) {
+            outcomes.push(Outcome { service: step.service.clone(), result: Result_::NotStarted, reason: format!("parent {p} did not build"), seconds: 0.0, log: None, tail: String::new() });
+            step.action = Action::Skip;
+        }
+    }
+    outcomes.extend(build::execute(&docker, &snap, &runnable, o.jobs, o.verbose, &CANCEL));
+
+    heading(5, "verify");
+    let after = status::snapshot(&docker, root, &tag, registry)?;
+    let ok = after.statuses.iter().filter(|s| s.state == State::Ok).count();
+    println!("{ok}/{} images OK", after.statuses.len());
+    history::append(root, &tag, &plan, &outcomes, &after)?;
+    let count = |r: Result_| outcomes.iter().filter(|o| o.result == r).count();
+    let planned: BTreeSet<&str> = plan.work().map(|s| s.service.as_str()).collect();
+    let still_bad: Vec<&str> = after
+        .statuses
+        .iter()
+        .filter(|s| planned.contains(s.name.as_str()) && s.state != State::Ok)
+        .map(|s| s.name.as_str())
+        .collect();
+    println!(
+        "summary: built {}, reused {}, failed {}, not started {}, up to date {}, in {:.1}s",
+        count(Result_::Built),
+        count(Result_::Reused),
+        count(Result_::Failed),
+        count(Result_::NotStarted),
+        plan.steps.len() - plan.work().count(),
+        started.elapsed().as_secs_f64()
+    );
+    for f in outcomes.iter().filter(|o| o.result == Result_::Failed) {
+        println!("FAILED {}: {}", f.service, f.reason);
+        for line in f.tail.lines() {
+            println!("    {line}");
+        }
+        if let Some(l) = &f.log {
+            println!("    full log: {l}");
+        }
+    }
+    for n in outcomes.iter().filter(|o| o.result == Result_::NotStarted) {
+        println!("not built {}: {}", n.service, n.reason);
+    }
+    if CANCEL.load(Ordering::Relaxed) {
+        println!("interrupted: the next run builds only what is still not OK");
+    }
+    let clean = count(Result_::Failed) == 0 && count(Result_::NotStarted) == 0 && still_bad.is_empty();
+    if !still_bad.is_empty() && count(Result_::Failed) == 0 {
+        println!("not OK after the build: {}", still_bad.join(", "));
+    }
+    Ok(if clean { 0 } else { 1 })
+}

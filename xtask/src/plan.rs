@@ -1,0 +1,200 @@
+//! The build plan, made as data before anything runs: for every service whether to build it,
+//! reuse an image with the same input digest, or skip it, why, and after which parents.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use crate::status::{Snapshot, State};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `docker build`, without cache when forced.
+    Build { no_cache: bool },
+    /// Tag an existing image built from identical inputs.
+    Reuse { image: String },
+    /// Already OK.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub service: String,
+    pub action: Action,
+    pub reason: String,
+    /// Internal parents that this plan builds or reuses: wait for them.
+    pub after: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Parents before children.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn work(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.action != Action::Skip)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.work().next().is_none()
+    }
+}
+
+/// Plans a build. `wanted` limits it to some services (with their parents); `force` rebuilds
+/// those without cache (all of them for build-all); `reusable` maps a service to an image that
+/// already carries its expected input digest.
+pub fn make(snap: &Snapshot, wanted: Option<&BTreeSet<String>>, force: &BTreeSet<String>, reusable: &BTreeMap<String, String>) -> Plan {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut acting: BTreeSet<String> = BTreeSet::new();
+    for r in &snap.services {
+        let name = &r.service.name;
+        if wanted.is_some_and(|w| !w.contains(name)) {
+            continue;
+        }
+        let st = snap.status(name);
+        let rebuilt_parents: Vec<&String> = r.analysis.parents.iter().filter(|p| acting.contains(*p)).collect();
+        let (action, reason) = if force.contains(name) {
+            (Action::Build { no_cache: true }, "forced: rebuilt without cache".to_string())
+        } else if st.state == State::Ok {
+            (Action::Skip, "OK".to_string())
+        } else {
+            let mut reason = format!("{}: {}", st.state.name(), st.reason);
+            if st.state == State::Stale && !rebuilt_parents.is_empty() {
+                let names: Vec<&str> = rebuilt_parents.iter().map(|s| s.as_str()).collect();
+                reason.push_str(&format!(" ({} will be rebuilt first)", names.join(", ")));
+            }
+            match reusable.get(name) {
+                Some(image) => (Action::Reuse { image: image.clone() }, format!("{reason}; {image} has the same inputs")),
+                None => (Action::Build { no_cache: false }, reason),
+            }
+        };
+        if action != Action::Skip {
+            acting.insert(name.clone());
+        }
+        let after = r.analysis.parents.iter().filter(|p| acting.contains(*p) && *p != name).cloned().collect();
+        steps.push(Step { service: name.clone(), action, reason, after });
+    }
+    Plan { steps }
+}
+
+pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
+    let steps: Vec<Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let (action, extra) = match &s.action {
+                Action::Build { no_cache } => ("build", json!({ "no_cache": no_cache })),
+                Action::Reuse { image } => ("reuse", json!({ "image": image })),
+                Action::Skip => ("skip", json!({})),
+            };
+            let mut v = json!({ "service": s.service, "action": action, "reason": s.reason, "after": s.after });
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            v
+        })
+        .collect();
+    json!({ "tag": snap.tag, "registry": snap.registry, "steps": steps })
+}
+
+pub fn human(plan: &Plan) -> String {
+    let mut out = String::new();
+    let work: Vec<&Step> = plan.work().collect();
+    out.push_str(&format!("plan: {} to build or reuse, {} up to date\n", work.len(), plan.steps.len() - work.len()));
+    for s in &plan.steps {
+        let verb = match &s.action {
+            Action::Build { no_cache: true } => "build (no cache)",
+            Action::Build { .. } => "build",
+            Action::Reuse { .. } => "reuse",
+            Action::Skip => "skip",
+        };
+        let after = if s.after.is_empty() { String::new() } else { format!(" [after {}]", s.after.join(", ")) };
+        out.push_str(&format!("  {verb:<16} {}{after}: {}\n", s.service, s.reason));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::{Resolved, Service};
+    use crate::status::ServiceStatus;
+
+    fn snapshot(states: &[(&str, &[&str], State)]) -> Snapshot {
+        let internal = crate::dockerfile::Internal { tag: "t", is_service: &|_| true };
+        let services = states
+            .iter()
+            .map(|(name, parents, _)| {
+                let mut analysis = crate::dockerfile::analyze("FROM scratch\n", None, &BTreeMap::new(), &internal).unwrap();
+                analysis.parents = parents.iter().map(|p| p.to_string()).collect();
+                Resolved {
+                    service: Service { name: name.to_string(), context: "c".into(), dockerfile: "d".into(), target: None },
+                    dockerfile: Vec::new(),
+                    analysis,
+                    build_args: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let statuses = states
+            .iter()
+            .map(|(name, _, state)| ServiceStatus {
+                name: name.to_string(),
+                image: format!("ai-infra-{name}:t"),
+                state: *state,
+                reason: if *state == State::Ok { String::new() } else { "why".into() },
+                expected: None,
+                found: None,
+                image_id: None,
+                size: None,
+                created: None,
+            })
+            .collect();
+        Snapshot {
+            root: "/r".into(),
+            tag: "t".into(),
+            registry: None,
+            services,
+            records: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            statuses,
+        }
+    }
+
+    fn actions(p: &Plan) -> Vec<(&str, &Action)> {
+        p.steps.iter().map(|s| (s.service.as_str(), &s.action)).collect()
+    }
+
+    #[test]
+    fn builds_what_is_not_ok_parents_first() {
+        let snap = snapshot(&[("base", &[], State::Stale), ("mid", &["base"], State::Stale), ("solo", &[], State::Ok), ("x", &["base"], State::Missing)]);
+        let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new());
+        let build = Action::Build { no_cache: false };
+        assert_eq!(actions(&p), vec![("base", &build), ("mid", &build), ("solo", &Action::Skip), ("x", &build)]);
+        assert_eq!(p.steps[1].after, vec!["base"]);
+        assert!(p.steps[1].reason.contains("base will be rebuilt first"), "{}", p.steps[1].reason);
+        assert_eq!(p.steps[3].reason, "MISSING: why");
+        assert!(human(&p).contains("plan: 3 to build or reuse, 1 up to date"));
+        let v = to_json(&p, &snap);
+        assert_eq!(v["steps"][0]["action"], "build");
+        assert_eq!(v["steps"][2]["action"], "skip");
+    }
+
+    #[test]
+    fn nothing_to_do_force_wanted_and_reuse() {
+        let snap = snapshot(&[("base", &[], State::Ok), ("mid", &["base"], State::Missing)]);
+        let ok = snapshot(&[("base", &[], State::Ok)]);
+        assert!(make(&ok, None, &BTreeSet::new(), &BTreeMap::new()).is_empty());
+        let all: BTreeSet<String> = ["base".into(), "mid".into()].into();
+        let p = make(&snap, None, &all, &BTreeMap::new());
+        assert!(p.steps.iter().all(|s| s.action == Action::Build { no_cache: true }));
+        assert_eq!(p.steps[1].after, vec!["base"]);
+        let wanted: BTreeSet<String> = ["base".into()].into();
+        assert_eq!(make(&snap, Some(&wanted), &BTreeSet::new(), &BTreeMap::new()).steps.len(), 1);
+        let reuse: BTreeMap<String, String> = [("mid".to_string(), "ai-infra-mid:v0".to_string())].into();
+        let p = make(&snap, None, &BTreeSet::new(), &reuse);
+        assert_eq!(p.steps[1].action, Action::Reuse { image: "ai-infra-mid:v0".into() });
+        assert!(p.steps[1].reason.contains("ai-infra-mid:v0 has the same inputs"));
+    }
+}

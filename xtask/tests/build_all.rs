@@ -1,0 +1,173 @@
+//! build-all on a real engine: the old script's scenarios, plans, failures, parallel builds,
+//! reuse across tags, history, clean-all, the lock and Ctrl-C.
+
+mod common;
+
+use common::Workspace;
+
+fn build_all(ws: &Workspace, extra: &[&str]) -> common::Output {
+    let mut args = vec!["build-all", ws.tag.as_str()];
+    args.extend_from_slice(extra);
+    ws.run(&args)
+}
+
+#[test]
+fn first_build_then_nothing_then_three_changes() {
+    let ws = Workspace::stack("scenarios");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for step in 0..=5 {
+        assert!(o.stdout.contains(&format!("[step {step}/5]")), "step {step}: {o:?}");
+    }
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, vec!["base", "leaf", "mid", "other", "solo"]);
+    assert!(o.stdout.contains("5/5 images OK"), "{o:?}");
+
+    // Nothing changed: nothing built, said so, fast.
+    let t = std::time::Instant::now();
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("all 5 images are up to date: nothing to build"), "{o:?}");
+    assert!(t.elapsed().as_secs_f64() < 5.0, "a no-op run is quick");
+
+    // Three changes: exactly those and their descendants.
+    ws.write("services/mid/mid.txt", "mid v2\n");
+    ws.write("services/solo/solo.txt", "solo v2\n");
+    ws.write("services/other/app.conf", "port=81\n");
+    let dry = ws.ok(&["build-all", &ws.tag, "--dry-run", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    let mut planned: Vec<String> = plan["steps"].as_array().unwrap().iter().filter(|s| s["action"] == "build").map(|s| s["service"].as_str().unwrap().to_string()).collect();
+    planned.sort();
+    assert_eq!(planned, vec!["leaf", "mid", "other", "solo"]);
+    let leaf = plan["steps"].as_array().unwrap().iter().find(|s| s["service"] == "leaf").unwrap();
+    assert_eq!(leaf["after"], serde_json::json!(["mid"]));
+    assert!(leaf["reason"].as_str().unwrap().contains("mid will be rebuilt first"), "{leaf}");
+    ws.expect(&[("mid", "STALE"), ("leaf", "STALE")]);
+    // The dry run changed nothing, and the real run does what it planned.
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, planned);
+    let pos = |s: &str| o.stdout.find(&format!("] built {s} ")).unwrap();
+    assert!(pos("mid") < pos("leaf"), "parents first");
+}
+
+#[test]
+fn a_failure_skips_descendants_and_a_retry_builds_only_them() {
+    let ws = Workspace::stack("failure");
+    ws.write("services/mid/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY not-there.txt /x\n");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("FAILED mid"), "{o:?}");
+    assert!(o.stdout.contains("not-there.txt"), "the last lines of the log: {o:?}");
+    assert!(o.stdout.contains("full log: ") && o.stdout.contains("target/xtask/logs/mid.log"), "{o:?}");
+    assert!(o.stdout.contains("skipped leaf: parent mid did not build"), "{o:?}");
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, vec!["base", "other", "solo"], "independent services still build");
+    ws.write("services/mid/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY mid.txt /mid.txt\n");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout), vec!["mid", "leaf"]);
+}
+
+#[test]
+fn force_rebuilds_everything_without_cache() {
+    let ws = Workspace::stack("forceall");
+    assert_eq!(build_all(&ws, &[]).code, 0);
+    let o = build_all(&ws, &["--force", "--jobs", "2"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("[step 0/5] status: skipped, --force"), "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout).len(), 5, "{o:?}");
+    assert!(o.stdout.matches("forced: rebuilt without cache").count() >= 5, "{o:?}");
+    let log = ws.read("target/xtask/logs/base.log");
+    assert!(!log.contains("Using cache"), "--no-cache: {log}");
+}
+
+#[test]
+fn a_missing_base_image_fails_only_its_services() {
+    let ws = Workspace::stack("prefetch");
+    // A registry port on loopback that nothing listens on: the pull fails at once.
+    ws.write("services/ext/Dockerfile", "FROM 127.0.0.1:9/nowhere/base:1\nCOPY x /x\n");
+    ws.write("services/ext/x", "x\n");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("could not pull 127.0.0.1:9/nowhere/base:1"), "{o:?}");
+    assert!(o.stdout.contains("FAILED ext: base image 127.0.0.1:9/nowhere/base:1 could not be pulled"), "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout).len(), 5, "{o:?}");
+}
+
+#[test]
+fn an_image_with_the_same_inputs_is_reused_across_tags() {
+    let mut ws = Workspace::stack("reuse");
+    assert_eq!(build_all(&ws, &[]).code, 0);
+    let next = format!("{}-next", ws.tag);
+    ws.also_tag(&next);
+    let o = ws.run(&["build-all", &next]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(Workspace::built(&o.stdout).is_empty(), "nothing is built: {o:?}");
+    assert_eq!(o.stdout.matches("] reused ").count(), 5, "{o:?}");
+    assert!(o.stdout.contains(&format!("ai-infra-base:{} has the same inputs", ws.tag)), "{o:?}");
+    let st = ws.ok(&["check-status", &next, "--format", "plain"]);
+    assert_eq!(st.stdout.matches("|OK|").count(), 5, "{st:?}");
+}
+
+#[test]
+fn history_and_clean_all() {
+    let mut ws = Workspace::stack("history");
+    assert_eq!(build_all(&ws, &[]).code, 0);
+    let lines: Vec<serde_json::Value> = ws.read("target/xtask/history.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        for k in ["time", "tag", "service", "action", "reason", "digest", "seconds", "result"] {
+            assert!(l.get(k).is_some(), "{k} in {l}");
+        }
+        assert_eq!(l["result"], "built");
+    }
+    let h = ws.ok(&["history", "mid"]);
+    assert!(h.stdout.contains("recent builds of mid") && h.stdout.contains("typical build time"), "{h:?}");
+    assert!(!h.stdout.contains(" solo "), "{h:?}");
+
+    // clean-all lists, and only with --force removes, this project's images of the tag.
+    let keep = format!("{}-keep", ws.tag);
+    ws.also_tag(&keep);
+    std::process::Command::new("docker").args(["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("ai-infra-solo:{keep}")]).output().unwrap();
+    std::process::Command::new("docker").args(["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("not-ours-{}:x", ws.tag)]).output().unwrap();
+    let o = ws.ok(&["clean-all", &ws.tag]);
+    assert!(o.stdout.contains("5 images of this project") && o.stdout.contains("nothing removed"), "{o:?}");
+    ws.expect(&[("solo", "OK")]);
+    let o = ws.ok(&["clean-all", &ws.tag, "--force"]);
+    assert!(o.stdout.contains("removed 5 images"), "{o:?}");
+    ws.expect(&[("solo", "MISSING"), ("base", "MISSING")]);
+    let other = std::process::Command::new("docker").args(["image", "inspect", &format!("ai-infra-solo:{keep}"), &format!("not-ours-{}:x", ws.tag)]).output().unwrap();
+    assert!(other.status.success(), "other tags and other images are untouched");
+    let _ = std::process::Command::new("docker").args(["image", "rm", &format!("not-ours-{}:x", ws.tag)]).output();
+}
+
+#[test]
+fn one_run_at_a_time_and_stale_locks_are_taken_over() {
+    let ws = Workspace::stack("lock");
+    std::fs::create_dir_all(ws.path("target/xtask")).unwrap();
+    // A lock held by a live xtask process: this test's own runner is not one, so start one.
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["engine", "status"])
+        .env("AI_INFRA_ROOT", &ws.root)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    ws.write("target/xtask/build.lock", &pid.to_string());
+    if std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("xtask")) {
+        let o = build_all(&ws, &[]);
+        assert_eq!(o.code, 1, "{o:?}");
+        assert!(o.stderr.contains(&format!("another build (pid {pid}) is running")), "{o:?}");
+    }
+    let _ = holder.wait();
+    // Its process is gone: the lock is stale and taken over.
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains(&format!("taking over a stale lock left by pid {pid}")), "{o:?}");
+    assert!(!ws.path("target/xtask/build.lock").exists(), "the lock is released");
+}
