@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
@@ -62,12 +64,144 @@ pub fn generate(dir: &Utf8Path, n: usize, files: usize, size: usize) -> Result<(
 pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     let base = crate::state_dir(root).join("bench");
     let docker = Docker::connect(root)?;
-    check_status_figures(&docker, &base.join("status"), f.services)?;
-    // The warm check costs one stat per file; the cold one, reading every byte: their ratio
-    // grows with the average file size, which --file-kib sets.
-    digest_figures(&base.join("digest"), f.services, f.files, f.file_kib * 1024)?;
+    let want = |name: &str| f.only.as_deref().is_none_or(|o| o == name);
+    if want("status") {
+        check_status_figures(&docker, &base.join("status"), f.services)?;
+    }
+    if want("digest") {
+        // The warm check costs one stat per file; the cold one, reading every byte: their
+        // ratio grows with the average file size, which --file-kib sets.
+        digest_figures(&base.join("digest"), f.services, f.files, f.file_kib * 1024)?;
+    }
+    if want("noop") {
+        noop_figures(&docker, root, &base.join("noop"))?;
+    }
+    if want("parallel") {
+        parallel_figures(&docker, &base.join("parallel"), f.services)?;
+    }
     let _ = std::fs::remove_dir_all(&base);
     Ok(0)
+}
+
+fn copy_tree(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for e in from.read_dir_utf8()? {
+            let e = e?;
+            copy_tree(e.path(), &to.join(e.file_name()))?;
+        }
+    } else {
+        std::fs::copy(from, to).with_context(|| format!("cannot copy {from}"))?;
+    }
+    Ok(())
+}
+
+/// A no-op build-all on the project's own stack against building it all without cache.
+fn noop_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf) -> Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    for item in ["services", "templates", "services.toml", ".env.example"] {
+        if root.join(item).exists() {
+            copy_tree(&root.join(item), &dir.join(item))?;
+        }
+    }
+    let tag = format!("bench-noop-{}", std::process::id());
+    let exe = std::env::current_exe()?;
+    let sh = &docker.sh()?;
+    eprintln!("building the project's stack for the no-op figures");
+    cmd!(sh, "{exe} build-all {tag}").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    let noop = median(3, || {
+        let out = cmd!(sh, "{exe} build-all {tag}").env("AI_INFRA_ROOT", dir).quiet().read()?;
+        if !out.contains("nothing to build") {
+            bail!("the no-op run built something:\n{out}");
+        }
+        Ok(())
+    })?;
+    let t = Instant::now();
+    cmd!(sh, "{exe} build-all {tag} --force").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    let forced = t.elapsed().as_secs_f64();
+    let services = crate::project::Project::load(dir)?.services.len();
+    cmd!(sh, "{exe} clean-all {tag} --force").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    println!("\nbuild-all on the project's {services} services:");
+    println!("  no-op build-all (all OK)       {noop:>8.3} s   (median of 3)");
+    println!("  build-all --force (no cache)   {forced:>8.3} s");
+    println!("  speed-up                       {:>8.1}x  (target: at least 50x)", forced / noop);
+    Ok(())
+}
+
+/// `--jobs 4` on services whose builds take known times, against the ideal: the longer of the
+/// critical path and the total work over 4. Work and path are measured by a sequential run.
+fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> {
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Utf8Path::new(p).exists()) else {
+        println!("\nparallel build: skipped, busybox is not installed (apt-get install busybox-static)");
+        return Ok(());
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    // base, then a chain svc01 -> svc02 -> svc03, the rest straight on base.
+    // Sleeps long enough to dominate the fixed cost of a build (container start, layer
+    // commit: about 0.4 s, which on 2 cores runs only 2 at a time).
+    let sleeps = [1.0, 2.0, 3.0, 4.0];
+    let mut parent_of: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for i in 0..n {
+        let name = if i == 0 { "base".to_string() } else { format!("svc{i:02}") };
+        let svc = dir.join("services").join(&name);
+        std::fs::create_dir_all(&svc)?;
+        let parent = match i {
+            0 => None,
+            2 | 3 => Some(format!("svc{:02}", i - 1)),
+            _ => Some("base".to_string()),
+        };
+        let sleep = if i == 0 { 1.0 } else { sleeps[i % sleeps.len()] };
+        let dockerfile = match &parent {
+            None => {
+                std::fs::copy(busybox, svc.join("busybox"))?;
+                format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"{sleep}\"]\n")
+            }
+            Some(p) => format!("ARG IMAGE_TAG\nFROM ai-infra-{p}:${{IMAGE_TAG}}\nRUN [\"/bin/busybox\", \"sleep\", \"{sleep}\"]\n"),
+        };
+        std::fs::write(svc.join("Dockerfile"), dockerfile)?;
+        parent_of.insert(name, parent);
+    }
+    let tag = format!("bench-par-{}", std::process::id());
+    let exe = std::env::current_exe()?;
+    let sh = &docker.sh()?;
+    eprintln!("building {n} sleeping services once with --jobs 1, once with --jobs 4");
+    let t = Instant::now();
+    cmd!(sh, "{exe} build-all {tag} --force --jobs 1").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    let sequential = t.elapsed().as_secs_f64();
+    let history = std::fs::read_to_string(crate::state_dir(dir).join("history.jsonl"))?;
+    let mut own: BTreeMap<String, f64> = BTreeMap::new();
+    for line in history.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        if let (Some(s), Some(secs)) = (v["service"].as_str(), v["seconds"].as_f64()) {
+            own.insert(s.to_string(), secs);
+        }
+    }
+    let work: f64 = own.values().sum();
+    let mut path: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, parent) in &parent_of {
+        let mut total = own.get(name).copied().unwrap_or(0.0);
+        let mut p = parent.clone();
+        while let Some(q) = p {
+            total += own.get(&q).copied().unwrap_or(0.0);
+            p = parent_of.get(&q).cloned().flatten();
+        }
+        path.insert(name.clone(), total);
+    }
+    let critical = path.values().cloned().fold(0.0, f64::max);
+    let t = Instant::now();
+    cmd!(sh, "{exe} build-all {tag} --force --jobs 4").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    let parallel = t.elapsed().as_secs_f64();
+    cmd!(sh, "{exe} clean-all {tag} --force").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    let ideal = critical.max(work / 4.0);
+    let slept: f64 = (0..n).map(|i| if i == 0 { 1.0 } else { sleeps[i % sleeps.len()] }).sum();
+    println!("\nparallel build, {n} services with RUN sleep of 1 to 4 s (base, a chain of 3, the rest on base):");
+    println!("  --jobs 1 (whole run)           {sequential:>8.2} s   (the builds alone: {work:.2} s of work)");
+    println!("  critical path                  {critical:>8.2} s");
+    println!("  ideal for 4 jobs               {ideal:>8.2} s   (max of critical path and work / 4)");
+    println!("  --jobs 4 (whole run)           {parallel:>8.2} s");
+    println!("  --jobs 4 / ideal               {:>8.2}   (target: at most 1.3)", parallel / ideal);
+    println!("  fixed cost per build           {:>8.2} s   (work minus sleeps, over {n} builds)", (work - slept) / n as f64);
+    Ok(())
 }
 
 /// check-status against the old script's approach: four engine calls per service.

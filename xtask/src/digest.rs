@@ -14,9 +14,10 @@ use crate::context::{hex, FileRecord, What};
 
 /// Names the format of the description; a change of format changes every digest.
 pub const VERSION: &str = "ai-infra-inputs/v1";
-/// The label that carries the total digest; each category has `LABEL.<category>`.
+/// The label that records the digest: a JSON object with the format version, the service, the
+/// total and each category. One label, because the legacy builder runs an intermediate
+/// container for every label it adds.
 pub const LABEL: &str = "ai-infra.inputs";
-pub const SERVICE_LABEL: &str = "ai-infra.service";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Category {
@@ -176,26 +177,25 @@ impl Record {
     }
 }
 
-/// The labels a build records: the total and each category.
+/// The labels a build records: one, holding the total and each category.
 pub fn labels(service: &str, d: &Digest) -> Vec<(String, String)> {
-    let mut out = vec![(SERVICE_LABEL.to_string(), service.to_string())];
-    if let Some(t) = &d.total {
-        out.push((LABEL.to_string(), t.clone()));
-    }
+    let mut v = json!({ "version": VERSION, "service": service, "total": d.total });
     for c in Category::ALL {
-        if let Some(p) = d.part(c) {
-            out.push((format!("{LABEL}.{}", c.name()), p.to_string()));
-        }
+        v[c.name()] = json!(d.part(c));
     }
-    out
+    vec![(LABEL.to_string(), v.to_string())]
 }
 
-/// The digest an image records in its labels, if it records one.
+/// The digest an image records in its labels, if it records one in this format.
 pub fn from_labels(labels: &Map<String, Value>) -> Option<Digest> {
-    let total = labels.get(LABEL)?.as_str()?.to_string();
+    let v: Value = serde_json::from_str(labels.get(LABEL)?.as_str()?).ok()?;
+    if v.get("version")?.as_str()? != VERSION {
+        return None;
+    }
+    let total = v.get("total")?.as_str()?.to_string();
     let mut parts: [Option<String>; 5] = Default::default();
     for c in Category::ALL {
-        parts[c as usize] = labels.get(&format!("{LABEL}.{}", c.name())).and_then(Value::as_str).map(str::to_string);
+        parts[c as usize] = v.get(c.name()).and_then(Value::as_str).map(str::to_string);
     }
     Some(Digest { total: Some(total), parts })
 }
@@ -381,7 +381,11 @@ mod tests {
     fn labels_round_trip_and_record_json() {
         let d = record().digest();
         let labels: Map<String, Value> = labels("svc", &d).into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        assert_eq!(labels.len(), 1, "one label: one builder step");
         assert_eq!(from_labels(&labels), Some(d));
+        let mut other = labels.clone();
+        other.insert(LABEL.into(), Value::String(r#"{"version":"ai-infra-inputs/v0","total":"x"}"#.into()));
+        assert_eq!(from_labels(&other), None, "another format version is not trusted");
         assert_eq!(Record::from_json(&record().to_json()), Some(record()));
         assert!(!record().to_json().to_string().contains("hunter2"));
     }

@@ -121,12 +121,16 @@ Runs the whole test suite: installs the Docker engine, the registry and busybox 
 ";
 
 const BENCH: &str = "\
-Usage: cargo xtask bench [--services N] [--files N] [--file-kib N]
+Usage: cargo xtask bench [--only PART] [--services N] [--files N] [--file-kib N]
 
 Measures, on generated workspaces, and prints the figures and ratios:
-  - check-status against the old per-service approach (four engine calls per service)
-  - a warm re-check (hash cache filled) against a cold one, and the cold digest throughput
-    against sha256sum over the same files
+  status     check-status against the old per-service approach (four engine calls per service)
+  digest     a warm re-check (hash cache filled) against a cold one, and the cold digest
+             throughput against sha256sum over the same files
+  noop       a no-op build-all of the project's stack against build-all --force
+  parallel   --jobs 4 on sleeping builds against the ideal schedule (needs busybox)
+
+  --only PART    run one part (default: all)
 
   --services N   services in the generated workspace (default 20)
   --files N      files per service for the digest figures (default 1000)
@@ -153,6 +157,7 @@ pub struct Build {
 }
 
 pub struct Bench {
+    pub only: Option<String>,
     pub services: usize,
     pub files: usize,
     pub file_kib: usize,
@@ -326,8 +331,9 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             let services = value::<Count>(&mut args, "--services")?.map_or(20, |c| c.0);
             let files = value::<Count>(&mut args, "--files")?.map_or(1000, |c| c.0);
             let file_kib = value::<Count>(&mut args, "--file-kib")?.map_or(16, |c| c.0);
+            let only = value::<BenchPart>(&mut args, "--only")?.map(|p| p.0);
             positionals(args, "bench", 0, "no arguments")?;
-            Command::Bench(Bench { services, files, file_kib })
+            Command::Bench(Bench { only, services, files, file_kib })
         }
         _ => unreachable!("commands are matched above"),
     };
@@ -336,6 +342,19 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
 
 fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// One part of the benchmark.
+pub struct BenchPart(pub String);
+
+impl std::str::FromStr for BenchPart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BenchPart, String> {
+        match s {
+            "status" | "digest" | "noop" | "parallel" => Ok(BenchPart(s.to_string())),
+            _ => Err(format!("unknown part {s:?}: use status, digest, noop or parallel")),
+        }
+    }
 }
 
 /// A count of at least 1.

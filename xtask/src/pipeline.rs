@@ -177,7 +177,8 @@ pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
     heading(3, "render templates");
     crate::render::run(root, &project.names(), false, false)?;
 
-    heading(4, &format!("build: {} services, up to {} at a time", plan.work().count(), o.jobs));
+    let n = plan.work().count();
+    heading(4, &format!("build: {n} service{}, up to {} at a time", if n == 1 { "" } else { "s" }, o.jobs));
     let mut outcomes = Vec::new();
     let mut runnable = plan.clone();
     for (service, why) in &failed_bases {

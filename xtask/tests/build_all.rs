@@ -171,3 +171,54 @@ fn one_run_at_a_time_and_stale_locks_are_taken_over() {
     assert!(o.stderr.contains(&format!("taking over a stale lock left by pid {pid}")), "{o:?}");
     assert!(!ws.path("target/xtask/build.lock").exists(), "the lock is released");
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_the_next_run_builds_only_what_is_left() {
+    let ws = Workspace::new("interrupt");
+    common::slow_service(&ws, "quick", None, 0.0);
+    common::slow_service(&ws, "slow", None, 20.0);
+    common::slow_service(&ws, "child", Some("slow"), 0.0);
+    ws.run(&["engine", "status"]); // writes the workspace ids
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build-all", &ws.tag, "--jobs", "2"])
+        .env("AI_INFRA_ROOT", &ws.root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once slow is building and quick has finished.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(ws.path("target/xtask/history.jsonl")).is_ok() {
+        let quick_done = std::process::Command::new("docker").args(["image", "inspect", &format!("ai-infra-quick:{}", ws.tag)]).output().unwrap().status.success();
+        if quick_done && ws.path("target/xtask/logs/slow.log").exists() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the build never got going");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let t = std::time::Instant::now();
+    std::process::Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap();
+    let out = run.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(t.elapsed().as_secs_f64() < 15.0, "stops without waiting for the 20 s build");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("stopped slow: interrupted"), "{stdout}");
+    assert!(stdout.contains("not built child: interrupted before it started"), "{stdout}");
+    assert!(stdout.contains("interrupted: the next run builds only what is still not OK"), "{stdout}");
+    assert!(!ws.path("target/xtask/build.lock").exists(), "the lock is released");
+    ws.expect(&[("quick", "OK"), ("slow", "MISSING"), ("child", "MISSING")]);
+    // The next run builds only what is left (made quick now, and unlike quick).
+    common::slow_service(&ws, "slow", None, 0.1);
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout), vec!["slow", "child"]);
+}
+
+#[test]
+fn verbose_shows_the_engine_output_live() {
+    let ws = Workspace::stack("verbose");
+    let o = ws.ok(&["build", "solo", &ws.tag, "--verbose"]);
+    assert!(o.stdout.contains("solo | Step 1/") && o.stdout.contains(" : FROM scratch"), "{o:?}");
+    let quiet = ws.ok(&["build", "mid", &ws.tag]);
+    assert!(!quiet.stdout.contains(" | Step "), "{quiet:?}");
+}

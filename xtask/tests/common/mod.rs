@@ -200,3 +200,49 @@ impl Drop for Workspace {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A service whose build takes `seconds` (a RUN sleep in an image that carries busybox).
+pub fn slow_service(ws: &Workspace, name: &str, from: Option<&str>, seconds: f64) {
+    let dockerfile = match from {
+        None => {
+            std::fs::create_dir_all(ws.path(&format!("services/{name}"))).unwrap();
+            std::fs::copy(busybox(), ws.path(&format!("services/{name}/busybox"))).unwrap();
+            format!("ARG IMAGE_TAG=latest\nFROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\n")
+        }
+        Some(parent) => format!("ARG IMAGE_TAG=latest\nFROM ai-infra-{parent}:${{IMAGE_TAG}}\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\n"),
+    };
+    ws.write(&format!("services/{name}/Dockerfile"), &dockerfile);
+}
+
+/// The static busybox the harness installs (busybox-static).
+pub fn busybox() -> &'static str {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("busybox is missing: run the suite with `cargo xtask test`, which installs busybox-static")
+}
+
+/// The repository's own stack (services, templates, settings, .env.example) in a workspace.
+pub fn project_stack(name: &str) -> Workspace {
+    let ws = Workspace::new(name);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for item in ["services", "templates", "services.toml", ".env.example"] {
+        copy(&repo.join(item), &ws.root.join(item));
+    }
+    ws
+}
+
+fn copy(from: &Path, to: &Path) {
+    let meta = std::fs::symlink_metadata(from).unwrap();
+    if meta.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
