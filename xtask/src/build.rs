@@ -19,6 +19,7 @@ use crate::status::Snapshot;
 pub enum Result_ {
     Built,
     Reused,
+    Pulled,
     Failed,
     /// A parent failed, or the run was interrupted before it started.
     NotStarted,
@@ -72,6 +73,21 @@ fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbo
         outcome.reason = format!("base image not present locally: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
         return outcome;
     };
+    // A parent image that vanished (removed by someone else during the run) would make the
+    // engine try to pull it from Docker Hub: fail here instead, saying so.
+    let parents: Vec<String> = r.analysis.parents.iter().map(|p| reference::image_name(p, &snap.tag, None)).collect();
+    match docker.inspect(&parents) {
+        Ok(found) => {
+            if let Some(gone) = parents.iter().find(|p| !found.contains_key(*p)) {
+                outcome.reason = format!("parent image {gone} is not present locally (removed during the run?): run again");
+                return outcome;
+            }
+        }
+        Err(e) => {
+            outcome.reason = format!("{e:#}");
+            return outcome;
+        }
+    }
     let labels = digest::labels(name, d);
     let tags = tags(snap, name);
     let iidfile = dir.join("iid").join(format!("{name}-{}", std::process::id()));
@@ -130,6 +146,34 @@ fn reuse_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str) -> Outco
     outcome
 }
 
+/// Pulls the registry's build of the same inputs, and uses it only if its label carries the
+/// expected digest; otherwise it is not trusted and the service is built.
+fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str, verbose: bool, cancel: &AtomicBool) -> Outcome {
+    let started = Instant::now();
+    let expected = snap.digests[name].total.clone().unwrap_or_default();
+    let found = docker.pull(image).and_then(|()| docker.inspect(&[image.to_string()]));
+    let why_not = match &found {
+        Err(e) => format!("pulling {image} failed ({e:#})"),
+        Ok(images) => match images.get(image).and_then(|i| digest::from_labels(&i.labels)).and_then(|d| d.total) {
+            Some(t) if t == expected => {
+                let mut o = reuse_one(docker, snap, name, image);
+                if o.result == Result_::Reused {
+                    o.result = Result_::Pulled;
+                    o.reason = format!("pulled {image}");
+                }
+                o.seconds = started.elapsed().as_secs_f64();
+                return o;
+            }
+            Some(t) => format!("{image} carries another input digest ({}, expected {}): not trusted", digest::short(&t), digest::short(&expected)),
+            None => format!("{image} carries no input digest: not trusted"),
+        },
+    };
+    println!("{name}: {why_not}; building it instead");
+    let mut o = build_one(docker, snap, name, false, verbose, cancel);
+    o.reason = if o.result == Result_::Built { why_not } else { format!("{}; {why_not}", o.reason) };
+    o
+}
+
 /// Runs the plan: a service starts as soon as its planned parents succeeded, up to `jobs` at
 /// a time. Prints a line as each starts and ends.
 pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbose: bool, cancel: &AtomicBool) -> Vec<Outcome> {
@@ -145,7 +189,7 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
             let mut i = 0;
             while i < pending.len() && running < jobs && !cancel.load(Ordering::Relaxed) {
                 let step = pending[i];
-                let failed_parent = step.after.iter().find(|p| outcomes.get(*p).is_some_and(|o| !matches!(o.result, Result_::Built | Result_::Reused)));
+                let failed_parent = step.after.iter().find(|p| outcomes.get(*p).is_some_and(|o| !matches!(o.result, Result_::Built | Result_::Reused | Result_::Pulled)));
                 if let Some(p) = failed_parent {
                     finished += 1;
                     println!("[{finished}/{total}] skipped {}: parent {p} did not build", step.service);
@@ -167,6 +211,11 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
                         let image = image.clone();
                         s.spawn(move || tx.send(reuse_one(docker, snap, &step.service, &image)));
                     }
+                    Action::Pull { image } => {
+                        println!("pulling {} ({})", step.service, step.reason);
+                        let image = image.clone();
+                        s.spawn(move || tx.send(pull_one(docker, snap, &step.service, &image, verbose, cancel)));
+                    }
                     Action::Build { no_cache } => {
                         println!("building {} ({})", step.service, step.reason);
                         let no_cache = *no_cache;
@@ -184,6 +233,7 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
             match o.result {
                 Result_::Built => println!("[{finished}/{total}] built {} in {:.1}s", o.service, o.seconds),
                 Result_::Reused => println!("[{finished}/{total}] reused {} ({})", o.service, o.reason),
+                Result_::Pulled => println!("[{finished}/{total}] pulled {} ({})", o.service, o.reason),
                 Result_::Failed => println!(
                     "[{finished}/{total}] FAILED {} after {:.1}s: {}{}",
                     o.service,

@@ -228,6 +228,21 @@ impl Docker {
         Ok(())
     }
 
+    /// Pushes an image name to its registry.
+    pub fn push(&self, image: &str) -> Result<()> {
+        let sh = self.sh()?;
+        let out = cmd!(sh, "docker push --quiet {image}").quiet().ignore_status().output()?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let registry = image.split('/').next().unwrap_or(image);
+            if stderr.contains("unauthorized") || stderr.contains("authentication required") || stderr.contains("denied") {
+                bail!("docker push {image}: the registry refused it: run `docker login {registry}`");
+            }
+            return Err(failure(&format!("docker push {image}"), &self.host, &stderr));
+        }
+        Ok(())
+    }
+
     /// Every tagged image: (repository:tag, ID), from one engine call.
     pub fn list(&self) -> Result<Vec<(String, String)>> {
         let sh = self.sh()?;

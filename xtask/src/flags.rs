@@ -40,6 +40,8 @@ with one engine call, and says why each is not OK.
 
   --format F     human (default), plain (`service|STATUS|image` lines) or json
   --exit-code    exit 1 when any service is not OK
+  --remote       also ask REGISTRY whether TAG is there and is the build of the current
+                 inputs (plain gets a fourth column, json a \"remote\" object)
 ";
 
 const BUILD_ALL: &str = "\
@@ -55,6 +57,11 @@ tagged instead of built. One run per root at a time; Ctrl-C stops cleanly.
   --dry-run      print the plan and change nothing
   --format F     the plan of --dry-run as human (default) or json
   --verbose      show the engine's build output live
+  --no-push      with REGISTRY: build and tag, but push nothing
+
+With REGISTRY, each image is also pushed as REGISTRY/ai-infra-<svc>:TAG and under its content
+tag inputs-<input digest>; what the registry already holds is not pushed again, and a service
+whose content tag is in the registry is pulled instead of built.
 ";
 
 const BUILD: &str = "\
@@ -67,6 +74,7 @@ service that is OK is not rebuilt.
   --jobs N       services built at once (default: the number of CPUs)
   --dry-run      print the plan and change nothing
   --verbose      show the engine's build output live
+  --no-push      with REGISTRY: build and tag, but push nothing
 ";
 
 const CLEAN_ALL: &str = "\
@@ -138,6 +146,7 @@ Measures, on generated workspaces, and prints the figures and ratios:
 ";
 
 pub struct CheckStatus {
+    pub remote: bool,
     pub tag: Option<String>,
     pub registry: Option<String>,
     pub format: Format,
@@ -154,6 +163,7 @@ pub struct Build {
     pub dry_run: bool,
     pub format: Format,
     pub verbose: bool,
+    pub no_push: bool,
 }
 
 pub struct Bench {
@@ -268,13 +278,18 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         "check-status" => {
             let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
             let exit_code = once(&mut args, "--exit-code")?;
+            let remote = once(&mut args, "--remote")?;
             let (tag, registry) = tag_and_registry(positionals(args, "check-status", 2, "[TAG] [REGISTRY]")?)?;
-            Command::CheckStatus(CheckStatus { tag, registry, format, exit_code })
+            if remote && registry.is_none() {
+                return Err(usage("--remote needs a REGISTRY: cargo xtask check-status TAG REGISTRY --remote".into()));
+            }
+            Command::CheckStatus(CheckStatus { remote, tag, registry, format, exit_code })
         }
         "build" | "build-all" => {
             let force = once(&mut args, "--force")? || force_from_env();
             let dry_run = once(&mut args, "--dry-run")?;
             let verbose = once(&mut args, "--verbose")?;
+            let no_push = once(&mut args, "--no-push")?;
             let jobs = value::<Count>(&mut args, "--jobs")?.map_or_else(default_jobs, |c| c.0);
             let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
             let mut pos = if sub == "build" {
@@ -290,7 +305,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             };
             let service = Some(pos.remove(0)).filter(|s| !s.is_empty());
             let (tag, registry) = tag_and_registry(pos)?;
-            Command::Build(Build { service, tag, registry, force, jobs, dry_run, format, verbose })
+            Command::Build(Build { service, tag, registry, force, jobs, dry_run, format, verbose, no_push })
         }
         "clean-all" => {
             let force = once(&mut args, "--force")?;

@@ -42,12 +42,14 @@ pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], sna
         let action = match &step.action {
             Action::Build { .. } => "build",
             Action::Reuse { .. } => "reuse",
+            Action::Pull { .. } => "pull",
             Action::Skip => "skip",
         };
         let result = match outcome.map(|o| &o.result) {
             None => "ok",
             Some(Result_::Built) => "built",
             Some(Result_::Reused) => "reused",
+            Some(Result_::Pulled) => "pulled",
             Some(Result_::Failed) => "failed",
             Some(Result_::NotStarted) => "not started",
         };
@@ -56,7 +58,7 @@ pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], sna
             "tag": tag,
             "service": step.service,
             "action": action,
-            "reason": outcome.filter(|o| o.result != Result_::Built && o.result != Result_::Reused).map_or(step.reason.clone(), |o| o.reason.clone()),
+            "reason": outcome.filter(|o| !matches!(o.result, Result_::Built | Result_::Reused | Result_::Pulled)).map_or(step.reason.clone(), |o| o.reason.clone()),
             "digest": snap.digests.get(&step.service).and_then(|d| d.total.clone()),
             "seconds": outcome.map_or(0.0, |o| (o.seconds * 1000.0).round() / 1000.0),
             "result": result,

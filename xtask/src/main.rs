@@ -21,7 +21,9 @@ mod pipeline;
 mod plan;
 mod prefetch;
 mod project;
+mod push;
 mod reference;
+mod registry;
 mod render;
 mod report;
 mod status;
@@ -77,8 +79,13 @@ fn run() -> Result<i32> {
             let docker = docker::Docker::new(&root);
             let tag = flags::tag(&root, f.tag.as_deref())?;
             let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
-            print!("{}", report::render(&snap, f.format, &report::Style::stdout()));
-            let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok);
+            let remote = match f.registry.as_deref().filter(|_| f.remote) {
+                Some(r) => Some(push::remote(&docker, &snap, r, &snap.statuses.iter().map(|s| s.name.clone()).collect::<Vec<_>>())),
+                None => None,
+            };
+            print!("{}", report::render(&snap, remote.as_ref(), f.format, &report::Style::stdout()));
+            let remote_ok = remote.as_ref().is_none_or(|r| r.values().all(|x| x.state == "OK"));
+            let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok) && remote_ok;
             Ok(if f.exit_code && !all_ok { 1 } else { 0 })
         }
         Command::Build(f) => pipeline::run(
@@ -92,6 +99,7 @@ fn run() -> Result<i32> {
                 dry_run: f.dry_run,
                 format: f.format,
                 verbose: f.verbose,
+                no_push: f.no_push,
             },
         ),
         Command::CleanAll { tag, force } => clean::run(&root, tag.as_deref(), force),

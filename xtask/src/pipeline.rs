@@ -28,6 +28,7 @@ pub struct Options {
     pub dry_run: bool,
     pub format: Format,
     pub verbose: bool,
+    pub no_push: bool,
 }
 
 /// A lock file under target/: one build per root at a time. A lock whose process is gone is
@@ -102,6 +103,49 @@ fn reusable(docker: &Docker, snap: &Snapshot, plan: &Plan) -> Result<BTreeMap<St
     Ok(out)
 }
 
+/// Services the registry holds a build of, under their content tag, for steps that would build.
+fn pullable(docker: &Docker, snap: &Snapshot, plan: &Plan, reuse: &BTreeMap<String, String>, registry: &str) -> BTreeMap<String, String> {
+    let candidates: Vec<(String, String)> = plan
+        .work()
+        .filter(|s| s.action == Action::Build { no_cache: false } && !reuse.contains_key(&s.service))
+        .filter_map(|s| Some((s.service.clone(), snap.digests.get(&s.service)?.total.clone()?)))
+        .collect();
+    let refs: Vec<(String, String)> =
+        candidates.iter().map(|(s, total)| (reference::repository(s, None), crate::registry::content_tag(total))).collect();
+    let found = crate::registry::lookup_all(docker, registry, &refs);
+    let mut out = BTreeMap::new();
+    for ((service, total), lookup) in candidates.iter().zip(found) {
+        match lookup {
+            crate::registry::Lookup::Found(_) => {
+                out.insert(service.clone(), reference::image_name(service, &crate::registry::content_tag(total), Some(registry)));
+            }
+            crate::registry::Lookup::Error(e) => println!("registry lookup for {service}: {e}; it is built here"),
+            crate::registry::Lookup::Absent => {}
+        }
+    }
+    out
+}
+
+/// Pushes every planned service whose image is OK; prints one line each. False on a failure.
+fn push_all(docker: &Docker, snap: &Snapshot, registry: &str, plan: &Plan) -> bool {
+    let services: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| snap.statuses.iter().any(|st| st.name == s.service && st.state == State::Ok))
+        .map(|s| s.service.clone())
+        .collect();
+    let mut ok = true;
+    for p in crate::push::push(docker, snap, registry, &services) {
+        if p.ok {
+            println!("push {}: {}", p.service, p.what);
+        } else {
+            ok = false;
+            println!("push FAILED {}: {}", p.service, p.what);
+        }
+    }
+    ok
+}
+
 pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
     let started = Instant::now();
     let project = project::Project::load(root)?;
@@ -143,11 +187,15 @@ pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
     } else {
         heading(0, &status_line);
     }
-    let mut plan = plan::make(&snap, wanted.as_ref(), &force, &BTreeMap::new());
+    let mut plan = plan::make(&snap, wanted.as_ref(), &force, &BTreeMap::new(), &BTreeMap::new());
     if !plan.is_empty() {
         let reuse = reusable(&docker, &snap, &plan)?;
-        if !reuse.is_empty() {
-            plan = plan::make(&snap, wanted.as_ref(), &force, &reuse);
+        let pull = match registry {
+            Some(r) => pullable(&docker, &snap, &plan, &reuse, r),
+            None => BTreeMap::new(),
+        };
+        if !reuse.is_empty() || !pull.is_empty() {
+            plan = plan::make(&snap, wanted.as_ref(), &force, &reuse, &pull);
         }
     }
     if o.dry_run {
@@ -160,7 +208,10 @@ pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
     if plan.is_empty() {
         println!("all {} images are up to date: nothing to build", plan.steps.len());
         history::append(root, &tag, &plan, &[], &snap)?;
-        return Ok(0);
+        return match registry.filter(|_| !o.no_push) {
+            Some(r) => Ok(if push_all(&docker, &snap, r, &plan) { 0 } else { 1 }),
+            None => Ok(0),
+        };
     }
     print!("{}", plan::human(&plan));
 
@@ -169,7 +220,7 @@ pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
     if !failed_bases.is_empty() || prefetch::pulled_any(&snap, &plan, &docker)? {
         // New base IDs change digests: plan again on what is there now.
         snap = status::snapshot(&docker, root, &tag, registry)?;
-        plan = plan::make(&snap, wanted.as_ref(), &force, &BTreeMap::new());
+        plan = plan::make(&snap, wanted.as_ref(), &force, &BTreeMap::new(), &BTreeMap::new());
     }
 
     heading(2, "sync config (.env from .env.example)");
@@ -194,10 +245,14 @@ pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
     }
     outcomes.extend(build::execute(&docker, &snap, &runnable, o.jobs, o.verbose, &CANCEL));
 
-    heading(5, "verify");
+    heading(5, if registry.is_some() && !o.no_push { "verify and push" } else { "verify" });
     let after = status::snapshot(&docker, root, &tag, registry)?;
     let ok = after.statuses.iter().filter(|s| s.state == State::Ok).count();
     println!("{ok}/{} images OK", after.statuses.len());
+    let pushed = match registry.filter(|_| !o.no_push && !CANCEL.load(Ordering::Relaxed)) {
+        Some(r) => push_all(&docker, &after, r, &plan),
+        None => true,
+    };
     history::append(root, &tag, &plan, &outcomes, &after)?;
     let count = |r: Result_| outcomes.iter().filter(|o| o.result == r).count();
     let planned: BTreeSet<&str> = plan.work().map(|s| s.service.as_str()).collect();
@@ -208,9 +263,10 @@ pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
         .map(|s| s.name.as_str())
         .collect();
     println!(
-        "summary: built {}, reused {}, failed {}, not started {}, up to date {}, in {:.1}s",
+        "summary: built {}, reused {}, pulled {}, failed {}, not started {}, up to date {}, in {:.1}s",
         count(Result_::Built),
         count(Result_::Reused),
+        count(Result_::Pulled),
         count(Result_::Failed),
         count(Result_::NotStarted),
         plan.steps.len() - plan.work().count(),
@@ -231,7 +287,7 @@ pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
     if CANCEL.load(Ordering::Relaxed) {
         println!("interrupted: the next run builds only what is still not OK");
     }
-    let clean = count(Result_::Failed) == 0 && count(Result_::NotStarted) == 0 && still_bad.is_empty();
+    let clean = count(Result_::Failed) == 0 && count(Result_::NotStarted) == 0 && still_bad.is_empty() && pushed;
     if !still_bad.is_empty() && count(Result_::Failed) == 0 {
         println!("not OK after the build: {}", still_bad.join(", "));
     }

@@ -13,6 +13,8 @@ pub enum Action {
     Build { no_cache: bool },
     /// Tag an existing image built from identical inputs.
     Reuse { image: String },
+    /// Pull the registry's build of identical inputs (its content tag) and tag it.
+    Pull { image: String },
     /// Already OK.
     Skip,
 }
@@ -44,8 +46,14 @@ impl Plan {
 
 /// Plans a build. `wanted` limits it to some services (with their parents); `force` rebuilds
 /// those without cache (all of them for build-all); `reusable` maps a service to an image that
-/// already carries its expected input digest.
-pub fn make(snap: &Snapshot, wanted: Option<&BTreeSet<String>>, force: &BTreeSet<String>, reusable: &BTreeMap<String, String>) -> Plan {
+/// already carries its expected input digest; `pullable` to the registry's content tag of it.
+pub fn make(
+    snap: &Snapshot,
+    wanted: Option<&BTreeSet<String>>,
+    force: &BTreeSet<String>,
+    reusable: &BTreeMap<String, String>,
+    pullable: &BTreeMap<String, String>,
+) -> Plan {
     let mut steps: Vec<Step> = Vec::new();
     let mut acting: BTreeSet<String> = BTreeSet::new();
     for r in &snap.services {
@@ -65,9 +73,10 @@ pub fn make(snap: &Snapshot, wanted: Option<&BTreeSet<String>>, force: &BTreeSet
                 let names: Vec<&str> = rebuilt_parents.iter().map(|s| s.as_str()).collect();
                 reason.push_str(&format!(" ({} will be rebuilt first)", names.join(", ")));
             }
-            match reusable.get(name) {
-                Some(image) => (Action::Reuse { image: image.clone() }, format!("{reason}; {image} has the same inputs")),
-                None => (Action::Build { no_cache: false }, reason),
+            match (reusable.get(name), pullable.get(name)) {
+                (Some(image), _) => (Action::Reuse { image: image.clone() }, format!("{reason}; {image} has the same inputs")),
+                (None, Some(image)) => (Action::Pull { image: image.clone() }, format!("{reason}; the registry has this build as {image}")),
+                (None, None) => (Action::Build { no_cache: false }, reason),
             }
         };
         if action != Action::Skip {
@@ -87,6 +96,7 @@ pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
             let (action, extra) = match &s.action {
                 Action::Build { no_cache } => ("build", json!({ "no_cache": no_cache })),
                 Action::Reuse { image } => ("reuse", json!({ "image": image })),
+                Action::Pull { image } => ("pull", json!({ "image": image })),
                 Action::Skip => ("skip", json!({})),
             };
             let mut v = json!({ "service": s.service, "action": action, "reason": s.reason, "after": s.after });
@@ -102,12 +112,13 @@ pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
     let work: Vec<&Step> = plan.work().collect();
-    out.push_str(&format!("plan: {} to build or reuse, {} up to date\n", work.len(), plan.steps.len() - work.len()));
+    out.push_str(&format!("plan: {} to build, reuse or pull, {} up to date\n", work.len(), plan.steps.len() - work.len()));
     for s in &plan.steps {
         let verb = match &s.action {
             Action::Build { no_cache: true } => "build (no cache)",
             Action::Build { .. } => "build",
             Action::Reuse { .. } => "reuse",
+            Action::Pull { .. } => "pull",
             Action::Skip => "skip",
         };
         let after = if s.after.is_empty() { String::new() } else { format!(" [after {}]", s.after.join(", ")) };
@@ -169,13 +180,13 @@ mod tests {
     #[test]
     fn builds_what_is_not_ok_parents_first() {
         let snap = snapshot(&[("base", &[], State::Stale), ("mid", &["base"], State::Stale), ("solo", &[], State::Ok), ("x", &["base"], State::Missing)]);
-        let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new());
+        let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new());
         let build = Action::Build { no_cache: false };
         assert_eq!(actions(&p), vec![("base", &build), ("mid", &build), ("solo", &Action::Skip), ("x", &build)]);
         assert_eq!(p.steps[1].after, vec!["base"]);
         assert!(p.steps[1].reason.contains("base will be rebuilt first"), "{}", p.steps[1].reason);
         assert_eq!(p.steps[3].reason, "MISSING: why");
-        assert!(human(&p).contains("plan: 3 to build or reuse, 1 up to date"));
+        assert!(human(&p).contains("plan: 3 to build, reuse or pull, 1 up to date"));
         let v = to_json(&p, &snap);
         assert_eq!(v["steps"][0]["action"], "build");
         assert_eq!(v["steps"][2]["action"], "skip");
@@ -185,16 +196,20 @@ mod tests {
     fn nothing_to_do_force_wanted_and_reuse() {
         let snap = snapshot(&[("base", &[], State::Ok), ("mid", &["base"], State::Missing)]);
         let ok = snapshot(&[("base", &[], State::Ok)]);
-        assert!(make(&ok, None, &BTreeSet::new(), &BTreeMap::new()).is_empty());
+        assert!(make(&ok, None, &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new()).is_empty());
         let all: BTreeSet<String> = ["base".into(), "mid".into()].into();
-        let p = make(&snap, None, &all, &BTreeMap::new());
+        let p = make(&snap, None, &all, &BTreeMap::new(), &BTreeMap::new());
         assert!(p.steps.iter().all(|s| s.action == Action::Build { no_cache: true }));
         assert_eq!(p.steps[1].after, vec!["base"]);
         let wanted: BTreeSet<String> = ["base".into()].into();
-        assert_eq!(make(&snap, Some(&wanted), &BTreeSet::new(), &BTreeMap::new()).steps.len(), 1);
+        assert_eq!(make(&snap, Some(&wanted), &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new()).steps.len(), 1);
         let reuse: BTreeMap<String, String> = [("mid".to_string(), "ai-infra-mid:v0".to_string())].into();
-        let p = make(&snap, None, &BTreeSet::new(), &reuse);
-        assert_eq!(p.steps[1].action, Action::Reuse { image: "ai-infra-mid:v0".into() });
+        let pull: BTreeMap<String, String> = [("mid".to_string(), "r.io/ai-infra-mid:inputs-1".to_string())].into();
+        let p = make(&snap, None, &BTreeSet::new(), &reuse, &pull);
+        assert_eq!(p.steps[1].action, Action::Reuse { image: "ai-infra-mid:v0".into() }, "a local image beats a pull");
         assert!(p.steps[1].reason.contains("ai-infra-mid:v0 has the same inputs"));
+        let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &pull);
+        assert_eq!(p.steps[1].action, Action::Pull { image: "r.io/ai-infra-mid:inputs-1".into() });
+        assert!(p.steps[1].reason.contains("the registry has this build as r.io/ai-infra-mid:inputs-1"));
     }
 }

@@ -6,6 +6,9 @@ use std::io::IsTerminal;
 
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+
+use crate::push::Remote;
 use crate::status::{Snapshot, State};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,13 +61,44 @@ pub fn mark(state: State) -> &'static str {
     }
 }
 
-pub fn render(snap: &Snapshot, format: Format, style: &Style) -> String {
+/// Renders the report; `remote` adds the registry's view of each service.
+pub fn render(snap: &Snapshot, remote: Option<&BTreeMap<String, Remote>>, format: Format, style: &Style) -> String {
+    let remote_state = |name: &str| remote.and_then(|r| r.get(name));
     match format {
-        Format::Plain => snap.statuses.iter().map(|s| format!("{}|{}|{}\n", s.name, s.state.name(), s.image)).collect(),
+        Format::Plain => snap
+            .statuses
+            .iter()
+            .map(|s| match remote_state(&s.name) {
+                Some(r) => format!("{}|{}|{}|{}\n", s.name, s.state.name(), s.image, r.state),
+                None => format!("{}|{}|{}\n", s.name, s.state.name(), s.image),
+            })
+            .collect(),
         Format::Json => {
-            format!("{}\n", serde_json::to_string_pretty(&to_json(snap)).unwrap_or_default())
+            let mut v = to_json(snap);
+            if let Some(services) = v["services"].as_array_mut() {
+                for s in services {
+                    let name = s["name"].as_str().unwrap_or_default().to_string();
+                    if let Some(r) = remote_state(&name) {
+                        s["remote"] = json!({ "status": r.state, "reason": r.reason });
+                    }
+                }
+            }
+            format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
         }
-        Format::Human => human(snap, style),
+        Format::Human => {
+            let mut out = human(snap, style);
+            if let Some(remote) = remote {
+                let width = snap.statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
+                let _ = writeln!(out, "\nregistry {} (TAG and content tag inputs-<digest>):", snap.registry.as_deref().unwrap_or(""));
+                for s in &snap.statuses {
+                    if let Some(r) = remote.get(&s.name) {
+                        let reason = if r.reason.is_empty() { String::new() } else { format!("  {}", r.reason) };
+                        let _ = writeln!(out, "  {:<width$}  local {:<8} remote {:<8}{reason}", s.name, s.state.name(), r.state);
+                    }
+                }
+            }
+            out
+        }
     }
 }
 

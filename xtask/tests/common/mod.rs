@@ -173,26 +173,34 @@ impl Workspace {
     }
 }
 
-/// Image IDs of every image named *ai-infra-* with one of these tags.
+/// Every ai-infra-* name with one of these tags, and every other ai-infra-* name of the same
+/// images (the content tags a push adds).
 fn images_with_tags(tags: &[String]) -> Vec<String> {
-    let Ok(o) = Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).output() else {
+    let Ok(o) = Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]).output() else {
         return Vec::new();
     };
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| l.contains("ai-infra-") && tags.iter().any(|t| l.ends_with(&format!(":{t}"))))
-        .map(str::to_string)
-        .collect()
+    let text = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once(' ')).filter(|(n, _)| n.contains("ai-infra-")).collect();
+    let ids: Vec<&str> = rows.iter().filter(|(n, _)| tags.iter().any(|t| n.ends_with(&format!(":{t}")))).map(|(_, id)| *id).collect();
+    rows.iter().filter(|(n, id)| ids.contains(id) && (n.contains(":inputs-") || tags.iter().any(|t| n.ends_with(&format!(":{t}"))))).map(|(n, _)| n.to_string()).collect()
 }
 
-impl Drop for Workspace {
-    fn drop(&mut self) {
+impl Workspace {
+    /// Removes this workspace's images, as a fresh machine would not have them; never
+    /// another test's (tests share the engine).
+    pub fn remove_own_images(&self) {
         let mut tags = self.extra_tags.clone();
         tags.push(self.tag.clone());
         let names = images_with_tags(&tags);
         if !names.is_empty() {
             let _ = Command::new("docker").args(["image", "rm", "--force"]).args(&names).output();
         }
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        self.remove_own_images();
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -1,0 +1,85 @@
+//! Pushing to the registry, and the registry's view of every service: each built image goes
+//! up as `REGISTRY/ai-infra-<svc>:TAG` and under its content tag; what the registry already
+//! holds unchanged is not pushed again.
+
+use std::collections::BTreeMap;
+
+use crate::docker::Docker;
+use crate::reference;
+use crate::registry::{self, Lookup};
+use crate::status::Snapshot;
+
+/// What the registry holds for one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// OK (TAG is the build of the current inputs), STALE (TAG is another build), MISSING
+    /// (no TAG), ERROR (the registry could not be asked).
+    pub state: &'static str,
+    pub reason: String,
+    pub tag: Lookup,
+    pub content: Lookup,
+}
+
+/// Asks the registry, concurrently and bounded in time, for every service's TAG and content tag.
+pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String]) -> BTreeMap<String, Remote> {
+    let mut refs = Vec::new();
+    for s in services {
+        let repo = reference::repository(s, None);
+        let content = snap.digests.get(s).and_then(|d| d.total.as_deref()).map(registry::content_tag);
+        refs.push((repo.clone(), snap.tag.clone()));
+        refs.push((repo, content.unwrap_or_else(|| "inputs-unknown".into())));
+    }
+    let found = registry::lookup_all(docker, registry, &refs);
+    services
+        .iter()
+        .zip(found.chunks(2))
+        .map(|(s, pair)| {
+            let (tag, content) = (pair[0].clone(), pair[1].clone());
+            let content_name = snap.digests.get(s).and_then(|d| d.total.as_deref()).map(registry::content_tag).unwrap_or_default();
+            let (state, reason) = match (&tag, &content) {
+                (Lookup::Error(e), _) | (_, Lookup::Error(e)) => ("ERROR", e.clone()),
+                (Lookup::Found(a), Lookup::Found(b)) if a == b || a.is_none() || b.is_none() => ("OK", String::new()),
+                (Lookup::Found(_), Lookup::Found(_)) => ("STALE", format!("{} is another build than {content_name}", snap.tag)),
+                (Lookup::Found(_), Lookup::Absent) => ("STALE", format!("{} was built from other inputs (no {content_name})", snap.tag)),
+                (Lookup::Absent, Lookup::Found(_)) => ("MISSING", format!("no {}, but {content_name} is there: build-all tags it", snap.tag)),
+                (Lookup::Absent, Lookup::Absent) => ("MISSING", format!("no {}", snap.tag)),
+            };
+            (s.clone(), Remote { state, reason, tag, content })
+        })
+        .collect()
+}
+
+/// The result of pushing one service.
+pub struct Pushed {
+    pub service: String,
+    pub ok: bool,
+    pub what: String,
+}
+
+/// Pushes the services whose local image is OK: both names when the content tag is absent,
+/// only TAG when the content tag is there but TAG is not it, nothing when both are right.
+pub fn push(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String]) -> Vec<Pushed> {
+    let remote = remote(docker, snap, registry, services);
+    crate::context::parallel(services.len(), |i| {
+        let s = &services[i];
+        let r = &remote[s];
+        let tag_name = reference::image_name(s, &snap.tag, Some(registry));
+        let total = snap.digests.get(s).and_then(|d| d.total.clone()).unwrap_or_default();
+        let content_name = reference::image_name(s, &registry::content_tag(&total), Some(registry));
+        let result = match (&r.tag, &r.content) {
+            (_, Lookup::Error(e)) | (Lookup::Error(e), _) => Err(e.clone()),
+            (Lookup::Found(a), Lookup::Found(b)) if a == b => Ok("already in registry".to_string()),
+            (_, Lookup::Found(_)) => docker.push(&tag_name).map(|()| format!("already in registry; {} now points at it", snap.tag)).map_err(|e| format!("{e:#}")),
+            (_, Lookup::Absent) => docker
+                .tag(&tag_name, &content_name)
+                .and_then(|()| docker.push(&content_name))
+                .and_then(|()| docker.push(&tag_name))
+                .map(|()| format!("pushed {tag_name} and {}", registry::content_tag(&total)))
+                .map_err(|e| format!("{e:#}")),
+        };
+        match result {
+            Ok(what) => Pushed { service: s.clone(), ok: true, what },
+            Err(what) => Pushed { service: s.clone(), ok: false, what },
+        }
+    })
+}

@@ -1,0 +1,241 @@
+//! The registry as shared truth: does a tag exist, and which manifest does it name? Plain-HTTP
+//! registries (loopback, or named in AI_INFRA_INSECURE_REGISTRIES) are asked directly with
+//! `HEAD /v2/<name>/manifests/<tag>`; others through `docker manifest inspect`, so that TLS and
+//! credentials stay with the docker CLI's own login. Every lookup is bounded in time.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::docker::Docker;
+
+/// How long one lookup may take.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The tag under which an image is also pushed: its input digest, so that any machine can ask
+/// "is the build of exactly these inputs there?".
+pub fn content_tag(total: &str) -> String {
+    format!("inputs-{}", total.trim_start_matches("sha256:"))
+}
+
+/// What a registry says of one tag.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The tag exists; the manifest digest when the registry names it.
+    Found(Option<String>),
+    Absent,
+    /// The registry could not be asked, with what to do.
+    Error(String),
+}
+
+/// Whether the registry is spoken to over plain HTTP: loopback addresses always (as the engine
+/// does), others only when named in AI_INFRA_INSECURE_REGISTRIES (comma-separated host:port).
+pub fn plain_http(registry: &str) -> bool {
+    let host = registry.split('/').next().unwrap_or(registry);
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let loopback = name == "localhost" || name.starts_with("127.") || name == "[::1]";
+    let opted_in = std::env::var("AI_INFRA_INSECURE_REGISTRIES")
+        .map(|v| v.split(',').any(|r| r.trim() == host))
+        .unwrap_or(false);
+    loopback || opted_in
+}
+
+/// Asks for `REGISTRY/repo:tag`.
+pub fn lookup(docker: &Docker, registry: &str, repo: &str, tag: &str) -> Lookup {
+    if plain_http(registry) {
+        http_lookup(registry, repo, tag)
+    } else {
+        cli_lookup(docker, &format!("{registry}/{repo}:{tag}"))
+    }
+}
+
+fn http_lookup(registry: &str, repo: &str, tag: &str) -> Lookup {
+    let (host, prefix) = match registry.split_once('/') {
+        Some((h, p)) => (h, format!("{p}/")),
+        None => (registry, String::new()),
+    };
+    let path = format!("/v2/{prefix}{repo}/manifests/{tag}");
+    match head(host, &path) {
+        Err(e) => Lookup::Error(format!("registry {registry} does not answer ({e}); check that it runs and the address is right")),
+        Ok(r) if r.api_version.is_none() => Lookup::Error(format!(
+            "{registry} answers HTTP {} but is not a Docker registry (no Docker-Distribution-Api-Version header); check the address",
+            r.status
+        )),
+        Ok(r) => match r.status {
+            200 => Lookup::Found(r.digest),
+            404 => Lookup::Absent,
+            401 | 403 => Lookup::Error(format!("{registry} needs a login: run `docker login {registry}`")),
+            s => Lookup::Error(format!("{registry} answered HTTP {s} for {repo}:{tag}")),
+        },
+    }
+}
+
+struct Response {
+    status: u16,
+    digest: Option<String>,
+    api_version: Option<String>,
+}
+
+/// One `HEAD` request over HTTP/1.1, every step bounded by the lookup timeout.
+fn head(host: &str, path: &str) -> Result<Response, String> {
+    let started = Instant::now();
+    let addr = host.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
+    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
+    let left = || TIMEOUT.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+    s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+    write!(s, "HEAD {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        let n = s.read(&mut chunk).map_err(|e| if started.elapsed() >= TIMEOUT { format!("no answer within {} s", TIMEOUT.as_secs()) } else { e.to_string() })?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 64 * 1024 {
+            return Err("headers larger than 64 KiB".into());
+        }
+    }
+    parse_head(&String::from_utf8_lossy(&buf))
+}
+
+fn parse_head(text: &str) -> Result<Response, String> {
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {:?}", status_line.chars().take(40).collect::<String>()))?;
+    let mut r = Response { status, digest: None, api_version: None };
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "docker-content-digest" => r.digest = Some(v.trim().to_string()),
+                "docker-distribution-api-version" => r.api_version = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// `docker manifest inspect -v REF`, ended after the timeout.
+fn cli_lookup(docker: &Docker, reference: &str) -> Lookup {
+    // The CLI's registry client knows TLS and the user's login; it needs no plain-HTTP flag here.
+    let mut command = std::process::Command::new("docker");
+    command.args(["manifest", "inspect", "-v", reference]).stdin(std::process::Stdio::null());
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    if let Ok(sh) = docker.sh() {
+        if let Some(h) = sh.var_os("DOCKER_HOST") {
+            command.env("DOCKER_HOST", h);
+        }
+    }
+    let Ok(mut child) = command.spawn() else { return Lookup::Error("cannot run docker manifest inspect".into()) };
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() > TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Lookup::Error(format!("no answer for {reference} within {} s", TIMEOUT.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Lookup::Error(e.to_string()),
+        }
+    }
+    let Ok(out) = child.wait_with_output() else { return Lookup::Error("docker manifest inspect failed".into()) };
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    if out.status.success() {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let digest = v.pointer("/Descriptor/digest").and_then(|d| d.as_str()).map(str::to_string);
+        return Lookup::Found(digest);
+    }
+    if stderr.contains("no such manifest") || stderr.contains("not found") {
+        Lookup::Absent
+    } else if stderr.contains("unauthorized") || stderr.contains("denied") {
+        let registry = reference.split('/').next().unwrap_or(reference);
+        Lookup::Error(format!("{registry} needs a login: run `docker login {registry}`"))
+    } else {
+        Lookup::Error(format!("docker manifest inspect {reference}: {}", stderr.lines().last().unwrap_or("failed")))
+    }
+}
+
+/// Many lookups at once, each bounded by the timeout; results in input order.
+pub fn lookup_all(docker: &Docker, registry: &str, refs: &[(String, String)]) -> Vec<Lookup> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = refs.iter().map(|(repo, tag)| s.spawn(move || lookup(docker, registry, repo, tag))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Lookup::Error("lookup panicked".into()))).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_tags_follow_the_tag_grammar() {
+        let t = content_tag(&format!("sha256:{}", "ab".repeat(32)));
+        assert_eq!(t.len(), 71);
+        assert!(crate::reference::validate_tag(&t).is_ok());
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_opt_in() {
+        assert!(plain_http("127.0.0.1:5000"));
+        assert!(plain_http("localhost:5000/team"));
+        assert!(!plain_http("registry.example.com"));
+        assert!(!plain_http("10.0.0.5:5000"));
+    }
+
+    #[test]
+    fn head_answers() {
+        let r = parse_head("HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:abc\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.digest.as_deref(), r.api_version.is_some()), (200, Some("sha256:abc"), true));
+        let r = parse_head("HTTP/1.0 404 Not Found\r\ncontent-type: text/html\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.api_version), (404, None));
+        assert!(parse_head("SSH-2.0-OpenSSH\r\n").is_err());
+    }
+
+    /// A server on loopback that answers every request with `answer`, or never answers.
+    fn server(answer: Option<&'static str>) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming().take(4) {
+                let Ok(mut s) = s else { continue };
+                match answer {
+                    Some(a) => {
+                        let mut buf = [0u8; 1024];
+                        let _ = s.read(&mut buf);
+                        let _ = s.write_all(a.as_bytes());
+                    }
+                    None => held.push(s),
+                }
+            }
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        addr
+    }
+
+    #[test]
+    fn servers_that_are_not_registries() {
+        let html = server(Some("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html></html>"));
+        let Lookup::Error(e) = http_lookup(&html, "ai-infra-x", "v1") else { panic!() };
+        assert!(e.contains("is not a Docker registry"), "{e}");
+        let auth = server(Some("HTTP/1.1 401 Unauthorized\r\nDocker-Distribution-Api-Version: registry/2.0\r\nWWW-Authenticate: Bearer realm=\"x\"\r\n\r\n"));
+        let Lookup::Error(e) = http_lookup(&auth, "ai-infra-x", "v1") else { panic!() };
+        assert!(e.contains(&format!("run `docker login {auth}`")), "{e}");
+        let silent = server(None);
+        let t = Instant::now();
+        let Lookup::Error(e) = http_lookup(&silent, "ai-infra-x", "v1") else { panic!() };
+        assert!(t.elapsed() < TIMEOUT + Duration::from_secs(1), "bounded in time");
+        assert!(e.contains("does not answer"), "{e}");
+    }
+}

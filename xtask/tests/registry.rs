@@ -1,0 +1,152 @@
+//! The registry as shared truth, against the real registry the harness runs on loopback.
+
+mod common;
+
+use common::Workspace;
+
+fn registry() -> String {
+    common::registry().expect("AI_INFRA_TEST_REGISTRY is not set: run the suite with `cargo xtask test`")
+}
+
+fn plain_remote(ws: &Workspace, reg: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let o = ws.ok(&["check-status", &ws.tag, reg, "--remote", "--format", "plain"]);
+    o.stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            assert_eq!(f.len(), 4, "{l}");
+            (f[0].to_string(), (f[1].to_string(), f[3].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_machine_pulls_instead_of_building() {
+    let reg = registry();
+    let ws = Workspace::stack("regpull");
+    let o = ws.run(&["build-all", &ws.tag, &reg]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.matches("push ").count(), 5, "{o:?}");
+    assert!(o.stdout.contains(&format!("push base: pushed {reg}/ai-infra-base:{} and inputs-", ws.tag)), "{o:?}");
+    let remote = plain_remote(&ws, &reg);
+    assert!(remote.values().all(|(l, r)| l == "OK" && r == "OK"), "{remote:?}");
+
+    // A fresh runner: no local image of the project at all.
+    ws.remove_own_images();
+    ws.expect(&[("base", "MISSING"), ("leaf", "MISSING")]);
+    let o = ws.run(&["build-all", &ws.tag, &reg]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(Workspace::built(&o.stdout).is_empty(), "nothing is built: {o:?}");
+    assert_eq!(o.stdout.matches("] pulled ").count(), 5, "{o:?}");
+    assert_eq!(o.stdout.matches("already in registry").count(), 5, "nothing is pushed again: {o:?}");
+    let st = ws.ok(&["check-status", &ws.tag, &reg, "--format", "plain"]);
+    assert_eq!(st.stdout.matches("|OK|").count(), 5, "{st:?}");
+
+    // One change: only that service and its descendants are built and pushed.
+    ws.write("services/mid/mid.txt", "changed on the second machine\n");
+    let o = ws.run(&["build-all", &ws.tag, &reg]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, vec!["leaf", "mid"], "{o:?}");
+    assert!(o.stdout.contains("push mid: pushed") && o.stdout.contains("push leaf: pushed"), "{o:?}");
+    assert!(o.stdout.contains("push base: already in registry") && o.stdout.contains("push solo: already in registry"), "{o:?}");
+    let remote = plain_remote(&ws, &reg);
+    assert!(remote.values().all(|(_, r)| r == "OK"), "{remote:?}");
+}
+
+#[test]
+fn no_push_builds_and_remote_status_says_what_is_missing() {
+    let reg = registry();
+    let ws = Workspace::stack("nopush");
+    let o = ws.ok(&["build-all", &ws.tag, &reg, "--no-push"]);
+    assert!(!o.stdout.contains("push "), "{o:?}");
+    let remote = plain_remote(&ws, &reg);
+    assert_eq!(remote["solo"], ("OK".to_string(), "MISSING".to_string()));
+    let json = ws.ok(&["check-status", &ws.tag, &reg, "--remote", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let solo = v["services"].as_array().unwrap().iter().find(|s| s["name"] == "solo").unwrap();
+    assert_eq!(solo["remote"]["status"], "MISSING");
+    assert_eq!(ws.run(&["check-status", &ws.tag, &reg, "--remote", "--exit-code"]).code, 1);
+}
+
+#[test]
+fn a_registry_that_is_down_fails_the_push_not_the_build() {
+    let ws = Workspace::stack("regdown");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let reg = format!("127.0.0.1:{port}");
+    let o = ws.run(&["build-all", &ws.tag, &reg]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout).len(), 5, "the build succeeds locally: {o:?}");
+    assert_eq!(o.stdout.matches("push FAILED ").count(), 5, "{o:?}");
+    assert!(o.stdout.contains(&format!("registry {reg} does not answer")), "{o:?}");
+    ws.expect(&[("base", "OK")]); // the plain local names are tagged too
+    let st = ws.ok(&["check-status", &ws.tag, &reg, "--format", "plain"]);
+    assert_eq!(st.stdout.matches("|OK|").count(), 5, "nothing lost: {st:?}");
+}
+
+#[test]
+fn a_silent_registry_gets_a_clear_error_in_bounded_time() {
+    let ws = Workspace::stack("regsilent");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let reg = listener.local_addr().unwrap().to_string();
+    // Accepts connections and never answers.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s);
+        }
+    });
+    let t = std::time::Instant::now();
+    let o = ws.run(&["check-status", &ws.tag, &reg, "--remote", "--format", "plain"]);
+    assert!(t.elapsed().as_secs_f64() < 10.0, "bounded: {:?}", t.elapsed());
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.lines().filter(|l| l.ends_with("|ERROR")).count(), 5, "{o:?}");
+    let human = ws.run(&["check-status", &ws.tag, &reg, "--remote"]);
+    assert!(human.stdout.contains("does not answer (no answer within 3 s)"), "{human:?}");
+}
+
+#[test]
+fn a_content_tag_with_another_digest_is_never_trusted() {
+    let reg = registry();
+    let ws = Workspace::stack("untrusted");
+    // Find solo's content tag, and put another image there.
+    let json = ws.ok(&["check-status", &ws.tag, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let digest = v["services"].as_array().unwrap().iter().find(|s| s["name"] == "solo").unwrap()["expected_digest"].as_str().unwrap().to_string();
+    let impostor = format!("{reg}/ai-infra-solo:inputs-{}", digest.trim_start_matches("sha256:"));
+    ws.ok(&["build", "base", &ws.tag]);
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    assert!(docker(&["tag", &format!("ai-infra-base:{}", ws.tag), &impostor]).status.success());
+    assert!(docker(&["push", &impostor]).status.success());
+    docker(&["image", "rm", &impostor]);
+    let o = ws.run(&["build-all", &ws.tag, &reg, "--no-push"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("pull             solo"), "the plan pulls it: {o:?}");
+    assert!(o.stdout.contains("carries another input digest") && o.stdout.contains("not trusted"), "{o:?}");
+    assert!(Workspace::built(&o.stdout).contains(&"solo".to_string()), "{o:?}");
+    ws.expect(&[("solo", "OK")]);
+}
+
+#[test]
+fn base_images_come_through_a_mirror() {
+    let reg = registry();
+    let ws = Workspace::new("mirror");
+    // A "Docker Hub" base that only the mirror has.
+    let base = format!("mirrortest-{}:1", std::process::id());
+    ws.write("seed/Dockerfile", "FROM scratch\nCOPY f /f\n");
+    ws.write("seed/f", "base\n");
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    let mirrored = format!("{reg}/{base}");
+    assert!(docker(&["build", "-q", "-t", &mirrored, ws.path("seed").to_str().unwrap()]).status.success());
+    assert!(docker(&["push", &mirrored]).status.success());
+    docker(&["image", "rm", &mirrored]);
+    ws.write(".env", &format!("BASE_IMAGE_MIRROR={reg}\n"));
+    ws.write("services/app/Dockerfile", &format!("FROM {base}\nCOPY app.txt /\n"));
+    ws.write("services/app/app.txt", "app\n");
+    let o = ws.run(&["build-all", &ws.tag]);
+    docker(&["image", "rm", &base, &mirrored]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains(&format!("pulled {base} through the mirror as {mirrored}")), "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout), vec!["app"]);
+}
