@@ -76,6 +76,9 @@ pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     if want("noop") {
         noop_figures(&docker, root, &base.join("noop"))?;
     }
+    if want("remote") {
+        remote_figures(&docker, root, &base.join("remote"), f.services)?;
+    }
     if want("parallel") {
         parallel_figures(&docker, &base.join("parallel"), f.services)?;
     }
@@ -94,6 +97,62 @@ fn copy_tree(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
         std::fs::copy(from, to).with_context(|| format!("cannot copy {from}"))?;
     }
     Ok(())
+}
+
+/// check-status --remote against asking the registry for the services one after the other.
+fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize) -> Result<()> {
+    let registry = crate::engine::Registry::start(root)?;
+    let result = (|| -> Result<()> {
+        let reg = registry.addr.clone();
+        generate(dir, n, 2, 64)?;
+        let tag = format!("bench-remote-{}", std::process::id());
+        let exe = std::env::current_exe()?;
+        let sh = &docker.sh()?;
+        eprintln!("building and pushing {n} services to {reg}");
+        cmd!(sh, "{exe} build-all {tag} {reg}").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+        let ours = median(5, || {
+            let out = cmd!(sh, "{exe} check-status {tag} {reg} --remote --format plain").env("AI_INFRA_ROOT", dir).quiet().read()?;
+            if out.lines().any(|l| !l.ends_with("|OK")) {
+                bail!("bench images are not all in the registry:\n{out}");
+            }
+            Ok(())
+        })?;
+        let snap = status::snapshot(docker, dir, &tag, Some(&reg))?;
+        let refs: Vec<(String, String)> = snap
+            .statuses
+            .iter()
+            .flat_map(|s| {
+                let content = crate::registry::content_tag(snap.digests[&s.name].total.as_deref().unwrap_or_default());
+                [(format!("ai-infra-{}", s.name), tag.clone()), (format!("ai-infra-{}", s.name), content)]
+            })
+            .collect();
+        let concurrent = median(5, || {
+            crate::registry::lookup_all(docker, &reg, &refs);
+            Ok(())
+        })?;
+        let one_by_one = median(5, || {
+            for (repo, t) in &refs {
+                crate::registry::lookup(docker, &reg, repo, t);
+            }
+            Ok(())
+        })?;
+        let names: Vec<String> = snap.statuses.iter().map(|s| format!("{reg}/ai-infra-{}:{tag}", s.name)).collect();
+        let cli = median(3, || {
+            for name in &names {
+                cmd!(sh, "docker manifest inspect --insecure {name}").quiet().ignore_stdout().run()?;
+            }
+            Ok(())
+        })?;
+        cmd!(sh, "{exe} clean-all --force").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+        println!("\ncheck-status --remote, {n} services on a loopback registry (median of runs):");
+        println!("  cargo xtask check-status --remote  {ours:>8.3} s   (whole command: local status and {} lookups)", refs.len());
+        println!("  the {} lookups, concurrently       {concurrent:>8.4} s", refs.len());
+        println!("  the {} lookups, one after another  {one_by_one:>8.4} s   ({:.1}x, target: at least 5x)", refs.len(), one_by_one / concurrent);
+        println!("  docker manifest inspect, one by one {cli:>7.3} s   ({n} calls, TAG only; {:.1}x the whole command)", cli / ours);
+        Ok(())
+    })();
+    registry.stop()?;
+    result
 }
 
 /// A no-op build-all on the project's own stack against building it all without cache.

@@ -136,6 +136,8 @@ Measures, on generated workspaces, and prints the figures and ratios:
   digest     a warm re-check (hash cache filled) against a cold one, and the cold digest
              throughput against sha256sum over the same files
   noop       a no-op build-all of the project's stack against build-all --force
+  remote     check-status --remote against asking the registry one service after another
+             (starts a registry on loopback; installs docker-registry as root when missing)
   parallel   --jobs 4 on sleeping builds against the ideal schedule (needs busybox)
 
   --only PART    run one part (default: all)
@@ -366,8 +368,8 @@ impl std::str::FromStr for BenchPart {
     type Err = String;
     fn from_str(s: &str) -> Result<BenchPart, String> {
         match s {
-            "status" | "digest" | "noop" | "parallel" => Ok(BenchPart(s.to_string())),
-            _ => Err(format!("unknown part {s:?}: use status, digest, noop or parallel")),
+            "status" | "digest" | "noop" | "remote" | "parallel" => Ok(BenchPart(s.to_string())),
+            _ => Err(format!("unknown part {s:?}: use status, digest, noop, remote or parallel")),
         }
     }
 }
