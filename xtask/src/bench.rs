@@ -13,6 +13,32 @@ use crate::docker::Docker;
 use crate::flags::Bench;
 use crate::{project, status};
 
+/// This xtask, run on a generated workspace.
+struct Xtask<'a> {
+    sh: Shell,
+    exe: std::path::PathBuf,
+    root: &'a Utf8Path,
+}
+
+impl<'a> Xtask<'a> {
+    fn on(docker: &Docker, root: &'a Utf8Path) -> Result<Xtask<'a>> {
+        Ok(Xtask { sh: docker.sh()?, exe: std::env::current_exe()?, root })
+    }
+
+    /// Runs it; its output is not wanted.
+    fn run(&self, args: &[&str]) -> Result<()> {
+        let (sh, exe) = (&self.sh, &self.exe);
+        cmd!(sh, "{exe} {args...}").env("AI_INFRA_ROOT", self.root).quiet().ignore_stdout().run()?;
+        Ok(())
+    }
+
+    /// Runs it and returns what it printed.
+    fn read(&self, args: &[&str]) -> Result<String> {
+        let (sh, exe) = (&self.sh, &self.exe);
+        Ok(cmd!(sh, "{exe} {args...}").env("AI_INFRA_ROOT", self.root).quiet().read()?)
+    }
+}
+
 /// The median of `runs` timings of `f`, in seconds.
 fn median(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     let mut times = Vec::new();
@@ -106,12 +132,12 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
         let reg = registry.addr.clone();
         generate(dir, n, 2, 64)?;
         let tag = format!("bench-remote-{}", std::process::id());
-        let exe = std::env::current_exe()?;
-        let sh = &docker.sh()?;
+        let xtask = Xtask::on(docker, dir)?;
+        let sh = &xtask.sh;
         eprintln!("building and pushing {n} services to {reg}");
-        cmd!(sh, "{exe} build-all {tag} {reg}").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+        xtask.run(&["build-all", &tag, &reg])?;
         let ours = median(5, || {
-            let out = cmd!(sh, "{exe} check-status {tag} {reg} --remote --format plain").env("AI_INFRA_ROOT", dir).quiet().read()?;
+            let out = xtask.read(&["check-status", &tag, &reg, "--remote", "--format", "plain"])?;
             if out.lines().any(|l| !l.ends_with("|OK")) {
                 bail!("bench images are not all in the registry:\n{out}");
             }
@@ -143,7 +169,7 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
             }
             Ok(())
         })?;
-        cmd!(sh, "{exe} clean-all --force").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+        xtask.run(&["clean-all", "--force"])?;
         println!("\ncheck-status --remote, {n} services on a loopback registry (median of runs):");
         println!("  cargo xtask check-status --remote  {ours:>8.3} s   (whole command: local status and {} lookups)", refs.len());
         println!("  the {} lookups, concurrently       {concurrent:>8.4} s", refs.len());
@@ -164,22 +190,21 @@ fn noop_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf) -> Result<(
         }
     }
     let tag = format!("bench-noop-{}", std::process::id());
-    let exe = std::env::current_exe()?;
-    let sh = &docker.sh()?;
+    let xtask = Xtask::on(docker, dir)?;
     eprintln!("building the project's stack for the no-op figures");
-    cmd!(sh, "{exe} build-all {tag}").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    xtask.run(&["build-all", &tag])?;
     let noop = median(3, || {
-        let out = cmd!(sh, "{exe} build-all {tag}").env("AI_INFRA_ROOT", dir).quiet().read()?;
+        let out = xtask.read(&["build-all", &tag])?;
         if !out.contains("nothing to build") {
             bail!("the no-op run built something:\n{out}");
         }
         Ok(())
     })?;
     let t = Instant::now();
-    cmd!(sh, "{exe} build-all {tag} --force").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    xtask.run(&["build-all", &tag, "--force"])?;
     let forced = t.elapsed().as_secs_f64();
     let services = crate::project::Project::load(dir)?.services.len();
-    cmd!(sh, "{exe} clean-all {tag} --force").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    xtask.run(&["clean-all", &tag, "--force"])?;
     println!("\nbuild-all on the project's {services} services:");
     println!("  no-op build-all (all OK)       {noop:>8.3} s   (median of 3)");
     println!("  build-all --force (no cache)   {forced:>8.3} s");
@@ -221,11 +246,10 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
         parent_of.insert(name, parent);
     }
     let tag = format!("bench-par-{}", std::process::id());
-    let exe = std::env::current_exe()?;
-    let sh = &docker.sh()?;
+    let xtask = Xtask::on(docker, dir)?;
     eprintln!("building {n} sleeping services once with --jobs 1, once with --jobs 4");
     let t = Instant::now();
-    cmd!(sh, "{exe} build-all {tag} --force --jobs 1").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    xtask.run(&["build-all", &tag, "--force", "--jobs", "1"])?;
     let sequential = t.elapsed().as_secs_f64();
     let history = std::fs::read_to_string(crate::state_dir(dir).join("history.jsonl"))?;
     let mut own: BTreeMap<String, f64> = BTreeMap::new();
@@ -248,9 +272,9 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
     }
     let critical = path.values().cloned().fold(0.0, f64::max);
     let t = Instant::now();
-    cmd!(sh, "{exe} build-all {tag} --force --jobs 4").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    xtask.run(&["build-all", &tag, "--force", "--jobs", "4"])?;
     let parallel = t.elapsed().as_secs_f64();
-    cmd!(sh, "{exe} clean-all {tag} --force").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    xtask.run(&["clean-all", &tag, "--force"])?;
     let ideal = critical.max(work / 4.0);
     let slept: f64 = (0..n).map(|i| if i == 0 { 1.0 } else { sleeps[i % sleeps.len()] }).sum();
     println!("\nparallel build, {n} services with RUN sleep of 1 to 4 s (base, a chain of 3, the rest on base):");
@@ -269,12 +293,12 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<
     generate(dir, n, 3, 64)?;
     let snap = status::snapshot(docker, dir, &tag, None)?;
     eprintln!("building {n} services for the status figures");
-    let exe = std::env::current_exe()?;
-    let sh = &docker.sh()?;
-    cmd!(sh, "{exe} build-all {tag}").env("AI_INFRA_ROOT", dir).quiet().ignore_stdout().run()?;
+    let xtask = Xtask::on(docker, dir)?;
+    xtask.run(&["build-all", &tag])?;
     let names: Vec<String> = snap.services.iter().map(|r| crate::reference::image_name(&r.service.name, &tag, None)).collect();
+    let sh = &xtask.sh;
     let ours = median(5, || {
-        let out = cmd!(sh, "{exe} check-status {tag} --format plain").env("AI_INFRA_ROOT", dir).quiet().read()?;
+        let out = xtask.read(&["check-status", &tag, "--format", "plain"])?;
         if out.lines().any(|l| !l.contains("|OK|")) {
             bail!("bench images are not all OK:\n{out}");
         }

@@ -155,6 +155,7 @@ pub struct CheckStatus {
     pub exit_code: bool,
 }
 
+/// build-all, and build SERVICE.
 pub struct Build {
     /// None for build-all.
     pub service: Option<String>,

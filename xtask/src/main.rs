@@ -88,20 +88,7 @@ fn run() -> Result<i32> {
             let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok) && remote_ok;
             Ok(if f.exit_code && !all_ok { 1 } else { 0 })
         }
-        Command::Build(f) => pipeline::run(
-            &root,
-            pipeline::Options {
-                service: f.service,
-                tag: f.tag,
-                registry: f.registry,
-                force: f.force,
-                jobs: f.jobs,
-                dry_run: f.dry_run,
-                format: f.format,
-                verbose: f.verbose,
-                no_push: f.no_push,
-            },
-        ),
+        Command::Build(f) => pipeline::run(&root, f),
         Command::CleanAll { tag, force } => clean::run(&root, tag.as_deref(), force),
         Command::History(service) => history::show(&root, service.as_deref()),
         Command::SyncEnv { check } => env::sync(&root, check, false),

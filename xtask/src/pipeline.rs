@@ -11,25 +11,13 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::build::{self, Outcome, Result_};
 use crate::docker::Docker;
 use crate::plan::{self, Action, Plan};
+use crate::flags::Build;
 use crate::report::Format;
 use crate::status::{self, Snapshot, State};
 use crate::{digest, history, prefetch, project, reference};
 
 /// Set by Ctrl-C: start nothing new, end what runs, report.
 static CANCEL: AtomicBool = AtomicBool::new(false);
-
-pub struct Options {
-    /// None: every service (build-all); Some: that service and its parents (build).
-    pub service: Option<String>,
-    pub tag: Option<String>,
-    pub registry: Option<String>,
-    pub force: bool,
-    pub jobs: usize,
-    pub dry_run: bool,
-    pub format: Format,
-    pub verbose: bool,
-    pub no_push: bool,
-}
 
 /// A lock file under target/: one build per root at a time. A lock whose process is gone is
 /// taken over.
@@ -146,7 +134,8 @@ fn push_all(docker: &Docker, snap: &Snapshot, registry: &str, plan: &Plan) -> bo
     ok
 }
 
-pub fn run(root: &Utf8Path, o: Options) -> Result<i32> {
+/// Runs build-all (`o.service` None) or build SERVICE.
+pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     let started = Instant::now();
     let project = project::Project::load(root)?;
     if let Some(s) = &o.service {
