@@ -243,6 +243,9 @@ pub fn status(root: &Utf8Path) -> Result<i32> {
             Ok(0)
         }
         None => {
+            if let Some(s) = read_state(&state_dir(root).join("state.json")).filter(|s| !alive(s.pid, "dockerd")) {
+                println!("the engine `cargo xtask engine up` started (pid {}, {}) is no longer running", s.pid, s.host);
+            }
             println!("no Docker engine answers at {shown}: run `cargo xtask engine up`, or set DOCKER_HOST to a running engine");
             Ok(1)
         }

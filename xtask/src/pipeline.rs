@@ -235,19 +235,29 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     outcomes.extend(build::execute(&docker, &snap, &runnable, o.jobs, o.verbose, &CANCEL));
 
     heading(5, if registry.is_some() && !o.no_push { "verify and push" } else { "verify" });
-    let after = status::snapshot(&docker, root, &tag, registry)?;
-    let ok = after.statuses.iter().filter(|s| s.state == State::Ok).count();
-    println!("{ok}/{} images OK", after.statuses.len());
-    let pushed = match registry.filter(|_| !o.no_push && !CANCEL.load(Ordering::Relaxed)) {
-        Some(r) => push_all(&docker, &after, r, &plan),
-        None => true,
+    // The engine may have gone away during the build: the report is still owed.
+    let after = match status::snapshot(&docker, root, &tag, registry) {
+        Ok(after) => {
+            let ok = after.statuses.iter().filter(|s| s.state == State::Ok).count();
+            println!("{ok}/{} images OK", after.statuses.len());
+            Some(after)
+        }
+        Err(e) => {
+            println!("cannot verify: {e:#}");
+            None
+        }
     };
-    history::append(root, &tag, &plan, &outcomes, &after)?;
+    let pushed = match (registry.filter(|_| !o.no_push && !CANCEL.load(Ordering::Relaxed)), &after) {
+        (Some(r), Some(after)) => push_all(&docker, after, r, &plan),
+        (Some(_), None) => false,
+        (None, _) => after.is_some(),
+    };
+    history::append(root, &tag, &plan, &outcomes, after.as_ref().unwrap_or(&snap))?;
     let count = |r: Result_| outcomes.iter().filter(|o| o.result == r).count();
     let planned: BTreeSet<&str> = plan.work().map(|s| s.service.as_str()).collect();
     let still_bad: Vec<&str> = after
-        .statuses
         .iter()
+        .flat_map(|a| &a.statuses)
         .filter(|s| planned.contains(s.name.as_str()) && s.state != State::Ok)
         .map(|s| s.name.as_str())
         .collect();

@@ -81,6 +81,11 @@ impl Workspace {
         std::fs::read_to_string(self.root.join(rel)).unwrap()
     }
 
+    /// A file's text, or nothing when it is not there (yet).
+    pub fn read_opt(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root.join(rel)).unwrap_or_default()
+    }
+
     pub fn chmod(&self, rel: &str, mode: u32) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(self.root.join(rel), std::fs::Permissions::from_mode(mode)).unwrap();
@@ -107,6 +112,19 @@ impl Workspace {
         for (k, v) in env {
             c.env(k, v);
         }
+        let o = c.output().expect("run xtask");
+        Output {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Runs without DOCKER_HOST, so that the tool finds the engine `engine up` started for
+    /// this root.
+    pub fn run_own_engine(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args).env("AI_INFRA_ROOT", &self.root).env_remove("DOCKER_HOST").env("NO_COLOR", "1");
         let o = c.output().expect("run xtask");
         Output {
             code: o.status.code().unwrap_or(-1),
