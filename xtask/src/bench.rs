@@ -316,7 +316,7 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<
     })?;
     let _ = docker.remove(&names);
     println!("check-status, {n} services, all images present and unchanged (median of runs):");
-    println!("  cargo xtask check-status       {ours:>8.3} s   (one process, 2 engine calls)");
+    println!("  cargo xtask check-status       {ours:>8.3} s   (one process, 1 engine call)");
     println!("  old per-service approach       {old:>8.3} s   ({} engine calls)", 4 * n);
     println!("  speed-up                       {:>8.1}x  (target: at least 20x)", old / ours);
     Ok(())

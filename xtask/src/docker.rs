@@ -101,6 +101,23 @@ impl Docker {
         Ok(sh)
     }
 
+    /// The platform this engine had when last asked, remembered per engine address under
+    /// `root`'s state folder; None when never asked. A status check trusts it only while
+    /// every image agrees with it, and asks the engine again otherwise.
+    pub fn remembered_platform(&self, root: &Utf8Path) -> Option<(String, String)> {
+        let text = std::fs::read_to_string(crate::state_dir(root).join("engine-platform")).ok()?;
+        let mut f = text.trim_end().splitn(3, '\t');
+        let (host, os, arch) = (f.next()?, f.next()?, f.next()?);
+        (host == self.host && !os.is_empty()).then(|| (os.to_string(), arch.to_string()))
+    }
+
+    /// Asks the engine for its platform and remembers it for `root`.
+    pub fn remember_platform(&self, root: &Utf8Path) -> Result<(String, String)> {
+        let (os, arch) = self.platform()?;
+        let _ = crate::atomic::write(&crate::state_dir(root).join("engine-platform"), format!("{}\t{os}\t{arch}\n", self.host).as_bytes());
+        Ok((os, arch))
+    }
+
     /// The engine's OS and architecture; the first call checks that the engine answers.
     pub fn platform(&self) -> Result<(String, String)> {
         if let Some(p) = self.platform.get() {

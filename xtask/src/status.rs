@@ -171,14 +171,27 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     let mut names: Vec<String> = image_names.values().cloned().collect();
     names.extend(bases.iter().cloned());
     // The engine calls run while the contexts are walked.
+    // The engine's platform is asked only when not remembered: then one engine call serves
+    // the whole check. The engine calls run while the contexts are walked.
+    let remembered = docker.remembered_platform(root);
     let (platform, found, files) = std::thread::scope(|s| {
-        let platform = s.spawn(|| docker.platform());
+        let platform = s.spawn(|| match &remembered {
+            Some(p) => Ok(p.clone()),
+            None => docker.remember_platform(root),
+        });
         let found = s.spawn(|| docker.inspect(&names));
         let files = contexts(root, &services, &rendered);
         (joined(platform.join()), joined(found.join()), files)
     });
-    let (os, arch) = platform?;
     let found = found?;
+    let (mut os, mut arch) = platform?;
+    let disagrees = |os: &str, arch: &str| {
+        image_names.values().filter_map(|n| found.get(n)).any(|i| i.os.as_deref() != Some(os) || i.arch.as_deref() != Some(arch))
+    };
+    if remembered.is_some() && disagrees(&os, &arch) {
+        // An image of another platform, or another engine at the same address: ask.
+        (os, arch) = docker.remember_platform(root)?;
+    }
     let files = files?;
     let base_ids: BTreeMap<String, String> =
         bases.iter().filter_map(|b| Some((b.clone(), found.get(b)?.id.clone()?))).collect();

@@ -34,7 +34,7 @@ fn usage_errors_exit_2() {
         assert!(line.contains(needle), "{args:?}: {line}");
     }
     let help = ws.ok(&["--help"]);
-    for cmd in ["check-status", "build", "engine", "test", "bench"] {
+    for cmd in ["check-status", "build-all", "build", "clean-all", "history", "sync-env", "render", "engine", "test", "bench"] {
         assert!(help.stdout.contains(cmd), "{help:?}");
         let o = ws.ok(&[cmd, "--help"]);
         assert!(o.stdout.starts_with("Usage: cargo xtask"), "{o:?}");

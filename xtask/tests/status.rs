@@ -159,3 +159,15 @@ fn second_image_from_one_dockerfile_with_targets() {
     ws.write("services/app/init.sql", "select 2;\n");
     ws.expect(&[("app", "STALE"), ("app-init", "STALE")]);
 }
+
+#[test]
+fn a_remembered_platform_that_disagrees_is_asked_again() {
+    let ws = Workspace::stack("platform");
+    ws.build(&["solo"]);
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    // As if another engine (arm64) had answered at this address before.
+    ws.write("target/xtask/engine-platform", &format!("{host}\tlinux\tarm64\n"));
+    ws.expect(&[("solo", "OK")]);
+    let remembered = ws.read("target/xtask/engine-platform");
+    assert!(!remembered.contains("arm64"), "asked again and remembered: {remembered}");
+}
