@@ -50,7 +50,8 @@ pub struct Record {
     pub target: Option<String>,
     /// Build args by name; values of secret-looking names are replaced by their hash.
     pub args: BTreeMap<String, String>,
-    pub files: Vec<FileRecord>,
+    /// Shared with the context listing it came from (services can share a context).
+    pub files: std::sync::Arc<Vec<FileRecord>>,
     /// Internal parent service -> its total input digest (None: not known).
     pub parents: BTreeMap<String, Option<String>>,
     /// External base image -> the ID of the local image it resolves to (None: not present).
@@ -98,7 +99,17 @@ impl Record {
     pub fn digest(&self) -> Digest {
         let dockerfile = sha("dockerfile", &format!("target {:?}\nsha256 {}\n", self.target, self.dockerfile));
         let args = sha("args", &self.args.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect::<String>());
-        let files = sha("files", &self.files.iter().map(FileRecord::line).collect::<String>());
+        let files = {
+            let mut h = Sha256::new();
+            h.update(format!("{VERSION} files\n"));
+            let mut line = String::with_capacity(256);
+            for f in self.files.iter() {
+                line.clear();
+                f.write_line(&mut line);
+                h.update(line.as_bytes());
+            }
+            format!("sha256:{}", hex(&h.finalize()))
+        };
         let known = |m: &BTreeMap<String, Option<String>>, name: &str| -> Option<String> {
             let mut body = String::new();
             for (k, v) in m {
@@ -170,7 +181,7 @@ impl Record {
             dockerfile: v.get("dockerfile")?.as_str()?.to_string(),
             target: v.get("target").and_then(Value::as_str).map(str::to_string),
             args: strings(v.get("args")?)?,
-            files,
+            files: files.into(),
             parents: optional(v.get("parents")?)?,
             bases: optional(v.get("bases")?)?,
         })
@@ -335,7 +346,8 @@ mod tests {
                 FileRecord { path: "a".into(), what: What::File { exec: false, sha256: "1".repeat(64) } },
                 FileRecord { path: "b".into(), what: What::Symlink("a".into()) },
                 FileRecord { path: "d".into(), what: What::Dir },
-            ],
+            ]
+            .into(),
             parents: [("base".to_string(), Some("sha256:p".to_string()))].into(),
             bases: [("python:3.11".to_string(), Some("sha256:b".to_string()))].into(),
         }
@@ -357,9 +369,9 @@ mod tests {
         assert_eq!(changed(&|r| r.dockerfile = "e".repeat(64)), vec![Category::Dockerfile]);
         assert_eq!(changed(&|r| r.target = None), vec![Category::Dockerfile]);
         assert_eq!(changed(&|r| { r.args.insert("PY".into(), "3.12".into()); }), vec![Category::Args]);
-        assert_eq!(changed(&|r| r.files[0].what = What::File { exec: true, sha256: "1".repeat(64) }), vec![Category::Files]);
-        assert_eq!(changed(&|r| r.files[1].what = What::Symlink("c".into())), vec![Category::Files]);
-        assert_eq!(changed(&|r| r.files.push(FileRecord { path: "e".into(), what: What::Dir })), vec![Category::Files]);
+        assert_eq!(changed(&|r| std::sync::Arc::make_mut(&mut r.files)[0].what = What::File { exec: true, sha256: "1".repeat(64) }), vec![Category::Files]);
+        assert_eq!(changed(&|r| std::sync::Arc::make_mut(&mut r.files)[1].what = What::Symlink("c".into())), vec![Category::Files]);
+        assert_eq!(changed(&|r| std::sync::Arc::make_mut(&mut r.files).push(FileRecord { path: "e".into(), what: What::Dir })), vec![Category::Files]);
         assert_eq!(changed(&|r| { r.parents.insert("base".into(), Some("sha256:q".into())); }), vec![Category::Parents]);
         assert_eq!(changed(&|r| { r.bases.insert("python:3.11".into(), Some("sha256:c".into())); }), vec![Category::Bases]);
         assert_eq!(compare(&d, &d), Comparison::default());
@@ -395,9 +407,10 @@ mod tests {
         let old = record();
         let mut new = record();
         new.args = recorded_args(&[("PY".to_string(), "3.12".to_string()), ("DB_PASSWORD".to_string(), "x".to_string())].into());
-        new.files[0].what = What::File { exec: true, sha256: "1".repeat(64) };
-        new.files.remove(1);
-        new.files.push(FileRecord { path: "z".into(), what: What::Dir });
+        let files = std::sync::Arc::make_mut(&mut new.files);
+        files[0].what = What::File { exec: true, sha256: "1".repeat(64) };
+        files.remove(1);
+        files.push(FileRecord { path: "z".into(), what: What::Dir });
         new.parents.insert("base".into(), Some("sha256:q".into()));
         let text = explain(&old, &new, &Category::ALL).join("; ");
         assert!(text.contains("build arg PY changed: \"3.11\" -> \"3.12\""), "{text}");

@@ -2,6 +2,7 @@
 //! classified OK, MISSING, INVALID or STALE, with a reason, from one `docker image inspect`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -77,7 +78,7 @@ pub struct Inputs {
 /// hash cache spares reading files whose identity has not changed.
 /// `rendered` are template outputs as they would be written now: they stand in for the files
 /// on disk, so that a changed `.env` value shows before `render` runs.
-pub fn contexts(root: &Utf8Path, services: &[Resolved], rendered: &[Output]) -> Result<BTreeMap<Utf8PathBuf, Vec<FileRecord>>> {
+pub fn contexts(root: &Utf8Path, services: &[Resolved], rendered: &[Output]) -> Result<BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>> {
     let mut unique: Vec<&Resolved> = Vec::new();
     for r in services {
         if !unique.iter().any(|u| u.service.context == r.service.context) {
@@ -110,7 +111,7 @@ pub fn contexts(root: &Utf8Path, services: &[Resolved], rendered: &[Output]) -> 
         // Saving the cache is an optimisation; a read-only target/ must not fail the check.
         let _ = c.save();
     }
-    Ok(unique.iter().map(|r| r.service.context.clone()).zip(files).collect())
+    Ok(unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect())
 }
 
 /// The cache file of a context: its path, made a file name.
@@ -122,7 +123,7 @@ fn cache_name(context: &Utf8Path) -> String {
 /// ID of each external base image that is present.
 pub fn digests(
     services: Vec<Resolved>,
-    files: &BTreeMap<Utf8PathBuf, Vec<FileRecord>>,
+    files: &BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>,
     base_ids: &BTreeMap<String, String>,
 ) -> Inputs {
     let mut records = BTreeMap::new();
