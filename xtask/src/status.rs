@@ -294,7 +294,12 @@ pub fn stale_or_ok(
     explain: &dyn Fn(&str, &[Category]) -> Option<String>,
 ) -> (State, String) {
     let Some(found) = digest::from_labels(labels) else {
-        return (State::Stale, "carries no input digest (not built by this tool): rebuild it to know what it contains".to_string());
+        let why = if labels.contains_key(digest::LABEL) {
+            "its input digest is in another format (built by another version of this tool): rebuild it"
+        } else {
+            "carries no input digest (not built by this tool): rebuild it to know what it contains"
+        };
+        return (State::Stale, why.to_string());
     };
     let cmp = digest::compare(expected, &found);
     if cmp.changed.is_empty() {
@@ -356,6 +361,10 @@ mod tests {
         let (s, why) = stale_or_ok(&d, &Map::new(), &none);
         assert_eq!(s, State::Stale);
         assert!(why.contains("no input digest"));
+        let old: Map<String, Value> = [(digest::LABEL.to_string(), Value::String("sha256:1234".into()))].into_iter().collect();
+        let (s, why) = stale_or_ok(&d, &old, &none);
+        assert_eq!(s, State::Stale);
+        assert!(why.contains("another format"), "{why}");
         let other = Record { dockerfile: "b".repeat(64), ..Default::default() }.digest();
         let (s, why) = stale_or_ok(&d, &labels(&other), &none);
         assert_eq!(s, State::Stale);
