@@ -162,6 +162,19 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
             }
             Ok(())
         })?;
+        // A registry across a network: the same registry behind a loopback proxy that holds each
+        // connection 20 ms before passing it on.
+        let far = delayed_proxy(&reg, std::time::Duration::from_millis(20))?;
+        let far_concurrent = median(5, || {
+            crate::registry::lookup_all(docker, &far, &refs);
+            Ok(())
+        })?;
+        let far_one_by_one = median(3, || {
+            for (repo, t) in &refs {
+                crate::registry::lookup(docker, &far, repo, t);
+            }
+            Ok(())
+        })?;
         let names: Vec<String> = snap.statuses.iter().map(|s| format!("{reg}/ai-infra-{}:{tag}", s.name)).collect();
         let cli = median(3, || {
             for name in &names {
@@ -175,10 +188,37 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
         println!("  the {} lookups, concurrently       {concurrent:>8.4} s", refs.len());
         println!("  the {} lookups, one after another  {one_by_one:>8.4} s   ({:.1}x, target: at least 5x)", refs.len(), one_by_one / concurrent);
         println!("  docker manifest inspect, one by one {cli:>7.3} s   ({n} calls, TAG only; {:.1}x the whole command)", cli / ours);
+        println!("  with 20 ms per connection: at once {far_concurrent:>7.4} s, one after another {far_one_by_one:.4} s ({:.1}x)", far_one_by_one / far_concurrent);
         Ok(())
     })();
     registry.stop()?;
     result
+}
+
+/// A TCP proxy on a free loopback port that waits `delay` on each new connection, then
+/// passes bytes both ways to `target`. Lives until the bench process ends.
+fn delayed_proxy(target: &str, delay: std::time::Duration) -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    let target = target.to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let target = target.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(server) = std::net::TcpStream::connect(&target) else { return };
+                let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else { return };
+                let (mut client, mut server) = (client, server);
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut server, &mut client);
+                let _ = up.join();
+            });
+        }
+    });
+    Ok(addr)
 }
 
 /// A no-op build-all on the project's own stack against building it all without cache.
