@@ -176,17 +176,17 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     } else {
         heading(0, &status_line);
     }
-    let mut plan = plan::make(&snap, wanted.as_ref(), &force, &BTreeMap::new(), &BTreeMap::new());
-    if !plan.is_empty() {
-        let reuse = reusable(&docker, &snap, &plan)?;
-        let pull = match registry {
-            Some(r) => pullable(&docker, &snap, &plan, &reuse, r),
-            None => BTreeMap::new(),
-        };
-        if !reuse.is_empty() || !pull.is_empty() {
-            plan = plan::make(&snap, wanted.as_ref(), &force, &reuse, &pull);
+    let make_plan = |snap: &Snapshot| -> Result<Plan> {
+        let plan = plan::make(snap, wanted.as_ref(), &force, &BTreeMap::new(), &BTreeMap::new());
+        if plan.is_empty() {
+            return Ok(plan);
         }
-    }
+        // Images with the same inputs, here or in the registry, are taken instead of built.
+        let reuse = reusable(&docker, snap, &plan)?;
+        let pull = registry.map_or_else(BTreeMap::new, |r| pullable(&docker, snap, &plan, &reuse, r));
+        Ok(if reuse.is_empty() && pull.is_empty() { plan } else { plan::make(snap, wanted.as_ref(), &force, &reuse, &pull) })
+    };
+    let mut plan = make_plan(&snap)?;
     if o.dry_run {
         match o.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&plan::to_json(&plan, &snap))?),
@@ -209,7 +209,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     if !failed_bases.is_empty() || prefetch::pulled_any(&snap, &plan, &docker)? {
         // New base IDs change digests: plan again on what is there now.
         snap = status::snapshot(&docker, root, &tag, registry)?;
-        plan = plan::make(&snap, wanted.as_ref(), &force, &BTreeMap::new(), &BTreeMap::new());
+        plan = make_plan(&snap)?;
     }
 
     heading(2, "sync config (.env from .env.example)");
@@ -221,16 +221,20 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     heading(4, &format!("build: {n} service{}, up to {} at a time", if n == 1 { "" } else { "s" }, o.jobs));
     let mut outcomes = Vec::new();
     let mut runnable = plan.clone();
-    for (service, why) in &failed_bases {
-        outcomes.push(Outcome { service: service.clone(), result: Result_::Failed, reason: why.clone(), seconds: 0.0, log: None, tail: String::new() });
-        runnable.steps.retain(|s| s.service != *service);
-    }
-    // Descendants of a service whose base could not be pulled cannot build either.
+    // A service whose base could not be pulled fails, and all its descendants (the steps are
+    // in order, parents first) cannot build either.
+    let mut out_of_play: BTreeSet<String> = BTreeSet::new();
     for step in &mut runnable.steps {
-        if let Some(p) = step.after.iter().find(|p| failed_bases.contains_key(*p)) {
-            outcomes.push(Outcome { service: step.service.clone(), result: Result_::NotStarted, reason: format!("parent {p} did not build"), seconds: 0.0, log: None, tail: String::new() });
-            step.action = Action::Skip;
+        let outcome = |result, reason| Outcome { service: step.service.clone(), result, reason, seconds: 0.0, log: None, tail: String::new() };
+        if let Some(why) = failed_bases.get(&step.service) {
+            outcomes.push(outcome(Result_::Failed, why.clone()));
+        } else if let Some(p) = step.after.iter().find(|p| out_of_play.contains(*p)) {
+            outcomes.push(outcome(Result_::NotStarted, format!("parent {p} did not build")));
+        } else {
+            continue;
         }
+        out_of_play.insert(step.service.clone());
+        step.action = Action::Skip;
     }
     outcomes.extend(build::execute(&docker, &snap, &runnable, o.jobs, o.verbose, &CANCEL));
 

@@ -92,10 +92,14 @@ fn a_missing_base_image_fails_only_its_services() {
     // A registry port on loopback that nothing listens on: the pull fails at once.
     ws.write("services/ext/Dockerfile", "FROM 127.0.0.1:9/nowhere/base:1\nCOPY x /x\n");
     ws.write("services/ext/x", "x\n");
+    ws.write("services/ext2/Dockerfile", "ARG IMAGE_TAG\nFROM ai-infra-ext:${IMAGE_TAG}\n");
+    ws.write("services/ext3/Dockerfile", "ARG IMAGE_TAG\nFROM ai-infra-ext2:${IMAGE_TAG}\n");
     let o = build_all(&ws, &[]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stdout.contains("could not pull 127.0.0.1:9/nowhere/base:1"), "{o:?}");
     assert!(o.stdout.contains("FAILED ext: base image 127.0.0.1:9/nowhere/base:1 could not be pulled"), "{o:?}");
+    assert!(o.stdout.contains("not built ext2: parent ext did not build"), "{o:?}");
+    assert!(o.stdout.contains("not built ext3: parent ext2 did not build"), "every descendant: {o:?}");
     assert_eq!(Workspace::built(&o.stdout).len(), 5, "{o:?}");
 }
 
