@@ -73,6 +73,9 @@ fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
             "no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})"
         );
     }
+    if line.contains("page not found") || line.contains("malformed HTTP") || line.contains("not a Docker") {
+        return anyhow::anyhow!("{host} answers, but not as a Docker engine ({line}): point DOCKER_HOST at an engine, or run `cargo xtask engine up`");
+    }
     anyhow::anyhow!("{what} failed: {line}")
 }
 
@@ -403,5 +406,7 @@ mod tests {
     fn failures_point_to_the_fix() {
         let e = failure("x", "unix:///s", "Cannot connect to the Docker daemon at unix:///s. Is the docker daemon running?").to_string();
         assert!(e.contains("cargo xtask engine up") && e.contains("DOCKER_HOST"), "{e}");
+        let e = failure("x", "tcp://127.0.0.1:5000", "Error response from daemon: 404 page not found").to_string();
+        assert!(e.contains("not as a Docker engine"), "{e}");
     }
 }

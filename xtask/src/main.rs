@@ -90,7 +90,12 @@ fn run() -> Result<i32> {
         }
         Command::Build(f) => pipeline::run(&root, f),
         Command::CleanAll { tag, force } => clean::run(&root, tag.as_deref(), force),
-        Command::History(service) => history::show(&root, service.as_deref()),
+        Command::History(service) => {
+            if let Some(s) = &service {
+                build::check_service(&project::Project::load(&root)?, s)?;
+            }
+            history::show(&root, service.as_deref())
+        }
         Command::SyncEnv { check } => env::sync(&root, check, false),
         Command::Render { check } => render::run(&root, &project::Project::load(&root)?.names(), check, false),
         Command::Engine(action) => engine::run(&root, &action),

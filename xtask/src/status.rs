@@ -184,8 +184,9 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         let files = contexts(root, &services, &rendered);
         (joined(platform.join()), joined(found.join()), files)
     });
-    let found = found?;
+    // An engine that does not answer is the first thing to say.
     let (mut os, mut arch) = platform?;
+    let found = found?;
     let disagrees = |os: &str, arch: &str| {
         image_names.values().filter_map(|n| found.get(n)).any(|i| i.os.as_deref() != Some(os) || i.arch.as_deref() != Some(arch))
     };

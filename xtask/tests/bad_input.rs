@@ -127,3 +127,17 @@ fn no_engine_names_docker_host_and_engine_up() {
     let o = ws.ok(&["engine", "down"]);
     assert!(o.stdout.contains("nothing stopped"), "{o:?}");
 }
+
+#[test]
+fn docker_host_that_is_not_an_engine() {
+    let Some(reg) = common::registry() else { panic!("run the suite with `cargo xtask test`") };
+    let ws = Workspace::stack("notengine");
+    let host = format!("tcp://{reg}");
+    let o = ws.run_env(&["check-status", &ws.tag], &[("DOCKER_HOST", &host)]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let line = one_error_line(&o);
+    assert!(line.contains(&host) && line.contains("cargo xtask engine up"), "{line}");
+    let o = ws.run_env(&["history", "nosuch"], &[]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(one_error_line(&o).contains("unknown service \"nosuch\""), "{o:?}");
+}
