@@ -2,6 +2,7 @@
 //! before children, up to `--jobs` at a time; a failure skips only its descendants.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -183,6 +184,23 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
     let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
     let mut finished = 0;
     let (tx, rx) = std::sync::mpsc::channel::<Outcome>();
+    // On a terminal, one status line at the bottom says what is building; event lines are
+    // printed above it. Elsewhere, plain lines only.
+    let live = std::io::stdout().is_terminal() && !verbose;
+    let started: std::cell::RefCell<BTreeMap<String, Instant>> = Default::default();
+    let say = |line: &str| {
+        if live {
+            print!("\r\x1b[2K");
+        }
+        println!("{line}");
+    };
+    let redraw = |done: usize| {
+        if live {
+            let now: Vec<String> = started.borrow().iter().map(|(n, t)| format!("{n} {:.0}s", t.elapsed().as_secs_f64())).collect();
+            print!("\r\x1b[2K  {done}/{total} done; building {}", now.join(", "));
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    };
     std::thread::scope(|s| {
         let mut running = 0;
         loop {
@@ -192,7 +210,7 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
                 let failed_parent = step.after.iter().find(|p| outcomes.get(*p).is_some_and(|o| !matches!(o.result, Result_::Built | Result_::Reused | Result_::Pulled)));
                 if let Some(p) = failed_parent {
                     finished += 1;
-                    println!("[{finished}/{total}] skipped {}: parent {p} did not build", step.service);
+                    say(&format!("[{finished}/{total}] skipped {}: parent {p} did not build", step.service));
                     let o = Outcome { service: step.service.clone(), result: Result_::NotStarted, reason: format!("parent {p} did not build"), seconds: 0.0, log: None, tail: String::new() };
                     outcomes.insert(step.service.clone(), o);
                     pending.remove(i);
@@ -204,20 +222,21 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
                 }
                 pending.remove(i);
                 running += 1;
+                started.borrow_mut().insert(step.service.clone(), Instant::now());
                 let tx = tx.clone();
                 match &step.action {
                     Action::Reuse { image } => {
-                        println!("reusing {} ({})", step.service, step.reason);
+                        say(&format!("reusing {} ({})", step.service, step.reason));
                         let image = image.clone();
                         s.spawn(move || tx.send(reuse_one(docker, snap, &step.service, &image)));
                     }
                     Action::Pull { image } => {
-                        println!("pulling {} ({})", step.service, step.reason);
+                        say(&format!("pulling {} ({})", step.service, step.reason));
                         let image = image.clone();
                         s.spawn(move || tx.send(pull_one(docker, snap, &step.service, &image, verbose, cancel)));
                     }
                     Action::Build { no_cache } => {
-                        println!("building {} ({})", step.service, step.reason);
+                        say(&format!("building {} ({})", step.service, step.reason));
                         let no_cache = *no_cache;
                         s.spawn(move || tx.send(build_one(docker, snap, &step.service, no_cache, verbose, cancel)));
                     }
@@ -227,21 +246,27 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
             if running == 0 {
                 break;
             }
-            let Ok(o) = rx.recv() else { break };
+            redraw(finished);
+            let o = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                Ok(o) => o,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            started.borrow_mut().remove(&o.service);
             running -= 1;
             finished += 1;
             match o.result {
-                Result_::Built => println!("[{finished}/{total}] built {} in {:.1}s", o.service, o.seconds),
-                Result_::Reused => println!("[{finished}/{total}] reused {} ({})", o.service, o.reason),
-                Result_::Pulled => println!("[{finished}/{total}] pulled {} ({})", o.service, o.reason),
-                Result_::Failed => println!(
+                Result_::Built => say(&format!("[{finished}/{total}] built {} in {:.1}s", o.service, o.seconds)),
+                Result_::Reused => say(&format!("[{finished}/{total}] reused {} ({})", o.service, o.reason)),
+                Result_::Pulled => say(&format!("[{finished}/{total}] pulled {} ({})", o.service, o.reason)),
+                Result_::Failed => say(&format!(
                     "[{finished}/{total}] FAILED {} after {:.1}s: {}{}",
                     o.service,
                     o.seconds,
                     o.reason,
                     o.log.as_ref().map_or(String::new(), |l| format!(" (log: {l})"))
-                ),
-                Result_::NotStarted => println!("[{finished}/{total}] stopped {}: {}", o.service, o.reason),
+                )),
+                Result_::NotStarted => say(&format!("[{finished}/{total}] stopped {}: {}", o.service, o.reason)),
             }
             outcomes.insert(o.service.clone(), o);
         }
