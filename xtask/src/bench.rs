@@ -152,29 +152,24 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
                 [(format!("ai-infra-{}", s.name), tag.clone()), (format!("ai-infra-{}", s.name), content)]
             })
             .collect();
-        let concurrent = median(5, || {
-            crate::registry::lookup_all(docker, &reg, &refs);
-            Ok(())
-        })?;
-        let one_by_one = median(5, || {
-            for (repo, t) in &refs {
-                crate::registry::lookup(docker, &reg, repo, t);
-            }
-            Ok(())
-        })?;
+        // The lookups at once and one after another, against a registry address.
+        let timings = |registry: &str| -> Result<(f64, f64)> {
+            let at_once = median(5, || {
+                crate::registry::lookup_all(docker, registry, &refs);
+                Ok(())
+            })?;
+            let one_by_one = median(3, || {
+                for (repo, t) in &refs {
+                    crate::registry::lookup(docker, registry, repo, t);
+                }
+                Ok(())
+            })?;
+            Ok((at_once, one_by_one))
+        };
+        let (concurrent, one_by_one) = timings(&reg)?;
         // A registry across a network: the same registry behind a loopback proxy that holds each
         // connection 20 ms before passing it on.
-        let far = delayed_proxy(&reg, std::time::Duration::from_millis(20))?;
-        let far_concurrent = median(5, || {
-            crate::registry::lookup_all(docker, &far, &refs);
-            Ok(())
-        })?;
-        let far_one_by_one = median(3, || {
-            for (repo, t) in &refs {
-                crate::registry::lookup(docker, &far, repo, t);
-            }
-            Ok(())
-        })?;
+        let (far_concurrent, far_one_by_one) = timings(&delayed_proxy(&reg, std::time::Duration::from_millis(20))?)?;
         let names: Vec<String> = snap.statuses.iter().map(|s| format!("{reg}/ai-infra-{}:{tag}", s.name)).collect();
         let cli = median(3, || {
             for name in &names {

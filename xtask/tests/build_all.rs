@@ -183,7 +183,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_builds_only_what_is_left() {
     common::slow_service(&ws, "slow", None, 20.0);
     common::slow_service(&ws, "child", Some("slow"), 0.0);
     ws.run(&["engine", "status"]); // writes the workspace ids
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["build-all", &ws.tag, "--jobs", "2"])
         .env("AI_INFRA_ROOT", &ws.root)
         .stdout(std::process::Stdio::piped())

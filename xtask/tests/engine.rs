@@ -42,7 +42,7 @@ fn the_engine_dying_mid_build_is_reported_and_the_next_run_builds_only_the_rest(
     let state: serde_json::Value = serde_json::from_str(&ws.read("target/engine/state.json")).unwrap();
     let pid = state["pid"].as_u64().unwrap().to_string();
 
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["build-all", &ws.tag])
         .env("AI_INFRA_ROOT", &ws.root)
         .env_remove("DOCKER_HOST")

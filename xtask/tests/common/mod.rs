@@ -97,6 +97,16 @@ impl Workspace {
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.exec(args, env, false)
+    }
+
+    /// Runs without DOCKER_HOST, so that the tool finds the engine `engine up` started for
+    /// this root.
+    pub fn run_own_engine(&self, args: &[&str]) -> Output {
+        self.exec(args, &[], true)
+    }
+
+    fn exec(&self, args: &[&str], env: &[(&str, &str)], own_engine: bool) -> Output {
         // Tests with identical files would share input digests, and build-all reuses an image
         // with the same inputs: a file naming the workspace keeps each test's images its own.
         if let Ok(dirs) = std::fs::read_dir(self.root.join("services")) {
@@ -109,22 +119,12 @@ impl Workspace {
         }
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
         c.args(args).env("AI_INFRA_ROOT", &self.root).env_remove("FORCE_REBUILD").env("NO_COLOR", "1");
+        if own_engine {
+            c.env_remove("DOCKER_HOST");
+        }
         for (k, v) in env {
             c.env(k, v);
         }
-        let o = c.output().expect("run xtask");
-        Output {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-
-    /// Runs without DOCKER_HOST, so that the tool finds the engine `engine up` started for
-    /// this root.
-    pub fn run_own_engine(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        c.args(args).env("AI_INFRA_ROOT", &self.root).env_remove("DOCKER_HOST").env("NO_COLOR", "1");
         let o = c.output().expect("run xtask");
         Output {
             code: o.status.code().unwrap_or(-1),
