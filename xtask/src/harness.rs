@@ -12,6 +12,9 @@ pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
     // busybox gives test images a shell without pulling anything.
     engine::install_missing(&[("dockerd", "docker.io"), ("docker-registry", "docker-registry"), ("busybox", "busybox-static")])
         .or_else(|e| if std::env::var_os("DOCKER_HOST").is_some() { Ok(()) } else { Err(e) })?;
+    // Ctrl-C reaches the test runner (same process group), which stops; this process lives on
+    // to stop the engine and registry it started.
+    let _ = ctrlc::set_handler(|| {});
     let (host, started) = engine::up(root, true)?;
     let result = with_engine(root, host.as_deref(), args);
     if started {
