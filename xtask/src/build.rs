@@ -17,7 +17,7 @@ use crate::status::Snapshot;
 
 /// What happened to one planned service.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Result_ {
+pub enum Ended {
     Built,
     Reused,
     Pulled,
@@ -29,7 +29,7 @@ pub enum Result_ {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub service: String,
-    pub result: Result_,
+    pub result: Ended,
     /// Why it was built, or why it failed or did not start.
     pub reason: String,
     pub seconds: f64,
@@ -66,7 +66,7 @@ fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbo
     let started = Instant::now();
     let dir = crate::state_dir(&snap.root);
     let log = dir.join("logs").join(format!("{name}.log"));
-    let mut outcome = Outcome { service: name.to_string(), result: Result_::Failed, reason: String::new(), seconds: 0.0, log: Some(log.clone()), tail: String::new() };
+    let mut outcome = Outcome { service: name.to_string(), result: Ended::Failed, reason: String::new(), seconds: 0.0, log: Some(log.clone()), tail: String::new() };
     let r = snap.services.iter().find(|r| r.service.name == name).expect("planned services are in the snapshot");
     let d = &snap.digests[name];
     let Some(total) = d.total.clone() else {
@@ -110,7 +110,7 @@ fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbo
     match end {
         Err(e) => outcome.reason = format!("{e:#}"),
         Ok(BuildEnd::Interrupted) => {
-            outcome.result = Result_::NotStarted;
+            outcome.result = Ended::NotStarted;
             outcome.reason = "interrupted".into();
         }
         Ok(BuildEnd::Failed) => {
@@ -123,7 +123,7 @@ fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbo
                 if let Err(e) = digest::save_record(&snap.root, &total, &snap.records[name]) {
                     eprintln!("warning: {e:#}");
                 }
-                outcome.result = Result_::Built;
+                outcome.result = Ended::Built;
             }
             Err(e) => outcome.reason = format!("{e:#}"),
         },
@@ -135,10 +135,10 @@ fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbo
 /// Tags an image that already carries the expected input digest instead of building.
 fn reuse_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str) -> Outcome {
     let started = Instant::now();
-    let mut outcome = Outcome { service: name.to_string(), result: Result_::Reused, reason: format!("tagged {image}"), seconds: 0.0, log: None, tail: String::new() };
+    let mut outcome = Outcome { service: name.to_string(), result: Ended::Reused, reason: format!("tagged {image}"), seconds: 0.0, log: None, tail: String::new() };
     for t in tags(snap, name) {
         if let Err(e) = docker.tag(image, &t) {
-            outcome.result = Result_::Failed;
+            outcome.result = Ended::Failed;
             outcome.reason = format!("{e:#}");
             break;
         }
@@ -158,8 +158,8 @@ fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str, verbose: 
         Ok(images) => match images.get(image).and_then(|i| digest::from_labels(&i.labels)).and_then(|d| d.total) {
             Some(t) if t == expected => {
                 let mut o = reuse_one(docker, snap, name, image);
-                if o.result == Result_::Reused {
-                    o.result = Result_::Pulled;
+                if o.result == Ended::Reused {
+                    o.result = Ended::Pulled;
                     o.reason = format!("pulled {image}");
                 }
                 o.seconds = started.elapsed().as_secs_f64();
@@ -171,7 +171,7 @@ fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str, verbose: 
     };
     println!("{name}: {why_not}; building it instead");
     let mut o = build_one(docker, snap, name, false, verbose, cancel);
-    o.reason = if o.result == Result_::Built { why_not } else { format!("{}; {why_not}", o.reason) };
+    o.reason = if o.result == Ended::Built { why_not } else { format!("{}; {why_not}", o.reason) };
     o
 }
 
@@ -207,11 +207,11 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
             let mut i = 0;
             while i < pending.len() && running < jobs && !cancel.load(Ordering::Relaxed) {
                 let step = pending[i];
-                let failed_parent = step.after.iter().find(|p| outcomes.get(*p).is_some_and(|o| !matches!(o.result, Result_::Built | Result_::Reused | Result_::Pulled)));
+                let failed_parent = step.after.iter().find(|p| outcomes.get(*p).is_some_and(|o| !matches!(o.result, Ended::Built | Ended::Reused | Ended::Pulled)));
                 if let Some(p) = failed_parent {
                     finished += 1;
                     say(&format!("[{finished}/{total}] skipped {}: parent {p} did not build", step.service));
-                    let o = Outcome { service: step.service.clone(), result: Result_::NotStarted, reason: format!("parent {p} did not build"), seconds: 0.0, log: None, tail: String::new() };
+                    let o = Outcome { service: step.service.clone(), result: Ended::NotStarted, reason: format!("parent {p} did not build"), seconds: 0.0, log: None, tail: String::new() };
                     outcomes.insert(step.service.clone(), o);
                     pending.remove(i);
                     continue;
@@ -256,17 +256,17 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
             running -= 1;
             finished += 1;
             match o.result {
-                Result_::Built => say(&format!("[{finished}/{total}] built {} in {:.1}s", o.service, o.seconds)),
-                Result_::Reused => say(&format!("[{finished}/{total}] reused {} ({})", o.service, o.reason)),
-                Result_::Pulled => say(&format!("[{finished}/{total}] pulled {} ({})", o.service, o.reason)),
-                Result_::Failed => say(&format!(
+                Ended::Built => say(&format!("[{finished}/{total}] built {} in {:.1}s", o.service, o.seconds)),
+                Ended::Reused => say(&format!("[{finished}/{total}] reused {} ({})", o.service, o.reason)),
+                Ended::Pulled => say(&format!("[{finished}/{total}] pulled {} ({})", o.service, o.reason)),
+                Ended::Failed => say(&format!(
                     "[{finished}/{total}] FAILED {} after {:.1}s: {}{}",
                     o.service,
                     o.seconds,
                     o.reason,
                     o.log.as_ref().map_or(String::new(), |l| format!(" (log: {l})"))
                 )),
-                Result_::NotStarted => say(&format!("[{finished}/{total}] stopped {}: {}", o.service, o.reason)),
+                Ended::NotStarted => say(&format!("[{finished}/{total}] stopped {}: {}", o.service, o.reason)),
             }
             outcomes.insert(o.service.clone(), o);
         }
@@ -274,7 +274,7 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
     for step in pending {
         outcomes.insert(
             step.service.clone(),
-            Outcome { service: step.service.clone(), result: Result_::NotStarted, reason: "interrupted before it started".into(), seconds: 0.0, log: None, tail: String::new() },
+            Outcome { service: step.service.clone(), result: Ended::NotStarted, reason: "interrupted before it started".into(), seconds: 0.0, log: None, tail: String::new() },
         );
     }
     work.iter().filter_map(|s| outcomes.remove(&s.service)).collect()

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use camino::Utf8Path;
 use serde_json::{json, Value};
 
-use crate::build::{Outcome, Result_};
+use crate::build::{Ended, Outcome};
 use crate::plan::{Action, Plan};
 use crate::status::Snapshot;
 
@@ -47,18 +47,18 @@ pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], sna
         };
         let result = match outcome.map(|o| &o.result) {
             None => "ok",
-            Some(Result_::Built) => "built",
-            Some(Result_::Reused) => "reused",
-            Some(Result_::Pulled) => "pulled",
-            Some(Result_::Failed) => "failed",
-            Some(Result_::NotStarted) => "not started",
+            Some(Ended::Built) => "built",
+            Some(Ended::Reused) => "reused",
+            Some(Ended::Pulled) => "pulled",
+            Some(Ended::Failed) => "failed",
+            Some(Ended::NotStarted) => "not started",
         };
         let line = json!({
             "time": time,
             "tag": tag,
             "service": step.service,
             "action": action,
-            "reason": outcome.filter(|o| !matches!(o.result, Result_::Built | Result_::Reused | Result_::Pulled)).map_or(step.reason.clone(), |o| o.reason.clone()),
+            "reason": outcome.filter(|o| !matches!(o.result, Ended::Built | Ended::Reused | Ended::Pulled)).map_or(step.reason.clone(), |o| o.reason.clone()),
             "digest": snap.digests.get(&step.service).and_then(|d| d.total.clone()),
             "seconds": outcome.map_or(0.0, |o| (o.seconds * 1000.0).round() / 1000.0),
             "result": result,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::build::{self, Outcome, Result_};
+use crate::build::{self, Outcome, Ended};
 use crate::docker::Docker;
 use crate::plan::{self, Action, Plan};
 use crate::flags::Build;
@@ -227,9 +227,9 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     for step in &mut runnable.steps {
         let outcome = |result, reason| Outcome { service: step.service.clone(), result, reason, seconds: 0.0, log: None, tail: String::new() };
         if let Some(why) = failed_bases.get(&step.service) {
-            outcomes.push(outcome(Result_::Failed, why.clone()));
+            outcomes.push(outcome(Ended::Failed, why.clone()));
         } else if let Some(p) = step.after.iter().find(|p| out_of_play.contains(*p)) {
-            outcomes.push(outcome(Result_::NotStarted, format!("parent {p} did not build")));
+            outcomes.push(outcome(Ended::NotStarted, format!("parent {p} did not build")));
         } else {
             continue;
         }
@@ -257,7 +257,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         (None, _) => after.is_some(),
     };
     history::append(root, &tag, &plan, &outcomes, after.as_ref().unwrap_or(&snap))?;
-    let count = |r: Result_| outcomes.iter().filter(|o| o.result == r).count();
+    let count = |r: Ended| outcomes.iter().filter(|o| o.result == r).count();
     let planned: BTreeSet<&str> = plan.work().map(|s| s.service.as_str()).collect();
     let still_bad: Vec<&str> = after
         .iter()
@@ -267,15 +267,15 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         .collect();
     println!(
         "summary: built {}, reused {}, pulled {}, failed {}, not started {}, up to date {}, in {:.1}s",
-        count(Result_::Built),
-        count(Result_::Reused),
-        count(Result_::Pulled),
-        count(Result_::Failed),
-        count(Result_::NotStarted),
+        count(Ended::Built),
+        count(Ended::Reused),
+        count(Ended::Pulled),
+        count(Ended::Failed),
+        count(Ended::NotStarted),
         plan.steps.len() - plan.work().count(),
         started.elapsed().as_secs_f64()
     );
-    for f in outcomes.iter().filter(|o| o.result == Result_::Failed) {
+    for f in outcomes.iter().filter(|o| o.result == Ended::Failed) {
         println!("FAILED {}: {}", f.service, f.reason);
         for line in f.tail.lines() {
             println!("    {line}");
@@ -284,14 +284,14 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
             println!("    full log: {l}");
         }
     }
-    for n in outcomes.iter().filter(|o| o.result == Result_::NotStarted) {
+    for n in outcomes.iter().filter(|o| o.result == Ended::NotStarted) {
         println!("not built {}: {}", n.service, n.reason);
     }
     if CANCEL.load(Ordering::Relaxed) {
         println!("interrupted: the next run builds only what is still not OK");
     }
-    let clean = count(Result_::Failed) == 0 && count(Result_::NotStarted) == 0 && still_bad.is_empty() && pushed;
-    if !still_bad.is_empty() && count(Result_::Failed) == 0 {
+    let clean = count(Ended::Failed) == 0 && count(Ended::NotStarted) == 0 && still_bad.is_empty() && pushed;
+    if !still_bad.is_empty() && count(Ended::Failed) == 0 {
         println!("not OK after the build: {}", still_bad.join(", "));
     }
     Ok(if clean { 0 } else { 1 })
