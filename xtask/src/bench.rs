@@ -179,10 +179,20 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
         })?;
         xtask.run(&["clean-all", "--force"])?;
         println!("\ncheck-status --remote, {n} services on a loopback registry (median of runs):");
-        println!("  cargo xtask check-status --remote  {ours:>8.3} s   (whole command: local status and {} lookups)", refs.len());
+        println!(
+            "  cargo xtask check-status --remote  {ours:>8.3} s   (whole command: local status and {} lookups)",
+            refs.len()
+        );
         println!("  the {} lookups, concurrently       {concurrent:>8.4} s", refs.len());
-        println!("  the {} lookups, one after another  {one_by_one:>8.4} s   ({:.1}x, target: at least 5x)", refs.len(), one_by_one / concurrent);
-        println!("  docker manifest inspect, one by one {cli:>7.3} s   ({n} calls, TAG only; {:.1}x the whole command)", cli / ours);
+        println!(
+            "  the {} lookups, one after another  {one_by_one:>8.4} s   ({:.1}x, target: at least 5x)",
+            refs.len(),
+            one_by_one / concurrent
+        );
+        println!(
+            "  docker manifest inspect, one by one {cli:>7.3} s   ({n} calls, TAG only; {:.1}x the whole command)",
+            cli / ours
+        );
         println!("  with 20 ms per connection: at once {far_concurrent:>7.4} s, one after another {far_one_by_one:.4} s ({:.1}x)", far_one_by_one / far_concurrent);
         Ok(())
     })();
@@ -275,7 +285,9 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
                 std::fs::copy(busybox, svc.join("busybox"))?;
                 format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"{sleep}\"]\n")
             }
-            Some(p) => format!("ARG IMAGE_TAG\nFROM ai-infra-{p}:${{IMAGE_TAG}}\nRUN [\"/bin/busybox\", \"sleep\", \"{sleep}\"]\n"),
+            Some(p) => format!(
+                "ARG IMAGE_TAG\nFROM ai-infra-{p}:${{IMAGE_TAG}}\nRUN [\"/bin/busybox\", \"sleep\", \"{sleep}\"]\n"
+            ),
         };
         std::fs::write(svc.join("Dockerfile"), dockerfile)?;
         parent_of.insert(name, parent);
@@ -318,7 +330,10 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
     println!("  ideal for 4 jobs               {ideal:>8.2} s   (max of critical path and work / 4)");
     println!("  --jobs 4 (whole run)           {parallel:>8.2} s");
     println!("  --jobs 4 / ideal               {:>8.2}   (target: at most 1.3)", parallel / ideal);
-    println!("  fixed cost per build           {:>8.2} s   (work minus sleeps, over {n} builds)", (work - slept) / n as f64);
+    println!(
+        "  fixed cost per build           {:>8.2} s   (work minus sleeps, over {n} builds)",
+        (work - slept) / n as f64
+    );
     Ok(())
 }
 
@@ -330,7 +345,8 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<
     eprintln!("building {n} services for the status figures");
     let xtask = Xtask::on(docker, dir)?;
     xtask.run(&["build-all", &tag])?;
-    let names: Vec<String> = snap.services.iter().map(|r| crate::reference::image_name(&r.service.name, &tag, None)).collect();
+    let names: Vec<String> =
+        snap.services.iter().map(|r| crate::reference::image_name(&r.service.name, &tag, None)).collect();
     let sh = &xtask.sh;
     let ours = median(5, || {
         let out = xtask.read(&["check-status", &tag, "--format", "plain"])?;

@@ -45,7 +45,10 @@ pub fn tail(log: &str, n: usize) -> String {
         .map(str::trim_end)
         .filter(|l| {
             let t = l.trim_start();
-            !t.is_empty() && !t.starts_with("DEPRECATED") && !t.contains("docs.docker.com/go/buildx") && !t.starts_with("Install the buildx")
+            !t.is_empty()
+                && !t.starts_with("DEPRECATED")
+                && !t.contains("docs.docker.com/go/buildx")
+                && !t.starts_with("Install the buildx")
         })
         .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -62,16 +65,34 @@ fn tags(snap: &Snapshot, name: &str) -> Vec<String> {
 
 /// Builds one service as the snapshot describes it: its build args, target, and the labels
 /// that record its input digest.
-fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbose: bool, cancel: &AtomicBool) -> Outcome {
+fn build_one(
+    docker: &Docker,
+    snap: &Snapshot,
+    name: &str,
+    no_cache: bool,
+    verbose: bool,
+    cancel: &AtomicBool,
+) -> Outcome {
     let started = Instant::now();
     let dir = crate::state_dir(&snap.root);
     let log = dir.join("logs").join(format!("{name}.log"));
-    let mut outcome = Outcome { service: name.to_string(), result: Ended::Failed, reason: String::new(), seconds: 0.0, log: Some(log.clone()), tail: String::new() };
+    let mut outcome = Outcome {
+        service: name.to_string(),
+        result: Ended::Failed,
+        reason: String::new(),
+        seconds: 0.0,
+        log: Some(log.clone()),
+        tail: String::new(),
+    };
     let r = snap.services.iter().find(|r| r.service.name == name).expect("planned services are in the snapshot");
     let d = &snap.digests[name];
     let Some(total) = d.total.clone() else {
-        let missing: Vec<&String> = snap.records[name].bases.iter().filter(|(_, id)| id.is_none()).map(|(b, _)| b).collect();
-        outcome.reason = format!("base image not present locally: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        let missing: Vec<&String> =
+            snap.records[name].bases.iter().filter(|(_, id)| id.is_none()).map(|(b, _)| b).collect();
+        outcome.reason = format!(
+            "base image not present locally: {}",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
         return outcome;
     };
     // A parent image that vanished (removed by someone else during the run) would make the
@@ -80,7 +101,8 @@ fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbo
     match docker.inspect(&parents) {
         Ok(found) => {
             if let Some(gone) = parents.iter().find(|p| !found.contains_key(*p)) {
-                outcome.reason = format!("parent image {gone} is not present locally (removed during the run?): run again");
+                outcome.reason =
+                    format!("parent image {gone} is not present locally (removed during the run?): run again");
                 return outcome;
             }
         }
@@ -135,7 +157,14 @@ fn build_one(docker: &Docker, snap: &Snapshot, name: &str, no_cache: bool, verbo
 /// Tags an image that already carries the expected input digest instead of building.
 fn reuse_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str) -> Outcome {
     let started = Instant::now();
-    let mut outcome = Outcome { service: name.to_string(), result: Ended::Reused, reason: format!("tagged {image}"), seconds: 0.0, log: None, tail: String::new() };
+    let mut outcome = Outcome {
+        service: name.to_string(),
+        result: Ended::Reused,
+        reason: format!("tagged {image}"),
+        seconds: 0.0,
+        log: None,
+        tail: String::new(),
+    };
     for t in tags(snap, name) {
         if let Err(e) = docker.tag(image, &t) {
             outcome.result = Ended::Failed;
@@ -165,7 +194,11 @@ fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str, verbose: 
                 o.seconds = started.elapsed().as_secs_f64();
                 return o;
             }
-            Some(t) => format!("{image} carries another input digest ({}, expected {}): not trusted", digest::short(&t), digest::short(&expected)),
+            Some(t) => format!(
+                "{image} carries another input digest ({}, expected {}): not trusted",
+                digest::short(&t),
+                digest::short(&expected)
+            ),
             None => format!("{image} carries no input digest: not trusted"),
         },
     };
@@ -177,7 +210,14 @@ fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str, verbose: 
 
 /// Runs the plan: a service starts as soon as its planned parents succeeded, up to `jobs` at
 /// a time. Prints a line as each starts and ends.
-pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbose: bool, cancel: &AtomicBool) -> Vec<Outcome> {
+pub fn execute(
+    docker: &Docker,
+    snap: &Snapshot,
+    plan: &Plan,
+    jobs: usize,
+    verbose: bool,
+    cancel: &AtomicBool,
+) -> Vec<Outcome> {
     let work: Vec<_> = plan.work().collect();
     let total = work.len();
     let mut pending = work.clone();
@@ -196,7 +236,8 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
     };
     let redraw = |done: usize| {
         if live {
-            let now: Vec<String> = started.borrow().iter().map(|(n, t)| format!("{n} {:.0}s", t.elapsed().as_secs_f64())).collect();
+            let now: Vec<String> =
+                started.borrow().iter().map(|(n, t)| format!("{n} {:.0}s", t.elapsed().as_secs_f64())).collect();
             print!("\r\x1b[2K  {done}/{total} done; building {}", now.join(", "));
             let _ = std::io::Write::flush(&mut std::io::stdout());
         }
@@ -207,11 +248,20 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
             let mut i = 0;
             while i < pending.len() && running < jobs && !cancel.load(Ordering::Relaxed) {
                 let step = pending[i];
-                let failed_parent = step.after.iter().find(|p| outcomes.get(*p).is_some_and(|o| !matches!(o.result, Ended::Built | Ended::Reused | Ended::Pulled)));
+                let failed_parent = step.after.iter().find(|p| {
+                    outcomes.get(*p).is_some_and(|o| !matches!(o.result, Ended::Built | Ended::Reused | Ended::Pulled))
+                });
                 if let Some(p) = failed_parent {
                     finished += 1;
                     say(&format!("[{finished}/{total}] skipped {}: parent {p} did not build", step.service));
-                    let o = Outcome { service: step.service.clone(), result: Ended::NotStarted, reason: format!("parent {p} did not build"), seconds: 0.0, log: None, tail: String::new() };
+                    let o = Outcome {
+                        service: step.service.clone(),
+                        result: Ended::NotStarted,
+                        reason: format!("parent {p} did not build"),
+                        seconds: 0.0,
+                        log: None,
+                        tail: String::new(),
+                    };
                     outcomes.insert(step.service.clone(), o);
                     pending.remove(i);
                     continue;
@@ -274,7 +324,14 @@ pub fn execute(docker: &Docker, snap: &Snapshot, plan: &Plan, jobs: usize, verbo
     for step in pending {
         outcomes.insert(
             step.service.clone(),
-            Outcome { service: step.service.clone(), result: Ended::NotStarted, reason: "interrupted before it started".into(), seconds: 0.0, log: None, tail: String::new() },
+            Outcome {
+                service: step.service.clone(),
+                result: Ended::NotStarted,
+                reason: "interrupted before it started".into(),
+                seconds: 0.0,
+                log: None,
+                tail: String::new(),
+            },
         );
     }
     work.iter().filter_map(|s| outcomes.remove(&s.service)).collect()

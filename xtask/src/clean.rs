@@ -34,7 +34,10 @@ pub fn run(root: &Utf8Path, tag: Option<&str>, force: bool) -> Result<i32> {
         for n in &mine {
             println!("  {n}");
         }
-        println!("nothing removed: run `cargo xtask clean-all{} --force` to remove them", tag.map_or(String::new(), |t| format!(" {t}")));
+        println!(
+            "nothing removed: run `cargo xtask clean-all{} --force` to remove them",
+            tag.map_or(String::new(), |t| format!(" {t}"))
+        );
         return Ok(0);
     }
     let problems = docker.remove(&mine)?;

@@ -92,7 +92,8 @@ pub fn list(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: &HashCa
     if !meta.is_dir() {
         bail!("build context {context} is not a folder");
     }
-    let mut listing = Listing { records: Vec::new(), pending: Vec::new(), keys: Vec::new(), context: context.to_path_buf() };
+    let mut listing =
+        Listing { records: Vec::new(), pending: Vec::new(), keys: Vec::new(), context: context.to_path_buf() };
     walk(&abs, "", ignore, context, cache, &mut listing)?;
     Ok(listing)
 }
@@ -103,7 +104,8 @@ pub fn finish(listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Ve
     let pending: Vec<(usize, &Pending)> =
         listings.iter().enumerate().flat_map(|(i, l)| l.pending.iter().map(move |p| (i, p))).collect();
     let hashed = hash_all(&pending.iter().map(|(i, p)| (*p, listings[*i].context.as_path())).collect::<Vec<_>>())?;
-    let updates: Vec<(usize, usize, String)> = pending.iter().zip(hashed).map(|((i, p), sha)| (*i, p.index, sha)).collect();
+    let updates: Vec<(usize, usize, String)> =
+        pending.iter().zip(hashed).map(|((i, p), sha)| (*i, p.index, sha)).collect();
     let mut out = Vec::new();
     for (i, l) in listings.into_iter().enumerate() {
         let mut records = l.records;
@@ -126,7 +128,12 @@ pub fn finish(listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Ve
 
 /// Puts generated files (path relative to the root, content) into a context's records, in place
 /// of what is on disk, with the folders that lead to them.
-pub fn overlay<'a>(records: &mut Vec<FileRecord>, context: &Utf8Path, ignore: &Ignore, files: impl Iterator<Item = (&'a Utf8Path, &'a [u8])>) {
+pub fn overlay<'a>(
+    records: &mut Vec<FileRecord>,
+    context: &Utf8Path,
+    ignore: &Ignore,
+    files: impl Iterator<Item = (&'a Utf8Path, &'a [u8])>,
+) {
     use sha2::Digest;
     let mut changed = false;
     for (path, bytes) in files {
@@ -136,7 +143,10 @@ pub fn overlay<'a>(records: &mut Vec<FileRecord>, context: &Utf8Path, ignore: &I
             continue;
         }
         records.retain(|r| r.path != rel);
-        records.push(FileRecord { path: rel.to_string(), what: What::File { exec: false, sha256: hex(&sha2::Sha256::digest(bytes)) } });
+        records.push(FileRecord {
+            path: rel.to_string(),
+            what: What::File { exec: false, sha256: hex(&sha2::Sha256::digest(bytes)) },
+        });
         for (i, _) in rel.match_indices('/') {
             let dir = &rel[..i];
             if !records.iter().any(|r| r.path == dir) && !ignore.excludes(dir) {
@@ -236,7 +246,8 @@ fn hash_all(pending: &[(&Pending, &Utf8Path)]) -> Result<Vec<String>> {
     let results = parallel(pending.len(), |i| {
         let (p, context) = pending[i];
         hash_file(&p.abs).with_context(|| {
-            let rel = p.abs.strip_prefix(context).ok().or_else(|| p.abs.file_name().map(Utf8Path::new)).unwrap_or(&p.abs);
+            let rel =
+                p.abs.strip_prefix(context).ok().or_else(|| p.abs.file_name().map(Utf8Path::new)).unwrap_or(&p.abs);
             format!("cannot read {rel}: fix its permissions or exclude it in .dockerignore")
         })
     });
@@ -333,10 +344,14 @@ mod tests {
 
         // Generated content stands in for the file on disk, with its folders.
         let mut with = recs.clone();
-        let gen: Vec<(Utf8PathBuf, Vec<u8>)> = vec![("c/new/dir/gen.conf".into(), b"a".to_vec()), ("c/a.txt".into(), b"b".to_vec())];
+        let gen: Vec<(Utf8PathBuf, Vec<u8>)> =
+            vec![("c/new/dir/gen.conf".into(), b"a".to_vec()), ("c/a.txt".into(), b"b".to_vec())];
         overlay(&mut with, "c".into(), &ignore, gen.iter().map(|(p, b)| (p.as_path(), b.as_slice())));
         let lines: String = with.iter().map(|r| r.line()).collect();
-        assert!(lines.contains(&format!("file - {sha_a} new/dir/gen.conf\n")) && lines.contains("dir new\ndir new/dir\n"), "{lines}");
+        assert!(
+            lines.contains(&format!("file - {sha_a} new/dir/gen.conf\n")) && lines.contains("dir new\ndir new/dir\n"),
+            "{lines}"
+        );
         assert!(!lines.contains(&format!("{sha_a} a.txt")) && lines.contains(" a.txt\n"), "{lines}");
 
         std::fs::write(root.join("c/Dockerfile.dockerignore"), "x").unwrap();

@@ -29,7 +29,8 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 5] = [Category::Dockerfile, Category::Args, Category::Files, Category::Parents, Category::Bases];
+    pub const ALL: [Category; 5] =
+        [Category::Dockerfile, Category::Args, Category::Files, Category::Parents, Category::Bases];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -82,7 +83,8 @@ pub fn is_secret(name: &str) -> bool {
 pub fn recorded_args(args: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     args.iter()
         .map(|(k, v)| {
-            let v = if is_secret(k) { format!("hidden:sha256:{}", hex(&Sha256::digest(v.as_bytes()))) } else { v.clone() };
+            let v =
+                if is_secret(k) { format!("hidden:sha256:{}", hex(&Sha256::digest(v.as_bytes()))) } else { v.clone() };
             (k.clone(), v)
         })
         .collect()
@@ -253,7 +255,9 @@ pub fn explain(old: &Record, new: &Record, changed: &[Category]) -> Vec<String> 
         for name in old.args.keys().chain(new.args.keys()).collect::<std::collections::BTreeSet<_>>() {
             let show = |v: &str| if is_secret(name) { "(hidden)".to_string() } else { format!("{v:?}") };
             match (old.args.get(name), new.args.get(name)) {
-                (Some(a), Some(b)) if a != b => out.push(format!("build arg {name} changed: {} -> {}", show(a), show(b))),
+                (Some(a), Some(b)) if a != b => {
+                    out.push(format!("build arg {name} changed: {} -> {}", show(a), show(b)))
+                }
                 (None, Some(b)) => out.push(format!("build arg {name} added: {}", show(b))),
                 (Some(_), None) => out.push(format!("build arg {name} removed")),
                 _ => {}
@@ -274,7 +278,8 @@ pub fn explain(old: &Record, new: &Record, changed: &[Category]) -> Vec<String> 
         changes.extend(before.keys().filter(|p| !after.contains_key(*p)).map(|p| format!("{p} (removed)")));
         if !changes.is_empty() {
             let shown = changes.len().min(5);
-            let more = if changes.len() > shown { format!(" and {} more", changes.len() - shown) } else { String::new() };
+            let more =
+                if changes.len() > shown { format!(" and {} more", changes.len() - shown) } else { String::new() };
             out.push(format!("files changed: {}{more}", changes[..shown].join(", ")));
         }
     }
@@ -291,7 +296,9 @@ pub fn explain(old: &Record, new: &Record, changed: &[Category]) -> Vec<String> 
     if changed.contains(&Category::Bases) {
         for name in old.bases.keys().chain(new.bases.keys()).collect::<std::collections::BTreeSet<_>>() {
             match (old.bases.get(name), new.bases.get(name)) {
-                (Some(Some(a)), Some(Some(b))) if a != b => out.push(format!("base image {name} moved: {} -> {}", short(a), short(b))),
+                (Some(Some(a)), Some(Some(b))) if a != b => {
+                    out.push(format!("base image {name} moved: {} -> {}", short(a), short(b)))
+                }
                 (None, Some(_)) => out.push(format!("base image {name} added")),
                 (Some(_), None) => out.push(format!("base image {name} removed")),
                 _ => {}
@@ -341,7 +348,9 @@ mod tests {
         Record {
             dockerfile: "d".repeat(64),
             target: Some("app".into()),
-            args: recorded_args(&[("PY".to_string(), "3.11".to_string()), ("DB_PASSWORD".to_string(), "hunter2".to_string())].into()),
+            args: recorded_args(
+                &[("PY".to_string(), "3.11".to_string()), ("DB_PASSWORD".to_string(), "hunter2".to_string())].into(),
+            ),
             files: vec![
                 FileRecord { path: "a".into(), what: What::File { exec: false, sha256: "1".repeat(64) } },
                 FileRecord { path: "b".into(), what: What::Symlink("a".into()) },
@@ -368,12 +377,38 @@ mod tests {
         };
         assert_eq!(changed(&|r| r.dockerfile = "e".repeat(64)), vec![Category::Dockerfile]);
         assert_eq!(changed(&|r| r.target = None), vec![Category::Dockerfile]);
-        assert_eq!(changed(&|r| { r.args.insert("PY".into(), "3.12".into()); }), vec![Category::Args]);
-        assert_eq!(changed(&|r| std::sync::Arc::make_mut(&mut r.files)[0].what = What::File { exec: true, sha256: "1".repeat(64) }), vec![Category::Files]);
-        assert_eq!(changed(&|r| std::sync::Arc::make_mut(&mut r.files)[1].what = What::Symlink("c".into())), vec![Category::Files]);
-        assert_eq!(changed(&|r| std::sync::Arc::make_mut(&mut r.files).push(FileRecord { path: "e".into(), what: What::Dir })), vec![Category::Files]);
-        assert_eq!(changed(&|r| { r.parents.insert("base".into(), Some("sha256:q".into())); }), vec![Category::Parents]);
-        assert_eq!(changed(&|r| { r.bases.insert("python:3.11".into(), Some("sha256:c".into())); }), vec![Category::Bases]);
+        assert_eq!(
+            changed(&|r| {
+                r.args.insert("PY".into(), "3.12".into());
+            }),
+            vec![Category::Args]
+        );
+        assert_eq!(
+            changed(
+                &|r| std::sync::Arc::make_mut(&mut r.files)[0].what = What::File { exec: true, sha256: "1".repeat(64) }
+            ),
+            vec![Category::Files]
+        );
+        assert_eq!(
+            changed(&|r| std::sync::Arc::make_mut(&mut r.files)[1].what = What::Symlink("c".into())),
+            vec![Category::Files]
+        );
+        assert_eq!(
+            changed(&|r| std::sync::Arc::make_mut(&mut r.files).push(FileRecord { path: "e".into(), what: What::Dir })),
+            vec![Category::Files]
+        );
+        assert_eq!(
+            changed(&|r| {
+                r.parents.insert("base".into(), Some("sha256:q".into()));
+            }),
+            vec![Category::Parents]
+        );
+        assert_eq!(
+            changed(&|r| {
+                r.bases.insert("python:3.11".into(), Some("sha256:c".into()));
+            }),
+            vec![Category::Bases]
+        );
         assert_eq!(compare(&d, &d), Comparison::default());
     }
 
@@ -406,7 +441,9 @@ mod tests {
     fn explanations_name_what_changed() {
         let old = record();
         let mut new = record();
-        new.args = recorded_args(&[("PY".to_string(), "3.12".to_string()), ("DB_PASSWORD".to_string(), "x".to_string())].into());
+        new.args = recorded_args(
+            &[("PY".to_string(), "3.12".to_string()), ("DB_PASSWORD".to_string(), "x".to_string())].into(),
+        );
         let files = std::sync::Arc::make_mut(&mut new.files);
         files[0].what = What::File { exec: true, sha256: "1".repeat(64) };
         files.remove(1);
@@ -415,7 +452,10 @@ mod tests {
         let text = explain(&old, &new, &Category::ALL).join("; ");
         assert!(text.contains("build arg PY changed: \"3.11\" -> \"3.12\""), "{text}");
         assert!(text.contains("build arg DB_PASSWORD changed: (hidden) -> (hidden)"), "{text}");
-        assert!(text.contains("a (became executable)") && text.contains("z (added)") && text.contains("b (removed)"), "{text}");
+        assert!(
+            text.contains("a (became executable)") && text.contains("z (added)") && text.contains("b (removed)"),
+            "{text}"
+        );
         assert!(text.contains("parent base changed"), "{text}");
         assert!(!text.contains("hunter2"));
     }

@@ -39,7 +39,9 @@ impl Image {
     pub fn from_json(v: &Value) -> Image {
         let s = |p: &str| v.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
         let list = |p: &str| -> Vec<String> {
-            v.pointer(p).and_then(Value::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            v.pointer(p)
+                .and_then(Value::as_array)
+                .map_or_else(Vec::new, |a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
         };
         Image {
             id: s("/Id"),
@@ -67,7 +69,12 @@ pub fn familiar(name: &str) -> &str {
 
 /// Turns a failed docker command into an error a person can act on.
 fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
-    let line = stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("DEPRECATED")).last().unwrap_or("no output");
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("DEPRECATED"))
+        .last()
+        .unwrap_or("no output");
     if stderr.contains("Cannot connect to the Docker daemon") || stderr.contains("Is the docker daemon running") {
         return anyhow::anyhow!(
             "no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})"
@@ -84,7 +91,8 @@ impl Docker {
     /// root, else the default socket) without calling it yet.
     pub fn new(root: &Utf8Path) -> Docker {
         let host_env = crate::engine::docker_host(root);
-        let host = host_env.clone().unwrap_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string());
+        let host =
+            host_env.clone().unwrap_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string());
         Docker { host_env, host, platform: std::sync::OnceLock::new() }
     }
 
@@ -117,7 +125,10 @@ impl Docker {
     /// Asks the engine for its platform and remembers it for `root`.
     pub fn remember_platform(&self, root: &Utf8Path) -> Result<(String, String)> {
         let (os, arch) = self.platform()?;
-        let _ = crate::atomic::write(&crate::state_dir(root).join("engine-platform"), format!("{}\t{os}\t{arch}\n", self.host).as_bytes());
+        let _ = crate::atomic::write(
+            &crate::state_dir(root).join("engine-platform"),
+            format!("{}\t{os}\t{arch}\n", self.host).as_bytes(),
+        );
         Ok((os, arch))
     }
 
@@ -163,7 +174,13 @@ impl Docker {
     /// Runs `docker build`, its output going line by line to `log` (and, with `echo`, to the
     /// terminal with that prefix). `cancel` ends the build. Builds must be interruptible and
     /// streamed, which xshell 0.2 cannot do, so this call uses std::process directly.
-    pub fn build(&self, req: &BuildRequest, log: &Utf8Path, echo: Option<&str>, cancel: &AtomicBool) -> Result<BuildEnd> {
+    pub fn build(
+        &self,
+        req: &BuildRequest,
+        log: &Utf8Path,
+        echo: Option<&str>,
+        cancel: &AtomicBool,
+    ) -> Result<BuildEnd> {
         let mut args: Vec<String> = vec!["build".into(), "-f".into(), req.dockerfile.to_string()];
         for (k, v) in req.args {
             args.push("--build-arg".into());
@@ -193,7 +210,11 @@ impl Docker {
         let file = std::fs::File::create(log).with_context(|| format!("cannot write {log}"))?;
         let file = std::sync::Mutex::new(std::io::LineWriter::new(file));
         let mut command = std::process::Command::new("docker");
-        command.args(&args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        command
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         if let Some(h) = &self.host_env {
             command.env("DOCKER_HOST", h);
         }
@@ -255,7 +276,10 @@ impl Docker {
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let registry = image.split('/').next().unwrap_or(image);
-            if stderr.contains("unauthorized") || stderr.contains("authentication required") || stderr.contains("denied") {
+            if stderr.contains("unauthorized")
+                || stderr.contains("authentication required")
+                || stderr.contains("denied")
+            {
                 bail!("docker push {image}: the registry refused it: run `docker login {registry}`");
             }
             return Err(failure(&format!("docker push {image}"), &self.host, &stderr));
@@ -288,7 +312,11 @@ impl Docker {
         let sh = self.sh()?;
         let out = cmd!(sh, "docker tag {source} {target}").quiet().ignore_status().output()?;
         if !out.status.success() {
-            return Err(failure(&format!("docker tag {source} {target}"), &self.host, &String::from_utf8_lossy(&out.stderr)));
+            return Err(failure(
+                &format!("docker tag {source} {target}"),
+                &self.host,
+                &String::from_utf8_lossy(&out.stderr),
+            ));
         }
         Ok(())
     }
@@ -307,7 +335,13 @@ impl Docker {
 
 /// Reads `docker image inspect` output: a JSON array of the images found, one stderr line per
 /// missing name. Anything else is an error that says so.
-pub fn parse_inspect(names: &[String], stdout: &str, stderr: &str, success: bool, host: &str) -> Result<BTreeMap<String, Image>> {
+pub fn parse_inspect(
+    names: &[String],
+    stdout: &str,
+    stderr: &str,
+    success: bool,
+    host: &str,
+) -> Result<BTreeMap<String, Image>> {
     let missing_line = |l: &str| l.to_lowercase().contains("no such image");
     let parsed: Value = match serde_json::from_str(stdout.trim()) {
         Ok(v @ Value::Array(_)) => v,
@@ -370,7 +404,10 @@ mod tests {
 
     #[test]
     fn inspect_json_with_missing_fields() {
-        let v: Value = serde_json::from_str(r#"{"Id":"sha256:1","RepoTags":["a:b"],"Size":0,"RootFS":{"Type":"layers"},"Config":{}}"#).unwrap();
+        let v: Value = serde_json::from_str(
+            r#"{"Id":"sha256:1","RepoTags":["a:b"],"Size":0,"RootFS":{"Type":"layers"},"Config":{}}"#,
+        )
+        .unwrap();
         let i = Image::from_json(&v);
         assert_eq!(i.id.as_deref(), Some("sha256:1"));
         assert_eq!(i.size, Some(0));
@@ -391,7 +428,8 @@ mod tests {
         assert!(err.contains("not the expected JSON") && err.contains("<html>"), "{err}");
         let err = parse_inspect(&names, "{\"Id\": 1}", "", true, "h").unwrap_err().to_string();
         assert!(err.contains("not the expected JSON"), "{err}");
-        let err = parse_inspect(&names, "", "permission denied while trying to connect", false, "h").unwrap_err().to_string();
+        let err =
+            parse_inspect(&names, "", "permission denied while trying to connect", false, "h").unwrap_err().to_string();
         assert!(err.contains("permission denied"), "{err}");
     }
 
@@ -404,7 +442,12 @@ mod tests {
 
     #[test]
     fn failures_point_to_the_fix() {
-        let e = failure("x", "unix:///s", "Cannot connect to the Docker daemon at unix:///s. Is the docker daemon running?").to_string();
+        let e = failure(
+            "x",
+            "unix:///s",
+            "Cannot connect to the Docker daemon at unix:///s. Is the docker daemon running?",
+        )
+        .to_string();
         assert!(e.contains("cargo xtask engine up") && e.contains("DOCKER_HOST"), "{e}");
         let e = failure("x", "tcp://127.0.0.1:5000", "Error response from daemon: 404 page not found").to_string();
         assert!(e.contains("not as a Docker engine"), "{e}");

@@ -468,7 +468,9 @@ fn copy_sources(keyword: &str, args: &str) -> Vec<String> {
         "COPY" | "ADD" => flags.filter_map(|f| f.strip_prefix("--from=")).map(str::to_string).collect(),
         "RUN" => flags
             .filter_map(|f| f.strip_prefix("--mount="))
-            .flat_map(|m| m.split(',').filter_map(|kv| kv.strip_prefix("from=")).map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|m| {
+                m.split(',').filter_map(|kv| kv.strip_prefix("from=")).map(str::to_string).collect::<Vec<_>>()
+            })
             .collect(),
         _ => Vec::new(),
     }
@@ -491,10 +493,19 @@ fn classify(image: &str, stages: &[Stage], internal: &Internal, line: usize, wha
     Ok(Source::External(crate::reference::normalize_external(image)))
 }
 
-fn classify_from_flag(source: &str, earlier: &[Stage], internal: &Internal, line: usize, keyword: &str) -> Result<Source> {
+fn classify_from_flag(
+    source: &str,
+    earlier: &[Stage],
+    internal: &Internal,
+    line: usize,
+    keyword: &str,
+) -> Result<Source> {
     if let Ok(index) = source.parse::<usize>() {
         if index >= earlier.len() {
-            bail!("line {line}: {keyword} --from={index} names no earlier stage (there are {} before it)", earlier.len());
+            bail!(
+                "line {line}: {keyword} --from={index} names no earlier stage (there are {} before it)",
+                earlier.len()
+            );
         }
         return Ok(Source::Stage(index));
     }

@@ -32,7 +32,8 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
             bail!("line {line_no}: expected KEY=value, found {:?}", shorten(line));
         };
         let key = key.trim_end();
-        if key.is_empty() || !key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        if key.is_empty()
+            || !key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             bail!("line {line_no}: {key:?} is not a valid name (letters, digits and '_', not starting with a digit)");
@@ -113,7 +114,10 @@ pub fn read(path: &Utf8Path) -> Result<Option<(String, Vec<Entry>)>> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}: check its permissions"))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!("{path} is not UTF-8 text (invalid byte at offset {}): save it as UTF-8", e.utf8_error().valid_up_to())
+        anyhow::anyhow!(
+            "{path} is not UTF-8 text (invalid byte at offset {}): save it as UTF-8",
+            e.utf8_error().valid_up_to()
+        )
     })?;
     let entries = parse(&text).with_context(|| format!("{path}"))?;
     Ok(Some((text, entries)))
@@ -321,7 +325,10 @@ mod sync_tests {
         assert_eq!(s.drift, vec!["X"]);
         let text = s.text.unwrap();
         assert!(text.starts_with(mine), "the user's bytes come first, unchanged: {text:?}");
-        assert!(text.ends_with("\n# Added by `cargo xtask sync-env` from .env.example\nB=\"two\"\nexport C='3'\n"), "{text:?}");
+        assert!(
+            text.ends_with("\n# Added by `cargo xtask sync-env` from .env.example\nB=\"two\"\nexport C='3'\n"),
+            "{text:?}"
+        );
         assert_eq!(kv(&text), vec![("A", "custom"), ("X", "only-here"), ("B", "two"), ("C", "3")]);
         // In sync: nothing to write.
         let s = plan_sync(&entries(example2), Some(&text), None, example2).unwrap();
@@ -338,7 +345,10 @@ mod sync_tests {
         let example = "A=2\nB=3\n";
         let last = entries("A=1\n");
         let s = plan_sync(&entries(example), Some(mine), Some(&last), example).unwrap();
-        assert_eq!(s.text.as_deref(), Some("A=1\r\n\r\n# Added by `cargo xtask sync-env` from .env.example\r\nB=3\r\n"));
+        assert_eq!(
+            s.text.as_deref(),
+            Some("A=1\r\n\r\n# Added by `cargo xtask sync-env` from .env.example\r\nB=3\r\n")
+        );
         assert_eq!(s.defaults_moved, vec![("A".to_string(), "1".to_string(), "2".to_string())]);
         assert_eq!(shown("DB_PASSWORD", "x"), "(hidden)");
         assert_eq!(shown("PORT", "80"), "\"80\"");

@@ -234,9 +234,8 @@ fn tag_and_registry(mut pos: Vec<String>) -> Result<(Option<String>, Option<Stri
 
 fn value<T: std::str::FromStr<Err = String>>(args: &mut pico_args::Arguments, flag: &'static str) -> Result<Option<T>> {
     args.opt_value_from_fn(flag, |s| s.parse::<T>()).map_err(|e| match e {
-        pico_args::Error::Utf8ArgumentParsingFailed { cause, .. } | pico_args::Error::ArgumentParsingFailed { cause } => {
-            usage(format!("{flag}: {cause}"))
-        }
+        pico_args::Error::Utf8ArgumentParsingFailed { cause, .. }
+        | pico_args::Error::ArgumentParsingFailed { cause } => usage(format!("{flag}: {cause}")),
         pico_args::Error::OptionWithoutAValue(_) => usage(format!("{flag} needs a value")),
         other => usage(format!("{flag}: {other}")),
     })
@@ -340,7 +339,9 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             let rest: Vec<String> = args.finish().into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
             let rest = match rest.first().map(String::as_str) {
                 Some("--") => rest[1..].to_vec(),
-                Some(a) => return Err(usage(format!("unexpected argument {a:?}: pass test-runner arguments after --"))),
+                Some(a) => {
+                    return Err(usage(format!("unexpected argument {a:?}: pass test-runner arguments after --")))
+                }
                 None => rest,
             };
             Command::Test(rest)
@@ -421,14 +422,28 @@ mod tests {
 
     #[test]
     fn commands_and_flags() {
-        let Some(Command::CheckStatus(c)) = p(&["check-status", "v1", "127.0.0.1:5000", "--format", "json", "--exit-code"]).unwrap() else {
+        let Some(Command::CheckStatus(c)) =
+            p(&["check-status", "v1", "127.0.0.1:5000", "--format", "json", "--exit-code"]).unwrap()
+        else {
             panic!()
         };
-        assert_eq!((c.tag.as_deref(), c.registry.as_deref(), c.format, c.exit_code), (Some("v1"), Some("127.0.0.1:5000"), Format::Json, true));
+        assert_eq!(
+            (c.tag.as_deref(), c.registry.as_deref(), c.format, c.exit_code),
+            (Some("v1"), Some("127.0.0.1:5000"), Format::Json, true)
+        );
         let Some(Command::Build(b)) = p(&["build", "base", "--force"]).unwrap() else { panic!() };
         assert!(b.force && b.service.as_deref() == Some("base") && b.tag.is_none());
-        let Some(Command::Build(b)) = p(&["build-all", "v1", "--jobs", "3", "--dry-run", "--format", "json"]).unwrap() else { panic!() };
-        assert!(b.service.is_none() && b.tag.as_deref() == Some("v1") && b.jobs == 3 && b.dry_run && b.format == Format::Json);
+        let Some(Command::Build(b)) = p(&["build-all", "v1", "--jobs", "3", "--dry-run", "--format", "json"]).unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            b.service.is_none()
+                && b.tag.as_deref() == Some("v1")
+                && b.jobs == 3
+                && b.dry_run
+                && b.format == Format::Json
+        );
         assert!(p(&["check-status", "--help"]).unwrap().is_none());
         assert!(p(&[]).unwrap().is_none());
         let Some(Command::Test(t)) = p(&["test", "--", "-E", "test(x)"]).unwrap() else { panic!() };

@@ -10,8 +10,12 @@ use crate::engine;
 
 pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
     // busybox gives test images a shell without pulling anything.
-    engine::install_missing(&[("dockerd", "docker.io"), ("docker-registry", "docker-registry"), ("busybox", "busybox-static")])
-        .or_else(|e| if std::env::var_os("DOCKER_HOST").is_some() { Ok(()) } else { Err(e) })?;
+    engine::install_missing(&[
+        ("dockerd", "docker.io"),
+        ("docker-registry", "docker-registry"),
+        ("busybox", "busybox-static"),
+    ])
+    .or_else(|e| if std::env::var_os("DOCKER_HOST").is_some() { Ok(()) } else { Err(e) })?;
     // Ctrl-C reaches the test runner (same process group), which stops; this process lives on
     // to stop the engine and registry it started.
     let _ = ctrlc::set_handler(|| {});
@@ -27,11 +31,7 @@ pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
 
 fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i32> {
     let registry = engine::Registry::start(root)?;
-    eprintln!(
-        "test engine: {}; test registry: {}",
-        host.unwrap_or("unix:///var/run/docker.sock"),
-        registry.addr
-    );
+    eprintln!("test engine: {}; test registry: {}", host.unwrap_or("unix:///var/run/docker.sock"), registry.addr);
     let sh = Shell::new()?;
     sh.change_dir(root);
     if let Some(h) = host {
@@ -39,7 +39,11 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     }
     sh.set_var("AI_INFRA_TEST_REGISTRY", &registry.addr);
     let nextest = cmd!(sh, "cargo nextest --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
-    let runner: &[&str] = if nextest { &["nextest", "run", "--workspace", "--no-fail-fast"] } else { &["test", "--workspace", "--no-fail-fast"] };
+    let runner: &[&str] = if nextest {
+        &["nextest", "run", "--workspace", "--no-fail-fast"]
+    } else {
+        &["test", "--workspace", "--no-fail-fast"]
+    };
     // The runner's output goes straight to the terminal and its exact exit code is the
     // suite's: xshell 0.2 offers neither, so this call uses std::process directly.
     let mut command = std::process::Command::new("cargo");

@@ -69,7 +69,8 @@ pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], sna
     let p = path(root);
     std::fs::create_dir_all(crate::state_dir(root))?;
     // Appending whole lines in one write keeps concurrent readers safe.
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).with_context(|| format!("cannot write {p}"))?;
+    let mut f =
+        std::fs::OpenOptions::new().create(true).append(true).open(&p).with_context(|| format!("cannot write {p}"))?;
     f.write_all(text.as_bytes()).with_context(|| format!("cannot write {p}"))?;
     Ok(())
 }

@@ -12,7 +12,10 @@ enum Token {
     /// `?`: one character other than `/`.
     Any,
     /// `[...]`: a class; `negated` for `[^...]` or `[!...]`.
-    Class { negated: bool, items: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
     /// `**` followed by more pattern: any number of whole directories, including none.
     Dirs,
     /// `**` at the end: anything at all.

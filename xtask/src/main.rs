@@ -14,8 +14,8 @@ mod engine;
 mod env;
 mod flags;
 mod harness;
-mod history;
 mod hashcache;
+mod history;
 mod ignore;
 mod pipeline;
 mod plan;
@@ -80,7 +80,12 @@ fn run() -> Result<i32> {
             let tag = flags::tag(&root, f.tag.as_deref())?;
             let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
             let remote = match f.registry.as_deref().filter(|_| f.remote) {
-                Some(r) => Some(push::remote(&docker, &snap, r, &snap.statuses.iter().map(|s| s.name.clone()).collect::<Vec<_>>())),
+                Some(r) => Some(push::remote(
+                    &docker,
+                    &snap,
+                    r,
+                    &snap.statuses.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                )),
                 None => None,
             };
             print!("{}", report::render(&snap, remote.as_ref(), f.format, &report::Style::stdout()));

@@ -8,10 +8,10 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::build::{self, Outcome, Ended};
+use crate::build::{self, Ended, Outcome};
 use crate::docker::Docker;
-use crate::plan::{self, Action, Plan};
 use crate::flags::Build;
+use crate::plan::{self, Action, Plan};
 use crate::report::Format;
 use crate::status::{self, Snapshot, State};
 use crate::{digest, history, prefetch, project, reference};
@@ -92,20 +92,31 @@ fn reusable(docker: &Docker, snap: &Snapshot, plan: &Plan) -> Result<BTreeMap<St
 }
 
 /// Services the registry holds a build of, under their content tag, for steps that would build.
-fn pullable(docker: &Docker, snap: &Snapshot, plan: &Plan, reuse: &BTreeMap<String, String>, registry: &str) -> BTreeMap<String, String> {
+fn pullable(
+    docker: &Docker,
+    snap: &Snapshot,
+    plan: &Plan,
+    reuse: &BTreeMap<String, String>,
+    registry: &str,
+) -> BTreeMap<String, String> {
     let candidates: Vec<(String, String)> = plan
         .work()
         .filter(|s| s.action == Action::Build { no_cache: false } && !reuse.contains_key(&s.service))
         .filter_map(|s| Some((s.service.clone(), snap.digests.get(&s.service)?.total.clone()?)))
         .collect();
-    let refs: Vec<(String, String)> =
-        candidates.iter().map(|(s, total)| (reference::repository(s, None), crate::registry::content_tag(total))).collect();
+    let refs: Vec<(String, String)> = candidates
+        .iter()
+        .map(|(s, total)| (reference::repository(s, None), crate::registry::content_tag(total)))
+        .collect();
     let found = crate::registry::lookup_all(docker, registry, &refs);
     let mut out = BTreeMap::new();
     for ((service, total), lookup) in candidates.iter().zip(found) {
         match lookup {
             crate::registry::Lookup::Found(_) => {
-                out.insert(service.clone(), reference::image_name(service, &crate::registry::content_tag(total), Some(registry)));
+                out.insert(
+                    service.clone(),
+                    reference::image_name(service, &crate::registry::content_tag(total), Some(registry)),
+                );
             }
             crate::registry::Lookup::Error(e) => println!("registry lookup for {service}: {e}; it is built here"),
             crate::registry::Lookup::Absent => {}
@@ -155,8 +166,10 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     }
     let registry = o.registry.as_deref();
     let mut snap = status::snapshot(&docker, root, &tag, registry)?;
-    let wanted: Option<BTreeSet<String>> =
-        o.service.as_ref().map(|s| project::with_ancestors(&snap.services, s).iter().map(|r| r.service.name.clone()).collect());
+    let wanted: Option<BTreeSet<String>> = o
+        .service
+        .as_ref()
+        .map(|s| project::with_ancestors(&snap.services, s).iter().map(|r| r.service.name.clone()).collect());
     let force: BTreeSet<String> = match (&o.service, o.force) {
         (_, false) => BTreeSet::new(),
         (Some(s), true) => [s.clone()].into(),
@@ -166,7 +179,8 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     let status_line = if o.force && o.service.is_none() {
         "status: skipped, --force rebuilds every service without cache".to_string()
     } else {
-        let in_scope: Vec<_> = snap.statuses.iter().filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.name))).collect();
+        let in_scope: Vec<_> =
+            snap.statuses.iter().filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.name))).collect();
         let not_ok = in_scope.iter().filter(|s| s.state != State::Ok).count();
         format!("status: {not_ok} of {} images need work (tag {tag}, {target})", in_scope.len())
     };
@@ -184,7 +198,11 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         // Images with the same inputs, here or in the registry, are taken instead of built.
         let reuse = reusable(&docker, snap, &plan)?;
         let pull = registry.map_or_else(BTreeMap::new, |r| pullable(&docker, snap, &plan, &reuse, r));
-        Ok(if reuse.is_empty() && pull.is_empty() { plan } else { plan::make(snap, wanted.as_ref(), &force, &reuse, &pull) })
+        Ok(if reuse.is_empty() && pull.is_empty() {
+            plan
+        } else {
+            plan::make(snap, wanted.as_ref(), &force, &reuse, &pull)
+        })
     };
     let mut plan = make_plan(&snap)?;
     if o.dry_run {
@@ -225,7 +243,14 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     // in order, parents first) cannot build either.
     let mut out_of_play: BTreeSet<String> = BTreeSet::new();
     for step in &mut runnable.steps {
-        let outcome = |result, reason| Outcome { service: step.service.clone(), result, reason, seconds: 0.0, log: None, tail: String::new() };
+        let outcome = |result, reason| Outcome {
+            service: step.service.clone(),
+            result,
+            reason,
+            seconds: 0.0,
+            log: None,
+            tail: String::new(),
+        };
         if let Some(why) = failed_bases.get(&step.service) {
             outcomes.push(outcome(Ended::Failed, why.clone()));
         } else if let Some(p) = step.after.iter().find(|p| out_of_play.contains(*p)) {

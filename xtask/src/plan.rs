@@ -74,8 +74,12 @@ pub fn make(
                 reason.push_str(&format!(" ({} will be rebuilt first)", names.join(", ")));
             }
             match (reusable.get(name), pullable.get(name)) {
-                (Some(image), _) => (Action::Reuse { image: image.clone() }, format!("{reason}; {image} has the same inputs")),
-                (None, Some(image)) => (Action::Pull { image: image.clone() }, format!("{reason}; the registry has this build as {image}")),
+                (Some(image), _) => {
+                    (Action::Reuse { image: image.clone() }, format!("{reason}; {image} has the same inputs"))
+                }
+                (None, Some(image)) => {
+                    (Action::Pull { image: image.clone() }, format!("{reason}; the registry has this build as {image}"))
+                }
                 (None, None) => (Action::Build { no_cache: false }, reason),
             }
         };
@@ -112,7 +116,11 @@ pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
     let work: Vec<&Step> = plan.work().collect();
-    out.push_str(&format!("plan: {} to build, reuse or pull, {} up to date\n", work.len(), plan.steps.len() - work.len()));
+    out.push_str(&format!(
+        "plan: {} to build, reuse or pull, {} up to date\n",
+        work.len(),
+        plan.steps.len() - work.len()
+    ));
     for s in &plan.steps {
         let verb = match &s.action {
             Action::Build { no_cache: true } => "build (no cache)",
@@ -138,10 +146,16 @@ mod tests {
         let services = states
             .iter()
             .map(|(name, parents, _)| {
-                let mut analysis = crate::dockerfile::analyze("FROM scratch\n", None, &BTreeMap::new(), &internal).unwrap();
+                let mut analysis =
+                    crate::dockerfile::analyze("FROM scratch\n", None, &BTreeMap::new(), &internal).unwrap();
                 analysis.parents = parents.iter().map(|p| p.to_string()).collect();
                 Resolved {
-                    service: Service { name: name.to_string(), context: "c".into(), dockerfile: "d".into(), target: None },
+                    service: Service {
+                        name: name.to_string(),
+                        context: "c".into(),
+                        dockerfile: "d".into(),
+                        target: None,
+                    },
                     dockerfile: Vec::new(),
                     analysis,
                     build_args: BTreeMap::new(),
@@ -179,7 +193,12 @@ mod tests {
 
     #[test]
     fn builds_what_is_not_ok_parents_first() {
-        let snap = snapshot(&[("base", &[], State::Stale), ("mid", &["base"], State::Stale), ("solo", &[], State::Ok), ("x", &["base"], State::Missing)]);
+        let snap = snapshot(&[
+            ("base", &[], State::Stale),
+            ("mid", &["base"], State::Stale),
+            ("solo", &[], State::Ok),
+            ("x", &["base"], State::Missing),
+        ]);
         let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new());
         let build = Action::Build { no_cache: false };
         assert_eq!(actions(&p), vec![("base", &build), ("mid", &build), ("solo", &Action::Skip), ("x", &build)]);

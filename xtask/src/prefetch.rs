@@ -50,7 +50,14 @@ pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -
     let missing = missing(snap, plan);
     let needed: usize = plan.work().map(|s| snap.records.get(&s.service).map_or(0, |r| r.bases.len())).sum();
     if missing.is_empty() {
-        println!("{}", if needed == 0 { "no external base images needed".to_string() } else { "every base image is present".to_string() });
+        println!(
+            "{}",
+            if needed == 0 {
+                "no external base images needed".to_string()
+            } else {
+                "every base image is present".to_string()
+            }
+        );
         return Ok(BTreeMap::new());
     }
     let mut failed = BTreeMap::new();
@@ -92,7 +99,10 @@ mod tests {
     #[test]
     fn only_hub_images_go_through_the_mirror() {
         assert_eq!(super::mirrored("m.io/hub", "python:3.11").as_deref(), Some("m.io/hub/python:3.11"));
-        assert_eq!(super::mirrored("m.io/hub", "docker.io/library/python:3.11").as_deref(), Some("m.io/hub/python:3.11"));
+        assert_eq!(
+            super::mirrored("m.io/hub", "docker.io/library/python:3.11").as_deref(),
+            Some("m.io/hub/python:3.11")
+        );
         assert_eq!(super::mirrored("m.io/hub", "me/tool:1").as_deref(), Some("m.io/hub/me/tool:1"));
         assert_eq!(super::mirrored("m.io/hub", "quay.io/x/y:1"), None);
         assert_eq!(super::mirrored("m.io/hub", "127.0.0.1:5000/x:1"), None);

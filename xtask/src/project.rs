@@ -33,9 +33,12 @@ pub struct Project {
 /// The project root: `AI_INFRA_ROOT`, else the workspace this xtask belongs to.
 pub fn root() -> Result<Utf8PathBuf> {
     if let Some(r) = std::env::var_os("AI_INFRA_ROOT") {
-        let r = Utf8PathBuf::from_path_buf(r.into()).map_err(|p| anyhow::anyhow!("AI_INFRA_ROOT {p:?} is not UTF-8"))?;
+        let r =
+            Utf8PathBuf::from_path_buf(r.into()).map_err(|p| anyhow::anyhow!("AI_INFRA_ROOT {p:?} is not UTF-8"))?;
         if !r.join("services").is_dir() {
-            bail!("AI_INFRA_ROOT={r} has no services/ folder: point it at a root laid out like the ai-infra repository");
+            bail!(
+                "AI_INFRA_ROOT={r} has no services/ folder: point it at a root laid out like the ai-infra repository"
+            );
         }
         return Ok(r);
     }
@@ -50,7 +53,10 @@ impl Project {
         let entries = std::fs::read_dir(&services_dir).with_context(|| format!("cannot read {services_dir}"))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("cannot read {services_dir}"))?;
-            let name = entry.file_name().into_string().map_err(|n| anyhow::anyhow!("services/{n:?}: folder name is not UTF-8"))?;
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|n| anyhow::anyhow!("services/{n:?}: folder name is not UTF-8"))?;
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
@@ -63,7 +69,8 @@ impl Project {
         }
         let settings_path = root.join(SETTINGS);
         if settings_path.exists() {
-            let text = std::fs::read_to_string(&settings_path).with_context(|| format!("cannot read {settings_path}"))?;
+            let text =
+                std::fs::read_to_string(&settings_path).with_context(|| format!("cannot read {settings_path}"))?;
             apply_settings(&text, &mut found).with_context(|| format!("{SETTINGS}"))?;
         }
         for s in found.values() {
@@ -77,7 +84,12 @@ impl Project {
                 bail!("service {}: {} has no Dockerfile at {}: {hint}", s.name, s.context, s.dockerfile);
             }
             if !root.join(&s.context).is_dir() {
-                bail!("service {}: build context {} is not a folder: fix [{}] in {SETTINGS}", s.name, s.context, s.name);
+                bail!(
+                    "service {}: build context {} is not a folder: fix [{}] in {SETTINGS}",
+                    s.name,
+                    s.context,
+                    s.name
+                );
             }
         }
         Ok(Project { root: root.to_path_buf(), services: found.into_values().collect() })
@@ -124,9 +136,7 @@ fn apply_settings(text: &str, services: &mut BTreeMap<String, Service>) -> Resul
             continue;
         }
         let Some(name) = &current else { bail!("line {line_no}: setting before any [service] table") };
-        let (key, value) = line
-            .split_once('=')
-            .with_context(|| format!("line {line_no}: expected key = \"value\""))?;
+        let (key, value) = line.split_once('=').with_context(|| format!("line {line_no}: expected key = \"value\""))?;
         let key = key.trim();
         let value = value.trim();
         let value = value
@@ -229,7 +239,10 @@ pub fn topo_order(services: &[Resolved]) -> Result<Vec<String>> {
                 let start = path.iter().position(|p| *p == n).unwrap_or(0);
                 let mut cycle: Vec<&str> = path[start..].to_vec();
                 cycle.push(n);
-                bail!("dependency cycle: {} (each builds FROM the next); break it in one of these Dockerfiles", cycle.join(" -> "));
+                bail!(
+                    "dependency cycle: {} (each builds FROM the next); break it in one of these Dockerfiles",
+                    cycle.join(" -> ")
+                );
             }
             _ => {}
         }
@@ -308,7 +321,12 @@ mod tests {
         assert_eq!(topo_order(&rs).unwrap(), vec!["a", "b", "c", "d"]);
         let ordered: Vec<Resolved> = ["a", "b", "c", "d"]
             .iter()
-            .map(|n| rs.iter().find(|r| r.service.name == *n).map(|r| resolved(n, &r.analysis.parents.iter().map(|s| s.as_str()).collect::<Vec<_>>())).unwrap())
+            .map(|n| {
+                rs.iter()
+                    .find(|r| r.service.name == *n)
+                    .map(|r| resolved(n, &r.analysis.parents.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+                    .unwrap()
+            })
             .collect();
         let anc: Vec<_> = with_ancestors(&ordered, "c").iter().map(|r| r.service.name.clone()).collect();
         assert_eq!(anc, vec!["a", "b", "c"]);

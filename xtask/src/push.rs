@@ -35,13 +35,20 @@ pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[Stri
         .zip(found.chunks(2))
         .map(|(s, pair)| {
             let (tag, content) = (pair[0].clone(), pair[1].clone());
-            let content_name = snap.digests.get(s).and_then(|d| d.total.as_deref()).map(registry::content_tag).unwrap_or_default();
+            let content_name =
+                snap.digests.get(s).and_then(|d| d.total.as_deref()).map(registry::content_tag).unwrap_or_default();
             let (state, reason) = match (&tag, &content) {
                 (Lookup::Error(e), _) | (_, Lookup::Error(e)) => ("ERROR", e.clone()),
                 (Lookup::Found(a), Lookup::Found(b)) if a == b || a.is_none() || b.is_none() => ("OK", String::new()),
-                (Lookup::Found(_), Lookup::Found(_)) => ("STALE", format!("{} is another build than {content_name}", snap.tag)),
-                (Lookup::Found(_), Lookup::Absent) => ("STALE", format!("{} was built from other inputs (no {content_name})", snap.tag)),
-                (Lookup::Absent, Lookup::Found(_)) => ("MISSING", format!("no {}, but {content_name} is there: build-all tags it", snap.tag)),
+                (Lookup::Found(_), Lookup::Found(_)) => {
+                    ("STALE", format!("{} is another build than {content_name}", snap.tag))
+                }
+                (Lookup::Found(_), Lookup::Absent) => {
+                    ("STALE", format!("{} was built from other inputs (no {content_name})", snap.tag))
+                }
+                (Lookup::Absent, Lookup::Found(_)) => {
+                    ("MISSING", format!("no {}, but {content_name} is there: build-all tags it", snap.tag))
+                }
                 (Lookup::Absent, Lookup::Absent) => ("MISSING", format!("no {}", snap.tag)),
             };
             (s.clone(), Remote { state, reason, tag, content })
@@ -69,7 +76,10 @@ pub fn push(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String
         let result = match (&r.tag, &r.content) {
             (_, Lookup::Error(e)) | (Lookup::Error(e), _) => Err(e.clone()),
             (Lookup::Found(a), Lookup::Found(b)) if a == b => Ok("already in registry".to_string()),
-            (_, Lookup::Found(_)) => docker.push(&tag_name).map(|()| format!("already in registry; {} now points at it", snap.tag)).map_err(|e| format!("{e:#}")),
+            (_, Lookup::Found(_)) => docker
+                .push(&tag_name)
+                .map(|()| format!("already in registry; {} now points at it", snap.tag))
+                .map_err(|e| format!("{e:#}")),
             (_, Lookup::Absent) => docker
                 .tag(&tag_name, &content_name)
                 .and_then(|()| docker.push(&content_name))

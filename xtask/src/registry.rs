@@ -36,9 +36,8 @@ pub fn plain_http(registry: &str) -> bool {
     let host = registry.split('/').next().unwrap_or(registry);
     let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
     let loopback = name == "localhost" || name.starts_with("127.") || name == "[::1]";
-    let opted_in = std::env::var("AI_INFRA_INSECURE_REGISTRIES")
-        .map(|v| v.split(',').any(|r| r.trim() == host))
-        .unwrap_or(false);
+    let opted_in =
+        std::env::var("AI_INFRA_INSECURE_REGISTRIES").map(|v| v.split(',').any(|r| r.trim() == host)).unwrap_or(false);
     loopback || opted_in
 }
 
@@ -86,12 +85,19 @@ fn head(host: &str, path: &str) -> Result<Response, String> {
     let left = || TIMEOUT.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
     s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
     let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
-    write!(s, "HEAD {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(s, "HEAD {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-        let n = s.read(&mut chunk).map_err(|e| if started.elapsed() >= TIMEOUT { format!("no answer within {} s", TIMEOUT.as_secs()) } else { e.to_string() })?;
+        let n = s.read(&mut chunk).map_err(|e| {
+            if started.elapsed() >= TIMEOUT {
+                format!("no answer within {} s", TIMEOUT.as_secs())
+            } else {
+                e.to_string()
+            }
+        })?;
         if n == 0 {
             break;
         }
@@ -169,7 +175,8 @@ fn cli_lookup(docker: &Docker, reference: &str) -> Lookup {
 /// Many lookups at once, each bounded by the timeout; results in input order.
 pub fn lookup_all(docker: &Docker, registry: &str, refs: &[(String, String)]) -> Vec<Lookup> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = refs.iter().map(|(repo, tag)| s.spawn(move || lookup(docker, registry, repo, tag))).collect();
+        let handles: Vec<_> =
+            refs.iter().map(|(repo, tag)| s.spawn(move || lookup(docker, registry, repo, tag))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Lookup::Error("lookup panicked".into()))).collect()
     })
 }

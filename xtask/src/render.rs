@@ -104,7 +104,8 @@ pub fn outputs(root: &Utf8Path, services: &[&str]) -> Result<Vec<Output>> {
     }
     let lookup = lookup_values(root)?;
     let mut templates = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))?.collect::<std::io::Result<_>>()?;
+    let mut entries: Vec<_> =
+        std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))?.collect::<std::io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().into_string().map_err(|n| anyhow::anyhow!("templates/{n:?}: name is not UTF-8"))?;
@@ -137,14 +138,17 @@ pub fn outputs(root: &Utf8Path, services: &[&str]) -> Result<Vec<Output>> {
 }
 
 fn collect(dir: &Utf8Path, rel: &Utf8Path, service: &str, out: &mut Vec<(String, Utf8PathBuf)>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("cannot read {dir}"))?.collect::<std::io::Result<_>>()?;
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {dir}"))?.collect::<std::io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().into_string().map_err(|n| anyhow::anyhow!("{dir}/{n:?}: name is not UTF-8"))?;
         let ft = e.file_type()?;
         let r = rel.join(&name);
         if ft.is_symlink() {
-            bail!("templates/{service}/{r} is a symbolic link: templates must be plain files inside templates/{service}");
+            bail!(
+                "templates/{service}/{r} is a symbolic link: templates must be plain files inside templates/{service}"
+            );
         } else if ft.is_dir() {
             collect(&dir.join(&name), &r, service, out)?;
         } else if name.ends_with(".tpl") && name.len() > 4 {
@@ -177,10 +181,8 @@ fn check_inside(root: &Utf8Path, service: &str, path: &Utf8Path) -> Result<()> {
 /// changes. Returns the exit code.
 pub fn run(root: &Utf8Path, services: &[&str], check: bool, quiet: bool) -> Result<i32> {
     let outputs = outputs(root, services)?;
-    let stale: Vec<&Output> = outputs
-        .iter()
-        .filter(|o| std::fs::read(root.join(&o.path)).map_or(true, |b| b != o.bytes))
-        .collect();
+    let stale: Vec<&Output> =
+        outputs.iter().filter(|o| std::fs::read(root.join(&o.path)).map_or(true, |b| b != o.bytes)).collect();
     if check {
         if stale.is_empty() {
             println!("rendered files are up to date ({} templates)", outputs.len());
@@ -265,7 +267,10 @@ mod tests {
 
         std::fs::write(root.join("templates/web/bad.tpl"), "x\n${UNSET}\n").unwrap();
         let e = outputs(root, &["web"]).unwrap_err().to_string();
-        assert!(e.contains("templates/web/bad.tpl:2:1: UNSET is not defined") && e.contains("nothing was rendered"), "{e}");
+        assert!(
+            e.contains("templates/web/bad.tpl:2:1: UNSET is not defined") && e.contains("nothing was rendered"),
+            "{e}"
+        );
         std::fs::remove_file(root.join("templates/web/bad.tpl")).unwrap();
 
         std::fs::create_dir_all(root.join("templates/ghost")).unwrap();

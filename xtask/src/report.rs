@@ -89,11 +89,21 @@ pub fn render(snap: &Snapshot, remote: Option<&BTreeMap<String, Remote>>, format
             let mut out = human(snap, style);
             if let Some(remote) = remote {
                 let width = snap.statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
-                let _ = writeln!(out, "\nregistry {} (TAG and content tag inputs-<digest>):", snap.registry.as_deref().unwrap_or(""));
+                let _ = writeln!(
+                    out,
+                    "\nregistry {} (TAG and content tag inputs-<digest>):",
+                    snap.registry.as_deref().unwrap_or("")
+                );
                 for s in &snap.statuses {
                     if let Some(r) = remote.get(&s.name) {
                         let reason = if r.reason.is_empty() { String::new() } else { format!("  {}", r.reason) };
-                        let _ = writeln!(out, "  {:<width$}  local {:<8} remote {:<8}{reason}", s.name, s.state.name(), r.state);
+                        let _ = writeln!(
+                            out,
+                            "  {:<width$}  local {:<8} remote {:<8}{reason}",
+                            s.name,
+                            s.state.name(),
+                            r.state
+                        );
                     }
                 }
             }

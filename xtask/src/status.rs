@@ -78,7 +78,11 @@ pub struct Inputs {
 /// hash cache spares reading files whose identity has not changed.
 /// `rendered` are template outputs as they would be written now: they stand in for the files
 /// on disk, so that a changed `.env` value shows before `render` runs.
-pub fn contexts(root: &Utf8Path, services: &[Resolved], rendered: &[Output]) -> Result<BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>> {
+pub fn contexts(
+    root: &Utf8Path,
+    services: &[Resolved],
+    rendered: &[Output],
+) -> Result<BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>> {
     let mut unique: Vec<&Resolved> = Vec::new();
     for r in services {
         if !unique.iter().any(|u| u.service.context == r.service.context) {
@@ -93,7 +97,8 @@ pub fn contexts(root: &Utf8Path, services: &[Resolved], rendered: &[Output]) -> 
     let walked = context::parallel(unique.len(), |i| -> Result<_> {
         let s = &unique[i].service;
         let cache = HashCache::load(&cache_dir.join(cache_name(&s.context)));
-        let listing = context::list(root, &s.context, &ignores[i], &cache).with_context(|| format!("service {}", s.name))?;
+        let listing =
+            context::list(root, &s.context, &ignores[i], &cache).with_context(|| format!("service {}", s.name))?;
         Ok((listing, cache))
     });
     let mut listings = Vec::new();
@@ -105,7 +110,12 @@ pub fn contexts(root: &Utf8Path, services: &[Resolved], rendered: &[Output]) -> 
     }
     let mut files = context::finish(listings, &mut caches)?;
     for ((r, ignore), records) in unique.iter().zip(&ignores).zip(&mut files) {
-        context::overlay(records, &r.service.context, ignore, rendered.iter().map(|o| (o.path.as_path(), o.bytes.as_slice())));
+        context::overlay(
+            records,
+            &r.service.context,
+            ignore,
+            rendered.iter().map(|o| (o.path.as_path(), o.bytes.as_slice())),
+        );
     }
     for c in &mut caches {
         // Saving the cache is an optimisation; a read-only target/ must not fail the check.
@@ -140,7 +150,12 @@ pub fn digests(
             target: s.target.clone(),
             args: digest::recorded_args(&args),
             files: files.get(&s.context).cloned().unwrap_or_default(),
-            parents: r.analysis.parents.iter().map(|p| (p.clone(), digests.get(p).and_then(|d| d.total.clone()))).collect(),
+            parents: r
+                .analysis
+                .parents
+                .iter()
+                .map(|p| (p.clone(), digests.get(p).and_then(|d| d.total.clone())))
+                .collect(),
             bases: r.analysis.bases.iter().map(|b| (b.clone(), base_ids.get(b).cloned())).collect(),
         };
         digests.insert(s.name.clone(), record.digest());
@@ -168,7 +183,8 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     for name in image_names.values() {
         reference::validate_image_name(name)?;
     }
-    let bases: std::collections::BTreeSet<String> = services.iter().flat_map(|r| r.analysis.bases.iter().cloned()).collect();
+    let bases: std::collections::BTreeSet<String> =
+        services.iter().flat_map(|r| r.analysis.bases.iter().cloned()).collect();
     let mut names: Vec<String> = image_names.values().cloned().collect();
     names.extend(bases.iter().cloned());
     // The engine calls run while the contexts are walked.
@@ -188,7 +204,10 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     let (mut os, mut arch) = platform?;
     let found = found?;
     let disagrees = |os: &str, arch: &str| {
-        image_names.values().filter_map(|n| found.get(n)).any(|i| i.os.as_deref() != Some(os) || i.arch.as_deref() != Some(arch))
+        image_names
+            .values()
+            .filter_map(|n| found.get(n))
+            .any(|i| i.os.as_deref() != Some(os) || i.arch.as_deref() != Some(arch))
     };
     if remembered.is_some() && disagrees(&os, &arch) {
         // An image of another platform, or another engine at the same address: ask.
@@ -308,7 +327,10 @@ pub fn stale_or_ok(
             String::new()
         } else {
             let what: Vec<&str> = cmp.unchecked.iter().map(|c| c.name()).collect();
-            format!("{} not checked: a base image is not present locally (it is pulled before a build)", what.join(", "))
+            format!(
+                "{} not checked: a base image is not present locally (it is pulled before a build)",
+                what.join(", ")
+            )
         };
         return (State::Ok, note);
     }
@@ -362,7 +384,8 @@ mod tests {
         let (s, why) = stale_or_ok(&d, &Map::new(), &none);
         assert_eq!(s, State::Stale);
         assert!(why.contains("no input digest"));
-        let old: Map<String, Value> = [(digest::LABEL.to_string(), Value::String("sha256:1234".into()))].into_iter().collect();
+        let old: Map<String, Value> =
+            [(digest::LABEL.to_string(), Value::String("sha256:1234".into()))].into_iter().collect();
         let (s, why) = stale_or_ok(&d, &old, &none);
         assert_eq!(s, State::Stale);
         assert!(why.contains("another format"), "{why}");

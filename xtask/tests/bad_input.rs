@@ -34,7 +34,9 @@ fn usage_errors_exit_2() {
         assert!(line.contains(needle), "{args:?}: {line}");
     }
     let help = ws.ok(&["--help"]);
-    for cmd in ["check-status", "build-all", "build", "clean-all", "history", "sync-env", "render", "engine", "test", "bench"] {
+    for cmd in
+        ["check-status", "build-all", "build", "clean-all", "history", "sync-env", "render", "engine", "test", "bench"]
+    {
         assert!(help.stdout.contains(cmd), "{help:?}");
         let o = ws.ok(&[cmd, "--help"]);
         assert!(o.stdout.starts_with("Usage: cargo xtask"), "{o:?}");
@@ -65,7 +67,10 @@ fn broken_projects_fail_with_one_line() {
         assert_eq!(o.code, 1, "{file}: {o:?}");
         let line = one_error_line(&o);
         assert!(line.contains(needle), "{file}: {line}");
-        assert!(!ws.path("target/xtask/hash-cache").exists() || *file == "services/x/.dockerignore", "nothing written for {file}");
+        assert!(
+            !ws.path("target/xtask/hash-cache").exists() || *file == "services/x/.dockerignore",
+            "nothing written for {file}"
+        );
     }
 }
 
@@ -115,7 +120,12 @@ fn no_engine_names_docker_host_and_engine_up() {
     let o = ws.run_env(&["check-status", &ws.tag], &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
     assert_eq!(o.code, 1, "{o:?}");
     let line = one_error_line(&o);
-    assert!(line.contains("unix:///nonexistent/docker.sock") && line.contains("cargo xtask engine up") && line.contains("DOCKER_HOST"), "{line}");
+    assert!(
+        line.contains("unix:///nonexistent/docker.sock")
+            && line.contains("cargo xtask engine up")
+            && line.contains("DOCKER_HOST"),
+        "{line}"
+    );
     let o = ws.run_env(&["engine", "status"], &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stdout.contains("no Docker engine answers"), "{o:?}");

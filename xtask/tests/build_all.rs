@@ -37,7 +37,13 @@ fn first_build_then_nothing_then_three_changes() {
     ws.write("services/other/app.conf", "port=81\n");
     let dry = ws.ok(&["build-all", &ws.tag, "--dry-run", "--format", "json"]);
     let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
-    let mut planned: Vec<String> = plan["steps"].as_array().unwrap().iter().filter(|s| s["action"] == "build").map(|s| s["service"].as_str().unwrap().to_string()).collect();
+    let mut planned: Vec<String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] == "build")
+        .map(|s| s["service"].as_str().unwrap().to_string())
+        .collect();
     planned.sort();
     assert_eq!(planned, vec!["leaf", "mid", "other", "solo"]);
     let leaf = plan["steps"].as_array().unwrap().iter().find(|s| s["service"] == "leaf").unwrap();
@@ -57,7 +63,10 @@ fn first_build_then_nothing_then_three_changes() {
 #[test]
 fn a_failure_skips_descendants_and_a_retry_builds_only_them() {
     let ws = Workspace::stack("failure");
-    ws.write("services/mid/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY not-there.txt /x\n");
+    ws.write(
+        "services/mid/Dockerfile",
+        "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY not-there.txt /x\n",
+    );
     let o = build_all(&ws, &[]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stdout.contains("FAILED mid"), "{o:?}");
@@ -67,7 +76,10 @@ fn a_failure_skips_descendants_and_a_retry_builds_only_them() {
     let mut built = Workspace::built(&o.stdout);
     built.sort();
     assert_eq!(built, vec!["base", "other", "solo"], "independent services still build");
-    ws.write("services/mid/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY mid.txt /mid.txt\n");
+    ws.write(
+        "services/mid/Dockerfile",
+        "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY mid.txt /mid.txt\n",
+    );
     let o = build_all(&ws, &[]);
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(Workspace::built(&o.stdout), vec!["mid", "leaf"]);
@@ -122,7 +134,8 @@ fn an_image_with_the_same_inputs_is_reused_across_tags() {
 fn history_and_clean_all() {
     let mut ws = Workspace::stack("history");
     assert_eq!(build_all(&ws, &[]).code, 0);
-    let lines: Vec<serde_json::Value> = ws.read("target/xtask/history.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> =
+        ws.read("target/xtask/history.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 5);
     for l in &lines {
         for k in ["time", "tag", "service", "action", "reason", "digest", "seconds", "result"] {
@@ -137,15 +150,24 @@ fn history_and_clean_all() {
     // clean-all lists, and only with --force removes, this project's images of the tag.
     let keep = format!("{}-keep", ws.tag);
     ws.also_tag(&keep);
-    std::process::Command::new("docker").args(["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("ai-infra-solo:{keep}")]).output().unwrap();
-    std::process::Command::new("docker").args(["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("not-ours-{}:x", ws.tag)]).output().unwrap();
+    std::process::Command::new("docker")
+        .args(["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("ai-infra-solo:{keep}")])
+        .output()
+        .unwrap();
+    std::process::Command::new("docker")
+        .args(["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("not-ours-{}:x", ws.tag)])
+        .output()
+        .unwrap();
     let o = ws.ok(&["clean-all", &ws.tag]);
     assert!(o.stdout.contains("5 images of this project") && o.stdout.contains("nothing removed"), "{o:?}");
     ws.expect(&[("solo", "OK")]);
     let o = ws.ok(&["clean-all", &ws.tag, "--force"]);
     assert!(o.stdout.contains("removed 5 images"), "{o:?}");
     ws.expect(&[("solo", "MISSING"), ("base", "MISSING")]);
-    let other = std::process::Command::new("docker").args(["image", "inspect", &format!("ai-infra-solo:{keep}"), &format!("not-ours-{}:x", ws.tag)]).output().unwrap();
+    let other = std::process::Command::new("docker")
+        .args(["image", "inspect", &format!("ai-infra-solo:{keep}"), &format!("not-ours-{}:x", ws.tag)])
+        .output()
+        .unwrap();
     assert!(other.status.success(), "other tags and other images are untouched");
     let _ = std::process::Command::new("docker").args(["image", "rm", &format!("not-ours-{}:x", ws.tag)]).output();
 }
@@ -193,7 +215,12 @@ fn ctrl_c_stops_cleanly_and_the_next_run_builds_only_what_is_left() {
     // Interrupt once slow is building and quick has finished.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !std::fs::read_to_string(ws.path("target/xtask/history.jsonl")).is_ok() {
-        let quick_done = std::process::Command::new("docker").args(["image", "inspect", &format!("ai-infra-quick:{}", ws.tag)]).output().unwrap().status.success();
+        let quick_done = std::process::Command::new("docker")
+            .args(["image", "inspect", &format!("ai-infra-quick:{}", ws.tag)])
+            .output()
+            .unwrap()
+            .status
+            .success();
         if quick_done && ws.path("target/xtask/logs/slow.log").exists() {
             break;
         }

@@ -9,7 +9,10 @@ fn configured(name: &str) -> Workspace {
     let ws = Workspace::new(name);
     ws.write(".env.example", "# ports\nWEB_PORT=80\nAPI_PORT=8000\n");
     ws.write("services/web/Dockerfile", "FROM scratch\nCOPY conf/site.conf /etc/site.conf\n");
-    ws.write("templates/web/conf/site.conf.tpl", "listen ${WEB_PORT};\nproxy_pass http://api:${API_PORT};\nheader $host;\n");
+    ws.write(
+        "templates/web/conf/site.conf.tpl",
+        "listen ${WEB_PORT};\nproxy_pass http://api:${API_PORT};\nheader $host;\n",
+    );
     ws.write("services/api/Dockerfile", "FROM scratch\nCOPY api.txt /\n");
     ws.write("services/api/api.txt", "api\n");
     ws
@@ -37,7 +40,10 @@ fn sync_creates_then_appends_and_keeps_hand_edits() {
     // A moved default is reported, the user's value kept.
     ws.write(".env.example", "# ports\nWEB_PORT=81\nAPI_PORT=8000\nDB_PASSWORD=hunter2\n");
     let o = ws.ok(&["sync-env"]);
-    assert!(o.stdout.contains("the default of WEB_PORT moved in .env.example (\"80\" -> \"81\"); your value is kept"), "{o:?}");
+    assert!(
+        o.stdout.contains("the default of WEB_PORT moved in .env.example (\"80\" -> \"81\"); your value is kept"),
+        "{o:?}"
+    );
     assert!(ws.read(".env").contains("WEB_PORT=8080 # mine"));
 }
 
@@ -127,11 +133,20 @@ fn a_changed_env_value_makes_exactly_the_copying_service_stale() {
 fn build_args_come_from_env() {
     let ws = Workspace::new("buildargs");
     ws.write(".env.example", "APP_VERSION=1.0\n");
-    ws.write("services/app/Dockerfile", "ARG APP_VERSION=0\nFROM scratch\nARG APP_VERSION\nCOPY app.txt /\nLABEL version=${APP_VERSION}\n");
+    ws.write(
+        "services/app/Dockerfile",
+        "ARG APP_VERSION=0\nFROM scratch\nARG APP_VERSION\nCOPY app.txt /\nLABEL version=${APP_VERSION}\n",
+    );
     ws.write("services/app/app.txt", "app\n");
     ws.ok(&["build", "app", &ws.tag]);
     let out = std::process::Command::new("docker")
-        .args(["image", "inspect", "--format", "{{index .Config.Labels \"version\"}}", &format!("ai-infra-app:{}", ws.tag)])
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"version\"}}",
+            &format!("ai-infra-app:{}", ws.tag),
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.0");

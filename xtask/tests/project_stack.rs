@@ -12,12 +12,28 @@ fn the_project_stack_builds_and_rebuilds_precisely() {
     assert!(built.len() >= 16, "{o:?}");
     let statuses = ws.statuses();
     assert!(statuses.values().all(|s| s == "OK"), "{statuses:?}");
-    for needed in ["base", "backend", "backend-init", "frontend", "nginx", "jupyterhub", "singleuser", "apphub", "gitea", "saltstack", "slurm-master", "postgres-init"] {
+    for needed in [
+        "base",
+        "backend",
+        "backend-init",
+        "frontend",
+        "nginx",
+        "jupyterhub",
+        "singleuser",
+        "apphub",
+        "gitea",
+        "saltstack",
+        "slurm-master",
+        "postgres-init",
+    ] {
         assert!(statuses.contains_key(needed), "{needed} in {statuses:?}");
     }
     // The two targets of backend's Dockerfile are different images.
     let ids = |svc: &str| {
-        let o = std::process::Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", &format!("ai-infra-{svc}:{}", ws.tag)]).output().unwrap();
+        let o = std::process::Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", &format!("ai-infra-{svc}:{}", ws.tag)])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     assert_ne!(ids("backend"), ids("backend-init"));
@@ -44,6 +60,10 @@ fn the_project_stack_builds_and_rebuilds_precisely() {
     let env = ws.read(".env").replace("SLURM_VERSION=23.11", "SLURM_VERSION=24.05");
     ws.write(".env", &env);
     let dry = ws.ok(&["build-all", &ws.tag, "--dry-run"]);
-    assert!(dry.stdout.contains("build            slurm-master: STALE: build arg SLURM_VERSION changed: \"23.11\" -> \"24.05\""), "{dry:?}");
+    assert!(
+        dry.stdout
+            .contains("build            slurm-master: STALE: build arg SLURM_VERSION changed: \"23.11\" -> \"24.05\""),
+        "{dry:?}"
+    );
     assert!(dry.stdout.contains("build            slurm-node [after slurm-master]"), "{dry:?}");
 }

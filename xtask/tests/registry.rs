@@ -50,7 +50,10 @@ fn a_second_machine_pulls_instead_of_building() {
     built.sort();
     assert_eq!(built, vec!["leaf", "mid"], "{o:?}");
     assert!(o.stdout.contains("push mid: pushed") && o.stdout.contains("push leaf: pushed"), "{o:?}");
-    assert!(o.stdout.contains("push base: already in registry") && o.stdout.contains("push solo: already in registry"), "{o:?}");
+    assert!(
+        o.stdout.contains("push base: already in registry") && o.stdout.contains("push solo: already in registry"),
+        "{o:?}"
+    );
     let remote = plain_remote(&ws, &reg);
     assert!(remote.values().all(|(_, r)| r == "OK"), "{remote:?}");
 }
@@ -113,7 +116,10 @@ fn a_content_tag_with_another_digest_is_never_trusted() {
     // Find solo's content tag, and put another image there.
     let json = ws.ok(&["check-status", &ws.tag, "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    let digest = v["services"].as_array().unwrap().iter().find(|s| s["name"] == "solo").unwrap()["expected_digest"].as_str().unwrap().to_string();
+    let digest = v["services"].as_array().unwrap().iter().find(|s| s["name"] == "solo").unwrap()["expected_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let impostor = format!("{reg}/ai-infra-solo:inputs-{}", digest.trim_start_matches("sha256:"));
     ws.ok(&["build", "base", &ws.tag]);
     let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();

@@ -152,7 +152,10 @@ fn second_image_from_one_dockerfile_with_targets() {
     );
     ws.write("services/app/init.sql", "select 1;\n");
     ws.write("services/app/app.txt", "app\n");
-    ws.write("services.toml", "[app]\ntarget = \"app\"\n\n[app-init]\ndockerfile = \"services/app/Dockerfile\"\ntarget = \"init\"\n");
+    ws.write(
+        "services.toml",
+        "[app]\ntarget = \"app\"\n\n[app-init]\ndockerfile = \"services/app/Dockerfile\"\ntarget = \"init\"\n",
+    );
     ws.build(&["app", "app-init"]);
     ws.expect(&[("app", "OK"), ("app-init", "OK")]);
     // Both read the same context, so a change there makes both STALE.

@@ -29,8 +29,16 @@ impl std::fmt::Debug for Output {
 
 /// Fails the test with a clear message when no engine answers: run `cargo xtask test`.
 pub fn require_engine() {
-    let ok = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "no Docker engine answers (DOCKER_HOST={:?}): run the suite with `cargo xtask test`", std::env::var("DOCKER_HOST"));
+    let ok = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "no Docker engine answers (DOCKER_HOST={:?}): run the suite with `cargo xtask test`",
+        std::env::var("DOCKER_HOST")
+    );
 }
 
 /// The registry the harness started, if any.
@@ -54,11 +62,20 @@ impl Workspace {
         let ws = Workspace::new(name);
         ws.write("services/base/Dockerfile", "ARG IMAGE_TAG=latest\nFROM scratch\nCOPY rootfs/ /\n");
         ws.write("services/base/rootfs/etc/base.conf", "base=1\n");
-        ws.write("services/mid/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY mid.txt /mid.txt\n");
+        ws.write(
+            "services/mid/Dockerfile",
+            "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY mid.txt /mid.txt\n",
+        );
         ws.write("services/mid/mid.txt", "mid\n");
-        ws.write("services/leaf/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-mid:${IMAGE_TAG}\nCOPY leaf.sh /leaf.sh\n");
+        ws.write(
+            "services/leaf/Dockerfile",
+            "ARG IMAGE_TAG=latest\nFROM ai-infra-mid:${IMAGE_TAG}\nCOPY leaf.sh /leaf.sh\n",
+        );
         ws.write("services/leaf/leaf.sh", "#!/bin/sh\necho leaf\n");
-        ws.write("services/other/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY . /other/\n");
+        ws.write(
+            "services/other/Dockerfile",
+            "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY . /other/\n",
+        );
         ws.write("services/other/.dockerignore", "data/\n*.log\n");
         ws.write("services/other/app.conf", "port=80\n");
         ws.write("services/other/data/state.db", "local state\n");
@@ -157,7 +174,11 @@ impl Workspace {
     pub fn reason(&self, service: &str) -> String {
         let o = self.ok(&["check-status", &self.tag]);
         let prefix = format!("  {service} ");
-        o.stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no line for {service}: {o:?}")).to_string()
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line for {service}: {o:?}"))
+            .to_string()
     }
 
     /// The services a build run's output says it built, in the order they finished.
@@ -194,13 +215,21 @@ impl Workspace {
 /// Every ai-infra-* name with one of these tags, and every other ai-infra-* name of the same
 /// images (the content tags a push adds).
 fn images_with_tags(tags: &[String]) -> Vec<String> {
-    let Ok(o) = Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]).output() else {
+    let Ok(o) = Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]).output()
+    else {
         return Vec::new();
     };
     let text = String::from_utf8_lossy(&o.stdout);
-    let rows: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once(' ')).filter(|(n, _)| n.contains("ai-infra-")).collect();
-    let ids: Vec<&str> = rows.iter().filter(|(n, _)| tags.iter().any(|t| n.ends_with(&format!(":{t}")))).map(|(_, id)| *id).collect();
-    rows.iter().filter(|(n, id)| ids.contains(id) && (n.contains(":inputs-") || tags.iter().any(|t| n.ends_with(&format!(":{t}"))))).map(|(n, _)| n.to_string()).collect()
+    let rows: Vec<(&str, &str)> =
+        text.lines().filter_map(|l| l.split_once(' ')).filter(|(n, _)| n.contains("ai-infra-")).collect();
+    let ids: Vec<&str> =
+        rows.iter().filter(|(n, _)| tags.iter().any(|t| n.ends_with(&format!(":{t}")))).map(|(_, id)| *id).collect();
+    rows.iter()
+        .filter(|(n, id)| {
+            ids.contains(id) && (n.contains(":inputs-") || tags.iter().any(|t| n.ends_with(&format!(":{t}"))))
+        })
+        .map(|(n, _)| n.to_string())
+        .collect()
 }
 
 impl Workspace {
