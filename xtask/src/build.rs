@@ -54,6 +54,12 @@ pub fn tail(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Whether a failed build log shows the engine's cache-lookup race with a concurrent image
+/// removal (legacy builder: "unable to find image" for an image it was itself listing).
+fn engine_race(log: &str) -> bool {
+    log.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| l.contains("unable to find image \"sha256:"))
+}
+
 /// The names a service's image gets: the plain local name, and the registry name.
 fn tags(snap: &Snapshot, name: &str) -> Vec<String> {
     let mut tags = vec![reference::image_name(name, &snap.tag, None)];
@@ -125,10 +131,18 @@ fn build_one(
         no_cache,
         iidfile: &iidfile,
     };
-    let prefix = format!("{name}");
-    let end = docker.build(&req, &log, verbose.then_some(prefix.as_str()), cancel);
+    let echo = verbose.then_some(name);
+    let mut end = docker.build(&req, &log, echo, cancel);
+    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
+    if matches!(end, Ok(BuildEnd::Failed)) && engine_race(&text) {
+        // The legacy builder's cache lookup fails when another process removes an image at the
+        // same moment; the build itself was fine, so it runs once more.
+        end = docker.build(&req, &log, echo, cancel);
+        let again = std::fs::read_to_string(&log).unwrap_or_default();
+        text = format!("{text}\n[xtask] the engine lost an image during its cache lookup (removed meanwhile); built again:\n{again}");
+        let _ = std::fs::write(&log, &text);
+    }
     outcome.seconds = started.elapsed().as_secs_f64();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
     match end {
         Err(e) => outcome.reason = format!("{e:#}"),
         Ok(BuildEnd::Interrupted) => {
@@ -348,6 +362,13 @@ pub fn check_service(project: &crate::project::Project, name: &str) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_race_is_recognised_and_nothing_else() {
+        assert!(engine_race("Step 3/4 : COPY rootfs/ /\nunable to find image \"sha256:98847\"\n"));
+        assert!(!engine_race("Step 3/4 : COPY rootfs/ /\nCOPY failed: file not found\n"));
+        assert!(!engine_race("unable to find image \"sha256:1\"\nStep 4/4 : RUN false\nreturned a non-zero code: 1\n"));
+    }
 
     #[test]
     fn tails_skip_builder_noise() {

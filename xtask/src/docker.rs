@@ -96,6 +96,13 @@ impl Docker {
         Docker { host_env, host, platform: std::sync::OnceLock::new() }
     }
 
+    /// The engine at this address (None: the default socket), without calling it yet.
+    pub fn with_host(host: Option<&str>) -> Docker {
+        let shown =
+            host.map_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string(), str::to_string);
+        Docker { host_env: host.map(str::to_string), host: shown, platform: std::sync::OnceLock::new() }
+    }
+
     /// Finds the engine and checks that it answers.
     pub fn connect(root: &Utf8Path) -> Result<Docker> {
         let d = Docker::new(root);

@@ -46,14 +46,46 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     };
     // The runner's output goes straight to the terminal and its exact exit code is the
     // suite's: xshell 0.2 offers neither, so this call uses std::process directly.
+    // Tests name the tags of the images they made here; they are removed after the run, since
+    // removing images while other tests build races the engine's build cache.
+    let cleanup = crate::state_dir(root).join("test-images");
+    let _ = std::fs::create_dir_all(crate::state_dir(root));
+    let _ = std::fs::remove_file(&cleanup);
     let mut command = std::process::Command::new("cargo");
     command.args(runner).args(args).current_dir(root).env("AI_INFRA_TEST_REGISTRY", &registry.addr);
+    command.env("AI_INFRA_TEST_CLEANUP", &cleanup);
     if let Some(h) = host {
         command.env("DOCKER_HOST", h);
     }
     let status = command.status();
+    remove_test_images(host, &cleanup);
     let stopped = registry.stop();
     let code = status.map_err(|e| anyhow::anyhow!("cannot run cargo: {e}"))?.code().unwrap_or(1);
     stopped?;
     Ok(code)
+}
+
+/// Removes the images the tests listed by tag: every ai-infra-* name with one of those tags,
+/// and the content-tag names of the same images. Nothing else, since the engine may be the
+/// developer's own.
+fn remove_test_images(host: Option<&str>, list: &Utf8Path) {
+    let Ok(text) = std::fs::read_to_string(list) else { return };
+    let tags: std::collections::BTreeSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let docker = crate::docker::Docker::with_host(host);
+    let images: Vec<(String, String)> =
+        docker.list().unwrap_or_default().into_iter().filter(|(n, _)| n.contains("ai-infra-")).collect();
+    let tag_of = |n: &str| n.rsplit_once(':').map_or("", |(_, t)| t).to_string();
+    let ids: std::collections::BTreeSet<&str> =
+        images.iter().filter(|(n, _)| tags.contains(tag_of(n).as_str())).map(|(_, id)| id.as_str()).collect();
+    let names: Vec<String> = images
+        .iter()
+        .filter(|(n, id)| {
+            tags.contains(tag_of(n).as_str()) || (tag_of(n).starts_with("inputs-") && ids.contains(id.as_str()))
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !names.is_empty() {
+        let _ = docker.remove(&names);
+    }
+    let _ = std::fs::remove_file(list);
 }

@@ -137,7 +137,7 @@ fn build_args_come_from_env() {
         "services/app/Dockerfile",
         "ARG APP_VERSION=0\nFROM scratch\nARG APP_VERSION\nCOPY app.txt /\nLABEL version=${APP_VERSION}\n",
     );
-    ws.write("services/app/app.txt", "app\n");
+    ws.write("services/app/app.txt", "app for the build-args test\n");
     ws.ok(&["build", "app", &ws.tag]);
     let out = std::process::Command::new("docker")
         .args([

@@ -151,7 +151,7 @@ fn second_image_from_one_dockerfile_with_targets() {
         "ARG IMAGE_TAG=latest\nFROM scratch AS init\nCOPY init.sql /\nFROM scratch AS app\nCOPY app.txt /\n",
     );
     ws.write("services/app/init.sql", "select 1;\n");
-    ws.write("services/app/app.txt", "app\n");
+    ws.write("services/app/app.txt", "app for the targets test\n");
     ws.write(
         "services.toml",
         "[app]\ntarget = \"app\"\n\n[app-init]\ndockerfile = \"services/app/Dockerfile\"\ntarget = \"init\"\n",

@@ -62,6 +62,10 @@ impl Workspace {
         let ws = Workspace::new(name);
         ws.write("services/base/Dockerfile", "ARG IMAGE_TAG=latest\nFROM scratch\nCOPY rootfs/ /\n");
         ws.write("services/base/rootfs/etc/base.conf", "base=1\n");
+        // Layers from scratch that were the same in every test would be shared through the
+        // engine's build cache, and one test's clean-up could delete a layer another's build
+        // is using: each workspace's own content keeps them apart.
+        ws.write("services/base/rootfs/etc/workspace", &ws.tag);
         ws.write(
             "services/mid/Dockerfile",
             "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY mid.txt /mid.txt\n",
@@ -80,7 +84,7 @@ impl Workspace {
         ws.write("services/other/app.conf", "port=80\n");
         ws.write("services/other/data/state.db", "local state\n");
         ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY solo.txt /\n");
-        ws.write("services/solo/solo.txt", "solo\n");
+        ws.write("services/solo/solo.txt", &format!("solo {}\n", ws.tag));
         ws
     }
 
@@ -236,18 +240,32 @@ impl Workspace {
     /// Removes this workspace's images, as a fresh machine would not have them; never
     /// another test's (tests share the engine).
     pub fn remove_own_images(&self) {
-        let mut tags = self.extra_tags.clone();
-        tags.push(self.tag.clone());
-        let names = images_with_tags(&tags);
+        let names = images_with_tags(&self.all_tags());
         if !names.is_empty() {
             let _ = Command::new("docker").args(["image", "rm", "--force"]).args(&names).output();
         }
+    }
+
+    fn all_tags(&self) -> Vec<String> {
+        let mut tags = self.extra_tags.clone();
+        tags.push(self.tag.clone());
+        tags
     }
 }
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        self.remove_own_images();
+        // Under `cargo xtask test` the harness removes every test's images in one go after the
+        // run: removing them while other tests build races the engine's build cache.
+        match std::env::var("AI_INFRA_TEST_CLEANUP") {
+            Ok(list) if !list.is_empty() => {
+                use std::io::Write;
+                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&list) {
+                    let _ = f.write_all(format!("{}\n", self.all_tags().join("\n")).as_bytes());
+                }
+            }
+            _ => self.remove_own_images(),
+        }
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
