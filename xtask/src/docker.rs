@@ -276,6 +276,33 @@ impl Docker {
         Ok(())
     }
 
+    /// `docker manifest inspect -v REF`, asked of the registry by the CLI itself; None when it
+    /// has not answered within `timeout` (the process is then ended).
+    pub fn manifest_inspect(
+        &self,
+        reference: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<std::process::Output>> {
+        // A bounded wait needs a child process to end, which xshell 0.2 cannot give.
+        let mut command = std::process::Command::new("docker");
+        command.args(["manifest", "inspect", "-v", reference]).stdin(std::process::Stdio::null());
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        if let Some(h) = &self.host_env {
+            command.env("DOCKER_HOST", h);
+        }
+        let mut child = command.spawn().context("cannot run docker manifest inspect")?;
+        let started = std::time::Instant::now();
+        while child.try_wait()?.is_none() {
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(Some(child.wait_with_output()?))
+    }
+
     /// Pushes an image name to its registry.
     pub fn push(&self, image: &str) -> Result<()> {
         let sh = self.sh()?;

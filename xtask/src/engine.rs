@@ -3,7 +3,6 @@
 //! bridge, no iptables and no masquerading, its state under `target/engine`. Also the loopback
 //! registry the test harness starts beside it.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -272,7 +271,7 @@ impl Registry {
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let answer = http_status(&addr, "/v2/");
+            let answer = crate::registry::head(&addr, "/v2/").map(|r| r.status);
             if matches!(answer, Ok(200)) {
                 break;
             }
@@ -292,17 +291,6 @@ impl Registry {
         let _ = std::fs::remove_dir_all(&self.dir);
         Ok(())
     }
-}
-
-/// The status code of a plain HTTP GET on a loopback address.
-pub fn http_status(addr: &str, path: &str) -> Result<u16> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    let text = String::from_utf8_lossy(&head);
-    text.get(9..12).and_then(|c| c.parse().ok()).context("not an HTTP answer")
 }
 
 pub fn run(root: &Utf8Path, action: &str) -> Result<i32> {

@@ -223,8 +223,9 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     print!("{}", plan::human(&plan));
 
     heading(1, "prefetch external base images");
-    let failed_bases = prefetch::run(&docker, &snap, &plan, &CANCEL)?;
-    if !failed_bases.is_empty() || prefetch::pulled_any(&snap, &plan, &docker)? {
+    let prefetched = prefetch::run(&docker, &snap, &plan, &CANCEL)?;
+    let failed_bases = prefetched.failed;
+    if !failed_bases.is_empty() || prefetched.pulled {
         // New base IDs change digests: plan again on what is there now.
         snap = status::snapshot(&docker, root, &tag, registry)?;
         plan = make_plan(&snap)?;

@@ -25,7 +25,6 @@ pub fn missing(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// Pulls what is missing; returns the services that cannot build, with the reason.
 /// The mirror or private-registry prefix that Docker Hub base images are pulled through:
 /// BASE_IMAGE_MIRROR from the environment or `.env`.
 pub fn mirror(root: &camino::Utf8Path) -> Result<Option<String>> {
@@ -45,7 +44,16 @@ pub fn mirrored(mirror: &str, image: &str) -> Option<String> {
     (!has_host).then(|| format!("{mirror}/{familiar}"))
 }
 
-pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -> Result<BTreeMap<String, String>> {
+/// What step 1 did.
+pub struct Prefetched {
+    /// Services that cannot build, with the reason.
+    pub failed: BTreeMap<String, String>,
+    /// Whether any base image was pulled (its ID now counts in the digests).
+    pub pulled: bool,
+}
+
+/// Pulls what is missing, through the mirror first when one is set.
+pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -> Result<Prefetched> {
     let mirror = mirror(&snap.root)?;
     let missing = missing(snap, plan);
     let needed: usize = plan.work().map(|s| snap.records.get(&s.service).map_or(0, |r| r.bases.len())).sum();
@@ -58,9 +66,10 @@ pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -
                 "every base image is present".to_string()
             }
         );
-        return Ok(BTreeMap::new());
+        return Ok(Prefetched { failed: BTreeMap::new(), pulled: false });
     }
     let mut failed = BTreeMap::new();
+    let mut pulled = false;
     for (base, services) in missing {
         if cancel.load(Ordering::Relaxed) {
             break;
@@ -70,13 +79,17 @@ pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -
             match docker.pull(&m).and_then(|()| docker.tag(&m, &base)) {
                 Ok(()) => {
                     println!("pulled {base} through the mirror as {m}");
+                    pulled = true;
                     continue;
                 }
                 Err(e) => println!("could not pull {m} from the mirror ({e:#}); trying {base}"),
             }
         }
         match docker.pull(&base) {
-            Ok(()) => println!("pulled {base}"),
+            Ok(()) => {
+                println!("pulled {base}");
+                pulled = true;
+            }
             Err(e) => {
                 println!("could not pull {base}: {e:#}");
                 for s in services {
@@ -85,13 +98,7 @@ pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -
             }
         }
     }
-    Ok(failed)
-}
-
-/// Whether a base that was missing when the plan was made is present now.
-pub fn pulled_any(snap: &Snapshot, plan: &Plan, docker: &Docker) -> Result<bool> {
-    let missing: Vec<String> = missing(snap, plan).into_keys().collect();
-    Ok(!missing.is_empty() && !docker.inspect(&missing)?.is_empty())
+    Ok(Prefetched { failed, pulled })
 }
 
 #[cfg(test)]

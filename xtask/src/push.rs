@@ -22,21 +22,28 @@ pub struct Remote {
 
 /// Asks the registry, concurrently and bounded in time, for every service's TAG and content tag.
 pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String]) -> BTreeMap<String, Remote> {
+    let content_tags: Vec<String> = services
+        .iter()
+        .map(|s| {
+            snap.digests
+                .get(s)
+                .and_then(|d| d.total.as_deref())
+                .map_or_else(|| "inputs-unknown".into(), registry::content_tag)
+        })
+        .collect();
     let mut refs = Vec::new();
-    for s in services {
+    for (s, content) in services.iter().zip(&content_tags) {
         let repo = reference::repository(s, None);
-        let content = snap.digests.get(s).and_then(|d| d.total.as_deref()).map(registry::content_tag);
         refs.push((repo.clone(), snap.tag.clone()));
-        refs.push((repo, content.unwrap_or_else(|| "inputs-unknown".into())));
+        refs.push((repo, content.clone()));
     }
     let found = registry::lookup_all(docker, registry, &refs);
     services
         .iter()
+        .zip(&content_tags)
         .zip(found.chunks(2))
-        .map(|(s, pair)| {
+        .map(|((s, content_name), pair)| {
             let (tag, content) = (pair[0].clone(), pair[1].clone());
-            let content_name =
-                snap.digests.get(s).and_then(|d| d.total.as_deref()).map(registry::content_tag).unwrap_or_default();
             let (state, reason) = match (&tag, &content) {
                 (Lookup::Error(e), _) | (_, Lookup::Error(e)) => ("ERROR", e.clone()),
                 (Lookup::Found(a), Lookup::Found(b)) if a == b || a.is_none() || b.is_none() => ("OK", String::new()),

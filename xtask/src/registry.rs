@@ -71,14 +71,14 @@ fn http_lookup(registry: &str, repo: &str, tag: &str) -> Lookup {
     }
 }
 
-struct Response {
-    status: u16,
+pub struct Response {
+    pub status: u16,
     digest: Option<String>,
     api_version: Option<String>,
 }
 
 /// One `HEAD` request over HTTP/1.1, every step bounded by the lookup timeout.
-fn head(host: &str, path: &str) -> Result<Response, String> {
+pub fn head(host: &str, path: &str) -> Result<Response, String> {
     let started = Instant::now();
     let addr = host.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
@@ -130,32 +130,14 @@ fn parse_head(text: &str) -> Result<Response, String> {
     Ok(r)
 }
 
-/// `docker manifest inspect -v REF`, ended after the timeout.
+/// `docker manifest inspect -v REF`, ended after the timeout. The CLI's registry client knows
+/// TLS and the user's login.
 fn cli_lookup(docker: &Docker, reference: &str) -> Lookup {
-    // The CLI's registry client knows TLS and the user's login; it needs no plain-HTTP flag here.
-    let mut command = std::process::Command::new("docker");
-    command.args(["manifest", "inspect", "-v", reference]).stdin(std::process::Stdio::null());
-    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    if let Ok(sh) = docker.sh() {
-        if let Some(h) = sh.var_os("DOCKER_HOST") {
-            command.env("DOCKER_HOST", h);
-        }
-    }
-    let Ok(mut child) = command.spawn() else { return Lookup::Error("cannot run docker manifest inspect".into()) };
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if started.elapsed() > TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Lookup::Error(format!("no answer for {reference} within {} s", TIMEOUT.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Lookup::Error(e.to_string()),
-        }
-    }
-    let Ok(out) = child.wait_with_output() else { return Lookup::Error("docker manifest inspect failed".into()) };
+    let out = match docker.manifest_inspect(reference, TIMEOUT) {
+        Ok(Some(out)) => out,
+        Ok(None) => return Lookup::Error(format!("no answer for {reference} within {} s", TIMEOUT.as_secs())),
+        Err(e) => return Lookup::Error(format!("{e:#}")),
+    };
     let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
     if out.status.success() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
