@@ -85,8 +85,10 @@ pub fn head(host: &str, path: &str) -> Result<Response, String> {
     let left = || TIMEOUT.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
     s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
     let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
-    write!(s, "HEAD {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    // One write: a server that answers after the first bytes and closes (an HTML page, a proxy's
+    // error) must not turn into a broken pipe. Its answer is read even when the write failed.
+    let request = format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
+    let written = s.write_all(request.as_bytes());
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -106,7 +108,10 @@ pub fn head(host: &str, path: &str) -> Result<Response, String> {
             return Err("headers larger than 64 KiB".into());
         }
     }
-    parse_head(&String::from_utf8_lossy(&buf))
+    match written {
+        Err(e) if buf.is_empty() => Err(e.to_string()),
+        _ => parse_head(&String::from_utf8_lossy(&buf)),
+    }
 }
 
 fn parse_head(text: &str) -> Result<Response, String> {
@@ -201,8 +206,14 @@ mod tests {
                 let Ok(mut s) = s else { continue };
                 match answer {
                     Some(a) => {
-                        let mut buf = [0u8; 1024];
-                        let _ = s.read(&mut buf);
+                        // Read the whole request, as a real server would, then answer and close.
+                        let (mut seen, mut buf) = (Vec::new(), [0u8; 1024]);
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
                         let _ = s.write_all(a.as_bytes());
                     }
                     None => held.push(s),
@@ -211,6 +222,20 @@ mod tests {
             std::thread::sleep(Duration::from_secs(10));
         });
         addr
+    }
+
+    #[test]
+    fn an_answer_before_the_request_is_read_still_counts() {
+        for _ in 0..200 {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap().to_string();
+            std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\n\r\n");
+            });
+            let Lookup::Error(e) = http_lookup(&addr, "ai-infra-x", "v1") else { panic!() };
+            assert!(e.contains("is not a Docker registry"), "{e}");
+        }
     }
 
     #[test]
