@@ -97,21 +97,29 @@ fn sha(category: &str, body: &str) -> String {
     format!("sha256:{}", hex(&h.finalize()))
 }
 
+/// The files category of a context: the largest part of a digest, and the same for every
+/// service built from that context, so callers may compute it once per context, in parallel.
+pub fn files_digest(files: &[FileRecord]) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{VERSION} files\n"));
+    let mut line = String::with_capacity(256);
+    for f in files {
+        line.clear();
+        f.write_line(&mut line);
+        h.update(line.as_bytes());
+    }
+    format!("sha256:{}", hex(&h.finalize()))
+}
+
 impl Record {
     pub fn digest(&self) -> Digest {
+        self.digest_with(files_digest(&self.files))
+    }
+
+    /// The digest, given the files category as `files_digest` computes it for `self.files`.
+    pub fn digest_with(&self, files: String) -> Digest {
         let dockerfile = sha("dockerfile", &format!("target {:?}\nsha256 {}\n", self.target, self.dockerfile));
         let args = sha("args", &self.args.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect::<String>());
-        let files = {
-            let mut h = Sha256::new();
-            h.update(format!("{VERSION} files\n"));
-            let mut line = String::with_capacity(256);
-            for f in self.files.iter() {
-                line.clear();
-                f.write_line(&mut line);
-                h.update(line.as_bytes());
-            }
-            format!("sha256:{}", hex(&h.finalize()))
-        };
         let known = |m: &BTreeMap<String, Option<String>>, name: &str| -> Option<String> {
             let mut body = String::new();
             for (k, v) in m {

@@ -1,9 +1,17 @@
 //! A cache of file content hashes, one file per build context, so that re-checking an
-//! unchanged context reads no file contents. An entry is trusted only while the file's size, modification and change times,
-//! inode and device are what they were; entries for files changed less than a timestamp tick
-//! before they were hashed are never stored (the "racy clean" problem git's index solves the
-//! same way), so an edit within the same tick as a check is never missed.
+//! unchanged context reads no file contents. An entry is trusted only while the file's size,
+//! modification and change times, inode and device are what they were; entries for files
+//! changed less than a timestamp tick before they were hashed are never stored (the "racy
+//! clean" problem git's index solves the same way), so an edit within the same tick as a check
+//! is never missed.
+//!
+//! The file holds the entries in the order the walk visits the files, in a binary layout that
+//! is read as it is: loading is one read, and a lookup compares the entry at a cursor with the
+//! file the walk is at. Only when the walk and the cache disagree (a file added, removed or
+//! renamed) is an index of the remaining entries built. An unchanged context thus costs one
+//! comparison per file, and writing back happens only when the bytes would differ.
 
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::MetadataExt;
@@ -15,6 +23,13 @@ use camino::{Utf8Path, Utf8PathBuf};
 /// How recent a change must not be for its hash to be cached: wider than any file system's
 /// timestamp granularity that Docker contexts live on.
 const RACY_NS: i128 = 2_000_000_000;
+
+/// The first bytes of a cache file; another version is read as an empty cache.
+const MAGIC: &[u8] = b"ai-infra hash cache v2\n";
+
+/// One entry: path length (u32), size (u64), mtime and ctime in ns (i128), inode and device
+/// (u64), all little-endian, the sha256 as 64 hex digits, then the path.
+const FIXED: usize = 4 + 8 + 16 + 16 + 8 + 8 + 64;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileKey {
@@ -37,8 +52,8 @@ impl FileKey {
     }
 }
 
-/// FNV-1a: the cache's keys are short paths it made itself, so a keyed hasher buys nothing and
-/// costs a tenth of a warm check.
+/// FNV-1a: the index's keys are short paths the cache made itself, so a keyed hasher buys
+/// nothing.
 #[derive(Default)]
 struct Fnv(u64);
 
@@ -55,15 +70,52 @@ impl Hasher for Fnv {
     }
 }
 
-#[derive(PartialEq)]
-struct Entry {
+/// One entry as it lies in the file.
+struct Entry<'a> {
+    path: &'a str,
     key: FileKey,
-    sha256: String,
+    sha256: &'a str,
+    /// Where the next entry starts.
+    next: usize,
+}
+
+/// Reads the entry at `at`; None at the end or where the bytes are not a whole, valid entry.
+fn entry_at(data: &[u8], at: usize) -> Option<Entry<'_>> {
+    let fixed = data.get(at..at.checked_add(FIXED)?)?;
+    let u64_at = |i: usize| u64::from_le_bytes(fixed[i..i + 8].try_into().unwrap_or_default());
+    let i128_at = |i: usize| i128::from_le_bytes(fixed[i..i + 16].try_into().unwrap_or_default());
+    let len = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default()) as usize;
+    let key =
+        FileKey { size: u64_at(4), mtime_ns: i128_at(12), ctime_ns: i128_at(28), ino: u64_at(44), dev: u64_at(52) };
+    let sha = &fixed[60..FIXED];
+    let start = at + FIXED;
+    let path = std::str::from_utf8(data.get(start..start.checked_add(len)?)?).ok()?;
+    Some(Entry { path, key, sha256: std::str::from_utf8(sha).ok()?, next: start + len })
+}
+
+fn push_entry(out: &mut Vec<u8>, path: &str, key: &FileKey, sha256: &str) {
+    out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    out.extend_from_slice(&key.size.to_le_bytes());
+    out.extend_from_slice(&key.mtime_ns.to_le_bytes());
+    out.extend_from_slice(&key.ctime_ns.to_le_bytes());
+    out.extend_from_slice(&key.ino.to_le_bytes());
+    out.extend_from_slice(&key.dev.to_le_bytes());
+    out.extend_from_slice(sha256.as_bytes());
+    out.extend_from_slice(path.as_bytes());
 }
 
 pub struct HashCache {
     path: Option<Utf8PathBuf>,
-    entries: HashMap<String, Entry, BuildHasherDefault<Fnv>>,
+    /// The file's bytes, magic included; what a save would write, once `replace` ran.
+    data: Vec<u8>,
+    /// Where the entry the walk most likely asks for next starts.
+    cursor: Cell<usize>,
+    /// Path to entry offset, built at the first lookup the cursor cannot answer.
+    index: OnceCell<HashMap<String, usize, BuildHasherDefault<Fnv>>>,
+    /// Lookups answered at the cursor with a matching key, while no other kind happened: when
+    /// they cover every entry, the walk found exactly the cached files and `replace` has
+    /// nothing to do.
+    in_order: Cell<Option<usize>>,
     /// When this run started: changes after `started - RACY_NS` are too recent to cache.
     started_ns: i128,
     dirty: bool,
@@ -75,78 +127,88 @@ fn now_ns() -> i128 {
 
 impl HashCache {
     pub fn in_memory() -> HashCache {
-        HashCache { path: None, entries: HashMap::default(), started_ns: now_ns(), dirty: false }
+        HashCache {
+            path: None,
+            data: MAGIC.to_vec(),
+            cursor: Cell::new(MAGIC.len()),
+            index: OnceCell::new(),
+            in_order: Cell::new(Some(0)),
+            started_ns: now_ns(),
+            dirty: false,
+        }
     }
 
-    /// Loads the cache file; a missing or unreadable one is an empty cache (it only saves work).
+    /// A cache whose run started at `started_ns`, so that tests need not wait out the racy
+    /// window for files they just wrote.
+    #[cfg(test)]
+    pub fn started_at(mut self, started_ns: i128) -> HashCache {
+        self.started_ns = started_ns;
+        self
+    }
+
+    /// Loads the cache file; a missing, unreadable or foreign one is an empty cache (it only
+    /// saves work).
     pub fn load(path: &Utf8Path) -> HashCache {
         let mut cache = HashCache::in_memory();
         cache.path = Some(path.to_path_buf());
-        let Ok(text) = std::fs::read_to_string(path) else { return cache };
-        let mut lines = text.lines();
-        if lines.next() != Some(HEADER) {
-            return cache;
-        }
-        for line in lines {
-            let mut f = line.splitn(7, ' ');
-            let parsed = (|| {
-                let sha256 = f.next()?.to_string();
-                let key = FileKey {
-                    size: f.next()?.parse().ok()?,
-                    mtime_ns: f.next()?.parse().ok()?,
-                    ctime_ns: f.next()?.parse().ok()?,
-                    ino: f.next()?.parse().ok()?,
-                    dev: f.next()?.parse().ok()?,
-                };
-                let path = f.next()?.to_string();
-                (sha256.len() == 64).then_some((path, Entry { key, sha256 }))
-            })();
-            if let Some((p, e)) = parsed {
-                cache.entries.insert(p, e);
+        if let Ok(data) = std::fs::read(path) {
+            if data.starts_with(MAGIC) {
+                cache.data = data;
             }
         }
         cache
     }
 
+    /// The cached hash of the file at `path` (relative to the context), if its key still
+    /// matches. Cheapest when asked in the order of the last walk.
     pub fn lookup(&self, path: &str, key: &FileKey) -> Option<&str> {
-        self.entries.get(path).filter(|e| e.key == *key).map(|e| e.sha256.as_str())
+        let (found, at_cursor) = match entry_at(&self.data, self.cursor.get()) {
+            Some(e) if e.path == path => (Some(e), true),
+            _ => (self.index().get(path).and_then(|at| entry_at(&self.data, *at)), false),
+        };
+        let hit = found.as_ref().is_some_and(|e| e.key == *key);
+        self.in_order.set(self.in_order.get().filter(|_| at_cursor && hit).map(|n| n + 1));
+        let found = found?;
+        self.cursor.set(found.next);
+        hit.then_some(found.sha256)
     }
 
-    /// Records a hash taken in this run, unless the file changed too recently to be sure that
-    /// the content read matches the key.
-    pub fn store(&mut self, path: &str, key: &FileKey, sha256: &str) {
-        let newest = key.mtime_ns.max(key.ctime_ns);
-        if newest > self.started_ns - RACY_NS || path.contains('\n') {
-            self.dirty |= self.entries.remove(path).is_some();
+    fn index(&self) -> &HashMap<String, usize, BuildHasherDefault<Fnv>> {
+        self.index.get_or_init(|| {
+            let mut index = HashMap::default();
+            let mut at = MAGIC.len();
+            while let Some(e) = entry_at(&self.data, at) {
+                index.insert(e.path.to_string(), at);
+                at = e.next;
+            }
+            index
+        })
+    }
+
+    /// Replaces the entries with exactly these files (all a walk found, in its order), so that
+    /// files that are gone leave the cache. Hashes of files changed too recently to be sure
+    /// that the content read matches the key are left out.
+    pub fn replace<'a>(&mut self, files: impl ExactSizeIterator<Item = (&'a str, &'a FileKey, &'a str)>) {
+        // The common case: every file was asked for, in order, and found unchanged.
+        if self.in_order.get() == Some(files.len()) && self.cursor.get() == self.data.len() {
             return;
         }
-        let entry = Entry { key: *key, sha256: sha256.to_string() };
-        if self.entries.get(path) != Some(&entry) {
-            self.entries.insert(path.to_string(), entry);
+        let mut data = Vec::with_capacity(self.data.len().max(MAGIC.len()));
+        data.extend_from_slice(MAGIC);
+        for (path, key, sha256) in files {
+            let newest = key.mtime_ns.max(key.ctime_ns);
+            if newest > self.started_ns - RACY_NS || sha256.len() != 64 || path.len() > u32::MAX as usize {
+                continue;
+            }
+            push_entry(&mut data, path, key, sha256);
+        }
+        if data != self.data {
+            self.data = data;
             self.dirty = true;
         }
-    }
-
-    /// Replaces the entries with exactly these files (all a walk found), so that files that
-    /// are gone leave the cache.
-    pub fn replace<'a>(&mut self, files: impl Iterator<Item = (&'a str, &'a FileKey, &'a str)> + Clone) {
-        // The common case, nothing changed, is checked without building anything.
-        let mut count = 0;
-        let same = files.clone().all(|(path, key, sha256)| {
-            count += 1;
-            self.entries.get(path).is_some_and(|e| e.key == *key && e.sha256 == sha256)
-        });
-        if same && count == self.entries.len() {
-            return;
-        }
-        let mut old = std::mem::take(&mut self.entries);
-        for (path, key, sha256) in files {
-            if let Some(e) = old.remove(path) {
-                self.entries.insert(path.to_string(), e);
-            }
-            self.store(path, key, sha256);
-        }
-        self.dirty |= !old.is_empty();
+        self.cursor.set(MAGIC.len());
+        self.index = OnceCell::new();
+        self.in_order.set(Some(0));
     }
 
     /// Writes the cache back when it changed.
@@ -155,55 +217,96 @@ impl HashCache {
         if !self.dirty {
             return Ok(());
         }
-        let mut text = String::with_capacity(self.entries.len() * 140);
-        text.push_str(HEADER);
-        text.push('\n');
-        let mut paths: Vec<&String> = self.entries.keys().collect();
-        paths.sort();
-        for p in paths {
-            let e = &self.entries[p];
-            let k = &e.key;
-            text.push_str(&format!("{} {} {} {} {} {} {p}\n", e.sha256, k.size, k.mtime_ns, k.ctime_ns, k.ino, k.dev));
-        }
-        crate::atomic::write(path, text.as_bytes())?;
+        crate::atomic::write(path, &self.data)?;
         self.dirty = false;
         Ok(())
     }
 }
 
-const HEADER: &str = "ai-infra hash cache v1";
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const OLD: FileKey = FileKey { size: 3, mtime_ns: 1_000, ctime_ns: 1_000, ino: 7, dev: 1 };
+
+    fn sha(c: char) -> String {
+        c.to_string().repeat(64)
+    }
 
     #[test]
     fn trusted_only_while_the_key_matches_and_not_racy() {
         let dir = crate::testutil::TempDir::new("hashcache");
         let file = dir.path().join("cache");
         let mut c = HashCache::load(&file);
-        let old = FileKey { size: 3, mtime_ns: 1_000, ctime_ns: 1_000, ino: 7, dev: 1 };
-        let sha = "a".repeat(64);
-        c.store("x", &old, &sha);
+        let (a, b) = (sha('a'), sha('b'));
         // A change within the racy window is not cached.
-        let fresh = FileKey { mtime_ns: now_ns(), ..old };
-        c.store("y", &fresh, &sha);
+        let fresh = FileKey { mtime_ns: now_ns(), ..OLD };
+        c.replace([("x", &OLD, a.as_str()), ("y", &fresh, b.as_str())].into_iter());
+        c.save().unwrap();
+        let c = HashCache::load(&file);
+        assert_eq!(c.lookup("x", &OLD), Some(a.as_str()));
+        assert_eq!(c.lookup("y", &fresh), None);
+        for changed in [
+            FileKey { ctime_ns: 2_000, ..OLD },
+            FileKey { mtime_ns: 2_000, ..OLD },
+            FileKey { size: 4, ..OLD },
+            FileKey { ino: 8, ..OLD },
+            FileKey { dev: 2, ..OLD },
+        ] {
+            assert_eq!(c.lookup("x", &changed), None, "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn found_in_any_order_and_written_only_when_changed() {
+        let dir = crate::testutil::TempDir::new("hashcache");
+        let file = dir.path().join("cache");
+        let shas: Vec<String> = ['a', 'b', 'c', 'd'].into_iter().map(sha).collect();
+        let names = ["d1/f", "d1/g", "d2/f", "e"];
+        let mut c = HashCache::load(&file);
+        c.replace(names.iter().zip(&shas).map(|(n, s)| (*n, &OLD, s.as_str())));
         c.save().unwrap();
         let mut c = HashCache::load(&file);
-        assert_eq!(c.lookup("x", &old), Some(sha.as_str()));
-        assert_eq!(c.lookup("y", &fresh), None);
-        assert_eq!(c.lookup("x", &FileKey { ctime_ns: 2_000, ..old }), None);
-        assert_eq!(c.lookup("x", &FileKey { size: 4, ..old }), None);
-        assert_eq!(c.lookup("x", &FileKey { ino: 8, ..old }), None);
-        // Unchanged: nothing to write. A walk that no longer finds x drops it.
-        c.replace([("x", &old, sha.as_str())].into_iter());
+        // In the walk's order, out of it, with a file added before and one gone.
+        assert_eq!(c.lookup("d1/f", &OLD), Some(shas[0].as_str()));
+        assert_eq!(c.lookup("new", &OLD), None);
+        assert_eq!(c.lookup("d2/f", &OLD), Some(shas[2].as_str()));
+        assert_eq!(c.lookup("e", &OLD), Some(shas[3].as_str()));
+        assert_eq!(c.lookup("d1/g", &OLD), Some(shas[1].as_str()));
+        assert_eq!(c.lookup("gone", &OLD), None);
+        // The same files again: nothing to write. Without one of them: written, and it is gone.
+        c.replace(names.iter().zip(&shas).map(|(n, s)| (*n, &OLD, s.as_str())));
         assert!(!c.dirty);
-        c.replace([("z", &old, sha.as_str())].into_iter());
+        c.replace(names.iter().zip(&shas).skip(1).map(|(n, s)| (*n, &OLD, s.as_str())));
         assert!(c.dirty);
         c.save().unwrap();
         let c = HashCache::load(&file);
-        assert!(c.lookup("x", &old).is_none() && c.lookup("z", &old).is_some());
-        std::fs::write(&file, "garbage").unwrap();
-        assert!(HashCache::load(&file).entries.is_empty());
+        assert_eq!(c.lookup("d1/f", &OLD), None);
+        assert_eq!(c.lookup("e", &OLD), Some(shas[3].as_str()));
+    }
+
+    #[test]
+    fn damaged_or_foreign_files_are_an_empty_cache() {
+        let dir = crate::testutil::TempDir::new("hashcache");
+        let file = dir.path().join("cache");
+        let (a, b) = (sha('a'), sha('b'));
+        let mut c = HashCache::load(&file);
+        c.replace([("x", &OLD, a.as_str()), ("y", &OLD, b.as_str())].into_iter());
+        c.save().unwrap();
+        let whole = std::fs::read(&file).unwrap();
+        // Cut inside the second entry: the first still counts, the second is a miss.
+        std::fs::write(&file, &whole[..whole.len() - 3]).unwrap();
+        let c = HashCache::load(&file);
+        assert_eq!((c.lookup("x", &OLD), c.lookup("y", &OLD)), (Some(a.as_str()), None));
+        // A hash that is not text is not trusted.
+        let mut bad = whole.clone();
+        let at = bad.len() - 1 - 64;
+        bad[at] = 0xff;
+        std::fs::write(&file, &bad).unwrap();
+        assert_eq!(HashCache::load(&file).lookup("y", &OLD), None);
+        for foreign in [&b"garbage"[..], b"ai-infra hash cache v1\naaaa 3 1000 1000 7 1 x\n", b""] {
+            std::fs::write(&file, foreign).unwrap();
+            assert_eq!(HashCache::load(&file).lookup("x", &OLD), None);
+        }
     }
 }

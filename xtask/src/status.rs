@@ -138,6 +138,12 @@ pub fn digests(
 ) -> Inputs {
     let mut records = BTreeMap::new();
     let mut digests: BTreeMap<String, Digest> = BTreeMap::new();
+    let contexts: Vec<(&Utf8PathBuf, &Arc<Vec<FileRecord>>)> = files.iter().collect();
+    let files_digests: BTreeMap<&Utf8PathBuf, String> = contexts
+        .iter()
+        .map(|(c, _)| *c)
+        .zip(context::parallel(contexts.len(), |i| digest::files_digest(contexts[i].1)))
+        .collect();
     for r in &services {
         let s = &r.service;
         let mut args = r.build_args.clone();
@@ -158,7 +164,11 @@ pub fn digests(
                 .collect(),
             bases: r.analysis.bases.iter().map(|b| (b.clone(), base_ids.get(b).cloned())).collect(),
         };
-        digests.insert(s.name.clone(), record.digest());
+        let digest = match files_digests.get(&s.context) {
+            Some(f) => record.digest_with(f.clone()),
+            None => record.digest(),
+        };
+        digests.insert(s.name.clone(), digest);
         records.insert(s.name.clone(), record);
     }
     Inputs { services, records, digests }
