@@ -69,12 +69,8 @@ pub fn familiar(name: &str) -> &str {
 
 /// Turns a failed docker command into an error a person can act on.
 fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
-    let line = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("DEPRECATED"))
-        .last()
-        .unwrap_or("no output");
+    let line =
+        stderr.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with("DEPRECATED")).unwrap_or("no output");
     if stderr.contains("Cannot connect to the Docker daemon") || stderr.contains("Is the docker daemon running") {
         return anyhow::anyhow!(
             "no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})"
@@ -156,7 +152,7 @@ impl Docker {
         let v: Value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
         let server = v.get("Server").filter(|s| !s.is_null());
         let Some(server) = server.filter(|_| out.status.success()) else {
-            let line = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or("no answer");
+            let line = stderr.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no answer");
             bail!("no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})");
         };
         let field = |k: &str| server.get(k).and_then(Value::as_str).unwrap_or_default().to_string();

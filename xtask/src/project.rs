@@ -71,13 +71,13 @@ impl Project {
         if settings_path.exists() {
             let text =
                 std::fs::read_to_string(&settings_path).with_context(|| format!("cannot read {settings_path}"))?;
-            apply_settings(&text, &mut found).with_context(|| format!("{SETTINGS}"))?;
+            apply_settings(&text, &mut found).with_context(|| SETTINGS.to_string())?;
         }
         for s in found.values() {
             let path = root.join(&s.dockerfile);
             if !path.is_file() {
                 let hint = if s.dockerfile == s.context.join("Dockerfile") {
-                    format!("add a Dockerfile, or move the folder out of services/")
+                    "add a Dockerfile, or move the folder out of services/".to_string()
                 } else {
                     format!("fix the dockerfile setting of [{}] in {SETTINGS}", s.name)
                 };

@@ -47,7 +47,7 @@ pub fn validate_registry(registry: &str) -> Result<(), UsageError> {
     if host.is_empty() {
         return Err(bad("it has no host".into()));
     }
-    let (name, port) = split_port(host).map_err(|e| bad(e))?;
+    let (name, port) = split_port(host).map_err(&bad)?;
     if name.is_empty() {
         return Err(bad("it has no host".into()));
     }

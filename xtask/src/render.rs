@@ -35,10 +35,10 @@ pub fn render(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
         out.push_str(&rest[..p]);
         advance(&rest[..p], &mut line, &mut col);
         let after = &rest[p..];
-        if after.starts_with("$${") {
+        if let Some(tail) = after.strip_prefix("$${") {
             out.push_str("${");
             advance("$${", &mut line, &mut col);
-            rest = &after[3..];
+            rest = tail;
             continue;
         }
         if !after.starts_with("${") {

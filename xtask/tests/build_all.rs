@@ -214,7 +214,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_builds_only_what_is_left() {
         .unwrap();
     // Interrupt once slow is building and quick has finished.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_to_string(ws.path("target/xtask/history.jsonl")).is_ok() {
+    while std::fs::read_to_string(ws.path("target/xtask/history.jsonl")).is_err() {
         let quick_done = std::process::Command::new("docker")
             .args(["image", "inspect", &format!("ai-infra-quick:{}", ws.tag)])
             .output()
