@@ -47,8 +47,7 @@ fn median(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         f()?;
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok(times[times.len() / 2])
+    Ok(middle(times))
 }
 
 /// A workspace of `n` services: one base, the rest built on it, each with `files` files of
@@ -373,7 +372,9 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<
     Ok(())
 }
 
-/// Cold and warm digests of large contexts, and sha256sum over the same files.
+/// Cold and warm digests of large contexts, a bare walk that stats every file (what any check
+/// that trusts no timestamp must at least do), and sha256sum over the same files. Cold, warm
+/// and bare runs take turns, so that a burst of load on the machine hits all three alike.
 fn digest_figures(dir: &Utf8PathBuf, n: usize, files: usize, size: usize) -> Result<()> {
     generate(dir, n, files, size)?;
     let bytes: u64 = walk_sizes(&dir.join("services"))?;
@@ -395,20 +396,59 @@ fn digest_figures(dir: &Utf8PathBuf, n: usize, files: usize, size: usize) -> Res
         status::inputs(dir, resolved, &Default::default())?;
         Ok(())
     };
-    let cold = median(3, || {
+    let contexts: Vec<Utf8PathBuf> = project.services.iter().map(|s| dir.join(&s.context)).collect();
+    let bare_walk = || -> Result<()> {
+        let counts = crate::context::parallel(contexts.len(), |i| stat_all(&contexts[i]));
+        counts.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(())
+    };
+    let (mut cold, mut warm, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    let timed = |f: &dyn Fn() -> Result<()>, into: &mut Vec<f64>| -> Result<()> {
+        let t = Instant::now();
+        f()?;
+        into.push(t.elapsed().as_secs_f64());
+        Ok(())
+    };
+    for _ in 0..5 {
         let _ = std::fs::remove_dir_all(&cache);
-        digest_all()
-    })?;
-    digest_all()?;
-    let warm = median(5, digest_all).context("warm digest")?;
+        timed(&digest_all, &mut cold)?;
+        for _ in 0..4 {
+            timed(&digest_all, &mut warm).context("warm digest")?;
+            timed(&bare_walk, &mut bare)?;
+        }
+    }
+    let (cold, warm, bare) = (middle(cold), middle(warm), middle(bare));
     let mib = bytes as f64 / (1024.0 * 1024.0);
-    println!("\ninput digests, {n} services x {files} files of {} KiB on average ({mib:.1} MiB, page cache warm, median of runs):", size / 1024);
+    println!("\ninput digests, {n} services x {files} files of {} KiB on average ({mib:.1} MiB, page cache warm, medians of interleaved runs):", size / 1024);
     println!("  cold (no hash cache)           {cold:>8.3} s   {:>7.1} MiB/s", mib / cold);
     println!("  warm (hash cache filled)       {warm:>8.3} s");
+    println!("  bare walk, one stat per file   {bare:>8.3} s   (the floor for a check that reads no file)");
     println!("  sha256sum, same files          {sha256sum:>8.3} s   {:>7.1} MiB/s", mib / sha256sum);
     println!("  warm vs cold                   {:>8.1}x  (target: at least 10x)", cold / warm);
+    println!("  warm vs bare walk              {:>8.2}   (1.0 would be no cost beyond the stats)", warm / bare);
     println!("  cold throughput / sha256sum    {:>8.2}   (target: at least 0.5)", sha256sum / cold);
     Ok(())
+}
+
+/// The median of timings.
+fn middle(mut times: Vec<f64>) -> f64 {
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+/// Stats every file below `dir`, as a walk must that trusts no timestamp; returns the count.
+fn stat_all(dir: &Utf8Path) -> Result<usize> {
+    let mut count = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            count += stat_all(Utf8Path::from_path(&e.path()).context("UTF-8 path")?)?;
+        } else {
+            e.metadata()?;
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn walk_sizes(dir: &Utf8Path) -> Result<u64> {
