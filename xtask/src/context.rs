@@ -20,9 +20,57 @@ pub struct FileRecord {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum What {
     Dir,
-    File { exec: bool, sha256: String },
+    File { exec: bool, sha256: Sha },
     Symlink(String),
     Special(String),
+}
+
+/// A content hash as 64 lowercase hex digits, held inline: a context of thousands of files
+/// would otherwise cost an allocation (and a free) per file on every check.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sha([u8; 64]);
+
+impl Sha {
+    /// The hash of a digest's 32 bytes.
+    pub fn of(digest: &[u8]) -> Sha {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'0'; 64];
+        for (i, b) in digest.iter().take(32).enumerate() {
+            out[2 * i] = DIGITS[(b >> 4) as usize];
+            out[2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+        Sha(out)
+    }
+
+    /// 64 lowercase hex digits, as recorded; anything else is None.
+    pub fn parse(hex: &str) -> Option<Sha> {
+        let bytes: [u8; 64] = hex.as_bytes().try_into().ok()?;
+        bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')).then_some(Sha(bytes))
+    }
+
+    /// 64 ASCII bytes as stored by this tool's own cache, without the digit check: a damaged
+    /// entry can only make a digest differ, never match.
+    pub fn from_cache(bytes: &[u8]) -> Option<Sha> {
+        let bytes: [u8; 64] = bytes.try_into().ok()?;
+        bytes.is_ascii().then_some(Sha(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Sha {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Sha {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl FileRecord {
@@ -39,7 +87,7 @@ impl FileRecord {
     pub fn write_line(&self, out: &mut String) {
         let parts: [&str; 5] = match &self.what {
             What::Dir => ["dir ", &self.path, "", "", ""],
-            What::File { exec, sha256 } => ["file ", if *exec { "x " } else { "- " }, sha256, " ", &self.path],
+            What::File { exec, sha256 } => ["file ", if *exec { "x " } else { "- " }, sha256.as_str(), " ", &self.path],
             What::Symlink(t) => ["link ", &self.path, " -> ", t, ""],
             What::Special(kind) => [kind, " ", &self.path, "", ""],
         };
@@ -104,21 +152,21 @@ pub fn finish(listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Ve
     let pending: Vec<(usize, &Pending)> =
         listings.iter().enumerate().flat_map(|(i, l)| l.pending.iter().map(move |p| (i, p))).collect();
     let hashed = hash_all(&pending.iter().map(|(i, p)| (*p, listings[*i].context.as_path())).collect::<Vec<_>>())?;
-    let updates: Vec<(usize, usize, String)> =
+    let updates: Vec<(usize, usize, Sha)> =
         pending.iter().zip(hashed).map(|((i, p), sha)| (*i, p.index, sha)).collect();
     let mut out = Vec::new();
     for (i, l) in listings.into_iter().enumerate() {
         let mut records = l.records;
         for (_, index, sha) in updates.iter().filter(|u| u.0 == i) {
             if let What::File { sha256, .. } = &mut records[*index].what {
-                sha256.clone_from(sha);
+                *sha256 = *sha;
             }
         }
         if let Some(cache) = caches.get_mut(i) {
             // Keys are taken of files only; anything else would be left out for its empty hash.
             cache.replace(l.keys.iter().map(|(index, key)| match &records[*index].what {
-                What::File { sha256, .. } => (records[*index].path.as_str(), key, sha256.as_str()),
-                _ => ("", key, ""),
+                What::File { sha256, .. } => (records[*index].path.as_str(), key, Some(sha256)),
+                _ => ("", key, None),
             }));
         }
         // Paths are unique, so an unstable sort by path is the full order, without a scratch copy.
@@ -147,7 +195,7 @@ pub fn overlay<'a>(
         records.retain(|r| r.path != rel);
         records.push(FileRecord {
             path: rel.to_string(),
-            what: What::File { exec: false, sha256: hex(&sha2::Sha256::digest(bytes)) },
+            what: What::File { exec: false, sha256: Sha::of(&sha2::Sha256::digest(bytes)) },
         });
         for (i, _) in rel.match_indices('/') {
             let dir = &rel[..i];
@@ -226,10 +274,11 @@ fn walk(
             let exec = meta.mode() & 0o111 != 0;
             listing.keys.push((listing.records.len(), key));
             match cache.lookup(&path, &key) {
-                Some(sha) => What::File { exec, sha256: sha.to_string() },
+                Some(sha) => What::File { exec, sha256: sha },
                 None => {
+                    // Filled in by `finish`.
                     listing.pending.push(Pending { index: listing.records.len(), abs: abs() });
-                    What::File { exec, sha256: String::new() }
+                    What::File { exec, sha256: Sha([b'0'; 64]) }
                 }
             }
         } else {
@@ -250,7 +299,7 @@ fn walk(
 }
 
 /// Hashes files on every core; the first error wins.
-fn hash_all(pending: &[(&Pending, &Utf8Path)]) -> Result<Vec<String>> {
+fn hash_all(pending: &[(&Pending, &Utf8Path)]) -> Result<Vec<Sha>> {
     if pending.is_empty() {
         return Ok(Vec::new());
     }
@@ -285,8 +334,8 @@ pub fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     slots.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every index ran")).collect()
 }
 
-/// The sha256 of a file's content, as lowercase hex.
-pub fn hash_file(path: &Utf8Path) -> Result<String> {
+/// The sha256 of a file's content.
+pub fn hash_file(path: &Utf8Path) -> Result<Sha> {
     use sha2::Digest;
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
@@ -299,7 +348,7 @@ pub fn hash_file(path: &Utf8Path) -> Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(hex(&h.finalize()))
+    Ok(Sha::of(&h.finalize()))
 }
 
 /// Lowercase hex; a table rather than `format!` per byte, which cost a cold digest a tenth of
@@ -327,6 +376,20 @@ mod tests {
         std::fs::create_dir(&p.abs).unwrap();
         let err = hash_all(&[(&p, dir.path())]).unwrap_err();
         assert!(format!("{err:#}").contains("cannot read sub: fix its permissions"), "{err:#}");
+    }
+
+    #[test]
+    fn hashes_are_64_lowercase_hex_digits() {
+        use sha2::Digest;
+        let a = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
+        let sha = Sha::of(&sha2::Sha256::digest(b"a"));
+        assert_eq!((sha.as_str(), format!("{sha}"), format!("{sha:?}")), (a, a.to_string(), a.to_string()));
+        assert_eq!(Sha::parse(a), Some(sha));
+        assert_eq!(hex(&sha2::Sha256::digest(b"a")), a);
+        for bad in [&a[1..], &a.to_uppercase(), &format!("{}g", &a[1..]), ""] {
+            assert_eq!(Sha::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Sha::from_cache(&[0xff; 64]), None);
     }
 
     #[test]

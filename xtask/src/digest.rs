@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::context::{hex, FileRecord, What};
+use crate::context::{hex, FileRecord, Sha, What};
 
 /// Names the format of the description; a change of format changes every digest.
 pub const VERSION: &str = "ai-infra-inputs/v1";
@@ -146,7 +146,7 @@ impl Record {
             .iter()
             .map(|f| match &f.what {
                 What::Dir => json!([f.path, "dir"]),
-                What::File { exec, sha256 } => json!([f.path, if *exec { "exec" } else { "file" }, sha256]),
+                What::File { exec, sha256 } => json!([f.path, if *exec { "exec" } else { "file" }, sha256.as_str()]),
                 What::Symlink(t) => json!([f.path, "link", t]),
                 What::Special(k) => json!([f.path, k]),
             })
@@ -177,12 +177,12 @@ impl Record {
             let a = f.as_array()?;
             let path = a.first()?.as_str()?.to_string();
             let kind = a.get(1)?.as_str()?;
-            let third = a.get(2).and_then(Value::as_str).map(str::to_string);
+            let third = a.get(2).and_then(Value::as_str);
             let what = match kind {
                 "dir" => What::Dir,
-                "file" => What::File { exec: false, sha256: third? },
-                "exec" => What::File { exec: true, sha256: third? },
-                "link" => What::Symlink(third?),
+                "file" => What::File { exec: false, sha256: Sha::parse(third?)? },
+                "exec" => What::File { exec: true, sha256: Sha::parse(third?)? },
+                "link" => What::Symlink(third?.to_string()),
                 other => What::Special(other.to_string()),
             };
             files.push(FileRecord { path, what });
@@ -360,7 +360,10 @@ mod tests {
                 &[("PY".to_string(), "3.11".to_string()), ("DB_PASSWORD".to_string(), "hunter2".to_string())].into(),
             ),
             files: vec![
-                FileRecord { path: "a".into(), what: What::File { exec: false, sha256: "1".repeat(64) } },
+                FileRecord {
+                    path: "a".into(),
+                    what: What::File { exec: false, sha256: Sha::parse(&"1".repeat(64)).unwrap() },
+                },
                 FileRecord { path: "b".into(), what: What::Symlink("a".into()) },
                 FileRecord { path: "d".into(), what: What::Dir },
             ]
@@ -392,9 +395,8 @@ mod tests {
             vec![Category::Args]
         );
         assert_eq!(
-            changed(
-                &|r| std::sync::Arc::make_mut(&mut r.files)[0].what = What::File { exec: true, sha256: "1".repeat(64) }
-            ),
+            changed(&|r| std::sync::Arc::make_mut(&mut r.files)[0].what =
+                What::File { exec: true, sha256: Sha::parse(&"1".repeat(64)).unwrap() }),
             vec![Category::Files]
         );
         assert_eq!(
@@ -453,7 +455,7 @@ mod tests {
             &[("PY".to_string(), "3.12".to_string()), ("DB_PASSWORD".to_string(), "x".to_string())].into(),
         );
         let files = std::sync::Arc::make_mut(&mut new.files);
-        files[0].what = What::File { exec: true, sha256: "1".repeat(64) };
+        files[0].what = What::File { exec: true, sha256: Sha::parse(&"1".repeat(64)).unwrap() };
         files.remove(1);
         files.push(FileRecord { path: "z".into(), what: What::Dir });
         new.parents.insert("base".into(), Some("sha256:q".into()));

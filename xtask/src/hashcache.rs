@@ -20,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::context::Sha;
+
 /// How recent a change must not be for its hash to be cached: wider than any file system's
 /// timestamp granularity that Docker contexts live on.
 const RACY_NS: i128 = 2_000_000_000;
@@ -74,7 +76,7 @@ impl Hasher for Fnv {
 struct Entry<'a> {
     path: &'a str,
     key: FileKey,
-    sha256: &'a str,
+    sha256: Sha,
     /// Where the next entry starts.
     next: usize,
 }
@@ -90,17 +92,17 @@ fn entry_at(data: &[u8], at: usize) -> Option<Entry<'_>> {
     let sha = &fixed[60..FIXED];
     let start = at + FIXED;
     let path = std::str::from_utf8(data.get(start..start.checked_add(len)?)?).ok()?;
-    Some(Entry { path, key, sha256: std::str::from_utf8(sha).ok()?, next: start + len })
+    Some(Entry { path, key, sha256: Sha::from_cache(sha)?, next: start + len })
 }
 
-fn push_entry(out: &mut Vec<u8>, path: &str, key: &FileKey, sha256: &str) {
+fn push_entry(out: &mut Vec<u8>, path: &str, key: &FileKey, sha256: &Sha) {
     out.extend_from_slice(&(path.len() as u32).to_le_bytes());
     out.extend_from_slice(&key.size.to_le_bytes());
     out.extend_from_slice(&key.mtime_ns.to_le_bytes());
     out.extend_from_slice(&key.ctime_ns.to_le_bytes());
     out.extend_from_slice(&key.ino.to_le_bytes());
     out.extend_from_slice(&key.dev.to_le_bytes());
-    out.extend_from_slice(sha256.as_bytes());
+    out.extend_from_slice(sha256.as_str().as_bytes());
     out.extend_from_slice(path.as_bytes());
 }
 
@@ -161,7 +163,7 @@ impl HashCache {
 
     /// The cached hash of the file at `path` (relative to the context), if its key still
     /// matches. Cheapest when asked in the order of the last walk.
-    pub fn lookup(&self, path: &str, key: &FileKey) -> Option<&str> {
+    pub fn lookup(&self, path: &str, key: &FileKey) -> Option<Sha> {
         let (found, at_cursor) = match entry_at(&self.data, self.cursor.get()) {
             Some(e) if e.path == path => (Some(e), true),
             _ => (self.index().get(path).and_then(|at| entry_at(&self.data, *at)), false),
@@ -188,7 +190,7 @@ impl HashCache {
     /// Replaces the entries with exactly these files (all a walk found, in its order), so that
     /// files that are gone leave the cache. Hashes of files changed too recently to be sure
     /// that the content read matches the key are left out.
-    pub fn replace<'a>(&mut self, files: impl ExactSizeIterator<Item = (&'a str, &'a FileKey, &'a str)>) {
+    pub fn replace<'a>(&mut self, files: impl ExactSizeIterator<Item = (&'a str, &'a FileKey, Option<&'a Sha>)>) {
         // The common case: every file was asked for, in order, and found unchanged.
         if self.in_order.get() == Some(files.len()) && self.cursor.get() == self.data.len() {
             return;
@@ -197,9 +199,11 @@ impl HashCache {
         data.extend_from_slice(MAGIC);
         for (path, key, sha256) in files {
             let newest = key.mtime_ns.max(key.ctime_ns);
-            if newest > self.started_ns - RACY_NS || sha256.len() != 64 || path.len() > u32::MAX as usize {
+            let Some(sha256) =
+                sha256.filter(|_| newest <= self.started_ns - RACY_NS && path.len() <= u32::MAX as usize)
+            else {
                 continue;
-            }
+            };
             push_entry(&mut data, path, key, sha256);
         }
         if data != self.data {
@@ -229,8 +233,8 @@ mod tests {
 
     const OLD: FileKey = FileKey { size: 3, mtime_ns: 1_000, ctime_ns: 1_000, ino: 7, dev: 1 };
 
-    fn sha(c: char) -> String {
-        c.to_string().repeat(64)
+    fn sha(c: char) -> Sha {
+        Sha::parse(&c.to_string().repeat(64)).unwrap()
     }
 
     #[test]
@@ -241,10 +245,10 @@ mod tests {
         let (a, b) = (sha('a'), sha('b'));
         // A change within the racy window is not cached.
         let fresh = FileKey { mtime_ns: now_ns(), ..OLD };
-        c.replace([("x", &OLD, a.as_str()), ("y", &fresh, b.as_str())].into_iter());
+        c.replace([("x", &OLD, Some(&a)), ("y", &fresh, Some(&b))].into_iter());
         c.save().unwrap();
         let c = HashCache::load(&file);
-        assert_eq!(c.lookup("x", &OLD), Some(a.as_str()));
+        assert_eq!(c.lookup("x", &OLD), Some(a));
         assert_eq!(c.lookup("y", &fresh), None);
         for changed in [
             FileKey { ctime_ns: 2_000, ..OLD },
@@ -261,28 +265,28 @@ mod tests {
     fn found_in_any_order_and_written_only_when_changed() {
         let dir = crate::testutil::TempDir::new("hashcache");
         let file = dir.path().join("cache");
-        let shas: Vec<String> = ['a', 'b', 'c', 'd'].into_iter().map(sha).collect();
+        let shas: Vec<Sha> = ['a', 'b', 'c', 'd'].into_iter().map(sha).collect();
         let names = ["d1/f", "d1/g", "d2/f", "e"];
         let mut c = HashCache::load(&file);
-        c.replace(names.iter().zip(&shas).map(|(n, s)| (*n, &OLD, s.as_str())));
+        c.replace(names.iter().zip(&shas).map(|(n, s)| (*n, &OLD, Some(s))));
         c.save().unwrap();
         let mut c = HashCache::load(&file);
         // In the walk's order, out of it, with a file added before and one gone.
-        assert_eq!(c.lookup("d1/f", &OLD), Some(shas[0].as_str()));
+        assert_eq!(c.lookup("d1/f", &OLD), Some(shas[0]));
         assert_eq!(c.lookup("new", &OLD), None);
-        assert_eq!(c.lookup("d2/f", &OLD), Some(shas[2].as_str()));
-        assert_eq!(c.lookup("e", &OLD), Some(shas[3].as_str()));
-        assert_eq!(c.lookup("d1/g", &OLD), Some(shas[1].as_str()));
+        assert_eq!(c.lookup("d2/f", &OLD), Some(shas[2]));
+        assert_eq!(c.lookup("e", &OLD), Some(shas[3]));
+        assert_eq!(c.lookup("d1/g", &OLD), Some(shas[1]));
         assert_eq!(c.lookup("gone", &OLD), None);
         // The same files again: nothing to write. Without one of them: written, and it is gone.
-        c.replace(names.iter().zip(&shas).map(|(n, s)| (*n, &OLD, s.as_str())));
+        c.replace(names.iter().zip(&shas).map(|(n, s)| (*n, &OLD, Some(s))));
         assert!(!c.dirty);
-        c.replace(names.iter().zip(&shas).skip(1).map(|(n, s)| (*n, &OLD, s.as_str())));
+        c.replace(names.iter().zip(&shas).skip(1).map(|(n, s)| (*n, &OLD, Some(s))));
         assert!(c.dirty);
         c.save().unwrap();
         let c = HashCache::load(&file);
         assert_eq!(c.lookup("d1/f", &OLD), None);
-        assert_eq!(c.lookup("e", &OLD), Some(shas[3].as_str()));
+        assert_eq!(c.lookup("e", &OLD), Some(shas[3]));
     }
 
     #[test]
@@ -291,13 +295,13 @@ mod tests {
         let file = dir.path().join("cache");
         let (a, b) = (sha('a'), sha('b'));
         let mut c = HashCache::load(&file);
-        c.replace([("x", &OLD, a.as_str()), ("y", &OLD, b.as_str())].into_iter());
+        c.replace([("x", &OLD, Some(&a)), ("y", &OLD, Some(&b))].into_iter());
         c.save().unwrap();
         let whole = std::fs::read(&file).unwrap();
         // Cut inside the second entry: the first still counts, the second is a miss.
         std::fs::write(&file, &whole[..whole.len() - 3]).unwrap();
         let c = HashCache::load(&file);
-        assert_eq!((c.lookup("x", &OLD), c.lookup("y", &OLD)), (Some(a.as_str()), None));
+        assert_eq!((c.lookup("x", &OLD), c.lookup("y", &OLD)), (Some(a), None));
         // A hash that is not text is not trusted.
         let mut bad = whole.clone();
         let at = bad.len() - 1 - 64;
