@@ -221,6 +221,11 @@ impl HashCache {
         if !self.dirty {
             return Ok(());
         }
+        // Before the cache had a file per context, it was one file where the folder now is.
+        // That file is this tool's own state: replace it, or no cache could ever be written.
+        if let Some(dir) = path.parent().filter(|d| d.is_file()) {
+            let _ = std::fs::remove_file(dir);
+        }
         crate::atomic::write(path, &self.data)?;
         self.dirty = false;
         Ok(())
@@ -287,6 +292,18 @@ mod tests {
         let c = HashCache::load(&file);
         assert_eq!(c.lookup("d1/f", &OLD), None);
         assert_eq!(c.lookup("e", &OLD), Some(shas[3]));
+    }
+
+    #[test]
+    fn a_file_of_an_older_layout_in_the_way_is_replaced() {
+        let dir = crate::testutil::TempDir::new("hashcache");
+        std::fs::write(dir.path().join("hash-cache"), "ai-infra hash cache v1\n").unwrap();
+        let file = dir.path().join("hash-cache").join("services%2Fx");
+        let mut c = HashCache::load(&file);
+        let a = sha('a');
+        c.replace([("x", &OLD, Some(&a))].into_iter());
+        c.save().unwrap();
+        assert_eq!(HashCache::load(&file).lookup("x", &OLD), Some(a));
     }
 
     #[test]
