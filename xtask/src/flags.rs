@@ -133,8 +133,9 @@ Usage: cargo xtask bench [--only PART] [--services N] [--files N] [--file-kib N]
 
 Measures, on generated workspaces, and prints the figures and ratios:
   status     check-status against the old per-service approach (four engine calls per service)
-  digest     a warm re-check (hash cache filled) against a cold one, and the cold digest
-             throughput against sha256sum over the same files
+  digest     a warm re-check (hash cache filled) against a cold one and against a bare walk
+             that stats every file, the cold digest throughput against sha256sum over the
+             same files, and warm against cold as whole check-status commands
   noop       a no-op build-all of the project's stack against build-all --force
   remote     check-status --remote against asking the registry one service after another
              (starts a registry on loopback; installs docker-registry as root when missing)
