@@ -117,9 +117,11 @@ pub fn contexts(
             rendered.iter().map(|o| (o.path.as_path(), o.bytes.as_slice())),
         );
     }
-    for c in &mut caches {
-        // Saving the cache is an optimisation; a read-only target/ must not fail the check.
-        let _ = c.save();
+    // Saving the cache is an optimisation: a read-only target/ must not fail the check, but
+    // a check that will stay slow says why, once.
+    let unsaved = caches.iter_mut().filter_map(|c| c.save().err()).next();
+    if let Some(e) = unsaved {
+        eprintln!("note: cannot save the hash cache ({e:#}); the next check will read every file again");
     }
     Ok(unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect())
 }

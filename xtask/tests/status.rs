@@ -174,3 +174,17 @@ fn a_remembered_platform_that_disagrees_is_asked_again() {
     let remembered = ws.read("target/xtask/engine-platform");
     assert!(!remembered.contains("arm64"), "asked again and remembered: {remembered}");
 }
+
+#[test]
+fn a_hash_cache_that_cannot_be_saved_is_named_and_the_check_goes_on() {
+    let ws = Workspace::new("cache-blocked");
+    ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY solo.txt /\n");
+    ws.write("services/solo/solo.txt", "solo\n");
+    // A folder where the context's cache file goes: the save's rename must fail, even as root.
+    ws.write("target/xtask/hash-cache/services%2Fsolo/in-the-way", "");
+    // Only a file older than the racy window (2 s) is worth a cache entry, and so a save.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let o = ws.ok(&["check-status", &ws.tag, "--format", "plain"]);
+    assert_eq!(o.stdout.trim(), format!("solo|MISSING|ai-infra-solo:{}", ws.tag), "{o:?}");
+    assert!(o.stderr.contains("note: cannot save the hash cache") && o.stderr.contains("services%2Fsolo"), "{o:?}");
+}
