@@ -78,13 +78,13 @@ fn reusable(docker: &Docker, snap: &Snapshot, plan: &Plan) -> Result<BTreeMap<St
         .filter(|n| n.rsplit('/').next().is_some_and(|last| last.starts_with("ai-infra-")))
         .collect();
     let images = docker.inspect(&candidates)?;
-    let (os, arch) = docker.platform()?;
+    let (os, arch) = &snap.platform;
     let mut out = BTreeMap::new();
     for (name, image) in &images {
         let Some(found) = digest::from_labels(&image.labels).and_then(|d| d.total) else { continue };
         let Some(service) = wanted.get(found.as_str()) else { continue };
         let own = reference::image_name(service, &snap.tag, snap.registry.as_deref());
-        if *name != own && status::invalid(image, &os, &arch).is_empty() {
+        if *name != own && status::invalid(image, os, arch).is_empty() {
             out.entry(service.to_string()).or_insert_with(|| name.clone());
         }
     }

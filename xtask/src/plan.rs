@@ -184,6 +184,7 @@ mod tests {
             records: BTreeMap::new(),
             digests: BTreeMap::new(),
             statuses,
+            platform: ("linux".into(), "amd64".into()),
         }
     }
 

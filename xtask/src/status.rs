@@ -11,7 +11,6 @@ use crate::context::{self, FileRecord};
 use crate::digest::{self, Category, Digest, Record};
 use crate::docker::{Docker, Image};
 use crate::hashcache::HashCache;
-
 use crate::project::{self, Project, Resolved};
 use crate::reference;
 use crate::render::Output;
@@ -59,6 +58,8 @@ pub struct Snapshot {
     pub records: BTreeMap<String, Record>,
     pub digests: BTreeMap<String, Digest>,
     pub statuses: Vec<ServiceStatus>,
+    /// The engine's OS and architecture, as the check used them.
+    pub platform: (String, String),
 }
 
 impl Snapshot {
@@ -199,7 +200,6 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         services.iter().flat_map(|r| r.analysis.bases.iter().cloned()).collect();
     let mut names: Vec<String> = image_names.values().cloned().collect();
     names.extend(bases.iter().cloned());
-    // The engine calls run while the contexts are walked.
     // The engine's platform is asked only when not remembered: then one engine call serves
     // the whole check. The engine calls run while the contexts are walked.
     let remembered = docker.remembered_platform(root);
@@ -260,6 +260,7 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         records,
         digests,
         statuses,
+        platform: (os, arch),
     })
 }
 
