@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::context::{hex, FileRecord, Sha, What};
+use crate::context::{FileRecord, Sha, What};
 
 /// Names the format of the description; a change of format changes every digest.
 pub const VERSION: &str = "ai-infra-inputs/v1";
@@ -83,8 +83,11 @@ pub fn is_secret(name: &str) -> bool {
 pub fn recorded_args(args: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     args.iter()
         .map(|(k, v)| {
-            let v =
-                if is_secret(k) { format!("hidden:sha256:{}", hex(&Sha256::digest(v.as_bytes()))) } else { v.clone() };
+            let v = if is_secret(k) {
+                format!("hidden:sha256:{}", Sha::of(&Sha256::digest(v.as_bytes())))
+            } else {
+                v.clone()
+            };
             (k.clone(), v)
         })
         .collect()
@@ -94,7 +97,7 @@ fn sha(category: &str, body: &str) -> String {
     let mut h = Sha256::new();
     h.update(format!("{VERSION} {category}\n"));
     h.update(body.as_bytes());
-    format!("sha256:{}", hex(&h.finalize()))
+    format!("sha256:{}", Sha::of(&h.finalize()))
 }
 
 /// The files category of a context: the largest part of a digest, and the same for every
@@ -108,7 +111,7 @@ pub fn files_digest(files: &[FileRecord]) -> String {
         f.write_line(&mut line);
         h.update(line.as_bytes());
     }
-    format!("sha256:{}", hex(&h.finalize()))
+    format!("sha256:{}", Sha::of(&h.finalize()))
 }
 
 impl Record {

@@ -19,8 +19,8 @@ fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
 /// A short folder for the engine's sockets: unix socket paths are limited to 107 bytes.
 fn exec_dir(root: &Utf8Path) -> Utf8PathBuf {
     use sha2::Digest;
-    let h = crate::context::hex(&sha2::Sha256::digest(root.as_str().as_bytes()));
-    Utf8PathBuf::from(format!("/tmp/ai-infra-engine-{}", &h[..10]))
+    let h = crate::context::Sha::of(&sha2::Sha256::digest(root.as_str().as_bytes()));
+    Utf8PathBuf::from(format!("/tmp/ai-infra-engine-{}", &h.as_str()[..10]))
 }
 
 /// A background process this tool started, as recorded in its state file.

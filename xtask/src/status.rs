@@ -155,7 +155,7 @@ pub fn digests(
         }
         use sha2::Digest as _;
         let record = Record {
-            dockerfile: context::hex(&sha2::Sha256::digest(&r.dockerfile)),
+            dockerfile: context::Sha::of(&sha2::Sha256::digest(&r.dockerfile)).to_string(),
             target: s.target.clone(),
             args: digest::recorded_args(&args),
             files: files.get(&s.context).cloned().unwrap_or_default(),
