@@ -149,20 +149,22 @@ pub fn list(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: &HashCa
 
 /// Hashes what the listings are missing, on every core, and makes each listing's cache hold
 /// exactly its files. Returns each listing's records, sorted by path.
-pub fn finish(listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Vec<FileRecord>>> {
-    let pending: Vec<(usize, &Pending)> =
-        listings.iter().enumerate().flat_map(|(i, l)| l.pending.iter().map(move |p| (i, p))).collect();
-    let hashed = hash_all(&pending.iter().map(|(i, p)| (*p, listings[*i].context.as_path())).collect::<Vec<_>>())?;
-    let updates: Vec<(usize, usize, Sha)> =
-        pending.iter().zip(hashed).map(|((i, p), sha)| (*i, p.index, sha)).collect();
+pub fn finish(mut listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Vec<FileRecord>>> {
+    // Each file to hash, with where its hash goes: (listing, record).
+    let (slots, pending): (Vec<(usize, usize)>, Vec<(&Pending, &Utf8Path)>) = listings
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| l.pending.iter().map(move |p| ((i, p.index), (p, l.context.as_path()))))
+        .unzip();
+    let hashed = hash_all(&pending)?;
+    for ((i, index), sha) in slots.into_iter().zip(hashed) {
+        if let What::File { sha256, .. } = &mut listings[i].records[index].what {
+            *sha256 = sha;
+        }
+    }
     let mut out = Vec::new();
     for (i, l) in listings.into_iter().enumerate() {
         let mut records = l.records;
-        for (_, index, sha) in updates.iter().filter(|u| u.0 == i) {
-            if let What::File { sha256, .. } = &mut records[*index].what {
-                *sha256 = *sha;
-            }
-        }
         if let Some(cache) = caches.get_mut(i) {
             // Keys are taken of files only; anything else would be left out for its empty hash.
             cache.replace(l.keys.iter().map(|(index, key)| match &records[*index].what {

@@ -13,7 +13,6 @@
 
 use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,24 +50,6 @@ impl FileKey {
             ino: meta.ino(),
             dev: meta.dev(),
         }
-    }
-}
-
-/// FNV-1a: the index's keys are short paths the cache made itself, so a keyed hasher buys
-/// nothing.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        self.0 = h;
     }
 }
 
@@ -113,7 +94,7 @@ pub struct HashCache {
     /// Where the entry the walk most likely asks for next starts.
     cursor: Cell<usize>,
     /// Path to entry offset, built at the first lookup the cursor cannot answer.
-    index: OnceCell<HashMap<String, usize, BuildHasherDefault<Fnv>>>,
+    index: OnceCell<HashMap<String, usize>>,
     /// Lookups answered at the cursor with a matching key, while no other kind happened: when
     /// they cover every entry, the walk found exactly the cached files and `replace` has
     /// nothing to do.
@@ -175,9 +156,9 @@ impl HashCache {
         hit.then_some(found.sha256)
     }
 
-    fn index(&self) -> &HashMap<String, usize, BuildHasherDefault<Fnv>> {
+    fn index(&self) -> &HashMap<String, usize> {
         self.index.get_or_init(|| {
-            let mut index = HashMap::default();
+            let mut index = HashMap::new();
             let mut at = MAGIC.len();
             while let Some(e) = entry_at(&self.data, at) {
                 index.insert(e.path.to_string(), at);
