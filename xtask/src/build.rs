@@ -38,6 +38,20 @@ pub struct Outcome {
     pub tail: String,
 }
 
+impl Outcome {
+    /// An outcome with no time, log or log tail (yet).
+    pub fn new(service: &str, result: Ended, reason: impl Into<String>) -> Outcome {
+        Outcome {
+            service: service.to_string(),
+            result,
+            reason: reason.into(),
+            seconds: 0.0,
+            log: None,
+            tail: String::new(),
+        }
+    }
+}
+
 /// The last meaningful lines of a build log.
 pub fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log
@@ -82,14 +96,7 @@ fn build_one(
     let started = Instant::now();
     let dir = crate::state_dir(&snap.root);
     let log = dir.join("logs").join(format!("{name}.log"));
-    let mut outcome = Outcome {
-        service: name.to_string(),
-        result: Ended::Failed,
-        reason: String::new(),
-        seconds: 0.0,
-        log: Some(log.clone()),
-        tail: String::new(),
-    };
+    let mut outcome = Outcome { log: Some(log.clone()), ..Outcome::new(name, Ended::Failed, "") };
     let r = snap.services.iter().find(|r| r.service.name == name).expect("planned services are in the snapshot");
     let d = &snap.digests[name];
     let Some(total) = d.total.clone() else {
@@ -171,14 +178,7 @@ fn build_one(
 /// Tags an image that already carries the expected input digest instead of building.
 fn reuse_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str) -> Outcome {
     let started = Instant::now();
-    let mut outcome = Outcome {
-        service: name.to_string(),
-        result: Ended::Reused,
-        reason: format!("tagged {image}"),
-        seconds: 0.0,
-        log: None,
-        tail: String::new(),
-    };
+    let mut outcome = Outcome::new(name, Ended::Reused, format!("tagged {image}"));
     for t in tags(snap, name) {
         if let Err(e) = docker.tag(image, &t) {
             outcome.result = Ended::Failed;
@@ -268,14 +268,7 @@ pub fn execute(
                 if let Some(p) = failed_parent {
                     finished += 1;
                     say(&format!("[{finished}/{total}] skipped {}: parent {p} did not build", step.service));
-                    let o = Outcome {
-                        service: step.service.clone(),
-                        result: Ended::NotStarted,
-                        reason: format!("parent {p} did not build"),
-                        seconds: 0.0,
-                        log: None,
-                        tail: String::new(),
-                    };
+                    let o = Outcome::new(&step.service, Ended::NotStarted, format!("parent {p} did not build"));
                     outcomes.insert(step.service.clone(), o);
                     pending.remove(i);
                     continue;
@@ -338,14 +331,7 @@ pub fn execute(
     for step in pending {
         outcomes.insert(
             step.service.clone(),
-            Outcome {
-                service: step.service.clone(),
-                result: Ended::NotStarted,
-                reason: "interrupted before it started".into(),
-                seconds: 0.0,
-                log: None,
-                tail: String::new(),
-            },
+            Outcome::new(&step.service, Ended::NotStarted, "interrupted before it started"),
         );
     }
     work.iter().filter_map(|s| outcomes.remove(&s.service)).collect()

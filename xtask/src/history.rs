@@ -9,7 +9,7 @@ use camino::Utf8Path;
 use serde_json::{json, Value};
 
 use crate::build::{Ended, Outcome};
-use crate::plan::{Action, Plan};
+use crate::plan::Plan;
 use crate::status::Snapshot;
 
 /// UTC time as RFC 3339, from the system clock.
@@ -39,12 +39,6 @@ pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], sna
     let mut text = String::new();
     for step in &plan.steps {
         let outcome = outcomes.iter().find(|o| o.service == step.service);
-        let action = match &step.action {
-            Action::Build { .. } => "build",
-            Action::Reuse { .. } => "reuse",
-            Action::Pull { .. } => "pull",
-            Action::Skip => "skip",
-        };
         let result = match outcome.map(|o| &o.result) {
             None => "ok",
             Some(Ended::Built) => "built",
@@ -57,7 +51,7 @@ pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], sna
             "time": time,
             "tag": tag,
             "service": step.service,
-            "action": action,
+            "action": step.action.name(),
             "reason": outcome.filter(|o| !matches!(o.result, Ended::Built | Ended::Reused | Ended::Pulled)).map_or(step.reason.clone(), |o| o.reason.clone()),
             "digest": snap.digests.get(&step.service).and_then(|d| d.total.clone()),
             "seconds": outcome.map_or(0.0, |o| (o.seconds * 1000.0).round() / 1000.0),

@@ -244,18 +244,10 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     // in order, parents first) cannot build either.
     let mut out_of_play: BTreeSet<String> = BTreeSet::new();
     for step in &mut runnable.steps {
-        let outcome = |result, reason| Outcome {
-            service: step.service.clone(),
-            result,
-            reason,
-            seconds: 0.0,
-            log: None,
-            tail: String::new(),
-        };
         if let Some(why) = failed_bases.get(&step.service) {
-            outcomes.push(outcome(Ended::Failed, why.clone()));
+            outcomes.push(Outcome::new(&step.service, Ended::Failed, why.clone()));
         } else if let Some(p) = step.after.iter().find(|p| out_of_play.contains(*p)) {
-            outcomes.push(outcome(Ended::NotStarted, format!("parent {p} did not build")));
+            outcomes.push(Outcome::new(&step.service, Ended::NotStarted, format!("parent {p} did not build")));
         } else {
             continue;
         }

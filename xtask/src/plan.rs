@@ -19,6 +19,18 @@ pub enum Action {
     Skip,
 }
 
+impl Action {
+    /// Its name in the JSON plan and the history.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Build { .. } => "build",
+            Action::Reuse { .. } => "reuse",
+            Action::Pull { .. } => "pull",
+            Action::Skip => "skip",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub service: String,
@@ -97,13 +109,13 @@ pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
         .steps
         .iter()
         .map(|s| {
-            let (action, extra) = match &s.action {
-                Action::Build { no_cache } => ("build", json!({ "no_cache": no_cache })),
-                Action::Reuse { image } => ("reuse", json!({ "image": image })),
-                Action::Pull { image } => ("pull", json!({ "image": image })),
-                Action::Skip => ("skip", json!({})),
+            let extra = match &s.action {
+                Action::Build { no_cache } => json!({ "no_cache": no_cache }),
+                Action::Reuse { image } | Action::Pull { image } => json!({ "image": image }),
+                Action::Skip => json!({}),
             };
-            let mut v = json!({ "service": s.service, "action": action, "reason": s.reason, "after": s.after });
+            let mut v =
+                json!({ "service": s.service, "action": s.action.name(), "reason": s.reason, "after": s.after });
             if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
                 o.extend(e.clone());
             }
