@@ -151,7 +151,7 @@ pub fn list(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: &HashCa
 /// exactly its files. Returns each listing's records, sorted by path.
 pub fn finish(mut listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Vec<FileRecord>>> {
     // Each file to hash, with where its hash goes: (listing, record).
-    let (slots, pending): (Vec<(usize, usize)>, Vec<(&Pending, &Utf8Path)>) = listings
+    let (slots, pending): (Vec<_>, Vec<_>) = listings
         .iter()
         .enumerate()
         .flat_map(|(i, l)| l.pending.iter().map(move |p| ((i, p.index), (p, l.context.as_path()))))
