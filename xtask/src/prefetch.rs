@@ -28,11 +28,7 @@ pub fn missing(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Vec<String>> {
 /// The mirror or private-registry prefix that Docker Hub base images are pulled through:
 /// BASE_IMAGE_MIRROR from the environment or `.env`.
 pub fn mirror(root: &camino::Utf8Path) -> Result<Option<String>> {
-    let from_env = std::env::var("BASE_IMAGE_MIRROR").ok();
-    let value = match from_env {
-        Some(v) => Some(v),
-        None => crate::env::values(root)?.get("BASE_IMAGE_MIRROR").cloned(),
-    };
+    let value = crate::render::lookup_values(root)?("BASE_IMAGE_MIRROR");
     Ok(value.map(|v| v.trim_end_matches('/').to_string()).filter(|v| !v.is_empty()))
 }
 
