@@ -10,14 +10,22 @@ use camino::Utf8Path;
 use serde_json::{Map, Value};
 use xshell::{cmd, Shell};
 
-/// The engine: where it is, and (once asked) its platform. Each call makes its own shell, so
-/// calls can run from several threads at once.
+/// The engine: where it is, and (once asked) what it says of itself. Each call makes its own
+/// shell, so calls can run from several threads at once.
 pub struct Docker {
     /// DOCKER_HOST for the docker CLI, when not the default.
     host_env: Option<String>,
     /// Where the engine is, for messages.
     pub host: String,
-    platform: std::sync::OnceLock<(String, String)>,
+    server: std::sync::OnceLock<Server>,
+}
+
+/// What `docker version` says of the engine.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub version: String,
+    pub os: String,
+    pub arch: String,
 }
 
 /// What `docker image inspect` says of one image; every field is optional, as engines omit
@@ -86,17 +94,14 @@ impl Docker {
     /// Finds the engine (DOCKER_HOST, else the one `cargo xtask engine up` started for this
     /// root, else the default socket) without calling it yet.
     pub fn new(root: &Utf8Path) -> Docker {
-        let host_env = crate::engine::docker_host(root);
-        let host =
-            host_env.clone().unwrap_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string());
-        Docker { host_env, host, platform: std::sync::OnceLock::new() }
+        Docker::with_host(crate::engine::docker_host(root).as_deref())
     }
 
     /// The engine at this address (None: the default socket), without calling it yet.
     pub fn with_host(host: Option<&str>) -> Docker {
         let shown =
             host.map_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string(), str::to_string);
-        Docker { host_env: host.map(str::to_string), host: shown, platform: std::sync::OnceLock::new() }
+        Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new() }
     }
 
     /// Finds the engine and checks that it answers.
@@ -104,6 +109,25 @@ impl Docker {
         let d = Docker::new(root);
         d.platform()?;
         Ok(d)
+    }
+
+    /// `docker ARGS`, reaching this engine; a failure is an error about `what`.
+    fn checked(&self, what: &str, args: &[&str]) -> Result<std::process::Output> {
+        let sh = self.sh()?;
+        let out = cmd!(sh, "docker {args...}").quiet().ignore_status().output()?;
+        if !out.status.success() {
+            return Err(failure(what, &self.host, &String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(out)
+    }
+
+    /// A `docker` process reaching this engine, for the calls that must stream or be ended.
+    fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new("docker");
+        if let Some(h) = &self.host_env {
+            command.env("DOCKER_HOST", h);
+        }
+        command
     }
 
     /// A shell whose docker commands reach this engine.
@@ -137,8 +161,15 @@ impl Docker {
 
     /// The engine's OS and architecture; the first call checks that the engine answers.
     pub fn platform(&self) -> Result<(String, String)> {
-        if let Some(p) = self.platform.get() {
-            return Ok(p.clone());
+        let s = self.server()?;
+        Ok((s.os, s.arch))
+    }
+
+    /// The engine's version and platform, from one `docker version`; an engine that does not
+    /// answer, or not as an engine, is an error that says what to do.
+    pub fn server(&self) -> Result<Server> {
+        if let Some(s) = self.server.get() {
+            return Ok(s.clone());
         }
         let sh = self.sh()?;
         let host = &self.host;
@@ -156,9 +187,9 @@ impl Docker {
             bail!("no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})");
         };
         let field = |k: &str| server.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        let p = (field("Os"), field("Arch"));
-        let _ = self.platform.set(p.clone());
-        Ok(p)
+        let s = Server { version: field("Version"), os: field("Os"), arch: field("Arch") };
+        let _ = self.server.set(s.clone());
+        Ok(s)
     }
 
     /// Inspects many images in one engine call; the result maps each requested name that
@@ -212,15 +243,12 @@ impl Docker {
         }
         let file = std::fs::File::create(log).with_context(|| format!("cannot write {log}"))?;
         let file = std::sync::Mutex::new(std::io::LineWriter::new(file));
-        let mut command = std::process::Command::new("docker");
+        let mut command = self.command();
         command
             .args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        if let Some(h) = &self.host_env {
-            command.env("DOCKER_HOST", h);
-        }
         let mut child = command.spawn().context("cannot run docker build")?;
         let (out, err) = (child.stdout.take(), child.stderr.take());
         let status = std::thread::scope(|s| {
@@ -264,12 +292,7 @@ impl Docker {
 
     /// Pulls an image; the error is the engine's last line.
     pub fn pull(&self, image: &str) -> Result<()> {
-        let sh = self.sh()?;
-        let out = cmd!(sh, "docker pull --quiet {image}").quiet().ignore_status().output()?;
-        if !out.status.success() {
-            return Err(failure(&format!("docker pull {image}"), &self.host, &String::from_utf8_lossy(&out.stderr)));
-        }
-        Ok(())
+        self.checked(&format!("docker pull {image}"), &["pull", "--quiet", image]).map(drop)
     }
 
     /// `docker manifest inspect -v REF`, asked of the registry by the CLI itself; None when it
@@ -280,12 +303,9 @@ impl Docker {
         timeout: std::time::Duration,
     ) -> Result<Option<std::process::Output>> {
         // A bounded wait needs a child process to end, which xshell 0.2 cannot give.
-        let mut command = std::process::Command::new("docker");
+        let mut command = self.command();
         command.args(["manifest", "inspect", "-v", reference]).stdin(std::process::Stdio::null());
         command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        if let Some(h) = &self.host_env {
-            command.env("DOCKER_HOST", h);
-        }
         let mut child = command.spawn().context("cannot run docker manifest inspect")?;
         let started = std::time::Instant::now();
         while child.try_wait()?.is_none() {
@@ -319,12 +339,7 @@ impl Docker {
 
     /// Every tagged image: (repository:tag, ID), from one engine call.
     pub fn list(&self) -> Result<Vec<(String, String)>> {
-        let sh = self.sh()?;
-        let format = "{{json .}}";
-        let out = cmd!(sh, "docker image ls --format {format}").quiet().ignore_status().output()?;
-        if !out.status.success() {
-            return Err(failure("docker image ls", &self.host, &String::from_utf8_lossy(&out.stderr)));
-        }
+        let out = self.checked("docker image ls", &["image", "ls", "--format", "{{json .}}"])?;
         let mut images = Vec::new();
         for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
             let v: Value = serde_json::from_str(line)
@@ -339,16 +354,7 @@ impl Docker {
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
-        let sh = self.sh()?;
-        let out = cmd!(sh, "docker tag {source} {target}").quiet().ignore_status().output()?;
-        if !out.status.success() {
-            return Err(failure(
-                &format!("docker tag {source} {target}"),
-                &self.host,
-                &String::from_utf8_lossy(&out.stderr),
-            ));
-        }
-        Ok(())
+        self.checked(&format!("docker tag {source} {target}"), &["tag", source, target]).map(drop)
     }
 
     /// Removes images by name or ID; returns the names it could not remove with the reason.

@@ -44,7 +44,7 @@ pub fn alive(pid: u32, program: &str) -> bool {
 /// The engine address for this root: DOCKER_HOST when set; else the default socket when it
 /// exists; else the engine `engine up` started for this root, while it runs.
 pub fn docker_host(root: &Utf8Path) -> Option<String> {
-    if let Some(h) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+    if let Some(h) = docker_host_env() {
         return Some(h);
     }
     if Utf8Path::new(DEFAULT_SOCKET).exists() {
@@ -54,15 +54,14 @@ pub fn docker_host(root: &Utf8Path) -> Option<String> {
     alive(s.pid, "dockerd").then_some(s.host)
 }
 
+/// The version of the engine that answers at `host` (None: the default socket), if one does.
 fn answers(host: Option<&str>) -> Option<String> {
-    let sh = Shell::new().ok()?;
-    if let Some(h) = host {
-        sh.set_var("DOCKER_HOST", h);
-    }
-    let format = "{{.Server.Version}}";
-    let out = cmd!(sh, "docker version --format {format}").quiet().ignore_status().output().ok()?;
-    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !v.is_empty()).then_some(v)
+    crate::docker::Docker::with_host(host).server().ok().map(|s| s.version).filter(|v| !v.is_empty())
+}
+
+/// DOCKER_HOST, when set to something.
+fn docker_host_env() -> Option<String> {
+    std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty())
 }
 
 fn is_root() -> bool {
@@ -122,9 +121,7 @@ fn spawn(program: &str, args: &[String], log: &Utf8Path) -> Result<u32> {
 }
 
 fn log_tail(log: &Utf8Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join("\n")
+    crate::build::tail(&std::fs::read_to_string(log).unwrap_or_default(), 5)
 }
 
 /// Makes sure an engine answers; starts one when none does. Returns the DOCKER_HOST to use and
@@ -137,7 +134,7 @@ pub fn up(root: &Utf8Path, quiet: bool) -> Result<(Option<String>, bool)> {
         }
         return Ok((host, false));
     }
-    if let Some(h) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+    if let Some(h) = docker_host_env() {
         bail!("DOCKER_HOST={h} does not answer: start that engine, or unset DOCKER_HOST to let `cargo xtask engine up` start one");
     }
     install_missing(&[("dockerd", "docker.io")])?;
@@ -233,7 +230,7 @@ pub fn status(root: &Utf8Path) -> Result<i32> {
         Some(version) => {
             let how = match &ours {
                 Some(s) if s.host == shown => format!("started by `cargo xtask engine up` (pid {})", s.pid),
-                _ if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty()) => "named by DOCKER_HOST".to_string(),
+                _ if docker_host_env().is_some() => "named by DOCKER_HOST".to_string(),
                 _ => "the system's engine (default socket)".to_string(),
             };
             println!("Docker engine {version} answers at {shown}: {how}");
