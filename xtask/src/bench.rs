@@ -148,7 +148,8 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
             .iter()
             .flat_map(|s| {
                 let content = crate::registry::content_tag(snap.digests[&s.name].total.as_deref().unwrap_or_default());
-                [(format!("ai-infra-{}", s.name), tag.clone()), (format!("ai-infra-{}", s.name), content)]
+                let repo = crate::reference::repository(&s.name, None);
+                [(repo.clone(), tag.clone()), (repo, content)]
             })
             .collect();
         // The lookups at once and one after another, against a registry address.
@@ -169,7 +170,8 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
         // A registry across a network: the same registry behind a loopback proxy that holds each
         // connection 20 ms before passing it on.
         let (far_concurrent, far_one_by_one) = timings(&delayed_proxy(&reg, std::time::Duration::from_millis(20))?)?;
-        let names: Vec<String> = snap.statuses.iter().map(|s| format!("{reg}/ai-infra-{}:{tag}", s.name)).collect();
+        let names: Vec<String> =
+            snap.statuses.iter().map(|s| crate::reference::image_name(&s.name, &tag, Some(&reg))).collect();
         let cli = median(3, || {
             for name in &names {
                 cmd!(sh, "docker manifest inspect --insecure {name}").quiet().ignore_stdout().run()?;
@@ -377,7 +379,7 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<
 /// and bare runs take turns, so that a burst of load on the machine hits all three alike.
 fn digest_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize, size: usize) -> Result<()> {
     generate(dir, n, files, size)?;
-    let bytes: u64 = walk_sizes(&dir.join("services"))?;
+    let bytes: u64 = stat_all(&dir.join("services"))?;
     // The hash cache never trusts a file changed within the last 2 s; let the new files age.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let sh = Shell::new()?;
@@ -451,30 +453,15 @@ fn middle(mut times: Vec<f64>) -> f64 {
     times[times.len() / 2]
 }
 
-/// Stats every file below `dir`, as a walk must that trusts no timestamp; returns the count.
-fn stat_all(dir: &Utf8Path) -> Result<usize> {
-    let mut count = 0;
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            count += stat_all(Utf8Path::from_path(&e.path()).context("UTF-8 path")?)?;
-        } else {
-            e.metadata()?;
-            count += 1;
-        }
-    }
-    Ok(count)
-}
-
-fn walk_sizes(dir: &Utf8Path) -> Result<u64> {
+/// Stats every file below `dir`, as a walk must that trusts no timestamp; returns their bytes.
+fn stat_all(dir: &Utf8Path) -> Result<u64> {
     let mut total = 0;
     for e in std::fs::read_dir(dir)? {
         let e = e?;
-        let m = e.metadata()?;
-        if m.is_dir() {
-            total += walk_sizes(Utf8Path::from_path(&e.path()).context("UTF-8 path")?)?;
+        if e.file_type()?.is_dir() {
+            total += stat_all(Utf8Path::from_path(&e.path()).context("UTF-8 path")?)?;
         } else {
-            total += m.len();
+            total += e.metadata()?.len();
         }
     }
     Ok(total)
