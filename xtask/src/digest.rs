@@ -264,7 +264,7 @@ pub fn explain(old: &Record, new: &Record, changed: &[Category]) -> Vec<String> 
     }
     if changed.contains(&Category::Args) {
         for name in old.args.keys().chain(new.args.keys()).collect::<std::collections::BTreeSet<_>>() {
-            let show = |v: &str| if is_secret(name) { "(hidden)".to_string() } else { format!("{v:?}") };
+            let show = |v: &str| crate::env::shown(name, v);
             match (old.args.get(name), new.args.get(name)) {
                 (Some(a), Some(b)) if a != b => {
                     out.push(format!("build arg {name} changed: {} -> {}", show(a), show(b)))
