@@ -111,50 +111,41 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Reads `services.toml`: `[name]` tables with `context`, `dockerfile` and `target` string
-/// values (paths relative to the root). A table for a name that is not a folder under
-/// `services/` declares a further image and must name its dockerfile.
+/// Reads `services.toml` (TOML, parsed by the `toml` crate): `[name]` tables with `context`,
+/// `dockerfile` and `target` string values (paths relative to the root). A table for a name
+/// that is not a folder under `services/` declares a further image and must name its dockerfile.
 fn apply_settings(text: &str, services: &mut BTreeMap<String, Service>) -> Result<()> {
-    let mut current: Option<String> = None;
-    let mut declared = BTreeSet::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line_no = n + 1;
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(header) = line.strip_prefix('[') {
-            let name = header
-                .strip_suffix(']')
-                .map(|h| h.trim().trim_matches('"'))
-                .with_context(|| format!("line {line_no}: a table header is [service-name]"))?;
-            check_name(name).with_context(|| format!("line {line_no}"))?;
-            if !declared.insert(name.to_string()) {
-                bail!("line {line_no}: [{name}] appears twice");
-            }
-            current = Some(name.to_string());
-            continue;
-        }
-        let Some(name) = &current else { bail!("line {line_no}: setting before any [service] table") };
-        let (key, value) = line.split_once('=').with_context(|| format!("line {line_no}: expected key = \"value\""))?;
-        let key = key.trim();
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .filter(|v| !v.contains('"') && !v.contains('\\'))
-            .with_context(|| format!("line {line_no}: the value of {key} must be a plain double-quoted string"))?;
-        let entry = services.entry(name.clone()).or_insert_with(|| Service {
-            name: name.clone(),
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let at = e.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        });
+        anyhow::anyhow!("{}{} (it is TOML: [service] tables of key = \"value\")", at.unwrap_or_default(), e.message())
+    })?;
+    for (name, value) in &table {
+        let Some(settings) = value.as_table() else {
+            bail!("{name} = ...: settings go in a [{name}] table, e.g. [{name}] then target = \"stage\"");
+        };
+        check_name(name).with_context(|| format!("[{name}]"))?;
+        let entry = services.entry(name.to_string()).or_insert_with(|| Service {
+            name: name.to_string(),
             context: Utf8PathBuf::new(),
             dockerfile: Utf8PathBuf::new(),
             target: None,
         });
-        match key {
-            "context" => entry.context = relative(value, line_no)?,
-            "dockerfile" => entry.dockerfile = relative(value, line_no)?,
-            "target" => entry.target = Some(value.to_string()),
-            other => bail!("line {line_no}: unknown setting {other:?} (known: context, dockerfile, target)"),
+        for (key, value) in settings {
+            let value = value
+                .as_str()
+                .with_context(|| format!("[{name}] {key}: the value must be a string, e.g. {key} = \"...\""))?;
+            let at = || format!("[{name}] {key}");
+            match key.as_str() {
+                "context" => entry.context = relative(value).with_context(at)?,
+                "dockerfile" => entry.dockerfile = relative(value).with_context(at)?,
+                "target" => entry.target = Some(value.to_string()),
+                other => bail!("[{name}]: unknown setting {other:?} (known: context, dockerfile, target)"),
+            }
         }
     }
     for s in services.values_mut() {
@@ -171,10 +162,10 @@ fn apply_settings(text: &str, services: &mut BTreeMap<String, Service>) -> Resul
     Ok(())
 }
 
-fn relative(value: &str, line_no: usize) -> Result<Utf8PathBuf> {
+fn relative(value: &str) -> Result<Utf8PathBuf> {
     let p = Utf8PathBuf::from(value);
     if p.is_absolute() || p.components().any(|c| c.as_str() == "..") || value.is_empty() {
-        bail!("line {line_no}: {value:?} must be a path inside the project, relative to its root");
+        bail!("{value:?} must be a path inside the project, relative to its root");
     }
     Ok(p)
 }
@@ -300,11 +291,17 @@ mod tests {
         let err = |t: &str| format!("{:#}", apply_settings(t, &mut BTreeMap::new()).unwrap_err());
         assert!(err("[x]\ntarget = \"a\"\n").contains("must set dockerfile"));
         assert!(err("[x]\ncolour = \"a\"\n").contains("unknown setting"));
-        assert!(err("target = \"a\"\n").contains("before any"));
+        assert!(err("target = \"a\"\n").contains("in a [target] table"));
         assert!(err("[x]\ndockerfile = \"../up\"\n").contains("inside the project"));
-        assert!(err("[x]\ndockerfile = 'a'\n").contains("double-quoted"));
+        assert!(err("[x]\ndockerfile = 1\n").contains("must be a string"));
         assert!(err("[X]\n").contains("not a valid service name"));
-        assert!(err("[a]\n[a]\n").contains("twice"));
+        assert!(err("[a]\n[a]\n").contains("duplicate"));
+        assert!(err("[a]\ntarget = \"x\n").contains("line 2"));
+        // Valid TOML that the old subset reader refused: comments after values, literal
+        // strings, quoted table names.
+        let mut s: BTreeMap<String, Service> = [("backend".to_string(), svc("backend"))].into();
+        apply_settings("[\"backend\"] # the API\ntarget = 'app' # note\n", &mut s).unwrap();
+        assert_eq!(s["backend"].target.as_deref(), Some("app"));
     }
 
     fn resolved(name: &str, parents: &[&str]) -> Resolved {
