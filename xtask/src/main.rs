@@ -5,6 +5,7 @@
 mod atomic;
 mod bench;
 mod build;
+mod check;
 mod clean;
 mod context;
 mod digest;
@@ -75,24 +76,7 @@ fn run() -> Result<i32> {
     };
     let root = project::root()?;
     match command {
-        Command::CheckStatus(f) => {
-            let docker = docker::Docker::new(&root);
-            let tag = flags::tag(&root, f.tag.as_deref())?;
-            let snap = status::snapshot(&docker, &root, &tag, f.registry.as_deref())?;
-            let remote = match f.registry.as_deref().filter(|_| f.remote) {
-                Some(r) => Some(push::remote(
-                    &docker,
-                    &snap,
-                    r,
-                    &snap.statuses.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-                )),
-                None => None,
-            };
-            print!("{}", report::render(&snap, remote.as_ref(), f.format, &report::Style::stdout()));
-            let remote_ok = remote.as_ref().is_none_or(|r| r.values().all(|x| x.state == "OK"));
-            let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok) && remote_ok;
-            Ok(if f.exit_code && !all_ok { 1 } else { 0 })
-        }
+        Command::CheckStatus(f) => check::run(&root, f),
         Command::Build(f) => pipeline::run(&root, f),
         Command::CleanAll { tag, force } => clean::run(&root, tag.as_deref(), force),
         Command::History(service) => {

@@ -1,0 +1,24 @@
+//! `cargo xtask check-status`: the status of every service image, locally and, with
+//! `--remote`, in the registry, as a report in the chosen format.
+
+use anyhow::Result;
+use camino::Utf8Path;
+
+use crate::{docker, flags, push, report, status};
+
+pub fn run(root: &Utf8Path, f: flags::CheckStatus) -> Result<i32> {
+    let docker = docker::Docker::new(root);
+    let tag = flags::tag(root, f.tag.as_deref())?;
+    let snap = status::snapshot(&docker, root, &tag, f.registry.as_deref())?;
+    let remote = match f.registry.as_deref().filter(|_| f.remote) {
+        Some(r) => {
+            let names: Vec<String> = snap.statuses.iter().map(|s| s.name.clone()).collect();
+            Some(push::remote(&docker, &snap, r, &names))
+        }
+        None => None,
+    };
+    print!("{}", report::render(&snap, remote.as_ref(), f.format, &report::Style::stdout()));
+    let remote_ok = remote.as_ref().is_none_or(|r| r.values().all(|x| x.state == "OK"));
+    let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok) && remote_ok;
+    Ok(if f.exit_code && !all_ok { 1 } else { 0 })
+}
