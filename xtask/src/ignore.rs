@@ -11,7 +11,8 @@ enum Token {
     Star,
     /// `?`: one character other than `/`.
     Any,
-    /// `[...]`: a class; `negated` for `[^...]` or `[!...]`.
+    /// `[...]`: a class; `negated` for `[^...]` (only `^`: `[!a]` is a class of `!` and `a`).
+    /// Docker matches it as a regular expression class, so a negated class matches `/` too.
     Class {
         negated: bool,
         items: Vec<(char, char)>,
@@ -62,7 +63,9 @@ impl Ignore {
             if cleaned == "." {
                 continue;
             }
-            let tokens = compile(&cleaned).map_err(|e| anyhow::anyhow!("line {}: pattern {cleaned:?}: {e}", n + 1))?;
+            let tokens = compile(&cleaned).map_err(|e| {
+                anyhow::anyhow!("line {}: {cleaned:?} is not a valid pattern ({e}); Docker fails the build on it", n + 1)
+            })?;
             patterns.push(Pattern { exception, tokens });
         }
         Ok(Ignore { patterns })
@@ -144,40 +147,27 @@ fn compile(pattern: &str) -> Result<Vec<Token>, String> {
                 }
             }
             '[' => {
+                // Go's filepath.Match syntax, which Docker checks every pattern against: only
+                // `^` negates (`[!a]` is a class of `!` and `a`); an item may not start with
+                // `-` or `]` (escape them); the class must close.
                 let mut j = i + 1;
-                let negated = matches!(chars.get(j), Some('^') | Some('!'));
+                let negated = chars.get(j) == Some(&'^');
                 if negated {
                     j += 1;
                 }
                 let mut items = Vec::new();
-                let mut first = true;
-                loop {
-                    let Some(&c) = chars.get(j) else { return Err("unclosed '['".into()) };
-                    if c == ']' && !first {
-                        break;
-                    }
-                    first = false;
-                    let lo = if c == '\\' {
+                while !(chars.get(j) == Some(&']') && !items.is_empty()) {
+                    let lo = class_char(&chars, &mut j)?;
+                    let hi = if chars.get(j) == Some(&'-') {
                         j += 1;
-                        *chars.get(j).ok_or("unclosed '['")?
+                        class_char(&chars, &mut j)?
                     } else {
-                        c
+                        lo
                     };
-                    j += 1;
-                    if chars.get(j) == Some(&'-') && chars.get(j + 1).is_some_and(|c| *c != ']') {
-                        let mut hi = chars[j + 1];
-                        j += 2;
-                        if hi == '\\' {
-                            hi = *chars.get(j).ok_or("unclosed '['")?;
-                            j += 1;
-                        }
-                        if hi < lo {
-                            return Err(format!("range {lo}-{hi} is backwards"));
-                        }
-                        items.push((lo, hi));
-                    } else {
-                        items.push((lo, lo));
+                    if hi < lo {
+                        return Err(format!("range {lo}-{hi} is backwards"));
                     }
+                    items.push((lo, hi));
                 }
                 tokens.push(Token::Class { negated, items });
                 i = j;
@@ -187,6 +177,26 @@ fn compile(pattern: &str) -> Result<Vec<Token>, String> {
         i += 1;
     }
     Ok(tokens)
+}
+
+/// One character of a class (`\\` escapes the next), as Go's `getEsc` reads it.
+fn class_char(chars: &[char], j: &mut usize) -> Result<char, String> {
+    let c = match chars.get(*j) {
+        None => return Err("unclosed '['".into()),
+        Some(c @ ('-' | ']')) => {
+            return Err(format!("'{c}' cannot start an item of a [...] class; escape it as '\\{c}'"))
+        }
+        Some('\\') => {
+            *j += 1;
+            *chars.get(*j).ok_or("unclosed '['")?
+        }
+        Some(c) => *c,
+    };
+    *j += 1;
+    if *j >= chars.len() {
+        return Err("unclosed '['".into());
+    }
+    Ok(c)
 }
 
 /// Matches a whole path against tokens; a table of (token, position) pairs keeps it linear in
@@ -204,7 +214,6 @@ fn matches(tokens: &[Token], path: &str) -> bool {
                 Token::Any => i < m && s[i] != '/' && ok[t + 1][i + 1],
                 Token::Class { negated, items } => {
                     i < m
-                        && s[i] != '/'
                         && items.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s[i])) != *negated
                         && ok[t + 1][i + 1]
                 }
@@ -273,9 +282,19 @@ mod tests {
             // Escapes and classes.
             (&["\\*.txt"], "*.txt", true),
             (&["\\*.txt"], "a.txt", false),
-            (&["[!a]bc"], "xbc", true),
-            (&["[!a]bc"], "abc", false),
+            // `!` in a class is a character (Go's filepath.Match); only `^` negates, and a
+            // negated class matches `/` as Docker's regular expression does.
+            (&["[!a]bc"], "abc", true),
+            (&["[!a]bc"], "!bc", true),
+            (&["[!a]bc"], "xbc", false),
             (&["[^a]bc"], "abc", false),
+            (&["[^a]bc"], "xbc", true),
+            (&["a[^x]b"], "a/b", true),
+            (&["a[^x]b"], "axb", false),
+            (&["[!]"], "!", true),
+            (&["[\\]]x"], "]x", true),
+            (&["[\\-]x"], "-x", true),
+            (&["a]"], "a]", true),
             (&["file[0-9].txt"], "file7.txt", true),
             (&["file?.txt"], "file/.txt", false),
             (&["# comment", "  spaced.txt  "], "spaced.txt", true),
@@ -294,6 +313,13 @@ mod tests {
         assert!(Ignore::parse("[abc").unwrap_err().to_string().contains("unclosed"));
         assert!(Ignore::parse("x\\").unwrap_err().to_string().contains("lone"));
         assert!(Ignore::parse("[z-a]").is_err());
+        // What Go's filepath.Match rejects, and so the build does, under both builders.
+        for bad in ["[]]x", "[x-]bc", "[-a]", "[^]", "[]", "[^-a]", "[a-c-e]", "[a", "\\"] {
+            let err = Ignore::parse(&format!("ok\n{bad}\n")).unwrap_err().to_string();
+            assert!(err.starts_with("line 2: ") && err.contains("not a valid pattern"), "{bad}: {err}");
+        }
+        let err = Ignore::parse("[]]x").unwrap_err().to_string();
+        assert!(err.contains("escape it as '\\]'"), "{err}");
     }
 
     #[test]
