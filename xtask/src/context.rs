@@ -1,6 +1,6 @@
 //! The build context as Docker sends it: every directory, file and symlink below the context
 //! folder that `.dockerignore` does not exclude, each with what the image can see of it (type,
-//! executable bit, content hash or link target).
+//! permission bits, content hash or link target).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -19,8 +19,10 @@ pub struct FileRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum What {
-    Dir,
-    File { exec: bool, sha256: Sha },
+    /// A folder and its permission bits (COPY keeps them).
+    Dir { mode: u32 },
+    /// A file, its permission bits (every one of `0o7777`: COPY keeps them all) and content.
+    File { mode: u32, sha256: Sha },
     Symlink(String),
     Special(String),
 }
@@ -84,19 +86,55 @@ impl FileRecord {
     }
 
     /// Appends the line to `out`: the digest of a large context hashes many lines, and this
-    /// spares an allocation each.
+    /// spares an allocation each. Every field is length-prefixed (`field`), so no file name
+    /// (a newline or ` -> ` in it) can make two contexts read the same.
     pub fn write_line(&self, out: &mut String) {
-        let parts: [&str; 5] = match &self.what {
-            What::Dir => ["dir ", &self.path, "", "", ""],
-            What::File { exec, sha256 } => ["file ", if *exec { "x " } else { "- " }, sha256.as_str(), " ", &self.path],
-            What::Symlink(t) => ["link ", &self.path, " -> ", t, ""],
-            What::Special(kind) => [kind, " ", &self.path, "", ""],
-        };
-        for p in parts {
-            out.push_str(p);
+        use std::fmt::Write;
+        match &self.what {
+            What::Dir { mode } => {
+                out.push_str("dir ");
+                let _ = write!(out, "{:04o} ", mode & 0o7777);
+                field(out, &self.path);
+            }
+            What::File { mode, sha256 } => {
+                out.push_str("file ");
+                let _ = write!(out, "{:04o} ", mode & 0o7777);
+                out.push_str(sha256.as_str());
+                out.push(' ');
+                field(out, &self.path);
+            }
+            What::Symlink(t) => {
+                out.push_str("link ");
+                field(out, &self.path);
+                field(out, t);
+            }
+            What::Special(kind) => {
+                field(out, kind);
+                field(out, &self.path);
+            }
         }
         out.push('\n');
     }
+}
+
+/// One field of a digest line: its length in bytes, `:`, the bytes, then `,`; read back
+/// unambiguously whatever the bytes are.
+pub fn field(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    let _ = write!(out, "{}:", s.len());
+    out.push_str(s);
+    out.push(',');
+}
+
+/// The mode a file the tool writes gets where there is none to keep: `base` less the umask.
+pub fn created_mode(base: u32) -> u32 {
+    // The kernel reports the umask in /proc/self/status (Linux 4.7 and later).
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
+        .unwrap_or(0o022);
+    base & !umask
 }
 
 /// Reads the `.dockerignore` of a context. A Dockerfile-specific ignore file is refused: BuildKit
@@ -189,21 +227,30 @@ pub fn overlay<'a>(
 ) {
     use sha2::Digest;
     let mut changed = false;
+    let (file_mode, dir_mode) = (created_mode(0o666), created_mode(0o777));
     for (path, bytes) in files {
         let Ok(rel) = path.strip_prefix(context) else { continue };
         let rel = rel.as_str();
         if rel.is_empty() || ignore.excludes(rel) {
             continue;
         }
+        // A file written over another keeps its mode; a new one gets the default.
+        let mode = records
+            .iter()
+            .find_map(|r| match r.what {
+                What::File { mode, .. } if r.path == rel => Some(mode),
+                _ => None,
+            })
+            .unwrap_or(file_mode);
         records.retain(|r| r.path != rel);
         records.push(FileRecord {
             path: rel.to_string(),
-            what: What::File { exec: false, sha256: Sha::of(&sha2::Sha256::digest(bytes)) },
+            what: What::File { mode, sha256: Sha::of(&sha2::Sha256::digest(bytes)) },
         });
         for (i, _) in rel.match_indices('/') {
             let dir = &rel[..i];
             if !records.iter().any(|r| r.path == dir) && !ignore.excludes(dir) {
-                records.push(FileRecord { path: dir.to_string(), what: What::Dir });
+                records.push(FileRecord { path: dir.to_string(), what: What::Dir { mode: dir_mode } });
             }
         }
         changed = true;
@@ -260,7 +307,8 @@ fn walk(
                 continue;
             }
             if !excluded {
-                listing.records.push(FileRecord { path: path.clone(), what: What::Dir });
+                let meta = entry.metadata().with_context(|| format!("cannot read {}", shown(&path)))?;
+                listing.records.push(FileRecord { path: path.clone(), what: What::Dir { mode: meta.mode() & 0o7777 } });
             }
             walk(&abs(), &path, ignore, context, cache, listing)?;
             continue;
@@ -274,14 +322,14 @@ fn walk(
         } else if ft.is_file() {
             let meta = entry.metadata().with_context(|| format!("cannot read {}", shown(&path)))?;
             let key = FileKey::of(&meta);
-            let exec = meta.mode() & 0o111 != 0;
+            let mode = meta.mode() & 0o7777;
             listing.keys.push((listing.records.len(), key));
             match cache.lookup(&path, &key) {
-                Some(sha) => What::File { exec, sha256: sha },
+                Some(sha) => What::File { mode, sha256: sha },
                 None => {
                     // Filled in by `finish`.
                     listing.pending.push(Pending { index: listing.records.len(), abs: abs() });
-                    What::File { exec, sha256: Sha([b'0'; 64]) }
+                    What::File { mode, sha256: Sha([b'0'; 64]) }
                 }
             }
         } else {
@@ -359,6 +407,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_file_name_can_pass_for_another_context() {
+        let sha = |c: char| Sha::parse(&c.to_string().repeat(64)).unwrap();
+        let file = |path: &str, c: char| FileRecord { path: path.into(), what: What::File { mode: 0o644, sha256: sha(c) } };
+        let lines = |recs: &[FileRecord]| recs.iter().map(FileRecord::line).collect::<String>();
+        // Two files against one whose name holds the second one's line, under the old layout.
+        let two = [file("a", '1'), file("b", '2')];
+        let forged = [file(&format!("a\nfile - {} b", "2".repeat(64)), '1')];
+        assert_ne!(lines(&two), lines(&forged));
+        let forged = [file(&format!("a,\nfile 0644 {} 1:b", "2".repeat(64)), '1')];
+        assert_ne!(lines(&two), lines(&forged));
+        // A link whose name holds the arrow.
+        let link = |p: &str, t: &str| FileRecord { path: p.into(), what: What::Symlink(t.into()) };
+        assert_ne!(lines(&[link("a -> b", "c")]), lines(&[link("a", "b -> c")]));
+        assert_ne!(lines(&[link("a", "b,1:c")]), lines(&[link("a,1:b", "c")]));
+    }
+
+    #[test]
     fn unreadable_paths_are_clear_errors() {
         let dir = crate::testutil::TempDir::new("ctx-unreadable");
         assert!(hash_file(&dir.path().join("nope")).is_err());
@@ -418,7 +483,7 @@ mod tests {
         assert_eq!(read, ["0new", "b/x"]);
         let second = finish(vec![listing], &mut cache).unwrap();
         let lines: String = second[0].iter().map(|r| r.line()).collect();
-        assert!(lines.contains(" 0new\n") && !lines.contains("b.txt"), "{lines}");
+        assert!(lines.contains(" 4:0new,\n") && !lines.contains("b.txt"), "{lines}");
         assert_ne!(second, first);
         let (_, read) = walk(&cache[0]);
         assert!(read.is_empty(), "{read:?}");
@@ -443,18 +508,23 @@ mod tests {
         std::os::unix::fs::symlink("loop2", root.join("c/loop1")).unwrap();
         std::os::unix::fs::symlink("loop1", root.join("c/loop2")).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(root.join("c/sub/b.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let chmod = |p: &str, mode: u32| std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(mode));
+        chmod("c/sub/b.sh", 0o755).unwrap();
+        chmod("c/a.txt", 0o640).unwrap();
+        chmod("c/logs/keep.log", 0o4644).unwrap();
+        chmod("c/sub", 0o2750).unwrap();
         let ignore = read_ignore(root, "c".into(), "c/Dockerfile".into()).unwrap();
         let recs = records(root, "c".into(), &ignore, HashCache::in_memory()).unwrap();
         let lines: String = recs.iter().map(|r| r.line()).collect();
         let sha_a = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
-        assert!(lines.contains(&format!("file - {sha_a} a.txt\n")), "{lines}");
-        assert!(lines.contains("file - ") && lines.contains(" logs/keep.log\n"), "{lines}");
+        // Every permission bit COPY keeps, for files and folders.
+        assert!(lines.contains(&format!("file 0640 {sha_a} 5:a.txt,\n")), "{lines}");
+        assert!(lines.contains("file 4644 ") && lines.contains(" 13:logs/keep.log,\n"), "{lines}");
         assert!(!lines.contains("drop.log") && !lines.contains("x.tmp"), "{lines}");
-        assert!(!lines.contains("dir logs\n"), "an excluded folder is not itself sent: {lines}");
-        assert!(lines.contains("link link -> a.txt\n") && lines.contains("link loop1 -> loop2\n"), "{lines}");
-        assert!(lines.contains("dir sub\n") && lines.contains("file x ") && lines.contains(" sub/b.sh\n"), "{lines}");
-        assert!(lines.contains(" .dockerignore\n"));
+        assert!(!lines.contains("4:logs,"), "an excluded folder is not itself sent: {lines}");
+        assert!(lines.contains("link 4:link,5:a.txt,\n") && lines.contains("link 5:loop1,5:loop2,\n"), "{lines}");
+        assert!(lines.contains("dir 2750 3:sub,\n") && lines.contains("file 0755 "), "{lines}");
+        assert!(lines.contains(" 8:sub/b.sh,\n") && lines.contains(" 13:.dockerignore,\n"), "{lines}");
 
         // Generated content stands in for the file on disk, with its folders.
         let mut with = recs.clone();
@@ -462,11 +532,13 @@ mod tests {
             vec![("c/new/dir/gen.conf".into(), b"a".to_vec()), ("c/a.txt".into(), b"b".to_vec())];
         overlay(&mut with, "c".into(), &ignore, gen.iter().map(|(p, b)| (p.as_path(), b.as_slice())));
         let lines: String = with.iter().map(|r| r.line()).collect();
-        assert!(
-            lines.contains(&format!("file - {sha_a} new/dir/gen.conf\n")) && lines.contains("dir new\ndir new/dir\n"),
-            "{lines}"
-        );
-        assert!(!lines.contains(&format!("{sha_a} a.txt")) && lines.contains(" a.txt\n"), "{lines}");
+        // A new file and its folders get the modes the tool's writes give them; a file written
+        // over keeps its mode.
+        let (file, folder) = (created_mode(0o666), created_mode(0o777));
+        assert!(lines.contains(&format!("file {file:04o} {sha_a} 16:new/dir/gen.conf,\n")), "{lines}");
+        assert!(lines.contains(&format!("dir {folder:04o} 3:new,\ndir {folder:04o} 7:new/dir,\n")), "{lines}");
+        assert!(!lines.contains(&format!("{sha_a} 5:a.txt")) && lines.contains("file 0640 "), "{lines}");
+        assert!(lines.contains(" 5:a.txt,\n"), "{lines}");
 
         std::fs::write(root.join("c/Dockerfile.dockerignore"), "x").unwrap();
         let err = read_ignore(root, "c".into(), "c/Dockerfile".into()).unwrap_err().to_string();

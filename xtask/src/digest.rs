@@ -10,10 +10,12 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::context::{FileRecord, Sha, What};
+use crate::context::{field, FileRecord, Sha, What};
 
-/// Names the format of the description; a change of format changes every digest.
-pub const VERSION: &str = "ai-infra-inputs/v1";
+/// Names the format of the description; a change of format changes every digest, and an image
+/// labelled in another format is STALE ("another format"), never an error.
+/// v2: every field length-prefixed; permission bits of files and folders.
+pub const VERSION: &str = "ai-infra-inputs/v2";
 /// The label that records the digest: a JSON object with the format version, the service, the
 /// total and each category. One label, because the legacy builder runs an intermediate
 /// container for every label it adds.
@@ -121,23 +123,41 @@ impl Record {
 
     /// The digest, given the files category as `files_digest` computes it for `self.files`.
     pub fn digest_with(&self, files: String) -> Digest {
-        let dockerfile = sha("dockerfile", &format!("target {:?}\nsha256 {}\n", self.target, self.dockerfile));
-        let args = sha("args", &self.args.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect::<String>());
-        let known = |m: &BTreeMap<String, Option<String>>, name: &str| -> Option<String> {
+        // Every name and value is a length-prefixed field: no value can pass for another.
+        let mut body = String::new();
+        match &self.target {
+            Some(t) => {
+                body.push_str("target ");
+                field(&mut body, t);
+            }
+            None => body.push_str("no-target"),
+        }
+        body.push_str("\nsha256 ");
+        field(&mut body, &self.dockerfile);
+        let dockerfile = sha("dockerfile", &body);
+        let pairs = |m: &mut dyn Iterator<Item = (&String, Option<&str>)>| -> Option<String> {
             let mut body = String::new();
             for (k, v) in m {
-                body.push_str(&format!("{k} {}\n", v.as_deref()?));
+                field(&mut body, k);
+                field(&mut body, v?);
+                body.push('\n');
             }
-            Some(sha(name, &body))
+            Some(body)
+        };
+        let args = sha("args", &pairs(&mut self.args.iter().map(|(k, v)| (k, Some(v.as_str())))).unwrap_or_default());
+        let known = |m: &BTreeMap<String, Option<String>>, name: &str| -> Option<String> {
+            Some(sha(name, &pairs(&mut m.iter().map(|(k, v)| (k, v.as_deref())))?))
         };
         let parents = known(&self.parents, "parents");
         let bases = known(&self.bases, "bases");
         let parts = [Some(dockerfile), Some(args), Some(files), parents, bases];
         let total = parts.iter().all(Option::is_some).then(|| {
-            let body: String = Category::ALL
-                .iter()
-                .map(|c| format!("{} {}\n", c.name(), parts[*c as usize].as_deref().unwrap_or_default()))
-                .collect();
+            let mut body = String::new();
+            for c in Category::ALL {
+                field(&mut body, c.name());
+                field(&mut body, parts[c as usize].as_deref().unwrap_or_default());
+                body.push('\n');
+            }
             sha("total", &body)
         });
         Digest { total, parts }
@@ -148,8 +168,8 @@ impl Record {
             .files
             .iter()
             .map(|f| match &f.what {
-                What::Dir => json!([f.path, "dir"]),
-                What::File { exec, sha256 } => json!([f.path, if *exec { "exec" } else { "file" }, sha256.as_str()]),
+                What::Dir { mode } => json!([f.path, "dir", format!("{mode:o}")]),
+                What::File { mode, sha256 } => json!([f.path, "file", sha256.as_str(), format!("{mode:o}")]),
                 What::Symlink(t) => json!([f.path, "link", t]),
                 What::Special(k) => json!([f.path, k]),
             })
@@ -181,10 +201,10 @@ impl Record {
             let path = a.first()?.as_str()?.to_string();
             let kind = a.get(1)?.as_str()?;
             let third = a.get(2).and_then(Value::as_str);
+            let mode = |i: usize| u32::from_str_radix(a.get(i)?.as_str()?, 8).ok();
             let what = match kind {
-                "dir" => What::Dir,
-                "file" => What::File { exec: false, sha256: Sha::parse(third?)? },
-                "exec" => What::File { exec: true, sha256: Sha::parse(third?)? },
+                "dir" => What::Dir { mode: mode(2)? },
+                "file" => What::File { mode: mode(3)?, sha256: Sha::parse(third?)? },
                 "link" => What::Symlink(third?.to_string()),
                 other => What::Special(other.to_string()),
             };
@@ -210,16 +230,30 @@ pub fn labels(service: &str, d: &Digest) -> Vec<(String, String)> {
     vec![(LABEL.to_string(), v.to_string())]
 }
 
-/// The digest an image records in its labels, if it records one in this format.
+/// Whether a digest as recorded is `sha256:` and 64 lowercase hex digits: a label comes from
+/// an image (maybe pulled) and names a file, so nothing else is used.
+pub fn valid(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").and_then(Sha::parse).is_some()
+}
+
+/// The digest an image records in its labels, if it records one in this format with every
+/// field well formed.
 pub fn from_labels(labels: &Map<String, Value>) -> Option<Digest> {
     let v: Value = serde_json::from_str(labels.get(LABEL)?.as_str()?).ok()?;
     if v.get("version")?.as_str()? != VERSION {
         return None;
     }
-    let total = v.get("total")?.as_str()?.to_string();
+    let checked = |key: &str| -> Option<Option<String>> {
+        match v.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(d)) if valid(d) => Some(Some(d.clone())),
+            Some(_) => None,
+        }
+    };
+    let total = checked("total")??;
     let mut parts: [Option<String>; 5] = Default::default();
     for c in Category::ALL {
-        parts[c as usize] = v.get(c.name()).and_then(Value::as_str).map(str::to_string);
+        parts[c as usize] = checked(c.name())?;
     }
     Some(Digest { total: Some(total), parts })
 }
@@ -319,23 +353,27 @@ pub fn explain(old: &Record, new: &Record, changed: &[Category]) -> Vec<String> 
     out
 }
 
-fn file_change(old: &What, new: &What) -> &'static str {
+fn file_change(old: &What, new: &What) -> String {
+    let mode = |a: u32, b: u32| format!("mode {a:o} -> {b:o}");
     match (old, new) {
-        (What::File { exec: a, sha256: x }, What::File { exec: b, sha256: y }) => match (x == y, a, b) {
-            (true, false, true) => "became executable",
-            (true, true, false) => "no longer executable",
-            _ => "modified",
+        (What::File { mode: a, sha256: x }, What::File { mode: b, sha256: y }) => match (x == y, a == b) {
+            (true, false) => mode(*a, *b),
+            (false, false) => format!("modified, {}", mode(*a, *b)),
+            _ => "modified".to_string(),
         },
-        (What::Symlink(_), What::Symlink(_)) => "link target changed",
-        _ => "type changed",
+        (What::Dir { mode: a }, What::Dir { mode: b }) => mode(*a, *b),
+        (What::Symlink(_), What::Symlink(_)) => "link target changed".to_string(),
+        _ => "type changed".to_string(),
     }
 }
 
+/// The first 12 characters of an ID, for messages; whatever the text (a label may hold any).
 pub fn short(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
+    hex.char_indices().nth(12).map_or(hex, |(i, _)| &hex[..i])
 }
 
+/// Where the record of a build is kept; only for a valid digest (see `load_record`).
 fn record_path(root: &Utf8Path, total: &str) -> Utf8PathBuf {
     crate::state_dir(root).join("inputs").join(format!("{}.json", total.trim_start_matches("sha256:")))
 }
@@ -347,6 +385,9 @@ pub fn save_record(root: &Utf8Path, total: &str, record: &Record) -> Result<()> 
 }
 
 pub fn load_record(root: &Utf8Path, total: &str) -> Option<Record> {
+    if !valid(total) {
+        return None;
+    }
     let text = std::fs::read_to_string(record_path(root, total)).ok()?;
     Record::from_json(&serde_json::from_str(&text).ok()?)
 }
@@ -365,10 +406,10 @@ mod tests {
             files: vec![
                 FileRecord {
                     path: "a".into(),
-                    what: What::File { exec: false, sha256: Sha::parse(&"1".repeat(64)).unwrap() },
+                    what: What::File { mode: 0o644, sha256: Sha::parse(&"1".repeat(64)).unwrap() },
                 },
                 FileRecord { path: "b".into(), what: What::Symlink("a".into()) },
-                FileRecord { path: "d".into(), what: What::Dir },
+                FileRecord { path: "d".into(), what: What::Dir { mode: 0o755 } },
             ]
             .into(),
             parents: [("base".to_string(), Some("sha256:p".to_string()))].into(),
@@ -399,7 +440,7 @@ mod tests {
         );
         assert_eq!(
             changed(&|r| std::sync::Arc::make_mut(&mut r.files)[0].what =
-                What::File { exec: true, sha256: Sha::parse(&"1".repeat(64)).unwrap() }),
+                What::File { mode: 0o600, sha256: Sha::parse(&"1".repeat(64)).unwrap() }),
             vec![Category::Files]
         );
         assert_eq!(
@@ -407,7 +448,7 @@ mod tests {
             vec![Category::Files]
         );
         assert_eq!(
-            changed(&|r| std::sync::Arc::make_mut(&mut r.files).push(FileRecord { path: "e".into(), what: What::Dir })),
+            changed(&|r| std::sync::Arc::make_mut(&mut r.files).push(FileRecord { path: "e".into(), what: What::Dir { mode: 0o755 } })),
             vec![Category::Files]
         );
         assert_eq!(
@@ -423,6 +464,29 @@ mod tests {
             vec![Category::Bases]
         );
         assert_eq!(compare(&d, &d), Comparison::default());
+    }
+
+    #[test]
+    fn every_field_is_encoded_unambiguously() {
+        let with = |f: &dyn Fn(&mut Record)| {
+            let mut r = record();
+            f(&mut r);
+            r.digest()
+        };
+        let args = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        // Values that held the separators of the old layout.
+        assert_ne!(
+            with(&|r| r.args = args(&[("A", "1\"\nB=\"2")])).part(Category::Args),
+            with(&|r| r.args = args(&[("A", "1"), ("B", "2")])).part(Category::Args)
+        );
+        assert_ne!(
+            with(&|r| r.parents = [("a b".to_string(), Some("c".to_string()))].into()).part(Category::Parents),
+            with(&|r| r.parents = [("a".to_string(), Some("b c".to_string()))].into()).part(Category::Parents)
+        );
+        assert_ne!(with(&|r| r.target = Some("-".into())), with(&|r| r.target = None));
+        assert_eq!(VERSION, "ai-infra-inputs/v2");
     }
 
     #[test]
@@ -446,6 +510,21 @@ mod tests {
         let mut other = labels.clone();
         other.insert(LABEL.into(), Value::String(r#"{"version":"ai-infra-inputs/v0","total":"x"}"#.into()));
         assert_eq!(from_labels(&other), None, "another format version is not trusted");
+        // Every field is checked before use: a total naming a file, a short one, text.
+        let mut v: Value = serde_json::from_str(labels[LABEL].as_str().unwrap()).unwrap();
+        for bad in [json!("sha256:../../../etc/passwd"), json!("sha256:abc"), json!(12), json!(format!("sha256:{}", "é".repeat(32)))] {
+            for key in ["total", "files"] {
+                let mut w = v.clone();
+                w[key] = bad.clone();
+                let l: Map<String, Value> = [(LABEL.to_string(), Value::String(w.to_string()))].into_iter().collect();
+                assert_eq!(from_labels(&l), None, "{key}: {bad}");
+            }
+        }
+        v["bases"] = Value::Null;
+        let l: Map<String, Value> = [(LABEL.to_string(), Value::String(v.to_string()))].into_iter().collect();
+        assert_eq!(from_labels(&l).unwrap().part(Category::Bases), None);
+        assert_eq!(load_record("/nonexistent".into(), "sha256:../../x"), None);
+        assert_eq!((short("sha256:éééééééééééééé"), short("sha256:ab")), ("éééééééééééé", "ab"));
         assert_eq!(Record::from_json(&record().to_json()), Some(record()));
         assert!(!record().to_json().to_string().contains("hunter2"));
     }
@@ -458,15 +537,19 @@ mod tests {
             &[("PY".to_string(), "3.12".to_string()), ("DB_PASSWORD".to_string(), "x".to_string())].into(),
         );
         let files = std::sync::Arc::make_mut(&mut new.files);
-        files[0].what = What::File { exec: true, sha256: Sha::parse(&"1".repeat(64)).unwrap() };
+        files[0].what = What::File { mode: 0o600, sha256: Sha::parse(&"1".repeat(64)).unwrap() };
+        files[2].what = What::Dir { mode: 0o700 };
         files.remove(1);
-        files.push(FileRecord { path: "z".into(), what: What::Dir });
+        files.push(FileRecord { path: "z".into(), what: What::Dir { mode: 0o755 } });
         new.parents.insert("base".into(), Some("sha256:q".into()));
         let text = explain(&old, &new, &Category::ALL).join("; ");
         assert!(text.contains("build arg PY changed: \"3.11\" -> \"3.12\""), "{text}");
         assert!(text.contains("build arg DB_PASSWORD changed: (hidden) -> (hidden)"), "{text}");
         assert!(
-            text.contains("a (became executable)") && text.contains("z (added)") && text.contains("b (removed)"),
+            text.contains("a (mode 644 -> 600)") && text.contains("d (mode 755 -> 700)"),
+            "{text}"
+        );
+        assert!(text.contains("z (added)") && text.contains("b (removed)"),
             "{text}"
         );
         assert!(text.contains("parent base changed"), "{text}");

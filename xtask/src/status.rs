@@ -268,8 +268,16 @@ fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
     r.unwrap_or_else(|_| Err(anyhow::anyhow!("an engine call panicked")))
 }
 
-/// What is wrong with an image that exists, if anything: the INVALID checks.
+/// Whether an image has no content: no layers, or size 0.
+fn empty(image: &Image) -> bool {
+    image.size.unwrap_or(0) == 0 || image.layers.unwrap_or(0) == 0
+}
+
+/// What is wrong with an image that exists, if anything: the INVALID checks. An empty image
+/// (size 0, no layers) is broken only when it lacks this tool's input record: one built
+/// from only LABELs or empty files is what its inputs make.
 pub fn invalid(image: &Image, os: &str, arch: &str) -> Vec<String> {
+    let recorded = image.labels.contains_key(digest::LABEL);
     let mut problems = Vec::new();
     let missing: Vec<&str> = [
         ("Id", image.id.is_none()),
@@ -284,10 +292,10 @@ pub fn invalid(image: &Image, os: &str, arch: &str) -> Vec<String> {
     if !missing.is_empty() {
         problems.push(format!("metadata incomplete (no {})", missing.join(", ")));
     }
-    if image.size == Some(0) || image.size.is_none() {
+    if !recorded && (image.size == Some(0) || image.size.is_none()) {
         problems.push("size 0".to_string());
     }
-    if image.layers.unwrap_or(0) == 0 {
+    if !recorded && image.layers.unwrap_or(0) == 0 {
         problems.push("no layers".to_string());
     }
     if image.repo_tags.is_empty() {
@@ -317,7 +325,12 @@ pub fn classify(
     if !problems.is_empty() {
         return (State::Invalid, format!("{}: rebuild it", problems.join(", ")));
     }
-    stale_or_ok(expected, &image.labels, explain)
+    let (state, reason) = stale_or_ok(expected, &image.labels, explain);
+    if state == State::Ok && empty(image) {
+        let note = if reason.is_empty() { String::new() } else { format!("; {reason}") };
+        return (state, format!("empty image (no layers, size 0), as its inputs make it{note}"));
+    }
+    (state, reason)
 }
 
 /// The content comparison: the digest recorded in the labels against the one expected.
@@ -328,7 +341,7 @@ pub fn stale_or_ok(
 ) -> (State, String) {
     let Some(found) = digest::from_labels(labels) else {
         let why = if labels.contains_key(digest::LABEL) {
-            "its input digest is in another format (built by another version of this tool): rebuild it"
+            "its input digest is in another format (built by another version of this tool) or damaged: rebuild it"
         } else {
             "carries no input digest (not built by this tool): rebuild it to know what it contains"
         };
@@ -374,6 +387,16 @@ mod tests {
         i.size = Some(0);
         i.layers = None;
         assert_eq!(invalid(&i, "linux", "amd64"), vec!["size 0", "no layers"]);
+        // Empty by design: this tool's input record says what it was built from.
+        let d = Record { dockerfile: "a".repeat(64), ..Default::default() }.digest();
+        i.labels = labels(&d);
+        assert!(invalid(&i, "linux", "amd64").is_empty());
+        let none = |_: &str, _: &[Category]| None;
+        let (state, why) = classify(&d, Some(&i), "x", ("linux", "amd64"), &none);
+        assert_eq!(state, State::Ok);
+        assert!(why.starts_with("empty image"), "{why}");
+        let other = Record { dockerfile: "b".repeat(64), ..Default::default() }.digest();
+        assert_eq!(classify(&other, Some(&i), "x", ("linux", "amd64"), &none).0, State::Stale);
         let mut i = image();
         i.arch = Some("arm64".into());
         assert!(invalid(&i, "linux", "amd64")[0].contains("built for linux/arm64"));
@@ -400,6 +423,19 @@ mod tests {
         let old: Map<String, Value> =
             [(digest::LABEL.to_string(), Value::String("sha256:1234".into()))].into_iter().collect();
         let (s, why) = stale_or_ok(&d, &old, &none);
+        assert_eq!(s, State::Stale);
+        assert!(why.contains("another format"), "{why}");
+        // A label of the previous format (v1: fields not length-prefixed) is another format.
+        let v1 = json!({"version": "ai-infra-inputs/v1", "service": "x", "total": d.total, "files": d.part(Category::Files)});
+        let v1: Map<String, Value> = [(digest::LABEL.to_string(), Value::String(v1.to_string()))].into_iter().collect();
+        let (s, why) = stale_or_ok(&d, &v1, &none);
+        assert_eq!(s, State::Stale);
+        assert!(why.contains("another format"), "{why}");
+        // A label with a field that is not a digest is neither trusted nor an error.
+        let mut bad: Value = serde_json::from_str(labels(&d)[digest::LABEL].as_str().unwrap()).unwrap();
+        bad["total"] = json!("sha256:../../../../etc/passwd");
+        let bad: Map<String, Value> = [(digest::LABEL.to_string(), Value::String(bad.to_string()))].into_iter().collect();
+        let (s, why) = stale_or_ok(&d, &bad, &|_, _| panic!("a bad label names no record"));
         assert_eq!(s, State::Stale);
         assert!(why.contains("another format"), "{why}");
         let other = Record { dockerfile: "b".repeat(64), ..Default::default() }.digest();

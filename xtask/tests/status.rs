@@ -23,18 +23,41 @@ fn missing_then_built_then_ok() {
 fn a_size_zero_image_is_invalid() {
     let ws = Workspace::new("invalid");
     ws.write("services/empty/Dockerfile", "FROM scratch\nLABEL purpose=nothing\n");
-    // The build itself succeeds, but what it made is not a usable image: the run says so.
-    let o = ws.run(&["build", "empty", &ws.tag]);
-    assert_eq!(o.code, 1, "{o:?}");
-    assert!(o.stdout.contains("not OK after the build: empty"), "{o:?}");
+    // Built by hand, without this tool's input record: nothing says it is what was meant.
+    let image = format!("ai-infra-empty:{}", ws.tag);
+    let b = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &image])
+        .arg(ws.path("services/empty"))
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     ws.expect(&[("empty", "INVALID")]);
     let reason = ws.reason("empty");
     assert!(reason.contains("size 0") && reason.contains("no layers"), "{reason}");
+    // The tool's own build records its inputs: OK from then on, and not built again.
+    let o = ws.ok(&["build-all", &ws.tag, "--no-push"]);
+    assert_eq!(Workspace::built(&o.stdout), ["empty"], "{o:?}");
+}
+
+#[test]
+fn an_image_empty_by_design_is_ok_and_not_rebuilt() {
+    let ws = Workspace::new("empty-ok");
+    ws.write("services/labels/Dockerfile", "FROM scratch\nLABEL purpose=nothing\n");
+    let o = ws.ok(&["build-all", &ws.tag, "--no-push"]);
+    assert_eq!(Workspace::built(&o.stdout), ["labels"], "{o:?}");
+    ws.expect(&[("labels", "OK")]);
+    assert!(ws.reason("labels").contains("empty image"), "{}", ws.reason("labels"));
+    let again = ws.ok(&["build-all", &ws.tag, "--no-push"]);
+    assert!(Workspace::built(&again.stdout).is_empty(), "{again:?}");
+    assert!(again.stdout.contains("nothing to build"), "{again:?}");
 }
 
 #[test]
 fn content_decides_not_timestamps() {
     let ws = Workspace::stack("content");
+    // Modes as a checkout with umask 022 makes them, whatever this machine's umask.
+    ws.chmod("services/leaf/leaf.sh", 0o644);
+    ws.chmod("services/base/rootfs/etc", 0o755);
     ws.build(&["leaf", "other", "solo"]);
     let all_ok = [("base", "OK"), ("mid", "OK"), ("leaf", "OK"), ("other", "OK"), ("solo", "OK")];
     ws.expect(&all_ok);
@@ -68,11 +91,20 @@ fn content_decides_not_timestamps() {
     ws.write("services/base/rootfs/etc/base.conf", "base=1\n");
     ws.expect(&all_ok);
 
-    // A new executable bit.
+    // A new executable bit; every other permission bit too, as COPY keeps them all, of
+    // files and of folders.
     ws.chmod("services/leaf/leaf.sh", 0o755);
     ws.expect(&[("mid", "OK"), ("leaf", "STALE")]);
-    assert!(ws.reason("leaf").contains("leaf.sh (became executable)"), "{}", ws.reason("leaf"));
+    assert!(ws.reason("leaf").contains("leaf.sh (mode 644 -> 755)"), "{}", ws.reason("leaf"));
+    ws.chmod("services/leaf/leaf.sh", 0o600);
+    ws.expect(&[("mid", "OK"), ("leaf", "STALE")]);
+    assert!(ws.reason("leaf").contains("leaf.sh (mode 644 -> 600)"), "{}", ws.reason("leaf"));
     ws.chmod("services/leaf/leaf.sh", 0o644);
+    ws.chmod("services/base/rootfs/etc", 0o700);
+    ws.expect(&[("base", "STALE"), ("solo", "OK")]);
+    assert!(ws.reason("base").contains("rootfs/etc (mode 755 -> 700)"), "{}", ws.reason("base"));
+    ws.chmod("services/base/rootfs/etc", 0o755);
+    ws.expect(&all_ok);
 
     // A changed Dockerfile.
     ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY solo.txt /solo.txt\n");
