@@ -9,7 +9,9 @@
 //! is read as it is: loading is one read, and a lookup compares the entry at a cursor with the
 //! file the walk is at. Only when the walk and the cache disagree (a file added, removed or
 //! renamed) is an index of the remaining entries built. An unchanged context thus costs one
-//! comparison per file, and writing back happens only when the bytes would differ.
+//! comparison per file, and writing back happens only when the bytes would differ. The file
+//! ends with the sha256 of everything before it: a damaged file (a digit changed on disk) is
+//! discarded as a whole, so it can neither hide a change nor put a wrong hash in a digest.
 
 use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
@@ -26,7 +28,15 @@ use crate::context::Sha;
 const RACY_NS: i128 = 2_000_000_000;
 
 /// The first bytes of a cache file; another version is read as an empty cache.
-const MAGIC: &[u8] = b"ai-infra hash cache v2\n";
+const MAGIC: &[u8] = b"ai-infra hash cache v3\n";
+
+/// The checksum that ends the file: the sha256 of the bytes before it.
+const CHECKSUM: usize = 32;
+
+fn checksum(data: &[u8]) -> [u8; CHECKSUM] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
 
 /// One entry: path length (u32), size (u64), mtime and ctime in ns (i128), inode and device
 /// (u64), all little-endian, the sha256 as 64 hex digits, then the path.
@@ -129,13 +139,15 @@ impl HashCache {
         self
     }
 
-    /// Loads the cache file; a missing, unreadable or foreign one is an empty cache (it only
-    /// saves work).
+    /// Loads the cache file; a missing, unreadable, foreign or damaged one (its checksum
+    /// does not match) is an empty cache (it only saves work), and is written anew.
     pub fn load(path: &Utf8Path) -> HashCache {
         let mut cache = HashCache::in_memory();
         cache.path = Some(path.to_path_buf());
-        if let Ok(data) = std::fs::read(path) {
-            if data.starts_with(MAGIC) {
+        if let Ok(mut data) = std::fs::read(path) {
+            let body = data.len().saturating_sub(CHECKSUM);
+            if data.starts_with(MAGIC) && body >= MAGIC.len() && data[body..] == checksum(&data[..body]) {
+                data.truncate(body);
                 cache.data = data;
             }
         }
@@ -207,7 +219,10 @@ impl HashCache {
         if let Some(dir) = path.parent().filter(|d| d.is_file()) {
             let _ = std::fs::remove_file(dir);
         }
-        crate::atomic::write(path, &self.data)?;
+        let mut bytes = Vec::with_capacity(self.data.len() + CHECKSUM);
+        bytes.extend_from_slice(&self.data);
+        bytes.extend_from_slice(&checksum(&self.data));
+        crate::atomic::write(path, &bytes)?;
         self.dirty = false;
         Ok(())
     }
@@ -296,17 +311,25 @@ mod tests {
         c.replace([("x", &OLD, Some(&a)), ("y", &OLD, Some(&b))].into_iter());
         c.save().unwrap();
         let whole = std::fs::read(&file).unwrap();
-        // Cut inside the second entry: the first still counts, the second is a miss.
-        std::fs::write(&file, &whole[..whole.len() - 3]).unwrap();
-        let c = HashCache::load(&file);
-        assert_eq!((c.lookup("x", &OLD), c.lookup("y", &OLD)), (Some(a), None));
-        // A hash that is not text is not trusted.
+        assert_eq!(HashCache::load(&file).lookup("y", &OLD), Some(b));
+        // One digit of a hash changed, still a digit: the whole file is discarded, not trusted.
+        let at = whole.len() - CHECKSUM - 1 - 64 + 10;
         let mut bad = whole.clone();
-        let at = bad.len() - 1 - 64;
-        bad[at] = 0xff;
-        std::fs::write(&file, &bad).unwrap();
-        assert_eq!(HashCache::load(&file).lookup("y", &OLD), None);
-        for foreign in [&b"garbage"[..], b"ai-infra hash cache v1\naaaa 3 1000 1000 7 1 x\n", b""] {
+        bad[at] = if bad[at] == b'b' { b'c' } else { b'b' };
+        // One byte of a key, and a file cut short.
+        let mut key = whole.clone();
+        key[MAGIC.len() + 5] ^= 1;
+        for damaged in [bad, key, whole[..whole.len() - 3].to_vec()] {
+            std::fs::write(&file, &damaged).unwrap();
+            let c = HashCache::load(&file);
+            assert_eq!((c.lookup("x", &OLD), c.lookup("y", &OLD)), (None, None));
+        }
+        // A damaged file is written anew by the next walk.
+        let mut c = HashCache::load(&file);
+        c.replace([("x", &OLD, Some(&a)), ("y", &OLD, Some(&b))].into_iter());
+        c.save().unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), whole);
+        for foreign in [&b"garbage"[..], b"ai-infra hash cache v2\naaaa 3 1000 1000 7 1 x\n", MAGIC, b""] {
             std::fs::write(&file, foreign).unwrap();
             assert_eq!(HashCache::load(&file).lookup("x", &OLD), None);
         }

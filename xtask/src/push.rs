@@ -44,23 +44,37 @@ pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[Stri
         .zip(found.chunks(2))
         .map(|((s, content_name), pair)| {
             let (tag, content) = (pair[0].clone(), pair[1].clone());
-            let (state, reason) = match (&tag, &content) {
-                (Lookup::Error(e), _) | (_, Lookup::Error(e)) => ("ERROR", e.clone()),
-                (Lookup::Found(a), Lookup::Found(b)) if a == b || a.is_none() || b.is_none() => ("OK", String::new()),
-                (Lookup::Found(_), Lookup::Found(_)) => {
-                    ("STALE", format!("{} is another build than {content_name}", snap.tag))
-                }
-                (Lookup::Found(_), Lookup::Absent) => {
-                    ("STALE", format!("{} was built from other inputs (no {content_name})", snap.tag))
-                }
-                (Lookup::Absent, Lookup::Found(_)) => {
-                    ("MISSING", format!("no {}, but {content_name} is there: build-all tags it", snap.tag))
-                }
-                (Lookup::Absent, Lookup::Absent) => ("MISSING", format!("no {}", snap.tag)),
-            };
+            let (state, reason) = state(&tag, &content, &snap.tag, content_name);
             (s.clone(), Remote { state, reason, tag, content })
         })
         .collect()
+}
+
+/// Whether TAG and the content tag name one manifest, by digests the registry named: an
+/// unknown digest is no evidence.
+fn same_manifest(tag: &Lookup, content: &Lookup) -> bool {
+    matches!((tag, content), (Lookup::Found(Some(a)), Lookup::Found(Some(b))) if a == b && crate::digest::valid(a))
+}
+
+/// The registry's view of one service from its two lookups: OK only with evidence that TAG
+/// is the build of these inputs.
+fn state(tag: &Lookup, content: &Lookup, tag_name: &str, content_name: &str) -> (&'static str, String) {
+    match (tag, content) {
+        (Lookup::Error(e), _) | (_, Lookup::Error(e)) => ("ERROR", e.clone()),
+        _ if same_manifest(tag, content) => ("OK", String::new()),
+        (Lookup::Found(Some(_)), Lookup::Found(Some(_))) => {
+            ("STALE", format!("{tag_name} is another build than {content_name}"))
+        }
+        (Lookup::Found(_), Lookup::Found(_)) => (
+            "STALE",
+            format!("the registry did not name the manifests of {tag_name} and {content_name}: nothing shows they are one build"),
+        ),
+        (Lookup::Found(_), Lookup::Absent) => ("STALE", format!("{tag_name} was built from other inputs (no {content_name})")),
+        (Lookup::Absent, Lookup::Found(_)) => {
+            ("MISSING", format!("no {tag_name}, but {content_name} is there: build-all tags it"))
+        }
+        (Lookup::Absent, Lookup::Absent) => ("MISSING", format!("no {tag_name}")),
+    }
 }
 
 /// The result of pushing one service.
@@ -82,7 +96,7 @@ pub fn push(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String
         let content_name = reference::image_name(s, &registry::content_tag(&total), Some(registry));
         let result = match (&r.tag, &r.content) {
             (_, Lookup::Error(e)) | (Lookup::Error(e), _) => Err(e.clone()),
-            (Lookup::Found(a), Lookup::Found(b)) if a == b => Ok("already in registry".to_string()),
+            (tag, content) if same_manifest(tag, content) => Ok("already in registry".to_string()),
             (_, Lookup::Found(_)) => docker
                 .push(&tag_name)
                 .map(|()| format!("already in registry; {} now points at it", snap.tag))
@@ -99,4 +113,27 @@ pub fn push(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String
             Err(what) => Pushed { service: s.clone(), ok: false, what },
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_ok_only_with_evidence() {
+        let d = |c: char| Lookup::Found(Some(format!("sha256:{}", c.to_string().repeat(64))));
+        let st = |t: &Lookup, c: &Lookup| state(t, c, "v1", "inputs-x").0;
+        assert_eq!(st(&d('a'), &d('a')), "OK");
+        assert_eq!(st(&d('a'), &d('b')), "STALE");
+        // The registry did not say which manifest, or said something that is not a digest.
+        let unknown = Lookup::Found(None);
+        let garbage = Lookup::Found(Some("garbage".into()));
+        for (t, c) in [(&unknown, &unknown), (&unknown, &d('a')), (&d('a'), &unknown), (&garbage, &garbage)] {
+            assert_eq!(st(t, c), "STALE", "{t:?} {c:?}");
+            assert!(!same_manifest(t, c), "a push would skip on no evidence");
+        }
+        assert!(state(&unknown, &unknown, "v1", "inputs-x").1.contains("did not name the manifests"));
+        assert_eq!(st(&Lookup::Absent, &d('a')), "MISSING");
+        assert_eq!(st(&Lookup::Error("x".into()), &d('a')), "ERROR");
+    }
 }

@@ -30,6 +30,14 @@ pub enum Lookup {
     Error(String),
 }
 
+impl Lookup {
+    /// A tag that exists, with its manifest digest only when it is one (`sha256:` and 64 hex
+    /// digits): anything else the registry says is no evidence of which build it is.
+    pub fn found(digest: Option<String>) -> Lookup {
+        Lookup::Found(digest.filter(|d| crate::digest::valid(d)))
+    }
+}
+
 /// Whether the registry is spoken to over plain HTTP: loopback addresses always (as the engine
 /// does), others only when named in AI_INFRA_INSECURE_REGISTRIES (comma-separated host:port).
 pub fn plain_http(registry: &str) -> bool {
@@ -63,7 +71,7 @@ fn http_lookup(registry: &str, repo: &str, tag: &str) -> Lookup {
             r.status
         )),
         Ok(r) => match r.status {
-            200 => Lookup::Found(r.digest),
+            200 => Lookup::found(r.digest),
             404 => Lookup::Absent,
             401 | 403 => Lookup::Error(format!("{registry} needs a login: run `docker login {registry}`")),
             s => Lookup::Error(format!("{registry} answered HTTP {s} for {repo}:{tag}")),
@@ -147,7 +155,7 @@ fn cli_lookup(docker: &Docker, reference: &str) -> Lookup {
     if out.status.success() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let digest = v.pointer("/Descriptor/digest").and_then(|d| d.as_str()).map(str::to_string);
-        return Lookup::Found(digest);
+        return Lookup::found(digest);
     }
     if stderr.contains("no such manifest") || stderr.contains("not found") {
         Lookup::Absent
@@ -236,6 +244,14 @@ mod tests {
             let Lookup::Error(e) = http_lookup(&addr, "ai-infra-x", "v1") else { panic!() };
             assert!(e.contains("is not a Docker registry"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_digest_that_is_not_one_is_unknown() {
+        let bad = server(Some("HTTP/1.1 200 OK\r\nDocker-Distribution-Api-Version: registry/2.0\r\nDocker-Content-Digest: sha256:../x\r\n\r\n"));
+        assert_eq!(http_lookup(&bad, "ai-infra-x", "v1"), Lookup::Found(None));
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(Lookup::found(Some(digest.clone())), Lookup::Found(Some(digest)));
     }
 
     #[test]

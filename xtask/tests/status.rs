@@ -220,3 +220,25 @@ fn a_hash_cache_that_cannot_be_saved_is_named_and_the_check_goes_on() {
     assert_eq!(o.stdout.trim(), format!("solo|MISSING|ai-infra-solo:{}", ws.tag), "{o:?}");
     assert!(o.stderr.contains("note: cannot save the hash cache") && o.stderr.contains("services%2Fsolo"), "{o:?}");
 }
+
+#[test]
+fn a_damaged_hash_cache_is_discarded_and_the_check_stays_right() {
+    let ws = Workspace::new("cache-damaged");
+    ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY solo.txt /\n");
+    ws.write("services/solo/solo.txt", &format!("solo {}\n", ws.tag));
+    // Only a file older than the racy window (2 s) gets a cache entry.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    ws.build(&["solo"]);
+    ws.expect(&[("solo", "OK")]);
+    // One digit of the file's hash changed on disk, still a hex digit.
+    use sha2::Digest;
+    let hex: String = sha2::Sha256::digest(ws.read("services/solo/solo.txt")).iter().map(|b| format!("{b:02x}")).collect();
+    let cache = ws.path("target/xtask/hash-cache/services%2Fsolo");
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let at = bytes.windows(64).position(|w| w == hex.as_bytes()).expect("the file's hash is cached") + 20;
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&cache, &bytes).unwrap();
+    ws.expect(&[("solo", "OK")]);
+    // And the cache was written anew, right.
+    assert!(std::fs::read(&cache).unwrap().windows(64).any(|w| w == hex.as_bytes()));
+}
