@@ -156,7 +156,7 @@ fn compile(pattern: &str) -> Result<Vec<Token>, String> {
                     j += 1;
                 }
                 let mut items = Vec::new();
-                while !(chars.get(j) == Some(&']') && !items.is_empty()) {
+                while chars.get(j) != Some(&']') || items.is_empty() {
                     let lo = class_char(&chars, &mut j)?;
                     let hi = if chars.get(j) == Some(&'-') {
                         j += 1;
