@@ -32,6 +32,13 @@ impl<'a> Xtask<'a> {
         Ok(())
     }
 
+    /// Runs it with AI_INFRA_ENGINE_CLIENT=`client` and returns what it printed.
+    fn read_env(&self, args: &[&str], client: &str) -> Result<String> {
+        let (sh, exe) = (&self.sh, &self.exe);
+        let run = cmd!(sh, "{exe} {args...}").env("AI_INFRA_ROOT", self.root).env("AI_INFRA_ENGINE_CLIENT", client);
+        Ok(run.quiet().read()?)
+    }
+
     /// Runs it and returns what it printed.
     fn read(&self, args: &[&str]) -> Result<String> {
         let (sh, exe) = (&self.sh, &self.exe);
@@ -91,7 +98,10 @@ pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     let docker = Docker::connect(root)?;
     let want = |name: &str| f.only.as_deref().is_none_or(|o| o == name);
     if want("status") {
-        check_status_figures(&docker, &base.join("status"), f.services)?;
+        check_status_figures(&docker, &base.join("status"), f.services, f.files)?;
+    }
+    if want("scale") {
+        scale_figures(&docker, &base.join("scale"))?;
     }
     if want("digest") {
         // The warm check costs one stat per file; the cold one, reading every byte: their
@@ -338,24 +348,34 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
     Ok(())
 }
 
-/// check-status against the old script's approach: four engine calls per service.
-fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> {
+/// check-status against the old script's approach: four engine calls per service; check-status
+/// through the engine's API and through the docker CLI side by side, taking turns.
+fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize) -> Result<()> {
     let tag = format!("bench-{}", std::process::id());
-    generate(dir, n, 3, 64)?;
+    generate(dir, n, files, 256)?;
     let snap = status::snapshot(docker, dir, &tag, None)?;
-    eprintln!("building {n} services for the status figures");
+    eprintln!("building {n} services of {files} files for the status figures");
     let xtask = Xtask::on(docker, dir)?;
     xtask.run(&["build-all", &tag])?;
     let names: Vec<String> =
         snap.services.iter().map(|r| crate::reference::image_name(&r.service.name, &tag, None)).collect();
     let sh = &xtask.sh;
-    let ours = median(5, || {
-        let out = xtask.read(&["check-status", &tag, "--format", "plain"])?;
+    // Let the files age past the hash cache's racy window, then fill the cache.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let check = |client: &str| -> Result<()> {
+        let out = xtask.read_env(&["check-status", &tag, "--format", "plain"], client)?;
         if out.lines().any(|l| !l.contains("|OK|")) {
             bail!("bench images are not all OK:\n{out}");
         }
         Ok(())
-    })?;
+    };
+    check("api")?;
+    let (mut api, mut cli) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        api.push(median(1, || check("api"))?);
+        cli.push(median(1, || check("cli"))?);
+    }
+    let (api, cli) = (middle(api), middle(cli));
     let (size, tags, created) = ("{{.Size}}", "{{.RepoTags}}", "{{.Created}}");
     let old = median(3, || {
         for name in &names {
@@ -367,10 +387,77 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<
         Ok(())
     })?;
     let _ = docker.remove(&names);
-    println!("check-status, {n} services, all images present and unchanged (median of runs):");
-    println!("  cargo xtask check-status       {ours:>8.3} s   (one process, 1 engine call)");
-    println!("  old per-service approach       {old:>8.3} s   ({} engine calls)", 4 * n);
-    println!("  speed-up                       {:>8.1}x  (target: at least 20x)", old / ours);
+    println!("check-status, {n} services x {files} files, all images present and unchanged, hash cache warm (medians):");
+    println!("  check-status, engine API       {api:>8.3} s   (one process, 1 API request)");
+    println!("  check-status, docker CLI       {cli:>8.3} s   (one process, 1 docker image inspect)");
+    println!("  old per-service approach       {old:>8.3} s   ({} docker calls)", 4 * n);
+    println!("  API / old                      {:>8.3}   (target: at most 0.03; {:.0}x)", api / old, old / api);
+    println!("  CLI / old                      {:>8.3}", cli / old);
+    Ok(())
+}
+
+/// At scale, check-status against its floor (a bare walk that stats every file, plus the one
+/// API request it makes), and a no-op build-all against check-status; the docker CLI path
+/// beside them. All take turns, so that load on the machine falls on each alike.
+fn scale_figures(docker: &Docker, dir: &Utf8PathBuf) -> Result<()> {
+    let (n, files) = (100, 200);
+    let tag = format!("bench-scale-{}", std::process::id());
+    generate(dir, n, files, 256)?;
+    eprintln!("building {n} services of {files} files for the scale figures");
+    let xtask = Xtask::on(docker, dir)?;
+    xtask.run(&["build-all", &tag])?;
+    let project = project::Project::load(dir)?;
+    let names: Vec<String> =
+        project.services.iter().map(|s| crate::reference::image_name(&s.name, &tag, None)).collect();
+    let contexts: Vec<Utf8PathBuf> = project.services.iter().map(|s| dir.join(&s.context)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let check = |client: &str| -> Result<()> {
+        let out = xtask.read_env(&["check-status", &tag, "--format", "plain"], client)?;
+        if out.lines().count() != n || out.lines().any(|l| !l.contains("|OK|")) {
+            bail!("bench images are not all OK:\n{out}");
+        }
+        Ok(())
+    };
+    let noop = |client: &str| -> Result<()> {
+        let out = xtask.read_env(&["build-all", &tag], client)?;
+        if !out.contains("nothing to build") {
+            bail!("the no-op run built something:\n{out}");
+        }
+        Ok(())
+    };
+    check("api")?;
+    let walk = || -> Result<()> {
+        let counts = crate::context::parallel(contexts.len(), |i| stat_all(&contexts[i]));
+        counts.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(())
+    };
+    let request = || -> Result<()> {
+        let found = docker.list_raw(&names)?;
+        if found != n {
+            bail!("the engine lists {found} of the {n} images");
+        }
+        Ok(())
+    };
+    let mut t: [Vec<f64>; 6] = Default::default();
+    for _ in 0..7 {
+        t[0].push(median(1, || check("api"))?);
+        t[1].push(median(1, || walk())?);
+        t[2].push(median(1, || request())?);
+        t[3].push(median(1, || noop("api"))?);
+        t[4].push(median(1, || check("cli"))?);
+        t[5].push(median(1, || noop("cli"))?);
+    }
+    let [api, walk, request, noop_api, cli, noop_cli] = t.map(middle);
+    xtask.run(&["clean-all", &tag, "--force"])?;
+    let floor = walk + request;
+    println!("\nat scale, {n} services x {files} files, all OK, hash cache warm (medians of interleaved runs):");
+    println!("  check-status, engine API       {api:>8.3} s");
+    println!("  bare walk, one stat per file   {walk:>8.3} s");
+    println!("  one engine API request         {request:>8.3} s   (the listing check-status makes)");
+    println!("  check-status / (walk + request){:>8.2}   (target: at most 1.5)", api / floor);
+    println!("  no-op build-all, engine API    {noop_api:>8.3} s");
+    println!("  no-op build-all / check-status {:>8.2}   (target: at most 2)", noop_api / api);
+    println!("  the same through the docker CLI: check-status {cli:.3} s ({:.2} of the floor), no-op build-all {noop_cli:.3} s", cli / floor);
     Ok(())
 }
 

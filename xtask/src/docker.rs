@@ -1,5 +1,7 @@
-//! The one module that talks to the Docker engine, through the `docker` CLI: connect (engine
-//! reachable, its platform), inspect many images in one call, build, tag, push, pull, remove.
+//! The one module that talks to the Docker engine: connect (engine reachable, its platform),
+//! inspect many images in one call, list them, build, tag, push, pull, remove. The questions
+//! asked on every run (version, inspect, list) go to the engine's API where `api.rs` can reach
+//! it, else to the `docker` CLI; everything else goes through the CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +20,8 @@ pub struct Docker {
     /// Where the engine is, for messages.
     pub host: String,
     server: std::sync::OnceLock<Server>,
+    /// The engine's API, where it is spoken directly (see `api::endpoint`).
+    api: Option<crate::api::Api>,
 }
 
 /// What `docker version` says of the engine.
@@ -75,6 +79,11 @@ pub fn familiar(name: &str) -> &str {
     name
 }
 
+/// The docker CLI cannot be run at all.
+fn no_cli(e: xshell::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot run the docker command ({e}): install a Docker client, or run `cargo xtask engine up` (as root it installs Debian's docker.io)")
+}
+
 /// Turns a failed docker command into an error a person can act on.
 fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
     let line =
@@ -94,15 +103,24 @@ impl Docker {
     /// Finds the engine (DOCKER_HOST, else the one `cargo xtask engine up` started for this
     /// root, else the default socket) without calling it yet.
     pub fn new(root: &Utf8Path) -> Docker {
-        Docker::with_host(crate::engine::docker_host(root).as_deref())
+        Docker::at(crate::engine::docker_host(root).as_deref(), Some(&crate::state_dir(root)))
     }
 
     /// The engine at this address (None: the default socket), without calling it yet.
     pub fn with_host(host: Option<&str>) -> Docker {
+        Docker::at(host, None)
+    }
+
+    /// `state`: where to remember what the engine's API said of images by ID.
+    fn at(host: Option<&str>, state: Option<&Utf8Path>) -> Docker {
         let shown =
             host.map_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string(), str::to_string);
-        Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new() }
+        let context = if host.is_none() { crate::api::current_context() } else { None };
+        let api = crate::api::endpoint(host, &|k| std::env::var(k).ok(), context.as_deref())
+            .map(|a| crate::api::Api::new(a, &shown, state));
+        Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new(), api }
     }
+
 
     /// Finds the engine and checks that it answers.
     pub fn connect(root: &Utf8Path) -> Result<Docker> {
@@ -114,7 +132,7 @@ impl Docker {
     /// `docker ARGS`, reaching this engine; a failure is an error about `what`.
     fn checked(&self, what: &str, args: &[&str]) -> Result<std::process::Output> {
         let sh = self.sh()?;
-        let out = cmd!(sh, "docker {args...}").quiet().ignore_status().output()?;
+        let out = cmd!(sh, "docker {args...}").quiet().ignore_status().output().map_err(no_cli)?;
         if !out.status.success() {
             return Err(failure(what, &self.host, &String::from_utf8_lossy(&out.stderr)));
         }
@@ -171,12 +189,18 @@ impl Docker {
         if let Some(s) = self.server.get() {
             return Ok(s.clone());
         }
+        if let Some(api) = &self.api {
+            let (version, os, arch) = api.version()?;
+            let s = Server { version, os, arch };
+            let _ = self.server.set(s.clone());
+            return Ok(s);
+        }
         let sh = self.sh()?;
         let host = &self.host;
         let format = "{{json .}}";
         let out = match cmd!(sh, "docker version --format {format}").quiet().ignore_status().output() {
             Ok(o) => o,
-            Err(e) => bail!("cannot run the docker command ({e}): install a Docker client, or run `cargo xtask engine up` (as root it installs Debian's docker.io)"),
+            Err(e) => return Err(no_cli(e)),
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -198,8 +222,12 @@ impl Docker {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
+        if let Some(api) = &self.api {
+            let found = api.images(&crate::api::literal_patterns(names))?;
+            return Ok(matching(names, &found));
+        }
         let sh = self.sh()?;
-        let out = cmd!(sh, "docker image inspect {names...}").quiet().ignore_status().output()?;
+        let out = cmd!(sh, "docker image inspect {names...}").quiet().ignore_status().output().map_err(no_cli)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host)
@@ -339,6 +367,9 @@ impl Docker {
 
     /// Every tagged image: (repository:tag, ID), from one engine call.
     pub fn list(&self) -> Result<Vec<(String, String)>> {
+        if let Some(api) = &self.api {
+            return api.tagged();
+        }
         let out = self.checked("docker image ls", &["image", "ls", "--format", "{{json .}}"])?;
         let mut images = Vec::new();
         for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
@@ -351,6 +382,35 @@ impl Docker {
             }
         }
         Ok(images)
+    }
+
+    /// One listing of the images with these names, through the engine's API: how many it
+    /// lists. For the bench's floor; an error where the API is not spoken.
+    pub fn list_raw(&self, names: &[String]) -> Result<usize> {
+        let Some(api) = &self.api else {
+            bail!("the engine's API is not spoken here (ssh://, a context, TLS, Podman or AI_INFRA_ENGINE_CLIENT=cli)")
+        };
+        Ok(api.list(Some(&crate::api::literal_patterns(names)))?.len())
+    }
+
+    /// Every tagged image whose name's last component starts with `prefix`, by name: one
+    /// listing, then one inspection (through the API, only of images not seen before).
+    pub fn inspect_named(&self, prefix: &str) -> Result<BTreeMap<String, Image>> {
+        let ours = |n: &str| n.rsplit('/').next().is_some_and(|last| last.starts_with(prefix));
+        if let Some(api) = &self.api {
+            // The filter's `*` stays within one path component: one pattern per depth.
+            let patterns: Vec<String> = (0..5).map(|d| format!("{}{prefix}*", "*/".repeat(d))).collect();
+            let mut out = BTreeMap::new();
+            for v in api.images(&patterns)? {
+                let image = Image::from_json(&v);
+                for t in image.repo_tags.iter().filter(|t| ours(t)) {
+                    out.insert(t.clone(), image.clone());
+                }
+            }
+            return Ok(out);
+        }
+        let names: Vec<String> = self.list()?.into_iter().map(|(n, _)| n).filter(|n| ours(n)).collect();
+        self.inspect(&names)
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
@@ -393,9 +453,14 @@ pub fn parse_inspect(
     if !unexpected.is_empty() && !success {
         return Err(failure("docker image inspect", host, &unexpected.join("\n")));
     }
+    Ok(matching(names, parsed.as_array().map_or(&[][..], Vec::as_slice)))
+}
+
+/// Which of the inspected images each requested name names (by its familiar form).
+fn matching(names: &[String], inspected: &[Value]) -> BTreeMap<String, Image> {
     let wanted: BTreeSet<&str> = names.iter().map(|n| familiar(n)).collect();
     let mut found = BTreeMap::new();
-    for v in parsed.as_array().into_iter().flatten() {
+    for v in inspected {
         let image = Image::from_json(v);
         for name in image.repo_tags.iter().chain(&image.repo_digests) {
             let f = familiar(name);
@@ -406,7 +471,7 @@ pub fn parse_inspect(
             }
         }
     }
-    Ok(found)
+    found
 }
 
 /// How a build ended.

@@ -132,7 +132,10 @@ const BENCH: &str = "\
 Usage: cargo xtask bench [--only PART] [--services N] [--files N] [--file-kib N]
 
 Measures, on generated workspaces, and prints the figures and ratios:
-  status     check-status against the old per-service approach (four engine calls per service)
+  status     check-status against the old per-service approach (four engine calls per service),
+             through the engine's API and through the docker CLI
+  scale      at 100 services x 200 files: check-status against a bare stat walk plus one engine
+             API request, and a no-op build-all against check-status (API and CLI paths)
   digest     a warm re-check (hash cache filled) against a cold one and against a bare walk
              that stats every file, the cold digest throughput against sha256sum over the
              same files, and warm against cold as whole check-status commands
@@ -144,7 +147,7 @@ Measures, on generated workspaces, and prints the figures and ratios:
   --only PART    run one part (default: all)
 
   --services N   services in the generated workspace (default 20)
-  --files N      files per service for the digest figures (default 1000)
+  --files N      files per service for the status and digest figures (default 1000)
   --file-kib N   their average size in KiB (default 16); the warm/cold ratio grows with it
 ";
 
@@ -371,8 +374,8 @@ impl std::str::FromStr for BenchPart {
     type Err = String;
     fn from_str(s: &str) -> Result<BenchPart, String> {
         match s {
-            "status" | "digest" | "noop" | "remote" | "parallel" => Ok(BenchPart(s.to_string())),
-            _ => Err(format!("unknown part {s:?}: use status, digest, noop, remote or parallel")),
+            "status" | "scale" | "digest" | "noop" | "remote" | "parallel" => Ok(BenchPart(s.to_string())),
+            _ => Err(format!("unknown part {s:?}: use status, scale, digest, noop, remote or parallel")),
         }
     }
 }

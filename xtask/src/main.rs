@@ -4,6 +4,7 @@
 
 mod atomic;
 mod bench;
+mod api;
 mod build;
 mod check;
 mod clean;
@@ -17,6 +18,7 @@ mod flags;
 mod harness;
 mod hashcache;
 mod history;
+mod http;
 mod ignore;
 mod pipeline;
 mod plan;

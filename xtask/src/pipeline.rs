@@ -71,13 +71,7 @@ fn reusable(docker: &Docker, snap: &Snapshot, plan: &Plan) -> Result<BTreeMap<St
     if wanted.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let candidates: Vec<String> = docker
-        .list()?
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|n| n.rsplit('/').next().is_some_and(|last| last.starts_with("ai-infra-")))
-        .collect();
-    let images = docker.inspect(&candidates)?;
+    let images = docker.inspect_named("ai-infra-")?;
     let (os, arch) = &snap.platform;
     let mut out = BTreeMap::new();
     for (name, image) in &images {

@@ -3,13 +3,10 @@
 //! `HEAD /v2/<name>/manifests/<tag>`; others through `docker manifest inspect`, so that TLS and
 //! credentials stay with the docker CLI's own login. Every lookup is bounded in time.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
-
-use anyhow::Result;
+use std::time::Duration;
 
 use crate::docker::Docker;
+use crate::http::{self, Response};
 
 /// How long one lookup may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -66,12 +63,12 @@ fn http_lookup(registry: &str, repo: &str, tag: &str) -> Lookup {
     let path = format!("/v2/{prefix}{repo}/manifests/{tag}");
     match head(host, &path) {
         Err(e) => Lookup::Error(format!("registry {registry} does not answer ({e}); check that it runs and the address is right")),
-        Ok(r) if r.api_version.is_none() => Lookup::Error(format!(
+        Ok(r) if r.header("docker-distribution-api-version").is_none() => Lookup::Error(format!(
             "{registry} answers HTTP {} but is not a Docker registry (no Docker-Distribution-Api-Version header); check the address",
             r.status
         )),
         Ok(r) => match r.status {
-            200 => Lookup::found(r.digest),
+            200 => Lookup::found(r.header("docker-content-digest").map(str::to_string)),
             404 => Lookup::Absent,
             401 | 403 => Lookup::Error(format!("{registry} needs a login: run `docker login {registry}`")),
             s => Lookup::Error(format!("{registry} answered HTTP {s} for {repo}:{tag}")),
@@ -79,68 +76,10 @@ fn http_lookup(registry: &str, repo: &str, tag: &str) -> Lookup {
     }
 }
 
-pub struct Response {
-    pub status: u16,
-    digest: Option<String>,
-    api_version: Option<String>,
-}
-
-/// One `HEAD` request over HTTP/1.1, every step bounded by the lookup timeout.
+/// One `HEAD` request over HTTP/1.1, bounded by the lookup timeout.
 pub fn head(host: &str, path: &str) -> Result<Response, String> {
-    let started = Instant::now();
-    let addr = host.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-    let left = || TIMEOUT.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-    s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
     let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
-    // One write: a server that answers after the first bytes and closes (an HTML page, a proxy's
-    // error) must not turn into a broken pipe. Its answer is read even when the write failed.
-    let request = format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
-    let written = s.write_all(request.as_bytes());
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-        let n = s.read(&mut chunk).map_err(|e| {
-            if started.elapsed() >= TIMEOUT {
-                format!("no answer within {} s", TIMEOUT.as_secs())
-            } else {
-                e.to_string()
-            }
-        })?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > 64 * 1024 {
-            return Err("headers larger than 64 KiB".into());
-        }
-    }
-    match written {
-        Err(e) if buf.is_empty() => Err(e.to_string()),
-        _ => parse_head(&String::from_utf8_lossy(&buf)),
-    }
-}
-
-fn parse_head(text: &str) -> Result<Response, String> {
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|r| r.get(2..5))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {:?}", status_line.chars().take(40).collect::<String>()))?;
-    let mut r = Response { status, digest: None, api_version: None };
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "docker-content-digest" => r.digest = Some(v.trim().to_string()),
-                "docker-distribution-api-version" => r.api_version = Some(v.trim().to_string()),
-                _ => {}
-            }
-        }
-    }
-    Ok(r)
+    http::request(&http::Address::Tcp(host.to_string()), "HEAD", host, path, &[("Accept", accept)], TIMEOUT)
 }
 
 /// `docker manifest inspect -v REF`, ended after the timeout. The CLI's registry client knows
@@ -179,6 +118,8 @@ pub fn lookup_all(docker: &Docker, registry: &str, refs: &[(String, String)]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::time::Instant;
 
     #[test]
     fn content_tags_follow_the_tag_grammar() {
@@ -193,15 +134,6 @@ mod tests {
         assert!(plain_http("localhost:5000/team"));
         assert!(!plain_http("registry.example.com"));
         assert!(!plain_http("10.0.0.5:5000"));
-    }
-
-    #[test]
-    fn head_answers() {
-        let r = parse_head("HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:abc\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\r\n").unwrap();
-        assert_eq!((r.status, r.digest.as_deref(), r.api_version.is_some()), (200, Some("sha256:abc"), true));
-        let r = parse_head("HTTP/1.0 404 Not Found\r\ncontent-type: text/html\r\n\r\n").unwrap();
-        assert_eq!((r.status, r.api_version), (404, None));
-        assert!(parse_head("SSH-2.0-OpenSSH\r\n").is_err());
     }
 
     /// A server on loopback that answers every request with `answer`, or never answers.

@@ -242,3 +242,50 @@ fn a_damaged_hash_cache_is_discarded_and_the_check_stays_right() {
     // And the cache was written anew, right.
     assert!(std::fs::read(&cache).unwrap().windows(64).any(|w| w == hex.as_bytes()));
 }
+
+/// The engine's API and the docker CLI say the same of the same images (OK, MISSING, INVALID,
+/// STALE, reasons, sizes, dates) and plan the same reuse; and the API is really what answers:
+/// with no docker CLI on PATH the check still works, while the forced CLI path cannot run.
+#[test]
+fn the_engine_api_and_the_cli_agree() {
+    let ws = Workspace::stack("apicli");
+    ws.write("services/empty/Dockerfile", "FROM scratch\nLABEL purpose=nothing\n");
+    ws.build(&["leaf", "other"]);
+    assert_eq!(ws.run(&["build", "empty", &ws.tag]).code, 1, "a size-0 image is not OK after its build");
+    ws.write("services/other/app.conf", "port=81\n");
+    let api = ("AI_INFRA_ENGINE_CLIENT", "api");
+    let cli = ("AI_INFRA_ENGINE_CLIENT", "cli");
+    for format in ["json", "human"] {
+        let args = ["check-status", &ws.tag, "--format", format];
+        let (a, c) = (ws.run_env(&args, &[api]), ws.run_env(&args, &[cli]));
+        assert_eq!((a.code, c.code), (0, 0), "{a:?}\n{c:?}");
+        assert_eq!(a.stdout, c.stdout, "the API and the CLI disagree");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&ws.run_env(&["check-status", &ws.tag, "--format", "json"], &[api]).stdout).unwrap();
+    let got: std::collections::BTreeMap<&str, &str> = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    let want = [("base", "OK"), ("empty", "INVALID"), ("leaf", "OK"), ("mid", "OK"), ("other", "STALE"), ("solo", "MISSING")];
+    assert_eq!(got, want.into_iter().collect(), "{report}");
+    // Another tag with the same inputs: the reuse scan finds this tag's images either way.
+    let other_tag = format!("{}-2", ws.tag);
+    let args = ["build-all", &other_tag, "--dry-run", "--format", "json"];
+    let (a, c) = (ws.run_env(&args, &[api]), ws.run_env(&args, &[cli]));
+    assert_eq!((a.code, c.code), (0, 0), "{a:?}\n{c:?}");
+    assert_eq!(a.stdout, c.stdout, "the API and the CLI plan differently");
+    assert!(a.stdout.contains(&format!("ai-infra-leaf:{}", ws.tag)), "leaf is reused from this tag: {a:?}");
+    // No docker CLI at all: the API still answers; the CLI path cannot.
+    let no_docker = ws.path("no-docker");
+    std::fs::create_dir_all(&no_docker).unwrap();
+    let path = ("PATH", no_docker.to_str().unwrap());
+    let o = ws.run_env(&["check-status", &ws.tag, "--format", "plain"], &[api, path]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains(&format!("leaf|OK|ai-infra-leaf:{}", ws.tag)), "{o:?}");
+    let o = ws.run_env(&["check-status", &ws.tag, "--format", "plain"], &[cli, path]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("cannot run the docker command"), "{o:?}");
+}
