@@ -183,6 +183,8 @@ const EFFECTS: &[&str] = &[
     "crate::docker::",
     "crate::registry::",
     "crate::engine::",
+    "crate::api::",
+    "crate::http::",
 ];
 
 #[test]
