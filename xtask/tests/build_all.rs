@@ -176,10 +176,14 @@ fn history_and_clean_all() {
 fn one_run_at_a_time_and_stale_locks_are_taken_over() {
     let ws = Workspace::stack("lock");
     std::fs::create_dir_all(ws.path("target/xtask")).unwrap();
-    // A lock held by a live xtask process: this test's own runner is not one, so start one.
+    // A lock held by a live xtask process: this test's own runner is not one, so start one
+    // that stays: it asks an "engine" on loopback that never answers (bounded, but by 20 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["engine", "status"])
         .env("AI_INFRA_ROOT", &ws.root)
+        .env("DOCKER_HOST", format!("tcp://{}", silent.local_addr().unwrap()))
+        .env("AI_INFRA_ENGINE_CLIENT", "api")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -190,7 +194,9 @@ fn one_run_at_a_time_and_stale_locks_are_taken_over() {
         assert_eq!(o.code, 1, "{o:?}");
         assert!(o.stderr.contains(&format!("another build (pid {pid}) is running")), "{o:?}");
     }
+    let _ = holder.kill();
     let _ = holder.wait();
+    drop(silent);
     // Its process is gone: the lock is stale and taken over.
     let o = build_all(&ws, &[]);
     assert_eq!(o.code, 0, "{o:?}");
