@@ -251,7 +251,13 @@ fn the_engine_api_and_the_cli_agree() {
     let ws = Workspace::stack("apicli");
     ws.write("services/empty/Dockerfile", "FROM scratch\nLABEL purpose=nothing\n");
     ws.build(&["leaf", "other"]);
-    assert_eq!(ws.run(&["build", "empty", &ws.tag]).code, 1, "a size-0 image is not OK after its build");
+    // Size 0, built by hand without this tool's input record: INVALID.
+    let b = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &format!("ai-infra-empty:{}", ws.tag)])
+        .arg(ws.path("services/empty"))
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     ws.write("services/other/app.conf", "port=81\n");
     let api = ("AI_INFRA_ENGINE_CLIENT", "api");
     let cli = ("AI_INFRA_ENGINE_CLIENT", "cli");
