@@ -87,9 +87,14 @@ pub fn parse(text: &str) -> Result<Parsed> {
             bail!("line {line}: {keyword:?} is not a Dockerfile instruction");
         }
         let keyword = keyword.to_ascii_uppercase();
-        // Heredoc bodies follow the instruction and are not instructions themselves.
-        if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
-            for (word, strip_tabs) in heredoc_markers(args) {
+        // Heredoc bodies follow the instruction and are not instructions themselves; ONBUILD
+        // wraps an instruction that may have some.
+        let (inner, inner_args) = match keyword.as_str() {
+            "ONBUILD" => args.split_once(char::is_whitespace).unwrap_or((args, "")),
+            _ => (keyword.as_str(), args),
+        };
+        if ["RUN", "COPY", "ADD"].iter().any(|k| inner.eq_ignore_ascii_case(k)) {
+            for (word, strip_tabs) in heredoc_markers(inner_args) {
                 loop {
                     if i >= lines.len() {
                         bail!("line {line}: heredoc <<{word} is never closed");
@@ -127,32 +132,80 @@ fn strip_continuation(line: &str, escape: char) -> (&str, bool) {
     }
 }
 
-/// The heredoc words of an instruction: `<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'`.
+/// The heredocs of an instruction's arguments, as BuildKit finds them: the arguments (not in
+/// JSON form) are split into words, quotes and escapes kept, white space after `<<` kept in
+/// the word; a word that is optional digits, `<<`, an optional `-`, optional white space and
+/// one shell word with no `<` opens a heredoc named by that word, unquoted. So
+/// `RUN echo $((1<<3))` and `cat<<EOF` open none, `RUN 3<<EOF`, `<<-"END"` and `<<'a b'` do.
 fn heredoc_markers(args: &str) -> Vec<(String, bool)> {
+    let mut rest = args.trim_start();
+    // Flags (`--mount=...`) come before the command; after them, JSON form has no heredocs.
+    while rest.starts_with("--") {
+        rest = rest.find(char::is_whitespace).map_or("", |p| rest[p..].trim_start());
+    }
+    if rest.starts_with('[') && serde_json::from_str::<Vec<String>>(rest.trim_end()).is_ok() {
+        return Vec::new();
+    }
+    raw_words(rest).iter().filter_map(|w| heredoc(w)).collect()
+}
+
+/// One raw word as a heredoc opener: (name, strip leading tabs).
+fn heredoc(word: &str) -> Option<(String, bool)> {
+    let rest = word.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix("<<")?;
+    let (chomp, rest) = match rest.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let rest = rest.trim_start_matches([' ', '\t', '\n', '\r', '\x0c']);
+    if rest.is_empty() || rest.contains('<') {
+        return None;
+    }
+    let mut names = words(rest, '\\').ok()?;
+    (names.len() == 1).then(|| (names.remove(0), chomp))
+}
+
+/// Words split on white space outside quotes, with quotes and `\\` escapes kept as written;
+/// the white space after an unquoted `<<` stays in its word (`<< EOF` is one word).
+fn raw_words(s: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut rest = args;
-    while let Some(p) = rest.find("<<") {
-        let mut s = &rest[p + 2..];
-        let strip_tabs = s.starts_with('-');
-        if strip_tabs {
-            s = &s[1..];
-        }
-        let quote = s.chars().next().filter(|c| *c == '"' || *c == '\'');
-        if let Some(q) = quote {
-            s = &s[1..];
-            let end = s.find(q).unwrap_or(s.len());
-            let word = &s[..end];
-            if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                out.push((word.to_string(), strip_tabs));
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                continue;
             }
-            rest = &s[end.min(s.len())..];
-        } else {
-            let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
-            if end > 0 {
-                out.push((s[..end].to_string(), strip_tabs));
+            '\\' => {
+                cur.push(c);
+                cur.extend(chars.next());
             }
-            rest = &s[end..];
+            '\'' | '"' => {
+                cur.push(c);
+                while let Some(n) = chars.next() {
+                    cur.push(n);
+                    if n == c {
+                        break;
+                    }
+                    if n == '\\' && c == '"' {
+                        cur.extend(chars.next());
+                    }
+                }
+            }
+            '<' if chars.peek() == Some(&'<') => {
+                cur.push_str("<<");
+                chars.next();
+                while let Some(w) = chars.next_if(|w| *w == ' ' || *w == '\t') {
+                    cur.push(w);
+                }
+            }
+            c => cur.push(c),
         }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
     }
     out
 }
@@ -562,6 +615,38 @@ mod tests {
         let kws: Vec<_> = p.instructions.iter().map(|i| i.keyword.as_str()).collect();
         assert_eq!(kws, vec!["FROM", "RUN", "COPY", "LABEL"]);
         assert!(parse("FROM scratch\nRUN <<EOF\nx\n").unwrap_err().to_string().contains("never closed"));
+    }
+
+    #[test]
+    fn heredocs_are_found_as_buildkit_finds_them() {
+        let found = |args: &str| heredoc_markers(args);
+        let one = |name: &str, chomp: bool| vec![(name.to_string(), chomp)];
+        // Shifts and here-strings are not heredocs.
+        for none in [
+            "echo $((1<<3))",
+            "cat<<EOF",
+            "echo \"<<EOF\"",
+            "echo '<<EOF'",
+            "cat <<<word",
+            "echo \\<<EOF",
+            "<<",
+            "[\"sh\", \"-c\", \"cat <<EOF\"]",
+        ] {
+            assert_eq!(found(none), vec![], "{none}");
+        }
+        assert_eq!(found("<<EOF"), one("EOF", false));
+        assert_eq!(found("cat <<-EOF > /x"), one("EOF", true));
+        assert_eq!(found("3<<EOF cat"), one("EOF", false));
+        assert_eq!(found("<<  \"END\""), one("END", false));
+        assert_eq!(found("<<'a b' cat"), one("a b", false));
+        assert_eq!(found("--mount=type=cache,target=/c <<EOF"), one("EOF", false));
+        assert_eq!(found("<<X <<Y /dest"), vec![("X".to_string(), false), ("Y".to_string(), false)]);
+        // As Dockerfiles: the shift is a RUN of its own; ONBUILD wraps one with a heredoc.
+        let p = parse("FROM scratch\nRUN echo $((1<<3))\nLABEL a=b\n").unwrap();
+        assert_eq!(p.instructions.len(), 3);
+        let p = parse("FROM scratch\nONBUILD RUN <<EOF\nFROM evil\nEOF\nLABEL a=b\n").unwrap();
+        let kws: Vec<_> = p.instructions.iter().map(|i| i.keyword.as_str()).collect();
+        assert_eq!(kws, ["FROM", "ONBUILD", "LABEL"]);
     }
 
     #[test]

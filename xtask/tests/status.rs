@@ -295,3 +295,11 @@ fn the_engine_api_and_the_cli_agree() {
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stderr.contains("cannot run the docker command"), "{o:?}");
 }
+
+#[test]
+fn a_shift_in_run_is_not_a_heredoc() {
+    let ws = Workspace::new("shift");
+    ws.write("services/calc/Dockerfile", "FROM scratch\nRUN echo $((1<<3)) > /x\nCOPY a /\n");
+    ws.write("services/calc/a", "a\n");
+    ws.expect(&[("calc", "MISSING")]);
+}
