@@ -20,9 +20,14 @@ pub struct FileRecord {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum What {
     /// A folder and its permission bits (COPY keeps them).
-    Dir { mode: u32 },
+    Dir {
+        mode: u32,
+    },
     /// A file, its permission bits (every one of `0o7777`: COPY keeps them all) and content.
-    File { mode: u32, sha256: Sha },
+    File {
+        mode: u32,
+        sha256: Sha,
+    },
     Symlink(String),
     Special(String),
 }
@@ -409,7 +414,8 @@ mod tests {
     #[test]
     fn no_file_name_can_pass_for_another_context() {
         let sha = |c: char| Sha::parse(&c.to_string().repeat(64)).unwrap();
-        let file = |path: &str, c: char| FileRecord { path: path.into(), what: What::File { mode: 0o644, sha256: sha(c) } };
+        let file =
+            |path: &str, c: char| FileRecord { path: path.into(), what: What::File { mode: 0o644, sha256: sha(c) } };
         let lines = |recs: &[FileRecord]| recs.iter().map(FileRecord::line).collect::<String>();
         // Two files against one whose name holds the second one's line, under the old layout.
         let two = [file("a", '1'), file("b", '2')];

@@ -448,7 +448,8 @@ mod tests {
             vec![Category::Files]
         );
         assert_eq!(
-            changed(&|r| std::sync::Arc::make_mut(&mut r.files).push(FileRecord { path: "e".into(), what: What::Dir { mode: 0o755 } })),
+            changed(&|r| std::sync::Arc::make_mut(&mut r.files)
+                .push(FileRecord { path: "e".into(), what: What::Dir { mode: 0o755 } })),
             vec![Category::Files]
         );
         assert_eq!(
@@ -512,7 +513,12 @@ mod tests {
         assert_eq!(from_labels(&other), None, "another format version is not trusted");
         // Every field is checked before use: a total naming a file, a short one, text.
         let mut v: Value = serde_json::from_str(labels[LABEL].as_str().unwrap()).unwrap();
-        for bad in [json!("sha256:../../../etc/passwd"), json!("sha256:abc"), json!(12), json!(format!("sha256:{}", "é".repeat(32)))] {
+        for bad in [
+            json!("sha256:../../../etc/passwd"),
+            json!("sha256:abc"),
+            json!(12),
+            json!(format!("sha256:{}", "é".repeat(32))),
+        ] {
             for key in ["total", "files"] {
                 let mut w = v.clone();
                 w[key] = bad.clone();
@@ -545,13 +551,8 @@ mod tests {
         let text = explain(&old, &new, &Category::ALL).join("; ");
         assert!(text.contains("build arg PY changed: \"3.11\" -> \"3.12\""), "{text}");
         assert!(text.contains("build arg DB_PASSWORD changed: (hidden) -> (hidden)"), "{text}");
-        assert!(
-            text.contains("a (mode 644 -> 600)") && text.contains("d (mode 755 -> 700)"),
-            "{text}"
-        );
-        assert!(text.contains("z (added)") && text.contains("b (removed)"),
-            "{text}"
-        );
+        assert!(text.contains("a (mode 644 -> 600)") && text.contains("d (mode 755 -> 700)"), "{text}");
+        assert!(text.contains("z (added)") && text.contains("b (removed)"), "{text}");
         assert!(text.contains("parent base changed"), "{text}");
         assert!(!text.contains("hunter2"));
     }

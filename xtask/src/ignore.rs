@@ -64,7 +64,10 @@ impl Ignore {
                 continue;
             }
             let tokens = compile(&cleaned).map_err(|e| {
-                anyhow::anyhow!("line {}: {cleaned:?} is not a valid pattern ({e}); Docker fails the build on it", n + 1)
+                anyhow::anyhow!(
+                    "line {}: {cleaned:?} is not a valid pattern ({e}); Docker fails the build on it",
+                    n + 1
+                )
             })?;
             patterns.push(Pattern { exception, tokens });
         }
@@ -213,9 +216,7 @@ fn matches(tokens: &[Token], path: &str) -> bool {
                 Token::Char(c) => i < m && s[i] == *c && ok[t + 1][i + 1],
                 Token::Any => i < m && s[i] != '/' && ok[t + 1][i + 1],
                 Token::Class { negated, items } => {
-                    i < m
-                        && items.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s[i])) != *negated
-                        && ok[t + 1][i + 1]
+                    i < m && items.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s[i])) != *negated && ok[t + 1][i + 1]
                 }
                 Token::Star => ok[t + 1][i] || (i < m && s[i] != '/' && ok[t][i + 1]),
                 // `(.*/)?`: nothing, or any run that ends with a '/'.

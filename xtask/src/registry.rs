@@ -39,11 +39,23 @@ impl Lookup {
 /// does), others only when named in AI_INFRA_INSECURE_REGISTRIES (comma-separated host:port).
 pub fn plain_http(registry: &str) -> bool {
     let host = registry.split('/').next().unwrap_or(registry);
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let loopback = name == "localhost" || name.starts_with("127.") || name == "[::1]";
     let opted_in =
         std::env::var("AI_INFRA_INSECURE_REGISTRIES").map(|v| v.split(',').any(|r| r.trim() == host)).unwrap_or(false);
-    loopback || opted_in
+    loopback(host) || opted_in
+}
+
+/// Whether `host[:port]` names this machine by itself: an IP literal in 127.0.0.0/8,
+/// `localhost` or `[::1]`. A name such as `127.example.com` is resolved by DNS and can be
+/// anywhere: it is not loopback.
+pub fn loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            let addr = v6.split_once(']').and_then(|(a, _)| a.parse::<std::net::Ipv6Addr>().ok());
+            return addr.is_some_and(|a| a.is_loopback());
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// Asks for `REGISTRY/repo:tag`.
@@ -134,6 +146,15 @@ mod tests {
         assert!(plain_http("localhost:5000/team"));
         assert!(!plain_http("registry.example.com"));
         assert!(!plain_http("10.0.0.5:5000"));
+        // Only IP literals in 127.0.0.0/8, localhost and [::1]: names are resolved by DNS.
+        for yes in ["127.0.0.1", "127.255.3.4:443/x", "localhost", "[::1]:5000", "[::1]"] {
+            assert!(plain_http(yes), "{yes}");
+        }
+        for no in
+            ["127.example.com:5000", "127.0.0.1.nip.io", "127.0.0.256:5000", "localhost.evil.com", "[::2]:5000", "[::1"]
+        {
+            assert!(!plain_http(no), "{no}");
+        }
     }
 
     /// A server on loopback that answers every request with `answer`, or never answers.

@@ -434,7 +434,8 @@ mod tests {
         // A label with a field that is not a digest is neither trusted nor an error.
         let mut bad: Value = serde_json::from_str(labels(&d)[digest::LABEL].as_str().unwrap()).unwrap();
         bad["total"] = json!("sha256:../../../../etc/passwd");
-        let bad: Map<String, Value> = [(digest::LABEL.to_string(), Value::String(bad.to_string()))].into_iter().collect();
+        let bad: Map<String, Value> =
+            [(digest::LABEL.to_string(), Value::String(bad.to_string()))].into_iter().collect();
         let (s, why) = stale_or_ok(&d, &bad, &|_, _| panic!("a bad label names no record"));
         assert_eq!(s, State::Stale);
         assert!(why.contains("another format"), "{why}");

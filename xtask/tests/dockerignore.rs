@@ -17,7 +17,8 @@ fn builders() -> Vec<(&'static str, &'static str, &'static str)> {
         std::path::Path::new(buildkit).exists(),
         "{buildkit} is missing: run the suite with `cargo xtask test`, which installs docker.io"
     );
-    let legacy = if std::path::Path::new("/usr/local/bin/docker").exists() { "/usr/local/bin/docker" } else { buildkit };
+    let legacy =
+        if std::path::Path::new("/usr/local/bin/docker").exists() { "/usr/local/bin/docker" } else { buildkit };
     vec![("buildkit", buildkit, "1"), ("legacy", legacy, "0")]
 }
 
@@ -133,20 +134,31 @@ fn the_context_is_what_docker_sends_under_both_builders() {
     let o = ws.ok(&["build", "probe", &ws.tag]);
     assert_eq!(Workspace::built(&o.stdout), ["probe"], "{o:?}");
     let tool = recorded(&ws);
-    let files = |set: &BTreeSet<String>| -> BTreeSet<String> { set.iter().filter(|p| !p.ends_with('/')).cloned().collect() };
+    let files =
+        |set: &BTreeSet<String>| -> BTreeSet<String> { set.iter().filter(|p| !p.ends_with('/')).cloned().collect() };
     // The table the matcher was written from, checked here too.
-    let want: BTreeSet<String> = ["xbc", "ybc", "a/c", "axb", "logs/keep.log", "logs/x.keep", "deep/logs/y.keep", "cache/c.keep", "qz"]
-        .into_iter()
-        .chain(["m/n/o.md", "t/deeper/important.tmp", "sub/lead/f", "12x", "sp ace.txt", "Dockerfile", ".dockerignore"])
-        .chain([".test-workspace"])
-        .map(str::to_string)
-        .collect();
+    let want: BTreeSet<String> =
+        ["xbc", "ybc", "a/c", "axb", "logs/keep.log", "logs/x.keep", "deep/logs/y.keep", "cache/c.keep", "qz"]
+            .into_iter()
+            .chain([
+                "m/n/o.md",
+                "t/deeper/important.tmp",
+                "sub/lead/f",
+                "12x",
+                "sp ace.txt",
+                "Dockerfile",
+                ".dockerignore",
+            ])
+            .chain([".test-workspace"])
+            .map(str::to_string)
+            .collect();
     assert_eq!(files(&tool), want, "the tool's record");
     assert!(tool.contains("empty-dir/"), "{tool:?}");
     for builder in builders() {
         let tag = format!("{}-{}", ws.tag, builder.0);
         ws.also_tag(&tag);
-        let sent = probe(&ws, builder, &format!("ai-infra-probe:{tag}")).unwrap_or_else(|e| panic!("{}: {e}", builder.0));
+        let sent =
+            probe(&ws, builder, &format!("ai-infra-probe:{tag}")).unwrap_or_else(|e| panic!("{}: {e}", builder.0));
         // Every file Docker sent is in the record; the record has more only where the
         // builders disagree by design.
         let only_tool: Vec<_> = files(&tool).difference(&files(&sent)).cloned().collect();

@@ -232,7 +232,8 @@ fn a_damaged_hash_cache_is_discarded_and_the_check_stays_right() {
     ws.expect(&[("solo", "OK")]);
     // One digit of the file's hash changed on disk, still a hex digit.
     use sha2::Digest;
-    let hex: String = sha2::Sha256::digest(ws.read("services/solo/solo.txt")).iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String =
+        sha2::Sha256::digest(ws.read("services/solo/solo.txt")).iter().map(|b| format!("{b:02x}")).collect();
     let cache = ws.path("target/xtask/hash-cache/services%2Fsolo");
     let mut bytes = std::fs::read(&cache).unwrap();
     let at = bytes.windows(64).position(|w| w == hex.as_bytes()).expect("the file's hash is cached") + 20;
