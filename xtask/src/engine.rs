@@ -23,6 +23,40 @@ fn exec_dir(root: &Utf8Path) -> Utf8PathBuf {
     Utf8PathBuf::from(format!("/tmp/ai-infra-engine-{}", &h.as_str()[..10]))
 }
 
+/// Makes `dir` (in the shared /tmp) this user's own: created 0700, and refused when it is a
+/// symbolic link, not a folder, someone else's, or writable by others; someone who planted it
+/// could otherwise swap the engine's socket (a root engine) for one of their own.
+pub fn private_dir(dir: &Utf8Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).with_context(|| format!("cannot create {dir}"));
+        }
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {dir}"))?;
+    let refuse = |what: String| anyhow::anyhow!("{dir} {what}: this tool did not make it; remove it (`rm -r {dir}`, after checking what it holds) and run again");
+    if meta.file_type().is_symlink() {
+        return Err(refuse("is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("is not a folder".into()));
+    }
+    // /proc/self belongs to the user this process runs as.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).context("cannot read /proc/self")?;
+    if meta.uid() != me {
+        return Err(refuse(format!("belongs to user {}, not to user {me}", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!("is writable by others (mode {:o})", meta.mode() & 0o7777)));
+    }
+    if meta.mode() & 0o7777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {dir} private"))?;
+    }
+    Ok(())
+}
+
 /// A background process this tool started, as recorded in its state file.
 struct Started {
     pid: u32,
@@ -141,7 +175,7 @@ pub fn up(root: &Utf8Path, quiet: bool) -> Result<(Option<String>, bool)> {
     let dir = state_dir(root);
     let exec = exec_dir(root);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
-    std::fs::create_dir_all(&exec).with_context(|| format!("cannot create {exec}"))?;
+    private_dir(&exec)?;
     let socket = exec.join("docker.sock");
     let host = format!("unix://{socket}");
     let args: Vec<String> = vec![
@@ -296,5 +330,40 @@ pub fn run(root: &Utf8Path, action: &str) -> Result<i32> {
         "down" => down(root, false).map(|_| 0),
         "status" => status(root),
         other => Err(crate::UsageError(format!("unknown engine action {other:?}: use up, status or down")).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_folder_is_private_and_planted_ones_are_refused() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = crate::testutil::TempDir::new("private-dir");
+        let dir = tmp.path().join("engine");
+        private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
+        // Again: fine; one of ours made 0755 by an older version is made private.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
+        let err = |p: &Utf8Path| format!("{:#}", private_dir(p).unwrap_err());
+        // A symbolic link to a folder someone else controls.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(err(&link).contains("is a symbolic link") && err(&link).contains("rm -r"), "{}", err(&link));
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(err(&file).contains("is not a folder"));
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(err(&open).contains("writable by others"), "{}", err(&open));
+        // Another user's folder (the suite runs as root, as CI does).
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).expect("the suite runs as root");
+        assert!(err(&theirs).contains("belongs to user 65534"), "{}", err(&theirs));
     }
 }

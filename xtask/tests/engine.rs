@@ -84,3 +84,23 @@ fn the_engine_dying_mid_build_is_reported_and_the_next_run_builds_only_the_rest(
     let down = ws.run_own_engine(&["engine", "down"]);
     assert!(down.stdout.contains("stopped the Docker engine"), "{down:?}");
 }
+
+#[test]
+fn a_planted_socket_folder_is_refused() {
+    use sha2::Digest;
+    let ws = Workspace::new("planted");
+    // The engine's socket folder for this root, as someone else could plant it beforehand.
+    let root = ws.root.to_str().unwrap();
+    let hex: String = sha2::Sha256::digest(root.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let exec = format!("/tmp/ai-infra-engine-{}", &hex[..10]);
+    let theirs = ws.path("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    let _ = std::fs::remove_file(&exec);
+    std::os::unix::fs::symlink(&theirs, &exec).unwrap();
+    let up = ws.run_own_engine(&["engine", "up"]);
+    let _down = Down(&ws);
+    let _ = std::fs::remove_file(&exec);
+    assert_eq!(up.code, 1, "{up:?}");
+    assert!(up.stderr.contains(&format!("{exec} is a symbolic link")), "{up:?}");
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0, "nothing written through the link");
+}
