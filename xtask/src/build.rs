@@ -222,6 +222,29 @@ fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str, verbose: 
     o
 }
 
+/// The one warning a run gives about secret-looking build args of the services it builds:
+/// build args go on the `docker build` command line and stay in the image's history, where
+/// anyone with the image reads them. None when no build passes one.
+pub fn secret_args_warning(snap: &Snapshot, plan: &Plan) -> Option<String> {
+    let mut found: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for step in plan.work().filter(|s| matches!(s.action, Action::Build { .. })) {
+        let Some(r) = snap.services.iter().find(|r| r.service.name == step.service) else { continue };
+        for name in r.build_args.keys().filter(|k| digest::is_secret(k)) {
+            found.entry(name).or_default().push(&step.service);
+        }
+    }
+    if found.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = found.iter().map(|(arg, svcs)| format!("{arg} ({})", svcs.join(", "))).collect();
+    Some(format!(
+        "warning: build arg{} {} look{} secret: build args stay in the image history, readable by anyone with the image; pass secrets with `RUN --mount=type=secret` (docker build --secret) instead",
+        if found.len() == 1 { "" } else { "s" },
+        list.join(", "),
+        if found.len() == 1 { "s" } else { "" },
+    ))
+}
+
 /// Runs the plan: a service starts as soon as its planned parents succeeded, up to `jobs` at
 /// a time. Prints a line as each starts and ends.
 pub fn execute(

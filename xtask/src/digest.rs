@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
@@ -378,10 +378,89 @@ fn record_path(root: &Utf8Path, total: &str) -> Utf8PathBuf {
     crate::state_dir(root).join("inputs").join(format!("{}.json", total.trim_start_matches("sha256:")))
 }
 
-/// Keeps the record of a build's inputs so that later checks can say what changed.
+/// Keeps the record of a build's inputs so that later checks can say what changed. Secret
+/// values are kept as keyed hashes (`as_recorded`).
 pub fn save_record(root: &Utf8Path, total: &str, record: &Record) -> Result<()> {
-    let text = serde_json::to_string(&record.to_json())?;
+    anyhow::ensure!(valid(total), "not an input digest: {total:?}");
+    let text = serde_json::to_string(&as_recorded(root, record)?.to_json())?;
     crate::atomic::write(&record_path(root, total), text.as_bytes())
+}
+
+/// The record as kept on disk: each secret-looking arg's value (already a sha256, which a
+/// guess can be checked against) hashed again with this root's own random key, so that the
+/// records still show whether a secret changed, and nothing more.
+pub fn as_recorded(root: &Utf8Path, record: &Record) -> Result<Record> {
+    if !record.args.keys().any(|k| is_secret(k)) {
+        return Ok(record.clone());
+    }
+    let key = record_key(root)?;
+    let mut out = record.clone();
+    for (_, v) in out.args.iter_mut().filter(|(k, _)| is_secret(k)) {
+        *v = format!("hidden:hmac-sha256:{}", hmac(&key, v.as_bytes()));
+    }
+    Ok(out)
+}
+
+/// HMAC-SHA256 (RFC 2104) with a key of at most 64 bytes.
+fn hmac(key: &[u8], message: &[u8]) -> Sha {
+    let (mut inner_pad, mut outer_pad) = ([0x36u8; 64], [0x5cu8; 64]);
+    for (i, k) in key.iter().take(64).enumerate() {
+        inner_pad[i] ^= k;
+        outer_pad[i] ^= k;
+    }
+    let inner = Sha256::new().chain_update(inner_pad).chain_update(message).finalize();
+    Sha::of(&Sha256::new().chain_update(outer_pad).chain_update(inner).finalize())
+}
+
+/// This root's key for secret values in the records: 32 random bytes in
+/// `target/xtask/record-key`, mode 0600, made on first use. Made under a temporary name and
+/// linked into place, so that builds running at once all end up with the same key.
+fn record_key(root: &Utf8Path) -> Result<[u8; 32]> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = crate::state_dir(root);
+    let path = dir.join("record-key");
+    let read = || -> Result<Option<[u8; 32]>> {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                // Only this user may read it, whatever made it otherwise.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot make {path} private"))?;
+                Ok(bytes.try_into().ok())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {path}")),
+        }
+    };
+    if let Some(key) = read()? {
+        return Ok(key);
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("cannot read /dev/urandom for the record key")?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+    let tmp = dir.join(format!(".record-key.{}.{:?}", std::process::id(), std::thread::current().id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()));
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked.with_context(|| format!("cannot write {path}"))?;
+    // A key of the wrong size (damaged) is replaced: old records then read as "changed".
+    match read()? {
+        Some(key) => Ok(key),
+        None => {
+            std::fs::remove_file(&path).with_context(|| format!("cannot replace {path}"))?;
+            record_key(root)
+        }
+    }
 }
 
 pub fn load_record(root: &Utf8Path, total: &str) -> Option<Record> {
@@ -533,6 +612,46 @@ mod tests {
         assert_eq!((short("sha256:éééééééééééééé"), short("sha256:ab")), ("éééééééééééé", "ab"));
         assert_eq!(Record::from_json(&record().to_json()), Some(record()));
         assert!(!record().to_json().to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        let mac = hmac(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(mac.as_str(), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn records_keep_a_keyed_hash_of_secrets() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::testutil::TempDir::new("record-key");
+        let root = dir.path();
+        let r = record();
+        let total = r.digest().total.unwrap();
+        save_record(root, &total, &r).unwrap();
+        let text = std::fs::read_to_string(record_path(root, &total)).unwrap();
+        let plain = &r.args["DB_PASSWORD"];
+        assert!(plain.starts_with("hidden:sha256:"), "{plain}");
+        assert!(!text.contains(plain.trim_start_matches("hidden:sha256:")), "no plain hash: {text}");
+        assert!(text.contains("hidden:hmac-sha256:") && !text.contains("hunter2"), "{text}");
+        let key = crate::state_dir(root).join("record-key");
+        let meta = std::fs::metadata(&key).unwrap();
+        assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (32, 0o600));
+        // The same key next time: an unchanged secret reads as unchanged, a changed one changed.
+        let old = load_record(root, &total).unwrap();
+        assert!(explain(&old, &as_recorded(root, &r).unwrap(), &Category::ALL).is_empty());
+        let mut new = record();
+        new.args = recorded_args(
+            &[("PY".to_string(), "3.11".to_string()), ("DB_PASSWORD".to_string(), "x".to_string())].into(),
+        );
+        let text = explain(&old, &as_recorded(root, &new).unwrap(), &Category::ALL).join("; ");
+        assert_eq!(text, "build arg DB_PASSWORD changed: (hidden) -> (hidden)");
+        // Another root, another key: the same secret hashes differently.
+        let other = crate::testutil::TempDir::new("record-key-2");
+        assert_ne!(as_recorded(other.path(), &r).unwrap().args, as_recorded(root, &r).unwrap().args);
+        // Builds saving at once agree on one key.
+        let fresh = crate::testutil::TempDir::new("record-key-3");
+        let keys = crate::context::parallel(8, |_| record_key(fresh.path()).unwrap());
+        assert!(keys.iter().all(|k| *k == keys[0]));
     }
 
     #[test]

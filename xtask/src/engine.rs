@@ -35,7 +35,9 @@ pub fn private_dir(dir: &Utf8Path) -> Result<()> {
         _ => {}
     }
     let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {dir}"))?;
-    let refuse = |what: String| anyhow::anyhow!("{dir} {what}: this tool did not make it; remove it (`rm -r {dir}`, after checking what it holds) and run again");
+    let refuse = |what: String| {
+        anyhow::anyhow!("{dir} {what}: this tool did not make it; remove it (`rm -r {dir}`, after checking what it holds) and run again")
+    };
     if meta.file_type().is_symlink() {
         return Err(refuse("is a symbolic link".into()));
     }

@@ -232,6 +232,9 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
 
     let n = plan.work().count();
     heading(4, &format!("build: {n} service{}, up to {} at a time", if n == 1 { "" } else { "s" }, o.jobs));
+    if let Some(warning) = build::secret_args_warning(&snap, &plan) {
+        eprintln!("{warning}");
+    }
     let mut outcomes = Vec::new();
     let mut runnable = plan.clone();
     // A service whose base could not be pulled fails, and all its descendants (the steps are

@@ -237,7 +237,8 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         let expected = &digests[name];
         let (state, reason) = classify(expected, image, image_name, (&os, &arch), &|found_total, changed| {
             let old = digest::load_record(root, found_total)?;
-            let lines = digest::explain(&old, &records[name], changed);
+            let new = digest::as_recorded(root, &records[name]).ok()?;
+            let lines = digest::explain(&old, &new, changed);
             (!lines.is_empty()).then(|| lines.join("; "))
         });
         statuses.push(ServiceStatus {

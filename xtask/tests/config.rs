@@ -154,3 +154,44 @@ fn build_args_come_from_env() {
     ws.expect(&[("app", "STALE")]);
     assert!(ws.reason("app").contains("build arg APP_VERSION changed: \"1.0\" -> \"2.0\""), "{}", ws.reason("app"));
 }
+
+#[test]
+fn secret_build_args_are_warned_about_once_and_recorded_keyed() {
+    let ws = Workspace::new("secret-args");
+    ws.write(".env.example", "DB_PASSWORD=changeme\nAPI_TOKEN=changeme\n");
+    ws.write(".env", "DB_PASSWORD=hunter2-secret\nAPI_TOKEN=tok-secret\n");
+    for svc in ["api", "worker"] {
+        ws.write(&format!("services/{svc}/Dockerfile"), "FROM scratch\nARG DB_PASSWORD\nARG API_TOKEN\nCOPY f /\n");
+        ws.write(&format!("services/{svc}/f"), svc);
+    }
+    let o = ws.ok(&["build-all", &ws.tag]);
+    assert_eq!(Workspace::built(&o.stdout).len(), 2, "{o:?}");
+    let warnings: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("warning: build arg")).collect();
+    assert_eq!(warnings.len(), 1, "once per run: {o:?}");
+    assert!(
+        warnings[0].contains("API_TOKEN (api, worker), DB_PASSWORD (api, worker)")
+            && warnings[0].contains("RUN --mount=type=secret"),
+        "{}",
+        warnings[0]
+    );
+    for value in ["hunter2", "tok-secret"] {
+        assert!(!o.stdout.contains(value) && !o.stderr.contains(value), "{o:?}");
+    }
+    // The records keep a keyed hash, with the key private to this root.
+    use sha2::Digest;
+    let plain: String = sha2::Sha256::digest("hunter2-secret").iter().map(|b| format!("{b:02x}")).collect();
+    for e in std::fs::read_dir(ws.path("target/xtask/inputs")).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        assert!(text.contains("hidden:hmac-sha256:") && !text.contains(&plain) && !text.contains("hunter2"), "{text}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let key = std::fs::metadata(ws.path("target/xtask/record-key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    // A changed secret is named, hidden, from the keyed records.
+    ws.write(".env", "DB_PASSWORD=other\nAPI_TOKEN=tok-secret\n");
+    assert!(ws.reason("api").contains("build arg DB_PASSWORD changed: (hidden) -> (hidden)"), "{}", ws.reason("api"));
+    // Nothing to build: no warning.
+    ws.write(".env", "DB_PASSWORD=hunter2-secret\nAPI_TOKEN=tok-secret\n");
+    let again = ws.ok(&["build-all", &ws.tag]);
+    assert!(!again.stderr.contains("warning: build arg"), "{again:?}");
+}
