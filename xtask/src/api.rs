@@ -189,24 +189,27 @@ impl Api {
     /// listing is left out.
     fn inspect_all(&self, ids: &[&String]) -> Result<Vec<(String, Value)>> {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Mutex<Vec<Result<Option<(String, Value)>>>> = Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..CONCURRENT.min(ids.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(id) = ids.get(i) else { break };
-                    let r = self
-                        .get(&format!("inspecting image {id}"), &format!("/images/{id}/json"), true)
-                        .map(|v| v.map(|v| ((*id).clone(), remembered(&v))));
-                    results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
-                });
+        let inspect = || {
+            let mut got = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(id) = ids.get(i) else { return got };
+                got.push(
+                    self.get(&format!("inspecting image {id}"), &format!("/images/{id}/json"), true)
+                        .map(|v| v.map(|v| ((*id).clone(), remembered(&v)))),
+                );
             }
-        });
-        let mut out = Vec::new();
-        for r in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            out.extend(r?);
-        }
-        Ok(out)
+        };
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..CONCURRENT.min(ids.len())).map(|_| s.spawn(inspect)).collect();
+            let mut out = Vec::new();
+            for w in workers {
+                for r in w.join().map_err(|_| anyhow::anyhow!("an engine request panicked"))? {
+                    out.extend(r?);
+                }
+            }
+            Ok(out)
+        })
     }
 
     fn load(&self) -> Map<String, Value> {

@@ -144,7 +144,7 @@ Measures, on generated workspaces, and prints the figures and ratios:
              (starts a registry on loopback; installs docker-registry as root when missing)
   parallel   --jobs 4 on sleeping builds against the ideal schedule (needs busybox)
 
-  --only PART    run one part (default: all)
+  --only PART    run one part, or several: --only status,scale (default: all)
 
   --services N   services in the generated workspace (default 20)
   --files N      files per service for the status and digest figures (default 1000)
@@ -373,10 +373,13 @@ pub struct BenchPart(pub String);
 impl std::str::FromStr for BenchPart {
     type Err = String;
     fn from_str(s: &str) -> Result<BenchPart, String> {
-        match s {
-            "status" | "scale" | "digest" | "noop" | "remote" | "parallel" => Ok(BenchPart(s.to_string())),
-            _ => Err(format!("unknown part {s:?}: use status, scale, digest, noop, remote or parallel")),
+        // Several parts, comma-separated, run in one go: their figures come from one run.
+        for part in s.split(',') {
+            if !["status", "scale", "digest", "noop", "remote", "parallel"].contains(&part) {
+                return Err(format!("unknown part {part:?}: use status, scale, digest, noop, remote or parallel"));
+            }
         }
+        Ok(BenchPart(s.to_string()))
     }
 }
 
