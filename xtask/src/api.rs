@@ -51,7 +51,9 @@ pub fn endpoint(host: Option<&str>, var: &dyn Fn(&str) -> Option<String>, contex
         return None;
     }
     // As the CLI does: a plain-TCP host without a port is on 2375.
-    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| !p.is_empty() && !h.ends_with(':') && (!h.starts_with('[') || h.ends_with(']')));
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !p.is_empty() && !h.ends_with(':') && (!h.starts_with('[') || h.ends_with(']')));
     Some(Address::Tcp(if has_port { authority.to_string() } else { format!("{authority}:2375") }))
 }
 
@@ -177,7 +179,8 @@ impl Api {
                 // Removed between the listing and its inspection: as good as missing.
                 continue;
             };
-            v["RepoTags"] = json!(strings(s, "RepoTags").into_iter().filter(|t| t != "<none>:<none>").collect::<Vec<_>>());
+            v["RepoTags"] =
+                json!(strings(s, "RepoTags").into_iter().filter(|t| t != "<none>:<none>").collect::<Vec<_>>());
             v["RepoDigests"] =
                 json!(strings(s, "RepoDigests").into_iter().filter(|t| t != "<none>@<none>").collect::<Vec<_>>());
             out.push(v);
@@ -331,6 +334,9 @@ mod tests {
         assert_eq!(r.pointer("/Config/Labels/k"), Some(&json!("v")));
         assert_eq!(r.pointer("/Config/Env"), None);
         let (a, b) = (crate::docker::Image::from_json(&v), crate::docker::Image::from_json(&r));
-        assert_eq!((a.id, a.created, a.size, a.os, a.arch, a.labels, a.layers), (b.id, b.created, b.size, b.os, b.arch, b.labels, b.layers));
+        assert_eq!(
+            (a.id, a.created, a.size, a.os, a.arch, a.labels, a.layers),
+            (b.id, b.created, b.size, b.os, b.arch, b.labels, b.layers)
+        );
     }
 }

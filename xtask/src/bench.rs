@@ -387,7 +387,9 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usi
         Ok(())
     })?;
     let _ = docker.remove(&names);
-    println!("check-status, {n} services x {files} files, all images present and unchanged, hash cache warm (medians):");
+    println!(
+        "check-status, {n} services x {files} files, all images present and unchanged, hash cache warm (medians):"
+    );
     println!("  check-status, engine API       {api:>8.3} s   (one process, 1 API request)");
     println!("  check-status, docker CLI       {cli:>8.3} s   (one process, 1 docker image inspect)");
     println!("  old per-service approach       {old:>8.3} s   ({} docker calls)", 4 * n);

@@ -121,7 +121,6 @@ impl Docker {
         Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new(), api }
     }
 
-
     /// Finds the engine and checks that it answers.
     pub fn connect(root: &Utf8Path) -> Result<Docker> {
         let d = Docker::new(root);

@@ -280,7 +280,10 @@ mod tests {
     #[test]
     fn bodies_over_a_unix_socket() {
         let t = Duration::from_secs(2);
-        let p = serve_unix(vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[1,2\r\n", b"1\r\n]\r\n0\r\n\r\n"]);
+        let p = serve_unix(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[1,2\r\n",
+            b"1\r\n]\r\n0\r\n\r\n",
+        ]);
         let r = request(&Address::Unix(p), "GET", "docker", "/x", &[], t).unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"[1,2]"[..]));
         let p = serve_unix(vec![b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nno", b"pe!extra"]);

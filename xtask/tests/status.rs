@@ -276,7 +276,8 @@ fn the_engine_api_and_the_cli_agree() {
         .iter()
         .map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap()))
         .collect();
-    let want = [("base", "OK"), ("empty", "INVALID"), ("leaf", "OK"), ("mid", "OK"), ("other", "STALE"), ("solo", "MISSING")];
+    let want =
+        [("base", "OK"), ("empty", "INVALID"), ("leaf", "OK"), ("mid", "OK"), ("other", "STALE"), ("solo", "MISSING")];
     assert_eq!(got, want.into_iter().collect(), "{report}");
     // Another tag with the same inputs: the reuse scan finds this tag's images either way.
     let other_tag = format!("{}-2", ws.tag);
