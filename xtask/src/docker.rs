@@ -346,6 +346,20 @@ impl Docker {
         Ok(Some(child.wait_with_output()?))
     }
 
+    /// `docker save IMAGE` as a running process whose stdout is the tar: the caller streams it
+    /// (hashing it and showing progress) rather than letting the CLI write a file it cannot see.
+    pub fn save(&self, image: &str) -> Result<std::process::Child> {
+        let mut command = self.command();
+        command.args(["save", image]).stdin(std::process::Stdio::null());
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        command.spawn().with_context(|| format!("cannot run docker save {image}"))
+    }
+
+    /// Loads the images of a tar written by `docker save`.
+    pub fn load(&self, file: &Utf8Path) -> Result<()> {
+        self.checked(&format!("docker load -i {file}"), &["load", "--quiet", "-i", file.as_str()]).map(drop)
+    }
+
     /// Pushes an image name to its registry.
     pub fn push(&self, image: &str) -> Result<()> {
         let sh = self.sh()?;

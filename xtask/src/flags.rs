@@ -23,6 +23,10 @@ Commands:
   history [SERVICE]                 recent builds and typical build times
   sync-env [--check]                create .env from .env.example, or add the keys it lacks
   render [--check]                  render templates/<service>/**/*.tpl into services/<service>/
+  pull-deps                         pull the dependency images (dependency-images.txt) that are missing
+  push-deps REGISTRY                mirror the dependency images into REGISTRY, skipping what it holds
+  export DIR [TAG]                  write an offline bundle: a tar per image, manifest.json, import.sh
+  import DIR                        check and load a bundle, then report every image
   engine up|status|down             a Docker engine for machines that have none
   test [-- NEXTEST-ARGS]            the whole test suite on a real engine and registry (installs them as root)
   bench                             the performance figures, printed
@@ -42,6 +46,43 @@ with one engine call, and says why each is not OK.
   --exit-code    exit 1 when any service is not OK
   --remote       also ask REGISTRY whether TAG is there and is the build of the current
                  inputs (plain gets a fourth column, json a \"remote\" object)
+  --deps         also show the dependency images (dependency-images.txt): PRESENT or MISSING,
+                 and with --remote whether REGISTRY holds the same image (OK, DIFFERENT, MISSING)
+";
+
+const PULL_DEPS: &str = "\
+Usage: cargo xtask pull-deps
+
+Pulls the dependency images listed in dependency-images.txt (third-party images the stack runs,
+their tags from .env) that are not present, through BASE_IMAGE_MIRROR first when it is set.
+";
+
+const PUSH_DEPS: &str = "\
+Usage: cargo xtask push-deps REGISTRY
+
+Pushes every dependency image (dependency-images.txt) to REGISTRY as REGISTRY/<image>, skipping
+those the registry already holds with the same digest (all looked up at once, each within 3 s).
+";
+
+const EXPORT: &str = "\
+Usage: cargo xtask export DIR [TAG] [--allow-stale] [--with-bases]
+
+Writes an offline bundle into DIR: one tar per image (the project's images for TAG, the
+dependency images), manifest.json (name, image ID, input digest, each tar's sha256 and size)
+and import.sh (needs only sh, sha256sum and docker or podman). An image whose ID the bundle
+already holds is not written again. Stops when an image is not OK, naming it.
+
+  --allow-stale  export the project's images as they are, even when not OK
+  --with-bases   also export the external base images the services build on
+";
+
+const IMPORT: &str = "\
+Usage: cargo xtask import DIR
+
+Checks each tar of the bundle in DIR against its sha256 in manifest.json, loads and tags those
+that match (a damaged one is refused by name and not loaded), then reports every image: a
+project image is OK when its label carries the manifest's input digest. Exit 1 when a tar was
+refused or an image is not OK.
 ";
 
 const BUILD_ALL: &str = "\
@@ -153,6 +194,7 @@ Measures, on generated workspaces, and prints the figures and ratios:
 
 pub struct CheckStatus {
     pub remote: bool,
+    pub deps: bool,
     pub tag: Option<String>,
     pub registry: Option<String>,
     pub format: Format,
@@ -180,8 +222,19 @@ pub struct Bench {
     pub file_kib: usize,
 }
 
+pub struct Export {
+    pub dir: camino::Utf8PathBuf,
+    pub tag: Option<String>,
+    pub allow_stale: bool,
+    pub with_bases: bool,
+}
+
 pub enum Command {
     CheckStatus(CheckStatus),
+    PullDeps,
+    PushDeps(String),
+    Export(Export),
+    Import(camino::Utf8PathBuf),
     Build(Build),
     CleanAll { tag: Option<String>, force: bool },
     History(Option<String>),
@@ -272,6 +325,10 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         "sync-env" => SYNC_ENV,
         "render" => RENDER,
         "engine" => ENGINE,
+        "pull-deps" => PULL_DEPS,
+        "push-deps" => PUSH_DEPS,
+        "export" => EXPORT,
+        "import" => IMPORT,
         "test" => TEST,
         "bench" => BENCH,
         other => return Err(usage(format!("unknown command {other:?}; `cargo xtask --help` lists the commands"))),
@@ -285,11 +342,12 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
             let exit_code = once(&mut args, "--exit-code")?;
             let remote = once(&mut args, "--remote")?;
+            let deps = once(&mut args, "--deps")?;
             let (tag, registry) = tag_and_registry(positionals(args, "check-status", 2, "[TAG] [REGISTRY]")?)?;
             if remote && registry.is_none() {
                 return Err(usage("--remote needs a REGISTRY: cargo xtask check-status TAG REGISTRY --remote".into()));
             }
-            Command::CheckStatus(CheckStatus { remote, tag, registry, format, exit_code })
+            Command::CheckStatus(CheckStatus { remote, deps, tag, registry, format, exit_code })
         }
         "build" | "build-all" => {
             let force = once(&mut args, "--force")? || force_from_env();
@@ -329,6 +387,38 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
                 Command::Render { check }
             } else {
                 Command::SyncEnv { check }
+            }
+        }
+        "pull-deps" => {
+            positionals(args, "pull-deps", 0, "no arguments")?;
+            Command::PullDeps
+        }
+        "push-deps" => {
+            let pos = positionals(args, "push-deps", 1, "REGISTRY")?;
+            let Some(registry) = pos.into_iter().next() else {
+                return Err(usage(
+                    "push-deps needs a REGISTRY, e.g. cargo xtask push-deps registry.example.com/mirror".into(),
+                ));
+            };
+            reference::validate_registry(&registry)?;
+            Command::PushDeps(registry)
+        }
+        "export" => {
+            let allow_stale = once(&mut args, "--allow-stale")?;
+            let with_bases = once(&mut args, "--with-bases")?;
+            let mut pos = positionals(args, "export", 2, "DIR [TAG]")?;
+            if pos.is_empty() || pos[0].is_empty() {
+                return Err(usage("export needs a DIR to write the bundle into: cargo xtask export DIR [TAG]".into()));
+            }
+            let dir = camino::Utf8PathBuf::from(pos.remove(0));
+            let (tag, _) = tag_and_registry(pos)?;
+            Command::Export(Export { dir, tag, allow_stale, with_bases })
+        }
+        "import" => {
+            let pos = positionals(args, "import", 1, "DIR")?;
+            match pos.into_iter().next().filter(|d| !d.is_empty()) {
+                Some(d) => Command::Import(d.into()),
+                None => return Err(usage("import needs the DIR that `cargo xtask export` wrote".into())),
             }
         }
         "engine" => {
@@ -455,6 +545,10 @@ mod tests {
         assert!(p(&[]).unwrap().is_none());
         let Some(Command::Test(t)) = p(&["test", "--", "-E", "test(x)"]).unwrap() else { panic!() };
         assert_eq!(t, vec!["-E", "test(x)"]);
+        let Some(Command::Export(e)) = p(&["export", "out", "v1", "--with-bases"]).unwrap() else { panic!() };
+        assert!(e.dir == "out" && e.tag.as_deref() == Some("v1") && e.with_bases && !e.allow_stale);
+        let Some(Command::CheckStatus(c)) = p(&["check-status", "--deps"]).unwrap() else { panic!() };
+        assert!(c.deps && !c.remote);
     }
 
     #[test]
@@ -479,5 +573,12 @@ mod tests {
         assert!(usage_error(&["build-all", "v1", "/team"]).contains("no host"));
         assert!(usage_error(&["bench", "--files", "many"]).contains("not a whole number"));
         assert!(usage_error(&["check-status", ""]).contains("empty"));
+        assert!(usage_error(&["export"]).contains("needs a DIR"));
+        assert!(usage_error(&["export", "out", "bad tag"]).contains("invalid tag"));
+        assert!(usage_error(&["export", "out", "v1", "x"]).contains("unexpected argument"));
+        assert!(usage_error(&["import"]).contains("needs the DIR"));
+        assert!(usage_error(&["push-deps"]).contains("needs a REGISTRY"));
+        assert!(usage_error(&["push-deps", "http://r.io"]).contains("scheme"));
+        assert!(usage_error(&["pull-deps", "x"]).contains("unexpected argument"));
     }
 }

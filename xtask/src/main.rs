@@ -9,17 +9,20 @@ mod build;
 mod check;
 mod clean;
 mod context;
+mod deps;
 mod digest;
 mod docker;
 mod dockerfile;
 mod engine;
 mod env;
+mod export;
 mod flags;
 mod harness;
 mod hashcache;
 mod history;
 mod http;
 mod ignore;
+mod import;
 mod pipeline;
 mod plan;
 mod prefetch;
@@ -89,6 +92,10 @@ fn run() -> Result<i32> {
         }
         Command::SyncEnv { check } => env::sync(&root, check, false),
         Command::Render { check } => render::run(&root, &project::Project::load(&root)?.names(), check, false),
+        Command::PullDeps => deps::pull(&root),
+        Command::PushDeps(registry) => deps::push(&root, &registry),
+        Command::Export(f) => export::run(&root, f),
+        Command::Import(dir) => import::run(&root, &dir),
         Command::Engine(action) => engine::run(&root, &action),
         Command::Test(args) => harness::run(&root, &args),
         Command::Bench(f) => bench::run(&root, f),

@@ -40,6 +40,19 @@ pub fn mirrored(mirror: &str, image: &str) -> Option<String> {
     (!has_host).then(|| format!("{mirror}/{familiar}"))
 }
 
+/// Pulls `image` through the mirror first (a Docker Hub image, when a mirror is set), tagging
+/// it with the name as written, then as written; says how it came.
+pub fn pull_through(docker: &Docker, mirror: Option<&str>, image: &str) -> Result<String> {
+    if let Some(m) = mirror.and_then(|m| mirrored(m, image)) {
+        match docker.pull(&m).and_then(|()| docker.tag(&m, image)) {
+            Ok(()) => return Ok(format!("pulled {image} through the mirror as {m}")),
+            Err(e) => println!("could not pull {m} from the mirror ({e:#}); trying {image}"),
+        }
+    }
+    docker.pull(image)?;
+    Ok(format!("pulled {image}"))
+}
+
 /// What step 1 did.
 pub struct Prefetched {
     /// Services that cannot build, with the reason.
@@ -70,20 +83,9 @@ pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -
         if cancel.load(Ordering::Relaxed) {
             break;
         }
-        // Through the mirror first, then the name as written.
-        if let Some(m) = mirror.as_deref().and_then(|m| mirrored(m, &base)) {
-            match docker.pull(&m).and_then(|()| docker.tag(&m, &base)) {
-                Ok(()) => {
-                    println!("pulled {base} through the mirror as {m}");
-                    pulled = true;
-                    continue;
-                }
-                Err(e) => println!("could not pull {m} from the mirror ({e:#}); trying {base}"),
-            }
-        }
-        match docker.pull(&base) {
-            Ok(()) => {
-                println!("pulled {base}");
+        match pull_through(docker, mirror.as_deref(), &base) {
+            Ok(how) => {
+                println!("{how}");
                 pulled = true;
             }
             Err(e) => {
