@@ -114,6 +114,9 @@ pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     if want("remote") {
         remote_figures(&docker, root, &base.join("remote"), f.services)?;
     }
+    if want("export") {
+        export_figures(&docker, root, &base.join("export"))?;
+    }
     if want("parallel") {
         parallel_figures(&docker, &base.join("parallel"), f.services)?;
     }
@@ -237,14 +240,76 @@ fn delayed_proxy(target: &str, delay: std::time::Duration) -> Result<String> {
     Ok(addr)
 }
 
-/// A no-op build-all on the project's own stack against building it all without cache.
-fn noop_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf) -> Result<()> {
+/// The project's stack (not its dependency images, which would need pulling) in `dir`.
+fn copy_stack(root: &Utf8Path, dir: &Utf8Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     for item in ["services", "templates", "services.toml", ".env.example"] {
         if root.join(item).exists() {
             copy_tree(&root.join(item), &dir.join(item))?;
         }
     }
+    Ok(())
+}
+
+/// `export` of the project's stack against one `docker save` of the same images, and a
+/// second (incremental) export against the first.
+fn export_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf) -> Result<()> {
+    copy_stack(root, dir)?;
+    let tag = format!("bench-export-{}", std::process::id());
+    let xtask = Xtask::on(docker, dir)?;
+    eprintln!("building the project's stack for the export figures");
+    xtask.run(&["build-all", &tag])?;
+    let names: Vec<String> = crate::project::Project::load(dir)?
+        .names()
+        .iter()
+        .map(|s| crate::reference::image_name(s, &tag, None))
+        .collect();
+    let bundle = dir.join("bundle");
+    let save = dir.join("all.tar");
+    let sh = &xtask.sh;
+    let (mut first, mut second, mut saved) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(&bundle);
+        let t = Instant::now();
+        xtask.run(&["export", bundle.as_str(), &tag])?;
+        first.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let out = xtask.read(&["export", bundle.as_str(), &tag])?;
+        second.push(t.elapsed().as_secs_f64());
+        if !out.contains("wrote 0 files") {
+            bail!("the second export wrote something:\n{out}");
+        }
+        let _ = std::fs::remove_file(&save);
+        let t = Instant::now();
+        let images = &names;
+        cmd!(sh, "docker save -o {save} {images...}").quiet().run()?;
+        saved.push(t.elapsed().as_secs_f64());
+    }
+    let bundle_bytes = stat_all(&bundle)?;
+    let save_bytes = std::fs::metadata(&save)?.len();
+    xtask.run(&["clean-all", &tag, "--force"])?;
+    let (first, second, saved) = (middle(first), middle(second), middle(saved));
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "
+export of the project's {} images (median of 3 runs):",
+        names.len()
+    );
+    println!(
+        "  cargo xtask export, first       {first:>8.3} s   {:>7.1} MiB in {} tars with sha256, manifest, import.sh",
+        mib(bundle_bytes),
+        names.len()
+    );
+    println!("  docker save, one tar of all     {saved:>8.3} s   {:>7.1} MiB (shared layers once)", mib(save_bytes));
+    println!("  export / docker save            {:>8.2}", first / saved);
+    println!("  second export (incremental)     {second:>8.3} s   (wrote 0 bytes; reads and hashes every tar)");
+    println!("  first / second                  {:>8.1}x", first / second);
+    Ok(())
+}
+
+/// A no-op build-all on the project's own stack against building it all without cache.
+fn noop_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf) -> Result<()> {
+    copy_stack(root, dir)?;
     let tag = format!("bench-noop-{}", std::process::id());
     let xtask = Xtask::on(docker, dir)?;
     eprintln!("building the project's stack for the no-op figures");

@@ -184,6 +184,8 @@ Measures, on generated workspaces, and prints the figures and ratios:
   remote     check-status --remote against asking the registry one service after another
              (starts a registry on loopback; installs docker-registry as root when missing)
   parallel   --jobs 4 on sleeping builds against the ideal schedule (needs busybox)
+  export     export of the project's stack against one `docker save` of the same images,
+             and a second (incremental) export against the first
 
   --only PART    run one part, or several: --only status,scale (default: all)
 
@@ -465,8 +467,8 @@ impl std::str::FromStr for BenchPart {
     fn from_str(s: &str) -> Result<BenchPart, String> {
         // Several parts, comma-separated, run in one go: their figures come from one run.
         for part in s.split(',') {
-            if !["status", "scale", "digest", "noop", "remote", "parallel"].contains(&part) {
-                return Err(format!("unknown part {part:?}: use status, scale, digest, noop, remote or parallel"));
+            if !["status", "scale", "digest", "noop", "remote", "parallel", "export"].contains(&part) {
+                return Err(format!("unknown part {part:?}: use status, scale, digest, noop, remote, parallel or export"));
             }
         }
         Ok(BenchPart(s.to_string()))

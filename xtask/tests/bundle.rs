@@ -1,0 +1,218 @@
+//! Intranet delivery on real engines: dependency images mirrored into the loopback registry and
+//! pulled back through BASE_IMAGE_MIRROR; an offline bundle exported from the test engine and
+//! imported into a second engine that `engine up` starts for another root.
+
+mod common;
+
+use std::process::Command;
+
+use common::Workspace;
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+/// Two dependency images built here FROM scratch under third-party-looking names (nothing is
+/// pulled from the internet), declared in the workspace's dependency-images.txt with their tag
+/// from `.env.example`. Returns their names.
+fn with_deps(ws: &mut Workspace) -> Vec<String> {
+    let version = format!("7-{}", ws.tag);
+    ws.also_tag(&version);
+    let mut names = Vec::new();
+    for dep in ["redis", "postgres"] {
+        ws.write(&format!("deps/{dep}/Dockerfile"), "FROM scratch\nCOPY f /f\n");
+        ws.write(&format!("deps/{dep}/f"), &format!("{dep} {}\n", ws.tag));
+        let name = format!("ai-infra-test-dep/{dep}:{version}");
+        let o = docker(&["build", "-q", "-t", &name, ws.path(&format!("deps/{dep}")).to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        names.push(name);
+    }
+    ws.write(
+        "dependency-images.txt",
+        "# third-party images, as the tests make them\nai-infra-test-dep/redis:${TEST_DEP_VERSION}\nai-infra-test-dep/postgres:${TEST_DEP_VERSION}\n",
+    );
+    ws.write(".env.example", &format!("TEST_DEP_VERSION={version}\n"));
+    names
+}
+
+fn manifest(ws: &Workspace, dir: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&ws.read(&format!("{dir}/manifest.json"))).unwrap();
+    v["images"].as_array().unwrap().clone()
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stops the second engine however the test ends.
+struct Down<'a>(&'a Workspace);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        self.0.run_own_engine(&["engine", "down"]);
+    }
+}
+
+#[test]
+fn a_bundle_moves_the_stack_to_a_second_engine_and_refuses_a_damaged_tar() {
+    let mut ws = Workspace::stack("bundle");
+    let deps = with_deps(&mut ws);
+    ws.ok(&["build-all", &ws.tag]);
+    let dir = ws.path("out");
+    let d = dir.to_str().unwrap();
+    let o = ws.ok(&["export", d, &ws.tag]);
+    assert!(o.stdout.contains("export: 7 images") && o.stdout.contains("wrote 7 files"), "{o:?}");
+    let images = manifest(&ws, "out");
+    assert_eq!(images.len(), 7, "{images:?}");
+    for e in &images {
+        let file = dir.join(e["file"].as_str().unwrap());
+        assert_eq!(sha256(&file), e["sha256"].as_str().unwrap(), "{e}");
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), e["size"].as_u64().unwrap());
+        assert!(e["id"].as_str().unwrap().len() >= 64, "{e}");
+        match e["kind"].as_str().unwrap() {
+            "service" => assert!(e["input_digest"].as_str().unwrap().starts_with("sha256:"), "{e}"),
+            "dependency" => assert!(deps.contains(&e["name"].as_str().unwrap().to_string()), "{e}"),
+            k => panic!("kind {k}"),
+        }
+    }
+    let script = ws.read("out/import.sh");
+    assert!(script.starts_with("#!/bin/sh") && script.contains("sha256sum"), "{script}");
+
+    // A second export writes nothing; a leftover of an interrupted one is removed.
+    ws.write("out/.ai-infra-leaf_x.tar.partial-1", "half a tar");
+    let o = ws.ok(&["export", d, &ws.tag]);
+    assert!(o.stdout.contains("wrote 0 files, 0 bytes") && o.stdout.contains("skipped 7 files"), "{o:?}");
+    assert!(!ws.path("out/.ai-infra-leaf_x.tar.partial-1").exists());
+
+    // A second engine, for another root (this workspace's own `engine up`).
+    let up = ws.run_own_engine(&["engine", "up"]);
+    let _down = Down(&ws);
+    assert_eq!(up.code, 0, "{up:?}");
+    assert!(up.stdout.contains("started Docker engine"), "{up:?}");
+    let state: serde_json::Value = serde_json::from_str(&ws.read("target/engine/state.json")).unwrap();
+    let second = state["host"].as_str().unwrap().to_string();
+    assert_ne!(Some(second.clone()), std::env::var("DOCKER_HOST").ok());
+
+    // One byte changed in solo's tar: refused by name, nothing of it loaded; the rest loads.
+    let solo = images.iter().find(|e| e["service"] == "solo").unwrap();
+    let solo_file = solo["file"].as_str().unwrap().to_string();
+    let path = dir.join(&solo_file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let o = ws.run_own_engine(&["import", d]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stdout.contains(&format!("refused {solo_file} (ai-infra-solo:{})", ws.tag))
+            && o.stdout.contains("damaged or altered"),
+        "{o:?}"
+    );
+    let plain = ws.run_own_engine(&["check-status", &ws.tag, "--format", "plain"]);
+    assert_eq!(plain.code, 0, "{plain:?}");
+    assert!(plain.stdout.contains("solo|MISSING|"), "nothing of the damaged tar is loaded: {plain:?}");
+    assert_eq!(plain.stdout.matches("|OK|").count(), 4, "{plain:?}");
+    // The bundle's own script, with only sh, sha256sum and docker, refuses it too.
+    let o = Command::new("sh").arg(dir.join("import.sh")).env("DOCKER_HOST", &second).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("refused {solo_file}")), "{stderr}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("6 images loaded, 1 refused"), "{o:?}");
+
+    // The next export writes exactly the damaged tar again; then every image is OK there.
+    let o = ws.ok(&["export", d, &ws.tag]);
+    assert!(o.stdout.contains("wrote 1 files") && o.stdout.contains("skipped 6 files"), "{o:?}");
+    assert!(o.stdout.contains(&format!("wrote ai-infra-solo:{}", ws.tag)), "{o:?}");
+    let o = ws.run_own_engine(&["import", d]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("7 loaded, 0 refused; 7/7 OK"), "{o:?}");
+    let plain = ws.run_own_engine(&["check-status", &ws.tag, "--format", "plain", "--deps"]);
+    assert_eq!(plain.stdout.matches("|OK|").count(), 5, "every image OK on the second engine: {plain:?}");
+    assert_eq!(plain.stdout.matches("dependency|PRESENT|").count(), 2, "{plain:?}");
+
+    // Images that are not OK are named, and exported only when asked.
+    ws.write("services/mid/mid.txt", "changed after the export\n");
+    let o = ws.run(&["export", d, &ws.tag]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("mid (STALE") && o.stderr.contains("leaf (STALE") && o.stderr.contains("--allow-stale"),
+        "{o:?}"
+    );
+    let o = ws.ok(&["export", d, &ws.tag, "--allow-stale"]);
+    assert!(o.stdout.contains("skipped 7 files"), "nothing was rebuilt, so nothing changed: {o:?}");
+
+    let down = ws.run_own_engine(&["engine", "down"]);
+    assert!(down.stdout.contains("stopped the Docker engine"), "{down:?}");
+}
+
+#[test]
+fn dependency_images_go_to_the_registry_once_and_come_back_through_the_mirror() {
+    let reg = common::registry().expect("AI_INFRA_TEST_REGISTRY is not set: run the suite with `cargo xtask test`");
+    let mut ws = Workspace::stack("deps");
+    let deps = with_deps(&mut ws);
+    let plain = |ws: &Workspace, args: &[&str]| -> Vec<String> {
+        let o = ws.ok(args);
+        o.stdout.lines().filter(|l| l.starts_with("dependency|")).map(str::to_string).collect()
+    };
+    let local = plain(&ws, &["check-status", &ws.tag, "--deps", "--format", "plain"]);
+    assert_eq!(local, deps.iter().map(|d| format!("dependency|PRESENT|{d}")).collect::<Vec<_>>());
+
+    // The registry holds another image under redis's name, and nothing for postgres.
+    let impostor = format!("{reg}/{}", deps[0]);
+    assert!(docker(&["tag", &deps[1], &impostor]).status.success());
+    assert!(docker(&["push", &impostor]).status.success());
+    docker(&["image", "rm", &impostor]);
+    let remote = &["check-status", &ws.tag, &reg, "--remote", "--deps", "--format", "plain"];
+    let lines = plain(&ws, remote);
+    assert_eq!(
+        lines,
+        vec![format!("dependency|PRESENT|{}|DIFFERENT", deps[0]), format!("dependency|PRESENT|{}|MISSING", deps[1])]
+    );
+
+    let o = ws.ok(&["push-deps", &reg]);
+    assert_eq!(o.stdout.matches(": pushed ").count(), 2, "{o:?}");
+    assert!(o.stdout.contains(&format!("push-deps {}: pushed {reg}/{}", deps[1], deps[1])), "{o:?}");
+    let o = ws.ok(&["push-deps", &reg]);
+    assert_eq!(o.stdout.matches("already in registry").count(), 2, "pushed once, then skipped: {o:?}");
+    assert!(o.stdout.contains("0 pushed, 2 already there, 0 failed"), "{o:?}");
+    let lines = plain(&ws, remote);
+    assert!(lines.iter().all(|l| l.ends_with("|OK")), "{lines:?}");
+
+    // A machine without them: they come back through the mirror, never from the internet.
+    for d in &deps {
+        docker(&["image", "rm", d, &format!("{reg}/{d}")]);
+    }
+    let missing = plain(&ws, &["check-status", &ws.tag, "--deps", "--format", "plain"]);
+    assert!(missing.iter().all(|l| l.starts_with("dependency|MISSING|")), "{missing:?}");
+    ws.write(".env", &format!("BASE_IMAGE_MIRROR={reg}\n"));
+    let o = ws.ok(&["pull-deps"]);
+    for d in &deps {
+        assert!(o.stdout.contains(&format!("pulled {d} through the mirror as {reg}/{d}")), "{o:?}");
+    }
+    let o = ws.ok(&["pull-deps"]);
+    assert!(o.stdout.contains("2 already present, 0 pulled, 0 failed"), "{o:?}");
+    let back = plain(&ws, &["check-status", &ws.tag, "--deps", "--format", "plain"]);
+    assert!(back.iter().all(|l| l.starts_with("dependency|PRESENT|")), "{back:?}");
+}
+
+#[test]
+fn a_folder_that_is_not_a_bundle_is_refused_clearly() {
+    let ws = Workspace::new("notbundle");
+    let o = ws.run(&["import", ws.path("nothing").to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("has no manifest.json"), "{o:?}");
+    ws.write(
+        "evil/manifest.json",
+        r#"{"format": 1, "tag": "v1", "images": [{"name": "x:1", "kind": "service", "id": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "file": "../../etc/passwd.tar", "sha256": "0000000000000000000000000000000000000000000000000000000000000000", "size": 1}]}"#,
+    );
+    let o = ws.run(&["import", ws.path("evil").to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("no plain .tar file name"), "{o:?}");
+    ws.write("services/a/Dockerfile", "FROM scratch\nCOPY a /a\n");
+    ws.write("dependency-images.txt", "redis:${NOT_SET_ANYWHERE}\n");
+    let o = ws.run(&["pull-deps"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("dependency-images.txt line 1: NOT_SET_ANYWHERE is not set"), "{o:?}");
+}
