@@ -156,6 +156,14 @@ fn spawn(program: &str, args: &[String], log: &Utf8Path) -> Result<u32> {
     Ok(pid)
 }
 
+/// Whether a process this run started has ended. Asked of the child itself: its
+/// `/proc/PID/cmdline` was seen not to name the program yet on a loaded machine, and a
+/// registry that was starting was then taken for one that had exited.
+fn ended(pid: u32) -> bool {
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    children.iter_mut().find(|c| c.id() == pid).is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+}
+
 fn log_tail(log: &Utf8Path) -> String {
     crate::build::tail(&std::fs::read_to_string(log).unwrap_or_default(), 5)
 }
@@ -202,7 +210,7 @@ pub fn up(root: &Utf8Path, quiet: bool) -> Result<(Option<String>, bool)> {
             }
             return Ok((Some(host), true));
         }
-        if !alive(pid, "dockerd") {
+        if ended(pid) {
             bail!("dockerd exited while starting; the end of {log}:\n{}", log_tail(&log));
         }
         if Instant::now() > deadline {
@@ -308,7 +316,7 @@ impl Registry {
             if matches!(answer, Ok(200)) {
                 break;
             }
-            let running = alive(pid, "docker-registry");
+            let running = !ended(pid);
             if !running || Instant::now() > deadline {
                 let _ = stop(pid, "docker-registry");
                 let why = if running { format!("no answer within 20 s ({answer:?})") } else { "it exited".to_string() };
