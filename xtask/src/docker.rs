@@ -225,6 +225,15 @@ impl Docker {
             let found = api.images(&crate::api::literal_patterns(names))?;
             return Ok(matching(names, &found));
         }
+        self.inspect_cli(names)
+    }
+
+    /// `docker image inspect` itself: every name and digest of each image, where the API's
+    /// listing, filtered by the names asked, gives only those (push-deps compares digests).
+    pub fn inspect_cli(&self, names: &[String]) -> Result<BTreeMap<String, Image>> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
         let sh = self.sh()?;
         let out = cmd!(sh, "docker image inspect {names...}").quiet().ignore_status().output().map_err(no_cli)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
