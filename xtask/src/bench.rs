@@ -569,7 +569,7 @@ fn digest_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize, si
     let project = project::Project::load(dir)?;
     let cache = crate::state_dir(dir).join("hash-cache");
     let digest_all = || -> Result<()> {
-        let resolved = project::resolve(&project, "bench", &Default::default())?;
+        let (resolved, _) = project::resolve(&project, "bench", &Default::default(), &[])?;
         status::inputs(dir, resolved, &Default::default())?;
         Ok(())
     };

@@ -169,6 +169,14 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         (Some(s), true) => [s.clone()].into(),
         (None, true) => snap.services.iter().map(|r| r.service.name.clone()).collect(),
     };
+    // Services whose inputs cannot be read are reported and make the run fail; everything
+    // that does not depend on them is built as usual.
+    let errors: Vec<String> = snap
+        .statuses
+        .iter()
+        .filter(|s| s.state == State::Error && o.service.as_ref().is_none_or(|w| *w == s.name))
+        .map(|s| format!("ERROR {}: {}", s.name, s.reason))
+        .collect();
     let target = snap.registry.as_deref().map_or("local build".to_string(), |r| format!("registry {r}"));
     let status_line = if o.force && o.service.is_none() {
         "status: skipped, --force rebuilds every service without cache".to_string()
@@ -207,12 +215,20 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         return Ok(0);
     }
     if plan.is_empty() {
-        println!("all {} images are up to date: nothing to build", plan.steps.len());
+        if errors.is_empty() {
+            println!("all {} images are up to date: nothing to build", plan.steps.len());
+        } else {
+            println!("nothing else to build: {} of {} images are up to date", plan.steps.len(), snap.statuses.len());
+        }
         history::append(root, &tag, &plan, &[], &snap)?;
-        return match registry.filter(|_| !o.no_push) {
-            Some(r) => Ok(if push_all(&docker, &snap, r, &plan) { 0 } else { 1 }),
-            None => Ok(0),
+        let pushed = match registry.filter(|_| !o.no_push) {
+            Some(r) => push_all(&docker, &snap, r, &plan),
+            None => true,
         };
+        for e in &errors {
+            println!("{e}");
+        }
+        return Ok(if pushed && errors.is_empty() { 0 } else { 1 });
     }
     print!("{}", plan::human(&plan));
 
@@ -302,10 +318,17 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     for n in outcomes.iter().filter(|o| o.result == Ended::NotStarted) {
         println!("not built {}: {}", n.service, n.reason);
     }
+    for e in &errors {
+        println!("{e}");
+    }
     if CANCEL.load(Ordering::Relaxed) {
         println!("interrupted: the next run builds only what is still not OK");
     }
-    let clean = count(Ended::Failed) == 0 && count(Ended::NotStarted) == 0 && still_bad.is_empty() && pushed;
+    let clean = errors.is_empty()
+        && count(Ended::Failed) == 0
+        && count(Ended::NotStarted) == 0
+        && still_bad.is_empty()
+        && pushed;
     if !still_bad.is_empty() && count(Ended::Failed) == 0 {
         println!("not OK after the build: {}", still_bad.join(", "));
     }

@@ -75,7 +75,7 @@ impl Project {
         }
         for s in found.values() {
             let path = root.join(&s.dockerfile);
-            if !path.is_file() {
+            if !path.is_file() && !rendered_by_template(root, &s.dockerfile) {
                 let hint = if s.dockerfile == s.context.join("Dockerfile") {
                     "add a Dockerfile, or move the folder out of services/".to_string()
                 } else {
@@ -102,6 +102,12 @@ impl Project {
     pub fn names(&self) -> Vec<&str> {
         self.services.iter().map(|s| s.name.as_str()).collect()
     }
+}
+
+/// Whether `templates/<svc>/<path>.tpl` renders this file (`services/<svc>/<path>`).
+fn rendered_by_template(root: &Utf8Path, file: &Utf8Path) -> bool {
+    let Ok(rest) = file.strip_prefix("services") else { return false };
+    root.join("templates").join(format!("{rest}.tpl")).is_file()
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -180,35 +186,80 @@ pub struct Resolved {
     pub build_args: BTreeMap<String, String>,
 }
 
+/// A service whose inputs cannot be read (a Dockerfile that does not parse, a missing target,
+/// an undefined FROM argument, a broken parent): status ERROR with this one-line reason.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    pub service: Service,
+    pub reason: String,
+}
+
 /// Reads and analyses every Dockerfile; `values` supplies build args (from `.env`) for the
-/// ARGs a Dockerfile declares. IMAGE_TAG is always the tag.
-pub fn resolve(project: &Project, tag: &str, values: &BTreeMap<String, String>) -> Result<Vec<Resolved>> {
+/// ARGs a Dockerfile declares. IMAGE_TAG is always the tag. A Dockerfile that a template
+/// renders is read as `rendered` has it. A service that cannot be analysed, or that builds on
+/// one that cannot, is returned as broken; the others as usual, parents first.
+pub fn resolve(
+    project: &Project,
+    tag: &str,
+    values: &BTreeMap<String, String>,
+    rendered: &[crate::render::Output],
+) -> Result<(Vec<Resolved>, Vec<Broken>)> {
     let names: BTreeSet<&str> = project.names().into_iter().collect();
     let is_service = |n: &str| names.contains(n);
     let internal = dockerfile::Internal { tag, is_service: &is_service };
     let mut out = Vec::new();
+    let mut broken = Vec::new();
     for s in &project.services {
-        let path = project.root.join(&s.dockerfile);
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", s.dockerfile))?;
-        let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", s.dockerfile))?;
-        // First pass for the declared ARG names, second with their values.
-        let mut args = BTreeMap::from([("IMAGE_TAG".to_string(), tag.to_string())]);
-        let declared = dockerfile::parse(text)
-            .and_then(|_| dockerfile::analyze(text, s.target.as_deref(), &args, &internal))
-            .with_context(|| format!("{}", s.dockerfile))?
-            .declared_args;
-        for name in declared {
-            if let Some(v) = values.get(&name).filter(|_| name != "IMAGE_TAG") {
-                args.insert(name, v.clone());
-            }
+        match resolve_one(project, s, tag, values, rendered, &internal) {
+            Ok(r) => out.push(r),
+            Err(e) => broken.push(Broken { service: s.clone(), reason: format!("{e:#}") }),
         }
-        let analysis = dockerfile::analyze(text, s.target.as_deref(), &args, &internal)
-            .with_context(|| format!("{}", s.dockerfile))?;
-        out.push(Resolved { service: s.clone(), dockerfile: bytes, analysis, build_args: args });
+    }
+    // A service built on a broken one cannot be classified either; parents may come later in
+    // name order, so repeat until nothing moves.
+    loop {
+        let bad: BTreeSet<String> = broken.iter().map(|b| b.service.name.clone()).collect();
+        let Some(i) = out.iter().position(|r| r.analysis.parents.iter().any(|p| bad.contains(p))) else { break };
+        let r = out.remove(i);
+        let parent = r.analysis.parents.iter().find(|p| bad.contains(*p)).cloned().unwrap_or_default();
+        broken.push(Broken { service: r.service, reason: format!("its parent {parent} is ERROR") });
     }
     let order = topo_order(&out)?;
     let mut by_name: BTreeMap<String, Resolved> = out.into_iter().map(|r| (r.service.name.clone(), r)).collect();
-    Ok(order.into_iter().map(|n| by_name.remove(&n).expect("ordered names come from the map")).collect())
+    let ordered = order.into_iter().map(|n| by_name.remove(&n).expect("ordered names come from the map")).collect();
+    broken.sort_by(|a, b| a.service.name.cmp(&b.service.name));
+    Ok((ordered, broken))
+}
+
+fn resolve_one(
+    project: &Project,
+    s: &Service,
+    tag: &str,
+    values: &BTreeMap<String, String>,
+    rendered: &[crate::render::Output],
+    internal: &dockerfile::Internal,
+) -> Result<Resolved> {
+    let bytes = match rendered.iter().find(|o| o.path == s.dockerfile) {
+        Some(o) => o.bytes.clone(),
+        None => {
+            std::fs::read(project.root.join(&s.dockerfile)).with_context(|| format!("cannot read {}", s.dockerfile))?
+        }
+    };
+    let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", s.dockerfile))?;
+    // First pass for the declared ARG names, second with their values.
+    let mut args = BTreeMap::from([("IMAGE_TAG".to_string(), tag.to_string())]);
+    let declared = dockerfile::parse(text)
+        .and_then(|_| dockerfile::analyze(text, s.target.as_deref(), &args, internal))
+        .with_context(|| format!("{}", s.dockerfile))?
+        .declared_args;
+    for name in declared {
+        if let Some(v) = values.get(&name).filter(|_| name != "IMAGE_TAG") {
+            args.insert(name, v.clone());
+        }
+    }
+    let analysis =
+        dockerfile::analyze(text, s.target.as_deref(), &args, internal).with_context(|| format!("{}", s.dockerfile))?;
+    Ok(Resolved { service: s.clone(), dockerfile: bytes, analysis, build_args: args })
 }
 
 /// Parents before children, ties by name; a cycle is an error that names it.

@@ -1,7 +1,8 @@
 //! Config templates: `templates/<service>/**/<name>.tpl` rendered to
-//! `services/<service>/**/<name>`. `${NAME}` and `${NAME:-default}` take the process
-//! environment, then `.env` (over `.env.example`), then the default; a bare `$name` stays as it
-//! is (nginx's `$host`); `$${` writes a literal `${`.
+//! `services/<service>/**/<name>` (a `Dockerfile.tpl` renders the service's Dockerfile).
+//! `{{NAME}}` takes the process environment, then `.env` (over `.env.example`); `${...}` and
+//! `$name` are left exactly as written, for Docker, compose and the shell; `{{"{{"}}` writes a
+//! literal `{{`.
 
 use std::collections::BTreeMap;
 
@@ -31,51 +32,32 @@ pub fn render(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
             }
         }
     };
-    while let Some(p) = rest.find('$') {
+    while let Some(p) = rest.find("{{") {
         out.push_str(&rest[..p]);
         advance(&rest[..p], &mut line, &mut col);
         let after = &rest[p..];
-        if let Some(tail) = after.strip_prefix("$${") {
-            out.push_str("${");
-            advance("$${", &mut line, &mut col);
-            rest = tail;
-            continue;
-        }
-        if !after.starts_with("${") {
-            out.push('$');
-            advance("$", &mut line, &mut col);
-            rest = &after[1..];
-            continue;
-        }
         let err = |message: String| Error { line, column: col, message };
-        let body_end = after.find('}').ok_or_else(|| err("unclosed ${: add the closing }".into()))?;
-        let body = &after[2..body_end];
-        if body.contains('\n') {
-            return Err(err("unclosed ${: add the closing } on the same line".into()));
-        }
-        let (name, default) = match body.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (body, None),
-        };
-        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid {
-            return Err(err(format!(
-                "{name:?} is not a variable name (letters, digits and '_'); write $${{ for a literal ${{"
-            )));
-        }
-        let value = match (lookup(name), default) {
-            (Some(v), _) => v,
-            (None, Some(d)) => d.to_string(),
-            (None, None) => {
+        let eol = after.find('\n').unwrap_or(after.len());
+        let body_end = after[..eol].find("}}").ok_or_else(|| {
+            err("unclosed {{: add the closing }} on the same line (write {{\"{{\"}} for a literal {{)".into())
+        })?;
+        let body = after[2..body_end].trim();
+        // A quoted string is written as it is: the escape for a literal `{{`.
+        let value = if let Some(literal) = body.strip_prefix('"').and_then(|b| b.strip_suffix('"')) {
+            literal.to_string()
+        } else {
+            let valid = body.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
                 return Err(err(format!(
-                    "{name} is not defined: set it in .env (and .env.example), or give a default: ${{{name}:-value}}"
-                )))
+                    "{body:?} is not a variable name (letters, digits and '_'); write {{{{\"{{{{\"}}}} for a literal {{{{"
+                )));
             }
+            lookup(body).ok_or_else(|| err(format!("{body} is not defined: set it in .env.example (and .env)")))?
         };
         out.push_str(&value);
-        advance(&after[..=body_end], &mut line, &mut col);
-        rest = &after[body_end + 1..];
+        advance(&after[..body_end + 2], &mut line, &mut col);
+        rest = &after[body_end + 2..];
     }
     out.push_str(rest);
     Ok(out)
@@ -224,29 +206,33 @@ mod tests {
 
     #[test]
     fn substitution_rules() {
-        assert_eq!(ok("server_name ${HOST};"), "server_name example.org;");
-        assert_eq!(ok("${PORT:-8080} ${HOST:-x} ${EMPTY:-d} ${MISSING:-}"), "8080 example.org  ");
-        assert_eq!(ok("proxy_set_header Host $host; $remote_addr $"), "proxy_set_header Host $host; $remote_addr $");
-        assert_eq!(ok("literal $${HOST} and $${"), "literal ${HOST} and ${");
+        assert_eq!(ok("server_name {{HOST}};"), "server_name example.org;");
+        assert_eq!(ok("{{ HOST }}|{{EMPTY}}|"), "example.org||");
+        // Everything of the shell, compose and Docker stays as written.
+        let runtime = "proxy_set_header Host $host; ${REDIS_PASSWORD} ${ARCH:-amd64} $$ $ }} {";
+        assert_eq!(ok(runtime), runtime);
+        assert_eq!(ok("literal {{\"{{\"}}HOST}} and }}"), "literal {{HOST}} and }}");
         assert_eq!(ok("no variables\n"), "no variables\n");
-        assert_eq!(ok("ünïcode ${HOST}"), "ünïcode example.org");
+        assert_eq!(ok("ünïcode {{HOST}}"), "ünïcode example.org");
     }
 
     #[test]
     fn errors_name_line_and_column() {
-        let e = err("a\nb ${NOPE} c");
+        let e = err("a\nb {{NOPE}} c");
         assert_eq!((e.line, e.column), (2, 3));
         assert!(e.message.contains("NOPE is not defined"), "{}", e.message);
-        let e = err("x ${HOST");
+        let e = err("x {{HOST");
         assert_eq!((e.line, e.column), (1, 3));
         assert!(e.message.contains("unclosed"));
-        let e = err("${HOST\n}");
+        let e = err("{{HOST\n}}");
         assert!(e.message.contains("unclosed"));
-        let e = err("ok\n  ${BAD-NAME}");
+        let e = err("ok\n  {{BAD-NAME}}");
         assert_eq!((e.line, e.column), (2, 3));
         assert!(e.message.contains("not a variable name"));
-        assert!(err("${1X}").message.contains("not a variable name"));
-        assert!(err("${}").message.contains("not a variable name"));
+        assert!(err("{{1X}}").message.contains("not a variable name"));
+        assert!(err("{{}}").message.contains("not a variable name"));
+        assert!(err("ü {{HOST:-x}}").message.contains("not a variable name"));
+        assert_eq!(err("ü {{HOST:-x}}").column, 3);
     }
 
     #[test]
@@ -256,7 +242,7 @@ mod tests {
         std::fs::create_dir_all(root.join("services/web/conf")).unwrap();
         std::fs::create_dir_all(root.join("templates/web/conf")).unwrap();
         std::fs::write(root.join(".env.example"), "HOST=a.example\n").unwrap();
-        std::fs::write(root.join("templates/web/conf/site.conf.tpl"), "server ${HOST};\n").unwrap();
+        std::fs::write(root.join("templates/web/conf/site.conf.tpl"), "server {{HOST}};\n").unwrap();
         std::fs::write(root.join("templates/web/README"), "not a template").unwrap();
         let out = outputs(root, &["web"]).unwrap();
         assert_eq!(out.len(), 1);
@@ -265,7 +251,7 @@ mod tests {
         // Twice: identical bytes.
         assert_eq!(outputs(root, &["web"]).unwrap()[0].bytes, out[0].bytes);
 
-        std::fs::write(root.join("templates/web/bad.tpl"), "x\n${UNSET}\n").unwrap();
+        std::fs::write(root.join("templates/web/bad.tpl"), "x\n{{UNSET}}\n").unwrap();
         let e = outputs(root, &["web"]).unwrap_err().to_string();
         assert!(
             e.contains("templates/web/bad.tpl:2:1: UNSET is not defined") && e.contains("nothing was rendered"),

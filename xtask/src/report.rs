@@ -46,7 +46,7 @@ impl Style {
         }
         let code = match state {
             State::Ok => "32",
-            State::Missing | State::Invalid => "31",
+            State::Missing | State::Invalid | State::Error => "31",
             State::Stale => "33",
         };
         format!("\x1b[{code}m{text}\x1b[0m")
@@ -57,6 +57,7 @@ pub fn mark(state: State) -> &'static str {
     match state {
         State::Ok => "✓",
         State::Missing | State::Invalid => "✗",
+        State::Error => "!",
         State::Stale => "⚠",
     }
 }
@@ -136,7 +137,7 @@ pub fn to_json(snap: &Snapshot) -> Value {
         "registry": snap.registry,
         "counts": {
             "OK": count(State::Ok), "MISSING": count(State::Missing),
-            "INVALID": count(State::Invalid), "STALE": count(State::Stale),
+            "INVALID": count(State::Invalid), "STALE": count(State::Stale), "ERROR": count(State::Error),
             "total": snap.statuses.len(),
         },
         "services": services,
@@ -148,13 +149,15 @@ fn human(snap: &Snapshot, style: &Style) -> String {
     let total = snap.statuses.len();
     let target = snap.registry.as_deref().map_or("local build".to_string(), |r| format!("registry {r}"));
     let _ = writeln!(out, "ai-infra images: tag {}, {target}", snap.tag);
-    let order = [State::Ok, State::Missing, State::Invalid, State::Stale];
-    for st in order {
+    for st in State::ALL {
         let n = snap.statuses.iter().filter(|s| s.state == st).count();
+        if st == State::Error && n == 0 {
+            continue;
+        }
         let _ = writeln!(out, "  {} {:<8} {n:>3}/{total}", style.paint(st, mark(st)), st.name());
     }
     let width = snap.statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    for st in [State::Missing, State::Invalid, State::Stale, State::Ok] {
+    for st in [State::Error, State::Missing, State::Invalid, State::Stale, State::Ok] {
         let group: Vec<_> = snap.statuses.iter().filter(|s| s.state == st).collect();
         if group.is_empty() {
             continue;

@@ -1,5 +1,6 @@
 //! Image status: the input digest of every service computed from its files, and every image
-//! classified OK, MISSING, INVALID or STALE, with a reason, from one `docker image inspect`.
+//! classified OK, MISSING, INVALID or STALE, with a reason, from one `docker image inspect`;
+//! a service whose inputs cannot be read is ERROR, and the others are classified as usual.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,15 +22,19 @@ pub enum State {
     Missing,
     Invalid,
     Stale,
+    Error,
 }
 
 impl State {
+    pub const ALL: [State; 5] = [State::Ok, State::Missing, State::Invalid, State::Stale, State::Error];
+
     pub fn name(self) -> &'static str {
         match self {
             State::Ok => "OK",
             State::Missing => "MISSING",
             State::Invalid => "INVALID",
             State::Stale => "STALE",
+            State::Error => "ERROR",
         }
     }
 }
@@ -57,6 +62,7 @@ pub struct Snapshot {
     pub services: Vec<Resolved>,
     pub records: BTreeMap<String, Record>,
     pub digests: BTreeMap<String, Digest>,
+    /// Every service, the ERROR ones (not in `services`) last.
     pub statuses: Vec<ServiceStatus>,
     /// The engine's OS and architecture, as the check used them.
     pub platform: (String, String),
@@ -188,11 +194,9 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     let project = Project::load(root)?;
     let values = crate::env::values(root)?;
     let rendered = crate::render::outputs(root, &project.names())?;
-    let services = project::resolve(&project, tag, &values)?;
-    let image_names: BTreeMap<String, String> = services
-        .iter()
-        .map(|r| (r.service.name.clone(), reference::image_name(&r.service.name, tag, registry)))
-        .collect();
+    let (services, broken) = project::resolve(&project, tag, &values, &rendered)?;
+    let image_names: BTreeMap<String, String> =
+        project.services.iter().map(|s| (s.name.clone(), reference::image_name(&s.name, tag, registry))).collect();
     for name in image_names.values() {
         reference::validate_image_name(name)?;
     }
@@ -253,6 +257,17 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
             created: image.and_then(|i| i.created.clone()),
         });
     }
+    statuses.extend(broken.into_iter().map(|b| ServiceStatus {
+        image: image_names[&b.service.name].clone(),
+        name: b.service.name,
+        state: State::Error,
+        reason: b.reason,
+        expected: None,
+        found: None,
+        image_id: None,
+        size: None,
+        created: None,
+    }));
     Ok(Snapshot {
         root: root.to_path_buf(),
         tag: tag.to_string(),

@@ -11,7 +11,7 @@ fn configured(name: &str) -> Workspace {
     ws.write("services/web/Dockerfile", "FROM scratch\nCOPY conf/site.conf /etc/site.conf\n");
     ws.write(
         "templates/web/conf/site.conf.tpl",
-        "listen ${WEB_PORT};\nproxy_pass http://api:${API_PORT};\nheader $host;\n",
+        "listen {{WEB_PORT}};\nproxy_pass http://api:{{API_PORT}};\nheader $host;\nauth ${REDIS_PASSWORD};\n",
     );
     ws.write("services/api/Dockerfile", "FROM scratch\nCOPY api.txt /\n");
     ws.write("services/api/api.txt", "api\n");
@@ -73,7 +73,7 @@ fn render_writes_only_changes_and_keeps_nginx_variables() {
     assert_eq!(ws.run(&["render", "--check"]).code, 1);
     ws.ok(&["render"]);
     let conf = ws.read("services/web/conf/site.conf");
-    assert_eq!(conf, "listen 80;\nproxy_pass http://api:8000;\nheader $host;\n");
+    assert_eq!(conf, "listen 80;\nproxy_pass http://api:8000;\nheader $host;\nauth ${REDIS_PASSWORD};\n");
     let before = std::fs::metadata(ws.path("services/web/conf/site.conf")).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let o = ws.ok(&["render"]);
@@ -92,15 +92,15 @@ fn a_failing_template_leaves_the_previous_output() {
     let ws = configured("failtpl");
     ws.ok(&["render"]);
     let good = ws.read("services/web/conf/site.conf");
-    ws.write("templates/web/conf/site.conf.tpl", "listen ${WEB_PORT};\nroot ${UNDEFINED_ROOT};\n");
+    ws.write("templates/web/conf/site.conf.tpl", "listen {{WEB_PORT}};\nroot {{UNDEFINED_ROOT}};\n");
     let o = ws.run(&["render"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("templates/web/conf/site.conf.tpl:2:6: UNDEFINED_ROOT is not defined"), "{o:?}");
     assert_eq!(ws.read("services/web/conf/site.conf"), good);
-    ws.write("templates/web/conf/site.conf.tpl", "listen ${WEB PORT};\n");
+    ws.write("templates/web/conf/site.conf.tpl", "listen {{WEB PORT}};\n");
     let o = ws.run(&["render"]);
     assert!(o.code == 1 && o.stderr.contains(":1:8: \"WEB PORT\" is not a variable name"), "{o:?}");
-    ws.write("templates/web/conf/site.conf.tpl", "listen ${WEB_PORT;\n");
+    ws.write("templates/web/conf/site.conf.tpl", "listen {{WEB_PORT;\n");
     let o = ws.run(&["render"]);
     assert!(o.code == 1 && o.stderr.contains("unclosed"), "{o:?}");
     assert_eq!(ws.read("services/web/conf/site.conf"), good);
@@ -194,4 +194,29 @@ fn secret_build_args_are_warned_about_once_and_recorded_keyed() {
     ws.write(".env", "DB_PASSWORD=hunter2-secret\nAPI_TOKEN=tok-secret\n");
     let again = ws.ok(&["build-all", &ws.tag]);
     assert!(!again.stderr.contains("warning: build arg"), "{again:?}");
+}
+
+#[test]
+fn a_dockerfile_template_renders_and_counts_as_rendered() {
+    let ws = Workspace::new("dftpl");
+    ws.write(".env.example", "APP_DIR=/srv/app\n");
+    // No Dockerfile on disk: the template renders it; `${...}` stays for Docker.
+    ws.write(
+        "templates/app/Dockerfile.tpl",
+        "FROM scratch\nARG FLAVOUR=plain\nCOPY app.txt {{APP_DIR}}/app.txt\nLABEL flavour=${FLAVOUR}\n",
+    );
+    ws.write("services/app/app.txt", &format!("app {}\n", ws.tag));
+    ws.expect(&[("app", "MISSING")]);
+    ws.ok(&["build", "app", &ws.tag]);
+    assert_eq!(
+        ws.read("services/app/Dockerfile"),
+        "FROM scratch\nARG FLAVOUR=plain\nCOPY app.txt /srv/app/app.txt\nLABEL flavour=${FLAVOUR}\n"
+    );
+    ws.expect(&[("app", "OK")]);
+    // A new value shows before anything is rendered again, as a changed Dockerfile.
+    ws.write(".env", "APP_DIR=/opt/app\n");
+    ws.expect(&[("app", "STALE")]);
+    assert!(ws.reason("app").contains("Dockerfile changed"), "{}", ws.reason("app"));
+    ws.ok(&["build", "app", &ws.tag]);
+    ws.expect(&[("app", "OK")]);
 }

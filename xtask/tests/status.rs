@@ -305,3 +305,45 @@ fn a_shift_in_run_is_not_a_heredoc() {
     ws.write("services/calc/a", "a\n");
     ws.expect(&[("calc", "MISSING")]);
 }
+
+#[test]
+#[test]
+fn one_broken_service_hides_no_other() {
+    let ws = Workspace::stack("broken");
+    ws.write("services/bad/Dockerfile", "FROM scratch\nCOPY x /\n!!! not an instruction\n");
+    ws.write("services/badarg/Dockerfile", "ARG BASE\nFROM ${BASE}\n");
+    ws.write("services/badtarget/Dockerfile", "FROM scratch AS one\nCOPY t.txt /\n");
+    ws.write("services/badtarget/t.txt", "t\n");
+    ws.write("services.toml", "[badtarget]\ntarget = \"nosuch\"\n");
+    ws.write("services/child/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-bad:${IMAGE_TAG}\n");
+    let o = ws.run(&["check-status", &ws.tag, "--format", "plain"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for line in ["bad|ERROR|", "badarg|ERROR|", "badtarget|ERROR|", "child|ERROR|", "base|MISSING|", "solo|MISSING|"] {
+        assert!(o.stdout.lines().any(|l| l.starts_with(line)), "{line}: {o:?}");
+    }
+    let reason = ws.reason("bad");
+    assert!(reason.contains("services/bad/Dockerfile") && reason.contains("line 3"), "{reason}");
+    assert!(ws.reason("badarg").contains("expands to nothing"), "{}", ws.reason("badarg"));
+    assert!(ws.reason("badtarget").contains("target stage 'nosuch' is not defined"), "{}", ws.reason("badtarget"));
+    assert!(ws.reason("child").contains("its parent bad is ERROR"), "{}", ws.reason("child"));
+    let human = ws.ok(&["check-status", &ws.tag]).stdout;
+    assert!(human.contains("ERROR      4/9"), "{human}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ws.ok(&["check-status", &ws.tag, "--format", "json"]).stdout).unwrap();
+    assert_eq!(json["counts"]["ERROR"], 4, "{json}");
+    assert_eq!(ws.run(&["check-status", &ws.tag, "--exit-code"]).code, 1);
+
+    // build-all builds everything else, names the broken ones, and fails.
+    let o = ws.run(&["build-all", &ws.tag]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, vec!["base", "leaf", "mid", "other", "solo"], "{o:?}");
+    assert!(o.stdout.contains("ERROR bad: ") && o.stdout.contains("ERROR child: its parent bad is ERROR"), "{o:?}");
+    ws.expect(&[("base", "OK"), ("leaf", "OK"), ("solo", "OK"), ("bad", "ERROR")]);
+    // Building the broken one alone says why and fails; a no-op build-all still fails.
+    let o = ws.run(&["build", "bad", &ws.tag]);
+    assert!(o.code == 1 && o.stdout.contains("ERROR bad: "), "{o:?}");
+    let o = ws.run(&["build-all", &ws.tag]);
+    assert!(o.code == 1 && o.stdout.contains("nothing else to build"), "{o:?}");
+}

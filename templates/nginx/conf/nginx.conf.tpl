@@ -1,5 +1,5 @@
 # Rendered by `cargo xtask render` from templates/nginx/conf/nginx.conf.tpl: edit the template.
-worker_processes ${NGINX_WORKER_PROCESSES:-auto};
+worker_processes {{NGINX_WORKER_PROCESSES}};
 
 events {
     worker_connections 1024;
@@ -7,16 +7,16 @@ events {
 
 http {
     include /etc/nginx/mime.types;
-    client_max_body_size ${NGINX_MAX_BODY_SIZE};
+    client_max_body_size {{NGINX_MAX_BODY_SIZE}};
 
-    upstream backend    { server backend:${BACKEND_PORT}; }
-    upstream frontend   { server frontend:${FRONTEND_PORT}; }
-    upstream jupyterhub { server jupyterhub:${JUPYTERHUB_PORT}; }
-    upstream gitea      { server gitea:${GITEA_PORT}; }
+    upstream backend    { server backend:{{BACKEND_PORT}}; }
+    upstream frontend   { server frontend:{{FRONTEND_PORT}}; }
+    upstream jupyterhub { server jupyterhub:{{JUPYTERHUB_PORT}}; }
+    upstream gitea      { server gitea:{{GITEA_PORT}}; }
 
     server {
         listen 80;
-        server_name ${DOMAIN};
+        server_name {{DOMAIN}};
 
         proxy_set_header Host $host;
         proxy_set_header X-Real-IP $remote_addr;
