@@ -9,6 +9,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::hashcache::{FileKey, HashCache};
 use crate::ignore::Ignore;
+use crate::reads::Want;
 
 /// One entry of the context, as recorded in the input digest.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,7 +179,15 @@ pub struct Listing {
 
 /// Walks a context, taking hashes from `cache` where a file's identity (size, times, inode)
 /// is unchanged. Reads no file contents.
-pub fn list(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: &HashCache) -> Result<Listing> {
+/// `want` tells which paths the builds read: the others are neither recorded nor hashed, and
+/// folders nothing is read from are not walked.
+pub fn list(
+    root: &Utf8Path,
+    context: &Utf8Path,
+    ignore: &Ignore,
+    cache: &HashCache,
+    want: &dyn Fn(&str, bool) -> Want,
+) -> Result<Listing> {
     let abs = root.join(context);
     let meta = std::fs::metadata(&abs).with_context(|| format!("cannot read build context {context}"))?;
     if !meta.is_dir() {
@@ -186,7 +195,7 @@ pub fn list(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: &HashCa
     }
     let mut listing =
         Listing { records: Vec::new(), pending: Vec::new(), keys: Vec::new(), context: context.to_path_buf() };
-    walk(&abs, "", ignore, context, cache, &mut listing)?;
+    walk(&abs, "", ignore, context, cache, want, &mut listing)?;
     Ok(listing)
 }
 
@@ -268,7 +277,7 @@ pub fn overlay<'a>(
 /// Lists one context and hashes its files.
 #[cfg(test)]
 pub fn records(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: HashCache) -> Result<Vec<FileRecord>> {
-    let listing = list(root, context, ignore, &cache)?;
+    let listing = list(root, context, ignore, &cache, &|_, _| Want::Yes)?;
     Ok(finish(vec![listing], &mut [cache])?.remove(0))
 }
 
@@ -278,6 +287,7 @@ fn walk(
     ignore: &Ignore,
     context: &Utf8Path,
     cache: &HashCache,
+    want: &dyn Fn(&str, bool) -> Want,
     listing: &mut Listing,
 ) -> Result<()> {
     let shown = |r: &str| if r.is_empty() { context.to_string() } else { format!("{context}/{r}") };
@@ -311,14 +321,18 @@ fn walk(
             if excluded && !ignore.has_exceptions() {
                 continue;
             }
-            if !excluded {
+            let wanted = want(&path, true);
+            if wanted == Want::No {
+                continue;
+            }
+            if !excluded && wanted == Want::Yes {
                 let meta = entry.metadata().with_context(|| format!("cannot read {}", shown(&path)))?;
                 listing.records.push(FileRecord { path: path.clone(), what: What::Dir { mode: meta.mode() & 0o7777 } });
             }
-            walk(&abs(), &path, ignore, context, cache, listing)?;
+            walk(&abs(), &path, ignore, context, cache, want, listing)?;
             continue;
         }
-        if excluded {
+        if excluded || want(&path, false) != Want::Yes {
             continue;
         }
         let what = if ft.is_symlink() {
@@ -469,7 +483,7 @@ mod tests {
         // As if the files were written long before this run: no racy window to wait out.
         let mut cache = [HashCache::in_memory().started_at(i128::MAX / 2)];
         let walk = |cache: &HashCache| {
-            let listing = list(root, "c".into(), &ignore, cache).unwrap();
+            let listing = list(root, "c".into(), &ignore, cache, &|_, _| Want::Yes).unwrap();
             let mut read: Vec<String> =
                 listing.pending.iter().map(|p| p.abs.strip_prefix(root.join("c")).unwrap().to_string()).collect();
             read.sort();

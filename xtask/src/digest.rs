@@ -117,6 +117,7 @@ pub fn files_digest(files: &[FileRecord]) -> String {
 }
 
 impl Record {
+    #[cfg(test)]
     pub fn digest(&self) -> Digest {
         self.digest_with(files_digest(&self.files))
     }
@@ -285,8 +286,14 @@ pub fn compare(expected: &Digest, found: &Digest) -> Comparison {
     cmp
 }
 
-/// What changed between two records, in words a person can act on.
-pub fn explain(old: &Record, new: &Record, changed: &[Category]) -> Vec<String> {
+/// What changed between two records, in words a person can act on. `reader` names the
+/// instruction that reads a file (", read by COPY at line 3").
+pub fn explain(
+    old: &Record,
+    new: &Record,
+    changed: &[Category],
+    reader: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
     let mut out = Vec::new();
     if changed.contains(&Category::Dockerfile) {
         if old.target != new.target {
@@ -313,14 +320,15 @@ pub fn explain(old: &Record, new: &Record, changed: &[Category]) -> Vec<String> 
         let before: BTreeMap<&str, &What> = old.files.iter().map(|f| (f.path.as_str(), &f.what)).collect();
         let after: BTreeMap<&str, &What> = new.files.iter().map(|f| (f.path.as_str(), &f.what)).collect();
         let mut changes = Vec::new();
+        let by = |path: &str| reader(path).map_or(String::new(), |r| format!(", read by {r}"));
         for (path, what) in &after {
             match before.get(path) {
-                None => changes.push(format!("{path} (added)")),
-                Some(old) if old != what => changes.push(format!("{path} ({})", file_change(old, what))),
+                None => changes.push(format!("{path} (added{})", by(path))),
+                Some(old) if old != what => changes.push(format!("{path} ({}{})", file_change(old, what), by(path))),
                 _ => {}
             }
         }
-        changes.extend(before.keys().filter(|p| !after.contains_key(*p)).map(|p| format!("{p} (removed)")));
+        changes.extend(before.keys().filter(|p| !after.contains_key(*p)).map(|p| format!("{p} (removed{})", by(p))));
         if !changes.is_empty() {
             let shown = changes.len().min(5);
             let more =
@@ -667,10 +675,10 @@ mod tests {
         files.remove(1);
         files.push(FileRecord { path: "z".into(), what: What::Dir { mode: 0o755 } });
         new.parents.insert("base".into(), Some("sha256:q".into()));
-        let text = explain(&old, &new, &Category::ALL).join("; ");
+        let text = explain(&old, &new, &Category::ALL, &|p| (p == "a").then(|| "COPY at line 2".into())).join("; ");
         assert!(text.contains("build arg PY changed: \"3.11\" -> \"3.12\""), "{text}");
         assert!(text.contains("build arg DB_PASSWORD changed: (hidden) -> (hidden)"), "{text}");
-        assert!(text.contains("a (mode 644 -> 600)") && text.contains("d (mode 755 -> 700)"), "{text}");
+        assert!(text.contains("a (mode 644 -> 600, read by COPY at line 2)") && text.contains("d (mode 755 -> 700)"), "{text}");
         assert!(text.contains("z (added)") && text.contains("b (removed)"), "{text}");
         assert!(text.contains("parent base changed"), "{text}");
         assert!(!text.contains("hunter2"));

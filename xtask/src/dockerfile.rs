@@ -18,6 +18,8 @@ pub struct Instruction {
 #[derive(Debug)]
 pub struct Parsed {
     pub escape: char,
+    /// The `# syntax=` frontend image, if any (BuildKit fetches it).
+    pub syntax: Option<String>,
     pub instructions: Vec<Instruction>,
 }
 
@@ -26,6 +28,7 @@ pub fn parse(text: &str) -> Result<Parsed> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
     let mut escape = '\\';
+    let mut syntax = None;
     let mut i = 0;
     let mut seen = BTreeSet::new();
     // Parser directives: only at the very top, each at most once.
@@ -40,6 +43,9 @@ pub fn parse(text: &str) -> Result<Parsed> {
                 "`" => '`',
                 _ => bail!("line {}: invalid escape character {value:?}: use \\ or `", i + 1),
             };
+        }
+        if key == "syntax" && !value.is_empty() {
+            syntax = Some(value);
         }
         i += 1;
     }
@@ -110,7 +116,7 @@ pub fn parse(text: &str) -> Result<Parsed> {
         }
         instructions.push(Instruction { line, keyword, args: args.to_string() });
     }
-    Ok(Parsed { escape, instructions })
+    Ok(Parsed { escape, syntax, instructions })
 }
 
 /// `# key=value` at the top of the file, for the directives Docker knows.
@@ -349,6 +355,28 @@ pub struct Stage {
     pub from: Source,
     /// Sources named by `COPY --from` and `RUN --mount=...,from=`.
     pub copies_from: Vec<Source>,
+    /// What its instructions read from the build context.
+    pub reads: Vec<Read>,
+    /// What its `ADD <url>` instructions fetch.
+    pub remote: Vec<Remote>,
+}
+
+/// A path (or wildcard pattern) of the build context that an instruction reads: a COPY or ADD
+/// source, or a `RUN --mount=type=bind` source. `source` is clean and relative; `.` is the
+/// whole context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read {
+    pub line: usize,
+    pub instruction: String,
+    pub source: String,
+}
+
+/// An `ADD <url>`: remote content, pinned only by `--checksum`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    pub line: usize,
+    pub url: String,
+    pub checksum: Option<String>,
 }
 
 /// Everything the tool needs to know about one Dockerfile built for one target.
@@ -360,15 +388,24 @@ pub struct Analysis {
     /// The stage the build produces: the target, else the last.
     #[allow(dead_code)]
     pub target_index: usize,
-    /// Internal services read by the stages up to the target (the legacy builder builds every
-    /// stage before the target, so they all count).
+    /// Internal services read by the stages up to the target: the legacy builder builds every
+    /// stage before the target, so they are built first.
     pub parents: BTreeSet<String>,
-    /// External images read by those stages, normalized with a tag.
+    /// External images read by those stages (and a `# syntax=` frontend), normalized with a
+    /// tag: pulled before the build.
     pub bases: BTreeSet<String>,
+    /// The parents and bases of the stages the target needs: what the image's content depends
+    /// on, and so what its input digest counts.
+    pub needed_parents: BTreeSet<String>,
+    pub needed_bases: BTreeSet<String>,
     /// Every ARG name the Dockerfile declares, global or in a stage.
     pub declared_args: BTreeSet<String>,
     /// Whether IMAGE_TAG is read anywhere but in FROM lines naming internal parents.
     pub image_tag_beyond_parents: bool,
+    /// What the stages the target needs read from the context, in file order.
+    pub reads: Vec<Read>,
+    /// The `ADD <url>` of those stages.
+    pub remote: Vec<Remote>,
 }
 
 /// Resolves `ai-infra-<service>:<tag>` to a service name.
@@ -398,6 +435,8 @@ pub fn analyze(
     let mut declared_args = BTreeSet::new();
     let mut stages: Vec<Stage> = Vec::new();
     let mut image_tag_beyond_parents = false;
+    // ARG values in the current stage, for the paths COPY and ADD name.
+    let mut stage_args: BTreeMap<String, String> = BTreeMap::new();
 
     for ins in &parsed.instructions {
         match ins.keyword.as_str() {
@@ -418,8 +457,16 @@ pub fn analyze(
                             (None, None) => String::new(),
                         };
                         globals.insert(name, value);
-                    } else if name == "IMAGE_TAG" {
-                        image_tag_beyond_parents = true;
+                    } else {
+                        if name == "IMAGE_TAG" {
+                            image_tag_beyond_parents = true;
+                        }
+                        let value = match (build_args.get(&name), default) {
+                            (Some(v), _) => v.clone(),
+                            (None, Some(d)) => expand(&d, esc, &|n| stage_args.get(n).cloned())?,
+                            (None, None) => globals.get(&name).cloned().unwrap_or_default(),
+                        };
+                        stage_args.insert(name, value);
                     }
                 }
             }
@@ -453,7 +500,8 @@ pub fn analyze(
                 if mentions(image_raw, "IMAGE_TAG") && !matches!(from, Source::Internal(_)) {
                     image_tag_beyond_parents = true;
                 }
-                stages.push(Stage { name, from, copies_from: Vec::new() });
+                stages.push(Stage { name, from, copies_from: Vec::new(), reads: Vec::new(), remote: Vec::new() });
+                stage_args.clear();
             }
             keyword => {
                 let Some(stage_index) = stages.len().checked_sub(1) else {
@@ -466,6 +514,10 @@ pub fn analyze(
                     let found = classify_from_flag(&source, &stages[..stage_index], internal, ins.line, keyword)?;
                     stages[stage_index].copies_from.push(found);
                 }
+                let lookup = |n: &str| stage_args.get(n).cloned();
+                let (reads, remote) = context_reads(ins, esc, &lookup)?;
+                stages[stage_index].reads.extend(reads);
+                stages[stage_index].remote.extend(remote);
             }
         }
     }
@@ -482,22 +534,56 @@ pub fn analyze(
             })?
         }
     };
-    let mut parents = BTreeSet::new();
-    let mut bases = BTreeSet::new();
-    for stage in &stages[..=target_index] {
-        for source in std::iter::once(&stage.from).chain(&stage.copies_from) {
-            match source {
-                Source::Internal(s) => {
-                    parents.insert(s.clone());
-                }
-                Source::External(b) => {
-                    bases.insert(b.clone());
-                }
-                Source::Scratch | Source::Stage(_) => {}
+    // The stages the target needs: itself and what it reads, through FROM, `COPY --from`
+    // and `--mount from=`. The others contribute nothing to the image.
+    let mut needed = vec![false; stages.len()];
+    let mut todo = vec![target_index];
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut needed[i], true) {
+            continue;
+        }
+        for source in std::iter::once(&stages[i].from).chain(&stages[i].copies_from) {
+            if let Source::Stage(j) = source {
+                todo.push(*j);
             }
         }
     }
-    Ok(Analysis { stages, target_index, parents, bases, declared_args, image_tag_beyond_parents })
+    let syntax: BTreeSet<String> = parsed.syntax.iter().map(|s| crate::reference::normalize_external(s)).collect();
+    let (mut parents, mut bases) = (BTreeSet::new(), syntax.clone());
+    let (mut needed_parents, mut needed_bases) = (BTreeSet::new(), syntax);
+    let mut reads = Vec::new();
+    let mut remote = Vec::new();
+    for (i, stage) in stages[..=target_index].iter().enumerate() {
+        if needed[i] {
+            reads.extend(stage.reads.iter().cloned());
+            remote.extend(stage.remote.iter().cloned());
+        }
+        for source in std::iter::once(&stage.from).chain(&stage.copies_from) {
+            let (all, of_needed, name) = match source {
+                Source::Internal(s) => (&mut parents, &mut needed_parents, s),
+                Source::External(b) => (&mut bases, &mut needed_bases, b),
+                Source::Scratch | Source::Stage(_) => continue,
+            };
+            all.insert(name.clone());
+            if needed[i] {
+                of_needed.insert(name.clone());
+            }
+        }
+    }
+    reads.sort_by_key(|r| r.line);
+    remote.sort_by_key(|r| r.line);
+    Ok(Analysis {
+        stages,
+        target_index,
+        parents,
+        bases,
+        needed_parents,
+        needed_bases,
+        declared_args,
+        image_tag_beyond_parents,
+        reads,
+        remote,
+    })
 }
 
 fn later_stage_name(instructions: &[Instruction], after: usize, image: &str, esc: char) -> Option<String> {
@@ -527,6 +613,76 @@ fn copy_sources(keyword: &str, args: &str) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// What one instruction reads from the build context: the sources of a COPY or ADD without
+/// `--from` (an ADD of a URL reads the network instead), and the source of every RUN bind
+/// mount without `from=` (the whole context when it names none). Variables are expanded with
+/// the stage's ARG values.
+fn context_reads(
+    ins: &Instruction,
+    esc: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<Read>, Vec<Remote>)> {
+    let mut reads = Vec::new();
+    let mut remote = Vec::new();
+    let read = |source: &str| -> Result<Read> {
+        let expanded = expand(source, esc, lookup)?;
+        let cleaned = crate::ignore::clean(&expanded);
+        let source = cleaned.trim_start_matches('/');
+        Ok(Read {
+            line: ins.line,
+            instruction: ins.keyword.clone(),
+            source: if source.is_empty() { ".".to_string() } else { source.to_string() },
+        })
+    };
+    let rest = ins.args.trim_start();
+    let flag_words: Vec<&str> = rest.split_whitespace().take_while(|w| w.starts_with("--")).collect();
+    match ins.keyword.as_str() {
+        "COPY" | "ADD" => {
+            if flag_words.iter().any(|f| f.starts_with("--from=")) {
+                return Ok((reads, remote));
+            }
+            let mut body = rest;
+            for f in &flag_words {
+                body = body.trim_start().strip_prefix(f).unwrap_or(body);
+            }
+            let body = body.trim();
+            let positional: Vec<String> = match body.starts_with('[') {
+                true => serde_json::from_str(body).or_else(|_| words(body, esc))?,
+                false => words(body, esc)?,
+            };
+            if positional.len() < 2 {
+                bail!("line {}: {} needs a source and a destination", ins.line, ins.keyword);
+            }
+            let checksum = flag_words.iter().find_map(|f| f.strip_prefix("--checksum=")).map(str::to_string);
+            for source in &positional[..positional.len() - 1] {
+                if source.starts_with("<<") {
+                    continue;
+                }
+                if ins.keyword == "ADD" && (source.contains("://") || source.starts_with("git@")) {
+                    remote.push(Remote { line: ins.line, url: source.clone(), checksum: checksum.clone() });
+                } else {
+                    reads.push(read(source)?);
+                }
+            }
+        }
+        "RUN" => {
+            for mount in flag_words.iter().filter_map(|f| f.strip_prefix("--mount=")) {
+                let kv: BTreeMap<&str, &str> =
+                    mount.split(',').map(|kv| kv.split_once('=').unwrap_or((kv, ""))).collect();
+                let bind = kv.get("type").is_none_or(|t| *t == "bind");
+                if bind && !kv.contains_key("from") {
+                    let source = kv.get("source").or(kv.get("src")).copied().unwrap_or(".");
+                    let mut r = read(source)?;
+                    r.instruction = "RUN --mount".to_string();
+                    reads.push(r);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok((reads, remote))
 }
 
 fn classify(image: &str, stages: &[Stage], internal: &Internal, line: usize, what: &str) -> Result<Source> {
@@ -585,6 +741,49 @@ mod tests {
     fn run(text: &str, target: Option<&str>, args: &[(&str, &str)]) -> Result<Analysis> {
         let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         analyze(text, target, &args, &Internal { tag: "v1", is_service: &services })
+    }
+
+    #[test]
+    fn reads_of_the_needed_stages_only() {
+        let text = "# syntax=docker/dockerfile:1.4\nARG SRC=src/app\nFROM scratch AS unused\nCOPY docs/ /docs\n\
+            FROM ai-infra-base:v1 AS unusedparent\nFROM scratch AS build\nARG SRC\nARG DIR=${SRC}\nCOPY ${DIR} /app\n\
+            COPY [\"third party/a.txt\", \"b*.txt\", \"/x/\"]\nRUN --mount=type=cache,target=/c --mount=type=bind,source=tools,target=/t true\n\
+            RUN --mount=type=bind,from=unused,target=/u --mount=target=/ctx true\n\
+            FROM scratch\nCOPY --from=build /app /app\nADD --checksum=sha256:ab https://example.org/a.tgz /\nADD https://example.org/b /\n\
+            COPY --chmod=755 ./bin/ /usr/bin/\nCOPY <<EOF /note\nhi\nEOF\n";
+        let a = run(text, None, &[]).unwrap();
+        let reads: Vec<(usize, &str, &str)> =
+            a.reads.iter().map(|r| (r.line, r.instruction.as_str(), r.source.as_str())).collect();
+        assert_eq!(
+            reads,
+            vec![
+                (4, "COPY", "docs"),
+                (9, "COPY", "src/app"),
+                (10, "COPY", "third party/a.txt"),
+                (10, "COPY", "b*.txt"),
+                (11, "RUN --mount", "tools"),
+                (12, "RUN --mount", "."),
+                (17, "COPY", "bin"),
+            ]
+        );
+        // `unused` is needed through the mount from it; `unusedparent` by nothing: no parent.
+        assert!(a.needed_parents.is_empty() && a.parents.contains("base"), "{:?}", a.parents);
+        assert!(a.needed_bases.contains("docker/dockerfile:1.4"), "{:?}", a.bases);
+        assert_eq!(a.remote.len(), 2);
+        assert_eq!(a.remote[0].checksum.as_deref(), Some("sha256:ab"));
+        assert_eq!(a.remote[1].url, "https://example.org/b");
+        // The target's own stages only: `build` reads nothing of the final stage.
+        let b = run(text, Some("build"), &[("SRC", "src/other")]).unwrap();
+        assert_eq!(b.reads[1].source, "src/other");
+        assert!(b.remote.is_empty());
+        let c = run(
+            "FROM scratch AS a\nCOPY a /\nFROM scratch AS b\nCOPY b /\nFROM scratch\nCOPY --from=b / /\n",
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.reads.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        assert!(run("FROM scratch\nCOPY onlyone\n", None, &[]).unwrap_err().to_string().contains("needs a source"));
     }
 
     #[test]
@@ -707,8 +906,9 @@ mod tests {
         let df = "ARG IMAGE_TAG\nFROM ai-infra-base:${IMAGE_TAG} AS build\nFROM scratch AS init\nCOPY a /a\nFROM build AS app\nLABEL v=${IMAGE_TAG}\n";
         let init = run(df, Some("init"), &[("IMAGE_TAG", "v1")]).unwrap();
         assert_eq!(init.target_index, 1);
-        // The legacy builder builds every stage before the target: base counts for init too.
-        assert!(init.parents.contains("base"));
+        // A stage the target does not need contributes nothing to the image, though the legacy
+        // builder builds it: base is built first, but is no input of init.
+        assert!(init.parents.contains("base") && init.needed_parents.is_empty());
         let app = run(df, Some("APP"), &[("IMAGE_TAG", "v1")]).unwrap();
         assert_eq!(app.target_index, 2);
         assert_eq!(app.stages[2].from, Source::Stage(0));

@@ -91,7 +91,13 @@ impl Ignore {
 }
 
 impl Pattern {
-    fn matches_or_parent(&self, path: &str) -> bool {
+    /// A pattern that is not an exception, as COPY sources and `.dockerignore` lines are written.
+    pub fn new(text: &str) -> Result<Pattern> {
+        Ok(Pattern { exception: false, tokens: compile(text).map_err(|e| anyhow::anyhow!("pattern {text:?}: {e}"))? })
+    }
+
+    /// Whether the pattern matches `path` or one of its parent folders.
+    pub fn matches_or_parent(&self, path: &str) -> bool {
         if matches(&self.tokens, path) {
             return true;
         }

@@ -28,6 +28,7 @@ mod plan;
 mod prefetch;
 mod project;
 mod push;
+mod reads;
 mod reference;
 mod registry;
 mod render;

@@ -245,6 +245,13 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     crate::env::sync(root, false, false)?;
     heading(3, "render templates");
     crate::render::run(root, &project.names(), false, false)?;
+    // `.env` may be new now, and a build that copies the whole context reads it: the labels
+    // record the inputs as the builds will read them.
+    if let Ok(now) = status::snapshot(&docker, root, &tag, registry) {
+        if plan.work().all(|s| now.digests.contains_key(&s.service)) {
+            snap = now;
+        }
+    }
 
     let n = plan.work().count();
     heading(4, &format!("build: {n} service{}, up to {} at a time", if n == 1 { "" } else { "s" }, o.jobs));

@@ -13,6 +13,7 @@ use crate::digest::{self, Category, Digest, Record};
 use crate::docker::{Docker, Image};
 use crate::hashcache::HashCache;
 use crate::project::{self, Project, Resolved};
+use crate::reads::{self, Reads, Want};
 use crate::reference;
 use crate::render::Output;
 
@@ -82,7 +83,8 @@ pub struct Inputs {
 }
 
 /// Lists and hashes every distinct build context once, walking them on every core; the
-/// hash cache spares reading files whose identity has not changed.
+/// hash cache spares reading files whose identity has not changed. Only the files some build
+/// reads are listed: a context shared by many services is walked and hashed once for all.
 /// `rendered` are template outputs as they would be written now: they stand in for the files
 /// on disk, so that a changed `.env` value shows before `render` runs.
 pub fn contexts(
@@ -100,12 +102,49 @@ pub fn contexts(
         .iter()
         .map(|r| context::read_ignore(root, &r.service.context, &r.service.dockerfile))
         .collect::<Result<Vec<_>>>()?;
+    let reads: Vec<Vec<Reads>> = unique
+        .iter()
+        .map(|u| {
+            services
+                .iter()
+                .filter(|r| r.service.context == u.service.context)
+                .map(|r| Reads::new(&r.analysis.reads))
+                .collect()
+        })
+        .collect();
+    // The tool's own state (target/) changes with every run: never an input. A context that
+    // holds it still sends it to the engine, which a .dockerignore line avoids.
+    let state: Vec<Option<String>> = unique
+        .iter()
+        .zip(&ignores)
+        .map(|(r, ignore)| {
+            let rel = own_state(&r.service.context)?;
+            if !ignore.excludes(&rel) {
+                let file = match r.service.context.as_str() {
+                    "." | "" => Utf8PathBuf::from(".dockerignore"),
+                    c => Utf8Path::new(c).join(".dockerignore"),
+                };
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!(
+                    "note: build context {} holds this tool's target/ folder, which the engine is sent with every build (it is no input of any image); add the line `/{rel}` to {file}",
+                    r.service.context,
+                ));
+            }
+            Some(rel)
+        })
+        .collect();
     let cache_dir = crate::state_dir(root).join("hash-cache");
     let walked = context::parallel(unique.len(), |i| -> Result<_> {
         let s = &unique[i].service;
         let cache = HashCache::load(&cache_dir.join(cache_name(&s.context)));
-        let listing =
-            context::list(root, &s.context, &ignores[i], &cache).with_context(|| format!("service {}", s.name))?;
+        let want = |path: &str, dir: bool| {
+            if state[i].as_deref() == Some(path) {
+                return Want::No;
+            }
+            reads::want_any(&reads[i], path, dir)
+        };
+        let listing = context::list(root, &s.context, &ignores[i], &cache, &want)
+            .with_context(|| format!("service {}", s.name))?;
         Ok((listing, cache))
     });
     let mut listings = Vec::new();
@@ -116,12 +155,18 @@ pub fn contexts(
         caches.push(c);
     }
     let mut files = context::finish(listings, &mut caches)?;
-    for ((r, ignore), records) in unique.iter().zip(&ignores).zip(&mut files) {
+    for (((r, ignore), records), reads) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads) {
         context::overlay(
             records,
             &r.service.context,
             ignore,
-            rendered.iter().map(|o| (o.path.as_path(), o.bytes.as_slice())),
+            rendered
+                .iter()
+                .filter(|o| {
+                    let rel = o.path.strip_prefix(&r.service.context).map_or("", |p| p.as_str());
+                    reads::want_any(reads, rel, false) == Want::Yes
+                })
+                .map(|o| (o.path.as_path(), o.bytes.as_slice())),
         );
     }
     // Saving the cache is an optimisation: a read-only target/ must not fail the check, but
@@ -133,9 +178,30 @@ pub fn contexts(
     Ok(unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect())
 }
 
-/// The cache file of a context: its path, made a file name.
+/// The tool's state folder (`target/`) relative to a context that holds it.
+fn own_state(context: &Utf8Path) -> Option<String> {
+    let context = context.as_str().trim_start_matches("./");
+    if context.is_empty() || context == "." {
+        return Some("target".to_string());
+    }
+    None
+}
+
+/// The cache file of a context: its path, made a file name (`.` and `..` are no file names).
 fn cache_name(context: &Utf8Path) -> String {
-    context.as_str().replace('%', "%25").replace('/', "%2F")
+    let name = context.as_str().replace('%', "%25").replace('/', "%2F");
+    match name.strip_prefix('.') {
+        Some(rest) => format!("%2E{rest}"),
+        None => name,
+    }
+}
+
+/// The files one build reads from its context's listing: all of it for `COPY . dst`.
+fn read_files(all: &Arc<Vec<FileRecord>>, reads: &Reads) -> Arc<Vec<FileRecord>> {
+    if reads.whole() {
+        return all.clone();
+    }
+    Arc::new(all.iter().filter(|f| reads.reader(&f.path).is_some()).cloned().collect())
 }
 
 /// Computes every service's input record and digest, parents first. `base_ids` gives the local
@@ -147,13 +213,14 @@ pub fn digests(
 ) -> Inputs {
     let mut records = BTreeMap::new();
     let mut digests: BTreeMap<String, Digest> = BTreeMap::new();
-    let contexts: Vec<(&Utf8PathBuf, &Arc<Vec<FileRecord>>)> = files.iter().collect();
-    let files_digests: BTreeMap<&Utf8PathBuf, String> = contexts
-        .iter()
-        .map(|(c, _)| *c)
-        .zip(context::parallel(contexts.len(), |i| digest::files_digest(contexts[i].1)))
-        .collect();
-    for r in &services {
+    let read: Vec<Arc<Vec<FileRecord>>> = context::parallel(services.len(), |i| {
+        let r = &services[i];
+        files
+            .get(&r.service.context)
+            .map_or_else(Default::default, |all| read_files(all, &Reads::new(&r.analysis.reads)))
+    });
+    let files_digests: Vec<String> = context::parallel(read.len(), |i| digest::files_digest(&read[i]));
+    for ((r, files), files_digest) in services.iter().zip(read).zip(files_digests) {
         let s = &r.service;
         let mut args = r.build_args.clone();
         if !r.analysis.image_tag_beyond_parents {
@@ -164,19 +231,16 @@ pub fn digests(
             dockerfile: context::Sha::of(&sha2::Sha256::digest(&r.dockerfile)).to_string(),
             target: s.target.clone(),
             args: digest::recorded_args(&args),
-            files: files.get(&s.context).cloned().unwrap_or_default(),
+            files,
             parents: r
                 .analysis
-                .parents
+                .needed_parents
                 .iter()
                 .map(|p| (p.clone(), digests.get(p).and_then(|d| d.total.clone())))
                 .collect(),
-            bases: r.analysis.bases.iter().map(|b| (b.clone(), base_ids.get(b).cloned())).collect(),
+            bases: r.analysis.needed_bases.iter().map(|b| (b.clone(), base_ids.get(b).cloned())).collect(),
         };
-        let digest = match files_digests.get(&s.context) {
-            Some(f) => record.digest_with(f.clone()),
-            None => record.digest(),
-        };
+        let digest = record.digest_with(files_digest);
         digests.insert(s.name.clone(), digest);
         records.insert(s.name.clone(), record);
     }
@@ -242,9 +306,29 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         let (state, reason) = classify(expected, image, image_name, (&os, &arch), &|found_total, changed| {
             let old = digest::load_record(root, found_total)?;
             let new = digest::as_recorded(root, &records[name]).ok()?;
-            let lines = digest::explain(&old, &new, changed);
+            let reads = Reads::new(&r.analysis.reads);
+            let reader = |path: &str| reads.reader(path).map(|r| format!("{} at line {}", r.instruction, r.line));
+            let lines = digest::explain(&old, &new, changed, &reader);
             (!lines.is_empty()).then(|| lines.join("; "))
         });
+        // Remote content is counted by its URL; only a checksum pins what it holds.
+        let unpinned: Vec<String> = r
+            .analysis
+            .remote
+            .iter()
+            .filter(|u| u.checksum.is_none())
+            .map(|u| format!("ADD {} at line {}", u.url, u.line))
+            .collect();
+        let reason = if state == State::Ok && !unpinned.is_empty() {
+            let note = format!("remote content not checked: {} (pin it with --checksum)", unpinned.join(", "));
+            if reason.is_empty() {
+                note
+            } else {
+                format!("{reason}; {note}")
+            }
+        } else {
+            reason
+        };
         statuses.push(ServiceStatus {
             name: name.clone(),
             image: image_name.clone(),

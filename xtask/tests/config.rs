@@ -122,7 +122,7 @@ fn a_changed_env_value_makes_exactly_the_copying_service_stale() {
     let env = ws.read(".env").replace("API_PORT=8000", "API_PORT=9000");
     ws.write(".env", &env);
     ws.expect(&[("web", "STALE"), ("api", "OK")]);
-    assert!(ws.reason("web").contains("conf/site.conf (modified)"), "{}", ws.reason("web"));
+    assert!(ws.reason("web").contains("conf/site.conf (modified, read by COPY at line 2)"), "{}", ws.reason("web"));
     let o = ws.ok(&["build", "web", &ws.tag]);
     assert!(o.stdout.contains("built web"), "{o:?}");
     assert!(ws.read("services/web/conf/site.conf").contains("api:9000"));

@@ -78,7 +78,11 @@ fn content_decides_not_timestamps() {
     // A changed file: that service STALE, its descendants too, with reasons.
     ws.write("services/mid/mid.txt", "mid v2\n");
     ws.expect(&[("base", "OK"), ("mid", "STALE"), ("leaf", "STALE"), ("other", "OK")]);
-    assert!(ws.reason("mid").contains("files changed: mid.txt (modified)"), "{}", ws.reason("mid"));
+    assert!(
+        ws.reason("mid").contains("files changed: mid.txt (modified, read by COPY at line 3)"),
+        "{}",
+        ws.reason("mid")
+    );
     assert!(ws.reason("leaf").contains("parent mid changed"), "{}", ws.reason("leaf"));
 
     // Reverted: OK again.
@@ -95,14 +99,14 @@ fn content_decides_not_timestamps() {
     // files and of folders.
     ws.chmod("services/leaf/leaf.sh", 0o755);
     ws.expect(&[("mid", "OK"), ("leaf", "STALE")]);
-    assert!(ws.reason("leaf").contains("leaf.sh (mode 644 -> 755)"), "{}", ws.reason("leaf"));
+    assert!(ws.reason("leaf").contains("leaf.sh (mode 644 -> 755, read by COPY at line 3)"), "{}", ws.reason("leaf"));
     ws.chmod("services/leaf/leaf.sh", 0o600);
     ws.expect(&[("mid", "OK"), ("leaf", "STALE")]);
-    assert!(ws.reason("leaf").contains("leaf.sh (mode 644 -> 600)"), "{}", ws.reason("leaf"));
+    assert!(ws.reason("leaf").contains("leaf.sh (mode 644 -> 600, read by COPY at line 3)"), "{}", ws.reason("leaf"));
     ws.chmod("services/leaf/leaf.sh", 0o644);
     ws.chmod("services/base/rootfs/etc", 0o700);
     ws.expect(&[("base", "STALE"), ("solo", "OK")]);
-    assert!(ws.reason("base").contains("rootfs/etc (mode 755 -> 700)"), "{}", ws.reason("base"));
+    assert!(ws.reason("base").contains("rootfs/etc (mode 755 -> 700, read by COPY at line 3)"), "{}", ws.reason("base"));
     ws.chmod("services/base/rootfs/etc", 0o755);
     ws.expect(&all_ok);
 
@@ -111,11 +115,14 @@ fn content_decides_not_timestamps() {
     ws.expect(&[("solo", "STALE"), ("leaf", "OK")]);
     assert!(ws.reason("solo").contains("Dockerfile changed"), "{}", ws.reason("solo"));
 
-    // A new file in a context, and an empty folder (Docker sends folders too).
+    // A new file in a context that no instruction reads: still OK.
     ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY solo.txt /\n");
-    std::fs::create_dir(ws.path("services/solo/empty")).unwrap();
-    ws.expect(&[("solo", "STALE")]);
-    assert!(ws.reason("solo").contains("empty (added)"), "{}", ws.reason("solo"));
+    ws.write("services/solo/notes.txt", "not copied\n");
+    ws.expect(&[("solo", "OK")]);
+    // An empty folder where the build copies everything (Docker copies folders too).
+    std::fs::create_dir(ws.path("services/other/empty")).unwrap();
+    ws.expect(&[("other", "STALE")]);
+    assert!(ws.reason("other").contains("empty (added, read by COPY at line 3)"), "{}", ws.reason("other"));
 }
 
 #[test]

@@ -301,7 +301,9 @@ pub fn busybox() -> &'static str {
 pub fn project_stack(name: &str) -> Workspace {
     let ws = Workspace::new(name);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for item in ["services", "templates", "services.toml", ".env.example"] {
+    for item in
+        ["services", "templates", "services.toml", ".env.example", ".dockerignore", "src", "third_party", "docs"]
+    {
         copy(&repo.join(item), &ws.root.join(item));
     }
     ws
