@@ -646,12 +646,12 @@ mod tests {
         assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (32, 0o600));
         // The same key next time: an unchanged secret reads as unchanged, a changed one changed.
         let old = load_record(root, &total).unwrap();
-        assert!(explain(&old, &as_recorded(root, &r).unwrap(), &Category::ALL).is_empty());
+        assert!(explain(&old, &as_recorded(root, &r).unwrap(), &Category::ALL, &|_| None).is_empty());
         let mut new = record();
         new.args = recorded_args(
             &[("PY".to_string(), "3.11".to_string()), ("DB_PASSWORD".to_string(), "x".to_string())].into(),
         );
-        let text = explain(&old, &as_recorded(root, &new).unwrap(), &Category::ALL).join("; ");
+        let text = explain(&old, &as_recorded(root, &new).unwrap(), &Category::ALL, &|_| None).join("; ");
         assert_eq!(text, "build arg DB_PASSWORD changed: (hidden) -> (hidden)");
         // Another root, another key: the same secret hashes differently.
         let other = crate::testutil::TempDir::new("record-key-2");

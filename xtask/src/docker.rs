@@ -22,6 +22,57 @@ pub struct Docker {
     server: std::sync::OnceLock<Server>,
     /// The engine's API, where it is spoken directly (see `api::endpoint`).
     api: Option<crate::api::Api>,
+    /// How builds run, once decided for a run that builds.
+    builds: std::sync::OnceLock<Builds>,
+}
+
+/// The builder `docker build` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    BuildKit,
+    Legacy,
+}
+
+impl Builder {
+    pub fn name(self) -> &'static str {
+        match self {
+            Builder::BuildKit => "BuildKit",
+            Builder::Legacy => "the legacy builder",
+        }
+    }
+}
+
+/// How this run's builds are made: the builder, and whether RUN needs the host network (an
+/// engine without a bridge network, which BuildKit needs for RUN by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Builds {
+    pub builder: Builder,
+    pub host_network: bool,
+}
+
+/// Decides the builder: `AI_INFRA_BUILDER` (buildkit or legacy) forces one, else
+/// `DOCKER_BUILDKIT` as the CLI reads it, else the CLI's own default (BuildKit from 23.0, where
+/// the buildx plugin builds; the legacy builder before). `cli` is the CLI's version, `buildx`
+/// whether its buildx plugin answers. A choice the CLI cannot make is an error saying what to do.
+pub fn choose_builder(forced: Option<&str>, docker_buildkit: Option<&str>, cli: &str, buildx: bool) -> Result<Builder> {
+    let major: u32 = cli.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    let wanted = match forced.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) if f.eq_ignore_ascii_case("buildkit") => Some(Builder::BuildKit),
+        Some(f) if f.eq_ignore_ascii_case("legacy") => Some(Builder::Legacy),
+        Some(f) => bail!("AI_INFRA_BUILDER={f:?} is not a builder: use buildkit or legacy"),
+        None => match docker_buildkit.map(str::trim) {
+            Some("1") | Some("true") => Some(Builder::BuildKit),
+            Some("0") | Some("false") => Some(Builder::Legacy),
+            _ => None,
+        },
+    };
+    let builder = wanted.unwrap_or(if major >= 23 && buildx { Builder::BuildKit } else { Builder::Legacy });
+    if builder == Builder::BuildKit && major >= 23 && !buildx {
+        bail!(
+            "BuildKit was asked for, but this docker CLI ({cli}) has no buildx plugin, which it needs for BuildKit: install docker-buildx, use a docker CLI that builds with BuildKit itself (20.10 with DOCKER_BUILDKIT=1), or set AI_INFRA_BUILDER=legacy"
+        );
+    }
+    Ok(builder)
 }
 
 /// What `docker version` says of the engine.
@@ -118,7 +169,7 @@ impl Docker {
         let context = if host.is_none() { crate::api::current_context() } else { None };
         let api = crate::api::endpoint(host, &|k| std::env::var(k).ok(), context.as_deref())
             .map(|a| crate::api::Api::new(a, &shown, state));
-        Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new(), api }
+        Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new(), api, builds: std::sync::OnceLock::new() }
     }
 
     /// Finds the engine and checks that it answers.
@@ -241,6 +292,35 @@ impl Docker {
         parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host)
     }
 
+    /// Decides how this run builds (the builder; the host network where the engine has no
+    /// bridge and BuildKit runs RUN), says so once, and keeps it for every build of the run.
+    pub fn prepare_builds(&self) -> Result<Builds> {
+        if let Some(b) = self.builds.get() {
+            return Ok(*b);
+        }
+        let sh = self.sh()?;
+        let client = "{{.Client.Version}}";
+        let cli = cmd!(sh, "docker version --format {client}").quiet().ignore_status().ignore_stderr().read()?;
+        let cli = cli.trim().to_string();
+        let buildx = cmd!(sh, "docker buildx version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+        let forced = std::env::var("AI_INFRA_BUILDER").ok();
+        let env = std::env::var("DOCKER_BUILDKIT").ok();
+        let builder = choose_builder(forced.as_deref(), env.as_deref(), &cli, buildx)?;
+        let host_network = builder == Builder::BuildKit
+            && cmd!(sh, "docker network inspect bridge").quiet().ignore_stdout().ignore_stderr().run().is_err();
+        let why = match (&forced, &env) {
+            (Some(_), _) => "AI_INFRA_BUILDER",
+            (None, Some(_)) => "DOCKER_BUILDKIT",
+            _ => "the docker CLI's default",
+        };
+        println!("builder: {} (docker CLI {cli}, {why})", builder.name());
+        if host_network {
+            println!("note: the engine has no bridge network: BuildKit builds run with --network host");
+        }
+        let b = Builds { builder, host_network };
+        Ok(*self.builds.get_or_init(|| b))
+    }
+
     /// Runs `docker build`, its output going line by line to `log` (and, with `echo`, to the
     /// terminal with that prefix). `cancel` ends the build. Builds must be interruptible and
     /// streamed, which xshell 0.2 cannot do, so this call uses std::process directly.
@@ -271,6 +351,14 @@ impl Docker {
         if req.no_cache {
             args.push("--no-cache".into());
         }
+        let builds = self.builds.get().copied().unwrap_or(Builds { builder: Builder::Legacy, host_network: false });
+        if builds.builder == Builder::BuildKit {
+            args.push("--progress=plain".into());
+        }
+        if builds.host_network {
+            args.push("--network".into());
+            args.push("host".into());
+        }
         args.push("--iidfile".into());
         args.push(req.iidfile.to_string());
         args.push(req.context.to_string());
@@ -280,6 +368,7 @@ impl Docker {
         let file = std::fs::File::create(log).with_context(|| format!("cannot write {log}"))?;
         let file = std::sync::Mutex::new(std::io::LineWriter::new(file));
         let mut command = self.command();
+        command.env("DOCKER_BUILDKIT", if builds.builder == Builder::BuildKit { "1" } else { "0" });
         command
             .args(&args)
             .stdin(std::process::Stdio::null())
@@ -554,6 +643,23 @@ mod tests {
         let err =
             parse_inspect(&names, "", "permission denied while trying to connect", false, "h").unwrap_err().to_string();
         assert!(err.contains("permission denied"), "{err}");
+    }
+
+    #[test]
+    fn the_builder_is_chosen_as_docker_would() {
+        use Builder::*;
+        let c = |f: Option<&str>, e: Option<&str>, cli: &str, bx: bool| choose_builder(f, e, cli, bx);
+        assert_eq!(c(None, None, "28.2.2", true).unwrap(), BuildKit);
+        assert_eq!(c(None, None, "28.2.2", false).unwrap(), Legacy);
+        assert_eq!(c(None, None, "20.10.24+dfsg1", false).unwrap(), Legacy);
+        assert_eq!(c(None, Some("1"), "20.10.24+dfsg1", false).unwrap(), BuildKit);
+        assert_eq!(c(None, Some("0"), "28.2.2", true).unwrap(), Legacy);
+        assert_eq!(c(Some("legacy"), Some("1"), "28.2.2", true).unwrap(), Legacy);
+        assert_eq!(c(Some("BuildKit"), None, "20.10.24", false).unwrap(), BuildKit);
+        let e = c(Some("buildkit"), None, "28.2.2", false).unwrap_err().to_string();
+        assert!(e.contains("no buildx plugin") && e.contains("AI_INFRA_BUILDER=legacy"), "{e}");
+        assert!(c(None, Some("1"), "28.2.2", false).is_err());
+        assert!(c(Some("kaniko"), None, "28.2.2", true).unwrap_err().to_string().contains("not a builder"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole test suite on a real engine and a real registry. Installs what
 //! is missing (as root), starts an engine unless one answers and a registry on loopback, runs
-//! nextest with DOCKER_HOST and AI_INFRA_TEST_REGISTRY set (then the status tests again through
-//! the docker CLI instead of the engine's API), and stops what it started.
+//! nextest with DOCKER_HOST and AI_INFRA_TEST_REGISTRY set (every test with the legacy builder,
+//! then the status tests through the docker CLI instead of the engine's API, then the build
+//! tests again with BuildKit), and stops what it started.
 
 use anyhow::Result;
 use camino::Utf8Path;
@@ -58,20 +59,84 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     if let Some(h) = host {
         command.env("DOCKER_HOST", h);
     }
+    // First with the legacy builder (the docker CLI on PATH, DOCKER_BUILDKIT=0), then every
+    // build test again with BuildKit: Debian's docker 20.10 CLI with DOCKER_BUILDKIT=1.
+    command.env("DOCKER_BUILDKIT", "0").env("AI_INFRA_TEST_BUILDER", "legacy");
+    eprintln!("test run 1 of 3: every test, legacy builder");
     let mut status = command.status();
     if args.is_empty() && status.as_ref().is_ok_and(|s| s.success()) {
         // The status tests once more through the docker CLI, which the tool uses where it
         // cannot speak the engine's API (ssh://, contexts, TLS): both must answer alike.
-        eprintln!("the status tests again, through the docker CLI (AI_INFRA_ENGINE_CLIENT=cli)");
+        eprintln!("test run 2 of 3: the status tests again, through the docker CLI (AI_INFRA_ENGINE_CLIENT=cli)");
         command.args(["--test", "status"]).env("AI_INFRA_ENGINE_CLIENT", "cli");
         status = command.status();
     }
+    let status = match status {
+        Ok(first) => buildkit_run(root, runner, args, &registry.addr, &cleanup, host).map(|second| {
+            if first.success() {
+                second
+            } else {
+                first
+            }
+        }),
+        Err(e) => Err(e),
+    };
     remove_test_images(host, &cleanup);
     let stopped = registry.stop();
     let code = status.map_err(|e| anyhow::anyhow!("cannot run cargo: {e}"))?.code().unwrap_or(1);
     stopped?;
     Ok(code)
 }
+
+/// The build-facing tests again under BuildKit: a `docker` first on PATH that is Debian's
+/// 20.10 CLI (which builds with the engine's BuildKit when DOCKER_BUILDKIT=1).
+fn buildkit_run(
+    root: &Utf8Path,
+    runner: &[&str],
+    args: &[String],
+    registry: &str,
+    cleanup: &Utf8Path,
+    host: Option<&str>,
+) -> std::io::Result<std::process::ExitStatus> {
+    let cli = Utf8Path::new("/usr/bin/docker");
+    if !cli.exists() {
+        return Err(std::io::Error::other(
+            "Debian's docker CLI (/usr/bin/docker, package docker.io) is missing: the BuildKit run needs it",
+        ));
+    }
+    let bin = crate::state_dir(root).join("buildkit-cli");
+    std::fs::create_dir_all(&bin)?;
+    let link = bin.join("docker");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(cli, &link)?;
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    let mut command = std::process::Command::new("cargo");
+    command.args(runner);
+    if runner[0] == "nextest" {
+        command.args(["-E", BUILD_TESTS_FILTER]);
+    } else {
+        for t in BUILD_TESTS {
+            command.args(["--test", t]);
+        }
+    }
+    command
+        .args(args)
+        .current_dir(root)
+        .env("PATH", path)
+        .env("DOCKER_BUILDKIT", "1")
+        .env("AI_INFRA_TEST_BUILDER", "buildkit")
+        .env("AI_INFRA_TEST_REGISTRY", registry)
+        .env("AI_INFRA_TEST_CLEANUP", cleanup);
+    if let Some(h) = host {
+        command.env("DOCKER_HOST", h);
+    }
+    eprintln!("test run 3 of 3: the build tests ({}), BuildKit", BUILD_TESTS.join(", "));
+    command.status()
+}
+
+/// The test binaries that build images: they run under both builders.
+const BUILD_TESTS: [&str; 6] = ["build_all", "config", "project_stack", "registry", "root_context", "status"];
+const BUILD_TESTS_FILTER: &str = "binary(build_all) | binary(config) | binary(project_stack) | binary(registry) | binary(root_context) | binary(status)";
 
 /// Removes the images the tests listed by tag: every ai-infra-* name with one of those tags,
 /// and the content-tag names of the same images. Nothing else, since the engine may be the

@@ -254,6 +254,9 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     }
 
     let n = plan.work().count();
+    if plan.work().any(|s| matches!(s.action, Action::Build { .. })) {
+        docker.prepare_builds()?;
+    }
     heading(4, &format!("build: {n} service{}, up to {} at a time", if n == 1 { "" } else { "s" }, o.jobs));
     if let Some(warning) = build::secret_args_warning(&snap, &plan) {
         eprintln!("{warning}");

@@ -259,3 +259,64 @@ fn verbose_shows_the_engine_output_live() {
     let quiet = ws.ok(&["build", "mid", &ws.tag]);
     assert!(!quiet.stdout.contains(" | Step "), "{quiet:?}");
 }
+
+/// The builder this run of the suite uses: `cargo xtask test` runs the build tests once with
+/// the legacy builder and once with BuildKit.
+fn builder() -> String {
+    std::env::var("AI_INFRA_TEST_BUILDER").unwrap_or_else(|_| "legacy".into())
+}
+
+#[test]
+fn run_mount_cache_and_copy_from_under_each_builder() {
+    let ws = Workspace::new("bkfeat");
+    for svc in ["multi", "cached"] {
+        std::fs::create_dir_all(ws.path(&format!("services/{svc}"))).unwrap();
+        std::fs::copy(common::busybox(), ws.path(&format!("services/{svc}/busybox"))).unwrap();
+    }
+    let stage =
+        "FROM scratch AS build\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+    ws.write(
+        "services/multi/Dockerfile",
+        &format!("{stage}RUN echo {} > /made\nFROM scratch\nCOPY --from=build /made /made\n", ws.tag),
+    );
+    ws.write(
+        "services/cached/Dockerfile",
+        &format!(
+            "{stage}RUN --mount=type=cache,target=/cache echo {} > /cache/x && cp /cache/x /made\nFROM scratch\nCOPY --from=build /made /made\n",
+            ws.tag
+        ),
+    );
+    // A multi-stage COPY --from builds under both builders, RUN included.
+    let o = ws.run(&["build", "multi", &ws.tag]);
+    assert_eq!(o.code, 0, "{o:?}");
+    ws.expect(&[("multi", "OK")]);
+    let history = std::process::Command::new("docker")
+        .args(["history", "--no-trunc", "--format", "{{.Comment}}", &format!("ai-infra-multi:{}", ws.tag)])
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    let o2 = ws.run(&["build", "cached", &ws.tag]);
+    if builder() == "buildkit" {
+        assert!(o.stdout.contains("builder: BuildKit (docker CLI 20.10"), "{o:?}");
+        // The test engine has no bridge: said once.
+        assert_eq!(o.stdout.matches("BuildKit builds run with --network host").count(), 1, "{o:?}");
+        assert!(history.contains("buildkit.dockerfile.v0"), "{history}");
+        // RUN --mount=type=cache is BuildKit's.
+        assert_eq!(o2.code, 0, "{o2:?}");
+        ws.expect(&[("cached", "OK")]);
+        let o = ws.ok(&["build", "cached", &ws.tag, "--force"]);
+        assert!(o.stdout.contains("built cached"), "{o:?}");
+        ws.expect(&[("cached", "OK")]);
+    } else {
+        assert!(o.stdout.contains("builder: the legacy builder"), "{o:?}");
+        assert!(!o.stdout.contains("--network host"), "{o:?}");
+        assert!(!history.contains("buildkit"), "{history}");
+        // The legacy builder cannot mount: the build fails and says so; nothing passes as OK.
+        assert_eq!(o2.code, 1, "{o2:?}");
+        assert!(o2.stdout.contains("FAILED cached") && o2.stdout.contains("BuildKit"), "{o2:?}");
+        ws.expect(&[("cached", "MISSING")]);
+    }
+    // A builder that is not there is a clear error.
+    let o = ws.run_env(&["build", "multi", &ws.tag, "--force"], &[("AI_INFRA_BUILDER", "kaniko")]);
+    assert!(o.code != 0 && o.stderr.contains("AI_INFRA_BUILDER=\"kaniko\" is not a builder"), "{o:?}");
+}

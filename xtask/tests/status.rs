@@ -319,7 +319,6 @@ fn a_shift_in_run_is_not_a_heredoc() {
 }
 
 #[test]
-#[test]
 fn one_broken_service_hides_no_other() {
     let ws = Workspace::stack("broken");
     ws.write("services/bad/Dockerfile", "FROM scratch\nCOPY x /\n!!! not an instruction\n");
