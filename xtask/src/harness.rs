@@ -71,6 +71,9 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
         command.args(["--test", "status"]).env("AI_INFRA_ENGINE_CLIENT", "cli");
         status = command.status();
     }
+    // The first runs' images go before the BuildKit run: an image of the same inputs would be
+    // reused there instead of built.
+    remove_test_images(host, &cleanup);
     let status = match status {
         Ok(first) => buildkit_run(root, runner, args, &registry.addr, &cleanup, host).map(|second| {
             if first.success() {
