@@ -245,6 +245,19 @@ pub fn secret_args_warning(snap: &Snapshot, plan: &Plan) -> Option<String> {
     ))
 }
 
+/// Runs one service's work in a worker; a panic becomes that service's FAILED outcome, so
+/// the scheduler always hears back and never waits for ever.
+fn guarded(service: &str, work: impl FnOnce() -> Outcome) -> Outcome {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Outcome::new(service, Ended::Failed, format!("internal error in the tool ({what}); please report it"))
+    })
+}
+
 /// Runs the plan: a service starts as soon as its planned parents succeeded, up to `jobs` at
 /// a time. Prints a line as each starts and ends.
 pub fn execute(
@@ -308,17 +321,23 @@ pub fn execute(
                     Action::Reuse { image } => {
                         say(&format!("reusing {} ({})", step.service, step.reason));
                         let image = image.clone();
-                        s.spawn(move || tx.send(reuse_one(docker, snap, &step.service, &image)));
+                        s.spawn(move || tx.send(guarded(&step.service, || reuse_one(docker, snap, &step.service, &image))));
                     }
                     Action::Pull { image } => {
                         say(&format!("pulling {} ({})", step.service, step.reason));
                         let image = image.clone();
-                        s.spawn(move || tx.send(pull_one(docker, snap, &step.service, &image, verbose, cancel)));
+                        s.spawn(move || {
+                            let pull = || pull_one(docker, snap, &step.service, &image, verbose, cancel);
+                            tx.send(guarded(&step.service, pull))
+                        });
                     }
                     Action::Build { no_cache } => {
                         say(&format!("building {} ({})", step.service, step.reason));
                         let no_cache = *no_cache;
-                        s.spawn(move || tx.send(build_one(docker, snap, &step.service, no_cache, verbose, cancel)));
+                        s.spawn(move || {
+                            let build = || build_one(docker, snap, &step.service, no_cache, verbose, cancel);
+                            tx.send(guarded(&step.service, build))
+                        });
                     }
                     Action::Skip => unreachable!("work has no skips"),
                 }
@@ -377,6 +396,17 @@ mod tests {
         assert!(engine_race("Step 3/4 : COPY rootfs/ /\nunable to find image \"sha256:98847\"\n"));
         assert!(!engine_race("Step 3/4 : COPY rootfs/ /\nCOPY failed: file not found\n"));
         assert!(!engine_race("unable to find image \"sha256:1\"\nStep 4/4 : RUN false\nreturned a non-zero code: 1\n"));
+    }
+
+    #[test]
+    fn a_panicking_worker_is_a_failed_service() {
+        let o = guarded("web", || panic!("boom"));
+        assert_eq!((o.service.as_str(), &o.result), ("web", &Ended::Failed));
+        assert!(o.reason.contains("internal error in the tool (boom)"), "{}", o.reason);
+        assert_eq!(guarded("web", || Outcome::new("web", Ended::Built, "")).result, Ended::Built);
+        // The label of a pulled image may hold anything; cutting it never panics.
+        assert_eq!(digest::short("sha256:ééééééééééééé"), "éééééééééééé");
+        assert_eq!(digest::short("ab"), "ab");
     }
 
     #[test]

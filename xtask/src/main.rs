@@ -61,6 +61,12 @@ pub fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
 }
 
 fn main() -> ExitCode {
+    // A closed stdout (`cargo xtask build-all --verbose | head -1`) ends the command quietly,
+    // as it does other command-line tools, instead of panicking in whichever thread prints.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run() {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
