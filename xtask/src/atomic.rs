@@ -65,7 +65,8 @@ fn write_as(path: &Utf8Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> R
             // Only root may give a file away; others keep their own ownership.
             let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
         }
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).with_context(|| format!("cannot set the mode of {tmp}"))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {tmp}"))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {path}"))
     })();
     if result.is_err() {

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use camino::Utf8PathBuf;
 
 use crate::digest;
-use crate::docker::{self, BuildEnd, BuildRequest, Docker};
+use crate::docker::{BuildEnd, BuildRequest, Docker};
 use crate::plan::{Action, Plan};
 use crate::reference;
 use crate::status::Snapshot;
@@ -111,19 +111,23 @@ fn build_one(
     // A parent image that vanished (removed by someone else during the run) would make the
     // engine try to pull it from Docker Hub: fail here instead, saying so.
     let parents: Vec<String> = r.analysis.parents.iter().map(|p| reference::image_name(p, &snap.tag, None)).collect();
-    match docker.inspect(&parents) {
+    let own = reference::image_name(name, &snap.tag, None);
+    // The image the name held before, asked in the same engine call: a build that reports a
+    // failure after it made the image (a full disk for --iidfile) is known by the change.
+    let before = match docker.inspect(&[parents.clone(), vec![own.clone()]].concat()) {
         Ok(found) => {
             if let Some(gone) = parents.iter().find(|p| !found.contains_key(*p)) {
                 outcome.reason =
                     format!("parent image {gone} is not present locally (removed during the run?): run again");
                 return outcome;
             }
+            found.get(&own).and_then(|i| i.id.clone())
         }
         Err(e) => {
             outcome.reason = format!("{e:#}");
             return outcome;
         }
-    }
+    };
     let labels = digest::labels(name, d);
     let tags = tags(snap, name);
     let iidfile = dir.join("iid").join(format!("{name}-{}", std::process::id()));
@@ -156,23 +160,40 @@ fn build_one(
             outcome.result = Ended::NotStarted;
             outcome.reason = "interrupted".into();
         }
+        Ok(BuildEnd::Failed) if made_anyway(docker, &own, before.as_deref(), &total) => {
+            let last = tail(&text, 1);
+            println!("{name}: docker build reported a failure after it made the image ({last}); the image is there");
+            built(&mut outcome);
+        }
         Ok(BuildEnd::Failed) => {
             outcome.reason = "docker build failed".into();
             outcome.tail = tail(&text, 8);
         }
-        Ok(BuildEnd::Built) => match docker::read_iid(&iidfile) {
-            Ok(_) => {
-                // The record lets later checks name the files and args that changed.
-                if let Err(e) = digest::save_record(&snap.root, &total, &snap.records[name]) {
-                    eprintln!("warning: {e:#}");
-                }
-                outcome.result = Ended::Built;
-            }
-            Err(e) => outcome.reason = format!("{e:#}"),
-        },
+        // Success is docker's exit code; the ID file only confirms it, and may be empty on a
+        // full disk.
+        Ok(BuildEnd::Built) => built(&mut outcome),
     }
     let _ = std::fs::remove_file(&iidfile);
+    if outcome.result == Ended::Built {
+        // The record lets later checks name the files and args that changed.
+        if let Err(e) = digest::save_record(&snap.root, &total, &snap.records[name]) {
+            eprintln!("warning: {e:#}");
+        }
+    }
     outcome
+}
+
+fn built(outcome: &mut Outcome) {
+    outcome.result = Ended::Built;
+    outcome.reason.clear();
+}
+
+/// Whether `name` now names a new image that carries the expected input digest.
+fn made_anyway(docker: &Docker, name: &str, before: Option<&str>, total: &str) -> bool {
+    let Ok(found) = docker.inspect(&[name.to_string()]) else { return false };
+    found.get(name).is_some_and(|i| {
+        i.id.as_deref() != before && digest::from_labels(&i.labels).and_then(|d| d.total).as_deref() == Some(total)
+    })
 }
 
 /// Tags an image that already carries the expected input digest instead of building.
@@ -321,7 +342,9 @@ pub fn execute(
                     Action::Reuse { image } => {
                         say(&format!("reusing {} ({})", step.service, step.reason));
                         let image = image.clone();
-                        s.spawn(move || tx.send(guarded(&step.service, || reuse_one(docker, snap, &step.service, &image))));
+                        s.spawn(move || {
+                            tx.send(guarded(&step.service, || reuse_one(docker, snap, &step.service, &image)))
+                        });
                     }
                     Action::Pull { image } => {
                         say(&format!("pulling {} ({})", step.service, step.reason));

@@ -121,9 +121,10 @@ impl Docker {
         Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new(), api }
     }
 
-    /// Finds the engine and checks that it answers.
+    /// Finds the engine (starting the private one where none answers, see
+    /// `engine::docker`) and checks that it answers.
     pub fn connect(root: &Utf8Path) -> Result<Docker> {
-        let d = Docker::new(root);
+        let d = crate::engine::docker(root)?;
         d.platform()?;
         Ok(d)
     }
@@ -585,12 +586,6 @@ pub struct BuildRequest<'a> {
     pub tags: &'a [String],
     pub no_cache: bool,
     pub iidfile: &'a Utf8Path,
-}
-
-/// Reads the image ID that `--iidfile` wrote.
-pub fn read_iid(path: &Utf8Path) -> Result<String> {
-    let id = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
-    Ok(id.trim().to_string())
 }
 
 #[cfg(test)]

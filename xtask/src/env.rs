@@ -213,7 +213,10 @@ mod tests {
     #[test]
     fn a_bare_cr_ends_a_line_and_duplicates_are_named() {
         assert_eq!(kv("A=cr\rB=x\r"), vec![("A".into(), "cr".into()), ("B".into(), "x".into())]);
-        assert_eq!(kv("A=1\r\n\r\nB=2\rC=3\n"), vec![("A".into(), "1".into()), ("B".into(), "2".into()), ("C".into(), "3".into())]);
+        assert_eq!(
+            kv("A=1\r\n\r\nB=2\rC=3\n"),
+            vec![("A".into(), "1".into()), ("B".into(), "2".into()), ("C".into(), "3".into())]
+        );
         assert_eq!(parse("A=1\rB=x").unwrap()[1].line, 2);
         assert_eq!(duplicates("A=1\nB=2\n# c\nA=3\n"), vec!["A on lines 1 and 4 (the value of line 4 counts)"]);
         assert!(duplicates("A=1\nB=2\n").is_empty());

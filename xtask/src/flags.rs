@@ -476,7 +476,9 @@ impl std::str::FromStr for BenchPart {
         // Several parts, comma-separated, run in one go: their figures come from one run.
         for part in s.split(',') {
             if !["status", "scale", "digest", "noop", "remote", "parallel", "export"].contains(&part) {
-                return Err(format!("unknown part {part:?}: use status, scale, digest, noop, remote, parallel or export"));
+                return Err(format!(
+                    "unknown part {part:?}: use status, scale, digest, noop, remote, parallel or export"
+                ));
             }
         }
         Ok(BenchPart(s.to_string()))

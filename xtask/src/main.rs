@@ -2,9 +2,9 @@
 //! MISSING, INVALID or STALE by the content of its inputs, builds only what needs it, and says
 //! why. See ARCHITECTURE.md for the map of the modules.
 
+mod api;
 mod atomic;
 mod bench;
-mod api;
 mod build;
 mod check;
 mod clean;

@@ -43,7 +43,14 @@ fn on_stop_signals() {
 /// of the run and released by the system however the process ends (even SIGKILL). The file
 /// holds the holder's PID, for the message only; it is never deleted, so no two runs can
 /// ever lock two different files.
-pub struct Lock(#[allow(dead_code)] std::fs::File);
+pub struct Lock(std::fs::File);
+
+/// The PID goes with the run; the file stays (deleting it could let two runs lock two files).
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.0.set_len(0);
+    }
+}
 
 impl Lock {
     pub fn acquire(root: &Utf8Path) -> Result<Lock> {
@@ -67,7 +74,10 @@ impl Lock {
                     "" => "another build".to_string(),
                     pid => format!("another build (pid {pid})"),
                 };
-                let stop = holder.trim().parse::<u32>().map_or(String::new(), |p| format!(", or stop it with `kill -INT {p}`"));
+                let stop = holder
+                    .trim()
+                    .parse::<u32>()
+                    .map_or(String::new(), |p| format!(", or stop it with `kill -INT {p}`"));
                 bail!("{who} is running on {root}: wait for it to finish{stop}");
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {path}")),
@@ -169,7 +179,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         build::check_service(&project, s)?;
     }
     let tag = crate::flags::tag(root, o.tag.as_deref())?;
-    let docker = Docker::new(root);
+    let docker = crate::engine::docker(root)?;
     let _lock = if o.dry_run { None } else { Some(Lock::acquire(root)?) };
     if !o.dry_run {
         on_stop_signals();
