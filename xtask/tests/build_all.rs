@@ -162,7 +162,7 @@ fn history_and_clean_all() {
     assert!(o.stdout.contains("5 images of this project") && o.stdout.contains("nothing removed"), "{o:?}");
     ws.expect(&[("solo", "OK")]);
     let o = ws.ok(&["clean-all", &ws.tag, "--force"]);
-    assert!(o.stdout.contains("removed 5 images"), "{o:?}");
+    assert!(o.stdout.contains("removed 5 of 5 images"), "{o:?}");
     ws.expect(&[("solo", "MISSING"), ("base", "MISSING")]);
     let other = std::process::Command::new("docker")
         .args(["image", "inspect", &format!("ai-infra-solo:{keep}"), &format!("not-ours-{}:x", ws.tag)])
