@@ -1,21 +1,114 @@
 //! The one write path for files the tool generates: write a temporary file beside the target,
 //! then rename it over the target, so a reader never sees half a file and a crash loses nothing.
+//! The new file keeps the mode (and, where it can, the owner) of the file it replaces, and a
+//! target that is a symbolic link is updated where the link points.
+
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
 use anyhow::{Context, Result};
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 
-/// Replaces `path` with `bytes` atomically, creating parent folders as needed.
+/// Replaces `path` with `bytes` atomically, creating parent folders as needed; a new file gets
+/// mode 0644 (less the umask), a replaced one keeps its mode and owner.
 pub fn write(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    write_as(path, bytes, None)
+}
+
+/// Like `write`, but the file gets the mode and owner of `like` when it exists (`.env.bak`
+/// holds what `.env` held, so it is as private as `.env`).
+pub fn write_like(path: &Utf8Path, bytes: &[u8], like: &Utf8Path) -> Result<()> {
+    write_as(path, bytes, std::fs::metadata(like).ok())
+}
+
+/// A symbolic link is followed to the file it names, so that the link stays a link.
+fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path).with_context(|| format!("cannot read the link {path}"))?;
+                let target = Utf8PathBuf::from_path_buf(target)
+                    .map_err(|t| anyhow::anyhow!("the link {path} points to a path that is not UTF-8: {t:?}"))?;
+                path = match path.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    anyhow::bail!("{path}: too many levels of symbolic links")
+}
+
+fn write_as(path: &Utf8Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> Result<()> {
+    use std::io::Write;
+    let path = &resolve(path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
     }
+    let like = like.or_else(|| std::fs::metadata(path).ok());
+    let mode = like.as_ref().map_or(0o644, |m| m.permissions().mode() & 0o7777);
     let name = path.file_name().unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    let result = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("cannot write {tmp}"))
-        .and_then(|()| std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {path}")));
+    let result = (|| -> Result<()> {
+        // Created with the final mode (never readable by others for a moment), then set
+        // exactly, as the umask may have taken bits away.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode & 0o777)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {tmp}"))?;
+        f.write_all(bytes).with_context(|| format!("cannot write {tmp}"))?;
+        if let Some(m) = &like {
+            // Only root may give a file away; others keep their own ownership.
+            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {tmp}"))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {path}"))
+    })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &Utf8Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_a_link_stays_a_link() {
+        let dir = crate::testutil::TempDir::new("atomic");
+        let env = dir.path().join(".env");
+        std::fs::write(&env, "A=1\n").unwrap();
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write(&env, b"A=2\n").unwrap();
+        assert_eq!((mode(&env), std::fs::read_to_string(&env).unwrap().as_str()), (0o600, "A=2\n"));
+        let bak = dir.path().join(".env.bak");
+        write_like(&bak, b"A=1\n", &env).unwrap();
+        assert_eq!(mode(&bak), 0o600);
+        // A new file, nothing to be like: the usual mode.
+        let new = dir.path().join("sub/new");
+        write(&new, b"x").unwrap();
+        assert_eq!(mode(&new) & 0o600, 0o600);
+
+        let real = dir.path().join("secrets/env");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "A=1\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.path().join("linked.env");
+        std::os::unix::fs::symlink("secrets/env", &link).unwrap();
+        write(&link, b"A=3\n").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "still a link");
+        assert_eq!((mode(&real), std::fs::read_to_string(&real).unwrap().as_str()), (0o640, "A=3\n"));
+    }
 }

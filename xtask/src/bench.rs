@@ -191,7 +191,15 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
             }
             Ok(())
         })?;
-        xtask.run(&["clean-all", "--force"])?;
+        // Exactly the names this part made: each service's TAG, here and in the registry, and
+        // the content tag the push added. Never `clean-all`, which would take every tag.
+        let mut made = own_images(dir, &tag)?;
+        made.extend(names.iter().cloned());
+        made.extend(snap.statuses.iter().map(|s| {
+            let content = crate::registry::content_tag(snap.digests[&s.name].total.as_deref().unwrap_or_default());
+            crate::reference::image_name(&s.name, &content, Some(&reg))
+        }));
+        remove_own(docker, &made);
         println!("\ncheck-status --remote, {n} services on a loopback registry (median of runs):");
         println!(
             "  cargo xtask check-status --remote  {ours:>8.3} s   (whole command: local status and {} lookups)",
@@ -325,7 +333,7 @@ fn noop_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf) -> Result<(
     xtask.run(&["build-all", &tag, "--force"])?;
     let forced = t.elapsed().as_secs_f64();
     let services = crate::project::Project::load(dir)?.services.len();
-    xtask.run(&["clean-all", &tag, "--force"])?;
+    remove_own(docker, &own_images(dir, &tag)?);
     println!("\nbuild-all on the project's {services} services:");
     println!("  no-op build-all (all OK)       {noop:>8.3} s   (median of 3)");
     println!("  build-all --force (no cache)   {forced:>8.3} s");
@@ -397,7 +405,7 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
     let t = Instant::now();
     xtask.run(&["build-all", &tag, "--force", "--jobs", "4"])?;
     let parallel = t.elapsed().as_secs_f64();
-    xtask.run(&["clean-all", &tag, "--force"])?;
+    remove_own(docker, &own_images(dir, &tag)?);
     let ideal = critical.max(work / 4.0);
     let slept: f64 = (0..n).map(|i| if i == 0 { 1.0 } else { sleeps[i % sleeps.len()] }).sum();
     println!("\nparallel build, {n} services with RUN sleep of 1 to 4 s (base, a chain of 3, the rest on base):");
@@ -458,7 +466,7 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usi
         Ok(())
     })?;
     let old_cpu = (children_cpu() - c) / 3.0;
-    let _ = docker.remove(&names);
+    remove_own(docker, &names);
     println!(
         "check-status, {n} services x {files} files, all images present and unchanged, hash cache warm (medians):"
     );
@@ -536,7 +544,7 @@ fn scale_figures(docker: &Docker, dir: &Utf8PathBuf) -> Result<()> {
         t[5].push(median(1, || noop("cli"))?);
     }
     let [api, walk, request, noop_api, cli, noop_cli] = t.map(middle);
-    xtask.run(&["clean-all", &tag, "--force"])?;
+    remove_own(docker, &own_images(dir, &tag)?);
     let floor = walk + request;
     println!("\nat scale, {n} services x {files} files, all OK, hash cache warm (medians of interleaved runs):");
     println!("  check-status, engine API       {api:>8.3} s");
@@ -620,6 +628,24 @@ fn digest_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize, si
         cold_command / warm_command
     );
     Ok(())
+}
+
+/// The local names a bench part made on a generated workspace: each service's image under
+/// the part's own tag (unique to this run).
+fn own_images(dir: &Utf8Path, tag: &str) -> Result<Vec<String>> {
+    Ok(project::Project::load(dir)?.names().iter().map(|s| crate::reference::image_name(s, tag, None)).collect())
+}
+
+/// Removes the images a bench part made, by exact name; a failure is reported, not fatal.
+fn remove_own(docker: &Docker, names: &[String]) {
+    match docker.remove(names) {
+        Ok(left) => {
+            for (name, why) in left {
+                eprintln!("warning: could not remove {name}: {why}");
+            }
+        }
+        Err(e) => eprintln!("warning: could not remove the bench's images: {e:#}"),
+    }
 }
 
 /// The median of timings.

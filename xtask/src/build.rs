@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use camino::Utf8PathBuf;
 
 use crate::digest;
-use crate::docker::{self, BuildEnd, BuildRequest, Docker};
+use crate::docker::{BuildEnd, BuildRequest, Docker};
 use crate::plan::{Action, Plan};
 use crate::reference;
 use crate::status::Snapshot;
@@ -111,19 +111,23 @@ fn build_one(
     // A parent image that vanished (removed by someone else during the run) would make the
     // engine try to pull it from Docker Hub: fail here instead, saying so.
     let parents: Vec<String> = r.analysis.parents.iter().map(|p| reference::image_name(p, &snap.tag, None)).collect();
-    match docker.inspect(&parents) {
+    let own = reference::image_name(name, &snap.tag, None);
+    // The image the name held before, asked in the same engine call: a build that reports a
+    // failure after it made the image (a full disk for --iidfile) is known by the change.
+    let before = match docker.inspect(&[parents.clone(), vec![own.clone()]].concat()) {
         Ok(found) => {
             if let Some(gone) = parents.iter().find(|p| !found.contains_key(*p)) {
                 outcome.reason =
                     format!("parent image {gone} is not present locally (removed during the run?): run again");
                 return outcome;
             }
+            found.get(&own).and_then(|i| i.id.clone())
         }
         Err(e) => {
             outcome.reason = format!("{e:#}");
             return outcome;
         }
-    }
+    };
     let labels = digest::labels(name, d);
     let tags = tags(snap, name);
     let iidfile = dir.join("iid").join(format!("{name}-{}", std::process::id()));
@@ -156,23 +160,40 @@ fn build_one(
             outcome.result = Ended::NotStarted;
             outcome.reason = "interrupted".into();
         }
+        Ok(BuildEnd::Failed) if made_anyway(docker, &own, before.as_deref(), &total) => {
+            let last = tail(&text, 1);
+            println!("{name}: docker build reported a failure after it made the image ({last}); the image is there");
+            built(&mut outcome);
+        }
         Ok(BuildEnd::Failed) => {
             outcome.reason = "docker build failed".into();
             outcome.tail = tail(&text, 8);
         }
-        Ok(BuildEnd::Built) => match docker::read_iid(&iidfile) {
-            Ok(_) => {
-                // The record lets later checks name the files and args that changed.
-                if let Err(e) = digest::save_record(&snap.root, &total, &snap.records[name]) {
-                    eprintln!("warning: {e:#}");
-                }
-                outcome.result = Ended::Built;
-            }
-            Err(e) => outcome.reason = format!("{e:#}"),
-        },
+        // Success is docker's exit code; the ID file only confirms it, and may be empty on a
+        // full disk.
+        Ok(BuildEnd::Built) => built(&mut outcome),
     }
     let _ = std::fs::remove_file(&iidfile);
+    if outcome.result == Ended::Built {
+        // The record lets later checks name the files and args that changed.
+        if let Err(e) = digest::save_record(&snap.root, &total, &snap.records[name]) {
+            eprintln!("warning: {e:#}");
+        }
+    }
     outcome
+}
+
+fn built(outcome: &mut Outcome) {
+    outcome.result = Ended::Built;
+    outcome.reason.clear();
+}
+
+/// Whether `name` now names a new image that carries the expected input digest.
+fn made_anyway(docker: &Docker, name: &str, before: Option<&str>, total: &str) -> bool {
+    let Ok(found) = docker.inspect(&[name.to_string()]) else { return false };
+    found.get(name).is_some_and(|i| {
+        i.id.as_deref() != before && digest::from_labels(&i.labels).and_then(|d| d.total).as_deref() == Some(total)
+    })
 }
 
 /// Tags an image that already carries the expected input digest instead of building.
@@ -245,6 +266,19 @@ pub fn secret_args_warning(snap: &Snapshot, plan: &Plan) -> Option<String> {
     ))
 }
 
+/// Runs one service's work in a worker; a panic becomes that service's FAILED outcome, so
+/// the scheduler always hears back and never waits for ever.
+fn guarded(service: &str, work: impl FnOnce() -> Outcome) -> Outcome {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Outcome::new(service, Ended::Failed, format!("internal error in the tool ({what}); please report it"))
+    })
+}
+
 /// Runs the plan: a service starts as soon as its planned parents succeeded, up to `jobs` at
 /// a time. Prints a line as each starts and ends.
 pub fn execute(
@@ -308,17 +342,25 @@ pub fn execute(
                     Action::Reuse { image } => {
                         say(&format!("reusing {} ({})", step.service, step.reason));
                         let image = image.clone();
-                        s.spawn(move || tx.send(reuse_one(docker, snap, &step.service, &image)));
+                        s.spawn(move || {
+                            tx.send(guarded(&step.service, || reuse_one(docker, snap, &step.service, &image)))
+                        });
                     }
                     Action::Pull { image } => {
                         say(&format!("pulling {} ({})", step.service, step.reason));
                         let image = image.clone();
-                        s.spawn(move || tx.send(pull_one(docker, snap, &step.service, &image, verbose, cancel)));
+                        s.spawn(move || {
+                            let pull = || pull_one(docker, snap, &step.service, &image, verbose, cancel);
+                            tx.send(guarded(&step.service, pull))
+                        });
                     }
                     Action::Build { no_cache } => {
                         say(&format!("building {} ({})", step.service, step.reason));
                         let no_cache = *no_cache;
-                        s.spawn(move || tx.send(build_one(docker, snap, &step.service, no_cache, verbose, cancel)));
+                        s.spawn(move || {
+                            let build = || build_one(docker, snap, &step.service, no_cache, verbose, cancel);
+                            tx.send(guarded(&step.service, build))
+                        });
                     }
                     Action::Skip => unreachable!("work has no skips"),
                 }
@@ -377,6 +419,17 @@ mod tests {
         assert!(engine_race("Step 3/4 : COPY rootfs/ /\nunable to find image \"sha256:98847\"\n"));
         assert!(!engine_race("Step 3/4 : COPY rootfs/ /\nCOPY failed: file not found\n"));
         assert!(!engine_race("unable to find image \"sha256:1\"\nStep 4/4 : RUN false\nreturned a non-zero code: 1\n"));
+    }
+
+    #[test]
+    fn a_panicking_worker_is_a_failed_service() {
+        let o = guarded("web", || panic!("boom"));
+        assert_eq!((o.service.as_str(), &o.result), ("web", &Ended::Failed));
+        assert!(o.reason.contains("internal error in the tool (boom)"), "{}", o.reason);
+        assert_eq!(guarded("web", || Outcome::new("web", Ended::Built, "")).result, Ended::Built);
+        // The label of a pulled image may hold anything; cutting it never panics.
+        assert_eq!(digest::short("sha256:ééééééééééééé"), "éééééééééééé");
+        assert_eq!(digest::short("ab"), "ab");
     }
 
     #[test]

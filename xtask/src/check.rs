@@ -5,10 +5,10 @@
 use anyhow::Result;
 use camino::Utf8Path;
 
-use crate::{deps, docker, flags, push, report, status};
+use crate::{deps, flags, push, report, status};
 
 pub fn run(root: &Utf8Path, f: flags::CheckStatus) -> Result<i32> {
-    let docker = docker::Docker::new(root);
+    let docker = crate::engine::docker(root)?;
     let tag = flags::tag(root, f.tag.as_deref())?;
     let snap = status::snapshot(&docker, root, &tag, f.registry.as_deref())?;
     let remote = match f.registry.as_deref().filter(|_| f.remote) {

@@ -40,11 +40,10 @@ pub fn run(root: &Utf8Path, tag: Option<&str>, force: bool) -> Result<i32> {
         );
         return Ok(0);
     }
-    let problems = docker.remove(&mine)?;
-    let failed: Vec<&String> = problems.iter().filter(|l| l.to_lowercase().contains("error")).collect();
-    println!("removed {} images of this project ({which})", mine.len() - failed.len());
-    for f in &failed {
-        println!("  {f}");
+    let failed = docker.remove(&mine)?;
+    println!("removed {} of {} images of this project ({which})", mine.len() - failed.len(), mine.len());
+    for (name, why) in &failed {
+        println!("  not removed {name}: {why}");
     }
     Ok(if failed.is_empty() { 0 } else { 1 })
 }

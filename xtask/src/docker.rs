@@ -172,9 +172,10 @@ impl Docker {
         Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new(), api, builds: std::sync::OnceLock::new() }
     }
 
-    /// Finds the engine and checks that it answers.
+    /// Finds the engine (starting the private one where none answers, see
+    /// `engine::docker`) and checks that it answers.
     pub fn connect(root: &Utf8Path) -> Result<Docker> {
-        let d = Docker::new(root);
+        let d = crate::engine::docker(root)?;
         d.platform()?;
         Ok(d)
     }
@@ -359,6 +360,8 @@ impl Docker {
             args.push("--network".into());
             args.push("host".into());
         }
+        // The legacy builder keeps the containers of failed steps unless told otherwise.
+        args.push("--force-rm".into());
         args.push("--iidfile".into());
         args.push(req.iidfile.to_string());
         args.push(req.context.to_string());
@@ -427,21 +430,9 @@ impl Docker {
         reference: &str,
         timeout: std::time::Duration,
     ) -> Result<Option<std::process::Output>> {
-        // A bounded wait needs a child process to end, which xshell 0.2 cannot give.
         let mut command = self.command();
-        command.args(["manifest", "inspect", "-v", reference]).stdin(std::process::Stdio::null());
-        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let mut child = command.spawn().context("cannot run docker manifest inspect")?;
-        let started = std::time::Instant::now();
-        while child.try_wait()?.is_none() {
-            if started.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(None);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Ok(Some(child.wait_with_output()?))
+        command.args(["manifest", "inspect", "-v", reference]);
+        run_bounded(command, timeout).context("cannot run docker manifest inspect")
     }
 
     /// `docker save IMAGE` as a running process whose stdout is the tar: the caller streams it
@@ -458,13 +449,21 @@ impl Docker {
         self.checked(&format!("docker load -i {file}"), &["load", "--quiet", "-i", file.as_str()]).map(drop)
     }
 
-    /// Pushes an image name to its registry.
+    /// Pushes an image name to its registry. A push that prints nothing for
+    /// `AI_INFRA_PUSH_TIMEOUT` seconds (default 120) is ended: the registry stopped answering.
     pub fn push(&self, image: &str) -> Result<()> {
-        let sh = self.sh()?;
-        let out = cmd!(sh, "docker push --quiet {image}").quiet().ignore_status().output()?;
+        let idle = push_timeout()?;
+        let mut command = self.command();
+        command.args(["push", image]);
+        let registry = image.split('/').next().unwrap_or(image);
+        let Some(out) = run_bounded(command, idle).context("cannot run docker push")? else {
+            bail!(
+                "docker push {image}: the registry stopped answering (no progress for {} s; AI_INFRA_PUSH_TIMEOUT sets the bound); the local image is kept",
+                idle.as_secs()
+            );
+        };
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let registry = image.split('/').next().unwrap_or(image);
             if stderr.contains("unauthorized")
                 || stderr.contains("authentication required")
                 || stderr.contains("denied")
@@ -528,16 +527,90 @@ impl Docker {
         self.checked(&format!("docker tag {source} {target}"), &["tag", source, target]).map(drop)
     }
 
-    /// Removes images by name or ID; returns the names it could not remove with the reason.
-    pub fn remove(&self, names: &[String]) -> Result<Vec<String>> {
+    /// Removes images by name, in one engine call; returns each name that is still there
+    /// afterwards, with the engine's reason.
+    pub fn remove(&self, names: &[String]) -> Result<Vec<(String, String)>> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
         let sh = self.sh()?;
         let out = cmd!(sh, "docker image rm {names...}").quiet().ignore_status().output()?;
+        if out.status.success() {
+            return Ok(Vec::new());
+        }
+        // The outcome of each removal is what the engine holds now, not a guess from the words
+        // of its messages.
         let stderr = String::from_utf8_lossy(&out.stderr);
-        Ok(stderr.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+        let left = self.inspect(names)?;
+        Ok(names
+            .iter()
+            .filter(|n| left.contains_key(*n))
+            .map(|n| {
+                let why = stderr.lines().find(|l| l.contains(n.as_str())).or_else(|| stderr.lines().next_back());
+                (n.clone(), why.unwrap_or("not removed").trim().to_string())
+            })
+            .collect())
     }
+}
+
+/// The bound on a push's silence: `AI_INFRA_PUSH_TIMEOUT` seconds, default 120.
+pub fn push_timeout() -> Result<std::time::Duration> {
+    match std::env::var("AI_INFRA_PUSH_TIMEOUT") {
+        Err(_) => Ok(std::time::Duration::from_secs(120)),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n)),
+            _ => bail!("AI_INFRA_PUSH_TIMEOUT={v:?} is not a whole number of seconds (at least 1): fix or unset it"),
+        },
+    }
+}
+
+/// Runs a command to its end, reading its output while it runs, so that a large answer never
+/// fills the pipe and stalls it; ends it and returns None when it prints nothing for `idle`.
+pub fn run_bounded(
+    mut command: std::process::Command,
+    idle: std::time::Duration,
+) -> Result<Option<std::process::Output>> {
+    use std::io::Read;
+    use std::time::Instant;
+    // A bounded wait needs a child process to end, which xshell 0.2 cannot give.
+    command.stdin(std::process::Stdio::null());
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn()?;
+    let out: Option<Box<dyn Read + Send>> = child.stdout.take().map(|o| Box::new(o) as _);
+    let err: Option<Box<dyn Read + Send>> = child.stderr.take().map(|e| Box::new(e) as _);
+    let last = std::sync::Mutex::new(Instant::now());
+    std::thread::scope(|s| {
+        let read = |stream: Option<Box<dyn Read + Send>>| {
+            let last = &last;
+            s.spawn(move || {
+                let mut all = Vec::new();
+                let Some(mut stream) = stream else { return all };
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    *last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                }
+                all
+            })
+        };
+        let (stdout, stderr) = (read(out), read(err));
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if last.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > idle {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+        Ok(status.map(|status| std::process::Output { status, stdout, stderr }))
+    })
 }
 
 /// Reads `docker image inspect` output: a JSON array of the images found, one stderr line per
@@ -604,12 +677,6 @@ pub struct BuildRequest<'a> {
     pub iidfile: &'a Utf8Path,
 }
 
-/// Reads the image ID that `--iidfile` wrote.
-pub fn read_iid(path: &Utf8Path) -> Result<String> {
-    let id = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
-    Ok(id.trim().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,6 +727,26 @@ mod tests {
         assert!(e.contains("no buildx plugin") && e.contains("AI_INFRA_BUILDER=legacy"), "{e}");
         assert!(c(None, Some("1"), "28.2.2", false).is_err());
         assert!(c(Some("kaniko"), None, "28.2.2", true).unwrap_err().to_string().contains("not a builder"));
+    }
+
+    #[test]
+    fn bounded_runs_read_large_answers_and_end_silent_ones() {
+        // 1 MiB is far beyond a pipe's buffer: read only after the exit, it would never end.
+        let mut big = std::process::Command::new("sh");
+        big.args(["-c", "head -c 1048576 /dev/zero; echo done >&2"]);
+        let out = run_bounded(big, std::time::Duration::from_secs(5)).unwrap().expect("it ends");
+        assert!(out.status.success());
+        assert_eq!((out.stdout.len(), out.stderr.as_slice()), (1_048_576, &b"done\n"[..]));
+        let mut silent = std::process::Command::new("sleep");
+        silent.arg("30");
+        let t = std::time::Instant::now();
+        assert!(run_bounded(silent, std::time::Duration::from_millis(300)).unwrap().is_none());
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // Output keeps it going: the bound is on silence, not on the whole run.
+        let mut talking = std::process::Command::new("sh");
+        talking.args(["-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done"]);
+        let out = run_bounded(talking, std::time::Duration::from_millis(600)).unwrap().expect("it talks");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n2\n3\n4\n5\n");
     }
 
     #[test]

@@ -77,17 +77,55 @@ pub fn alive(pid: u32, program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The engine address for this root: DOCKER_HOST when set; else the default socket when it
-/// exists; else the engine `engine up` started for this root, while it runs.
+/// Whether something accepts connections on a unix socket (a socket file left by an engine
+/// that is gone does not).
+fn socket_answers(path: &Utf8Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// Whether the user chose an engine: DOCKER_HOST, a docker context (DOCKER_CONTEXT, or a
+/// current context in the CLI's config), or AI_INFRA_ENGINE.
+fn configured() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    if set("DOCKER_HOST") || set("DOCKER_CONTEXT") || set("AI_INFRA_ENGINE") {
+        return true;
+    }
+    let current = crate::api::current_context();
+    current.is_some_and(|c| !c.is_empty() && c != "default")
+}
+
+/// The engine address for this root: DOCKER_HOST when set; else the CLI's own choice when a
+/// context is chosen or an engine listens on the default socket; else the engine `engine up`
+/// started for this root, while it runs.
 pub fn docker_host(root: &Utf8Path) -> Option<String> {
     if let Some(h) = docker_host_env() {
         return Some(h);
     }
-    if Utf8Path::new(DEFAULT_SOCKET).exists() {
+    if configured() || socket_answers(Utf8Path::new(DEFAULT_SOCKET)) {
         return None;
     }
     let s = read_state(&state_dir(root).join("state.json"))?;
     alive(s.pid, "dockerd").then_some(s.host)
+}
+
+/// The engine for a command that needs one. Where none answers and none is chosen, and this
+/// tool can start one (as root, with dockerd or apt-get), it starts the private engine as
+/// `engine up` does and says so in one line; elsewhere the first engine call says what to do.
+pub fn docker(root: &Utf8Path) -> Result<crate::docker::Docker> {
+    let host = docker_host(root);
+    let only_podman = on_path("podman") && !on_path("docker");
+    let can_start = is_root() && (on_path("dockerd") || on_path("apt-get")) && !only_podman;
+    if host.is_none() && can_start && !configured() && !socket_answers(Utf8Path::new(DEFAULT_SOCKET)) {
+        let (host, started) = up(root, true).context("no Docker engine answers, and starting one failed")?;
+        if started {
+            eprintln!(
+                "no Docker engine answered: started a private one for this root at {} (state in {}); stop it with `cargo xtask engine down`",
+                host.as_deref().unwrap_or(DEFAULT_SOCKET),
+                state_dir(root)
+            );
+        }
+    }
+    Ok(crate::docker::Docker::new(root))
 }
 
 /// The version of the engine that answers at `host` (None: the default socket), if one does.
@@ -211,10 +249,13 @@ pub fn up(root: &Utf8Path, quiet: bool) -> Result<(Option<String>, bool)> {
             return Ok((Some(host), true));
         }
         if ended(pid) {
+            let _ = std::fs::remove_file(dir.join("state.json"));
             bail!("dockerd exited while starting; the end of {log}:\n{}", log_tail(&log));
         }
         if Instant::now() > deadline {
-            bail!("dockerd (pid {pid}) did not answer within 60 s; see {log}");
+            // Not left running: it was started for this call.
+            let _ = down(root, true);
+            bail!("dockerd (pid {pid}) did not answer within 60 s, and was stopped; see {log}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -327,10 +368,25 @@ impl Registry {
         Ok(Registry { addr, pid, dir })
     }
 
-    pub fn stop(self) -> Result<()> {
-        stop(self.pid, "docker-registry")?;
+    pub fn stop(mut self) -> Result<()> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        if self.pid == 0 {
+            return Ok(());
+        }
+        let pid = std::mem::take(&mut self.pid);
+        stop(pid, "docker-registry")?;
         let _ = std::fs::remove_dir_all(&self.dir);
         Ok(())
+    }
+}
+
+/// A registry is stopped on every path, an error or a panic included.
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.end();
     }
 }
 
@@ -375,5 +431,28 @@ mod tests {
         std::fs::create_dir(&theirs).unwrap();
         std::os::unix::fs::chown(&theirs, Some(65534), None).expect("the suite runs as root");
         assert!(err(&theirs).contains("belongs to user 65534"), "{}", err(&theirs));
+    }
+
+    #[test]
+    fn a_stale_socket_does_not_answer() {
+        let dir = crate::testutil::TempDir::new("socket");
+        let path = dir.path().join("docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(socket_answers(&path));
+        drop(listener);
+        assert!(path.exists() && !socket_answers(&path), "the file is left, nothing listens");
+        assert!(!socket_answers(&dir.path().join("none.sock")));
+    }
+
+    #[test]
+    fn the_registry_starts_every_time_and_is_always_stopped() {
+        let dir = crate::testutil::TempDir::new("registry");
+        for _ in 0..20 {
+            let r = Registry::start(dir.path()).expect("the registry starts");
+            let (pid, data) = (r.pid, r.dir.clone());
+            assert!(crate::registry::head(&r.addr, "/v2/").is_ok_and(|a| a.status == 200));
+            drop(r);
+            assert!(ended(pid) && !data.exists(), "stopped and cleaned up when dropped");
+        }
     }
 }

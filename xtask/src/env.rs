@@ -16,13 +16,62 @@ pub struct Entry {
     pub raw: String,
 }
 
-/// Parses env-file text; a malformed line is an error naming its line number.
+/// The lines of env-file text: LF, CRLF and a bare CR (old Mac files) each end a line, so
+/// that no value swallows the next key.
+fn lines(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(['\n', '\r']) {
+        out.push(&rest[..i]);
+        let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[i + skip..];
+    }
+    out.push(rest);
+    out
+}
+
+/// The line end a file uses, for the lines appended to it.
+fn line_end(text: &str) -> &'static str {
+    if text.contains("\r\n") {
+        "\r\n"
+    } else if text.contains('\r') && !text.contains('\n') {
+        "\r"
+    } else {
+        "\n"
+    }
+}
+
+/// Keys defined more than once, each as "KEY on lines A and B" (the last one counts).
+pub fn duplicates(text: &str) -> Vec<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in parse_all(text).unwrap_or_default() {
+        if let Some(first) = seen.insert(e.key.clone(), e.line) {
+            out.push(format!("{} on lines {first} and {} (the value of line {} counts)", e.key, e.line, e.line));
+        }
+    }
+    out
+}
+
+/// Parses env-file text; a malformed line is an error naming its line number. A key defined
+/// twice keeps its last value.
 pub fn parse(text: &str) -> Result<Vec<Entry>> {
+    let mut out: Vec<Entry> = Vec::new();
+    for e in parse_all(text)? {
+        if let Some(prev) = out.iter().position(|x| x.key == e.key) {
+            out.remove(prev);
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Every `KEY=value` line, duplicates included.
+fn parse_all(text: &str) -> Result<Vec<Entry>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out: Vec<Entry> = Vec::new();
-    for (n, raw) in text.split('\n').enumerate() {
+    for (n, raw) in lines(text).into_iter().enumerate() {
         let line_no = n + 1;
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -39,9 +88,6 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
             bail!("line {line_no}: {key:?} is not a valid name (letters, digits and '_', not starting with a digit)");
         }
         let value = parse_value(rest.trim_start()).map_err(|e| anyhow::anyhow!("line {line_no}: {key}: {e}"))?;
-        if let Some(prev) = out.iter().position(|e| e.key == key) {
-            out.remove(prev);
-        }
         out.push(Entry { line: line_no, key: key.to_string(), value, raw: raw.to_string() });
     }
     Ok(out)
@@ -165,6 +211,18 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_cr_ends_a_line_and_duplicates_are_named() {
+        assert_eq!(kv("A=cr\rB=x\r"), vec![("A".into(), "cr".into()), ("B".into(), "x".into())]);
+        assert_eq!(
+            kv("A=1\r\n\r\nB=2\rC=3\n"),
+            vec![("A".into(), "1".into()), ("B".into(), "2".into()), ("C".into(), "3".into())]
+        );
+        assert_eq!(parse("A=1\rB=x").unwrap()[1].line, 2);
+        assert_eq!(duplicates("A=1\nB=2\n# c\nA=3\n"), vec!["A on lines 1 and 4 (the value of line 4 counts)"]);
+        assert!(duplicates("A=1\nB=2\n").is_empty());
+    }
+
+    #[test]
     fn malformed_lines_name_their_number() {
         let err = |t: &str| parse(t).unwrap_err().to_string();
         assert!(err("A=1\nnonsense\n").starts_with("line 2: expected KEY=value"));
@@ -223,9 +281,9 @@ pub fn plan_sync(example: &[Entry], env: Option<&str>, last: Option<&[Entry]>, e
         }
     }
     if !missing.is_empty() {
-        let eol = if env_text.contains("\r\n") { "\r\n" } else { "\n" };
+        let eol = line_end(env_text);
         let mut text = env_text.to_string();
-        if !text.is_empty() && !text.ends_with('\n') {
+        if !text.is_empty() && !text.ends_with(['\n', '\r']) {
             text.push_str(eol);
         }
         text.push_str(&format!("{eol}# Added by `cargo xtask sync-env` from .env.example{eol}"));
@@ -258,6 +316,11 @@ pub fn sync(root: &Utf8Path, check: bool, quiet: bool) -> Result<i32> {
     };
     let env_path = root.join(".env");
     let current = read(&env_path)?;
+    if let Some((text, _)) = &current {
+        for d in duplicates(text) {
+            eprintln!("warning: {env_path}: {d}; remove one of them");
+        }
+    }
     let last_path = crate::state_dir(root).join("env.example.last");
     let last = std::fs::read_to_string(&last_path).ok().and_then(|t| parse(&t).ok());
     let plan = plan_sync(&example, current.as_ref().map(|(t, _)| t.as_str()), last.as_deref(), &example_text)
@@ -288,7 +351,7 @@ pub fn sync(root: &Utf8Path, check: bool, quiet: bool) -> Result<i32> {
     }
     if let Some(text) = &plan.text {
         if let Some((old, _)) = &current {
-            crate::atomic::write(&root.join(".env.bak"), old.as_bytes())?;
+            crate::atomic::write_like(&root.join(".env.bak"), old.as_bytes(), &env_path)?;
         }
         crate::atomic::write(&env_path, text.as_bytes())?;
         if plan.created {
@@ -352,6 +415,16 @@ mod sync_tests {
         assert_eq!(s.defaults_moved, vec![("A".to_string(), "1".to_string(), "2".to_string())]);
         assert_eq!(shown("DB_PASSWORD", "x"), "(hidden)");
         assert_eq!(shown("PORT", "80"), "\"80\"");
+    }
+
+    #[test]
+    fn a_bare_cr_file_keeps_its_values_and_line_ends() {
+        let mine = "A=cr\rB=x\r";
+        let s = plan_sync(&entries("A=1\nB=2\nC=3\n"), Some(mine), None, "A=1\nB=2\nC=3\n").unwrap();
+        assert_eq!(s.added, vec!["C"]);
+        let text = s.text.unwrap();
+        assert_eq!(text, "A=cr\rB=x\r\r# Added by `cargo xtask sync-env` from .env.example\rC=3\r");
+        assert_eq!(kv(&text), vec![("A", "cr"), ("B", "x"), ("C", "3")]);
     }
 
     #[test]

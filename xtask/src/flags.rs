@@ -314,6 +314,14 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
     let sub = args.subcommand().map_err(|e| usage(format!("{e}")))?;
     let help = args.contains(["-h", "--help"]);
     let Some(sub) = sub else {
+        // A flag before the command (`xtask --verbose build-all`) would otherwise print the
+        // usage and exit 0, and a CI job would pass without building anything.
+        if let Some(first) = args.finish().first().filter(|_| !help) {
+            return Err(usage(format!(
+                "{} before the command: flags go after it, e.g. `cargo xtask build-all --verbose`; `cargo xtask --help` lists the commands",
+                first.to_string_lossy()
+            )));
+        }
         print!("{USAGE}");
         return Ok(None);
     };
@@ -468,7 +476,9 @@ impl std::str::FromStr for BenchPart {
         // Several parts, comma-separated, run in one go: their figures come from one run.
         for part in s.split(',') {
             if !["status", "scale", "digest", "noop", "remote", "parallel", "export"].contains(&part) {
-                return Err(format!("unknown part {part:?}: use status, scale, digest, noop, remote, parallel or export"));
+                return Err(format!(
+                    "unknown part {part:?}: use status, scale, digest, noop, remote, parallel or export"
+                ));
             }
         }
         Ok(BenchPart(s.to_string()))
@@ -582,5 +592,9 @@ mod tests {
         assert!(usage_error(&["push-deps"]).contains("needs a REGISTRY"));
         assert!(usage_error(&["push-deps", "http://r.io"]).contains("scheme"));
         assert!(usage_error(&["pull-deps", "x"]).contains("unexpected argument"));
+        assert!(usage_error(&["--verbose", "build-all"]).contains("--verbose before the command"));
+        assert!(usage_error(&["--exit-code", "check-status"]).contains("flags go after it"));
+        assert!(usage_error(&["build-all", "v1", "127.0.0.1:0"]).contains("port \"0\""));
+        assert!(p(&["--help"]).unwrap().is_none());
     }
 }

@@ -63,6 +63,8 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     // build test again with BuildKit: Debian's docker 20.10 CLI with DOCKER_BUILDKIT=1.
     command.env("DOCKER_BUILDKIT", "0").env("AI_INFRA_TEST_BUILDER", "legacy");
     eprintln!("test run 1 of 3: every test, legacy builder");
+    let docker = crate::docker::Docker::with_host(host);
+    let planted = plant_sentinel(&docker)?;
     let mut status = command.status();
     if args.is_empty() && status.as_ref().is_ok_and(|s| s.success()) {
         // The status tests once more through the docker CLI, which the tool uses where it
@@ -85,8 +87,16 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
         Err(e) => Err(e),
     };
     remove_test_images(host, &cleanup);
+    let kept = docker.inspect(&[SENTINEL.to_string()]).is_ok_and(|found| found.contains_key(SENTINEL));
+    if planted && kept {
+        let _ = docker.remove(&[SENTINEL.to_string()]);
+    }
     let stopped = registry.stop();
-    let code = status.map_err(|e| anyhow::anyhow!("cannot run cargo: {e}"))?.code().unwrap_or(1);
+    let mut code = status.map_err(|e| anyhow::anyhow!("cannot run cargo: {e}"))?.code().unwrap_or(1);
+    if !kept {
+        eprintln!("error: {SENTINEL}, an image the tests did not make, is gone: a test or the tool removed it");
+        code = code.max(1);
+    }
     stopped?;
     Ok(code)
 }
@@ -140,6 +150,26 @@ fn buildkit_run(
 /// The test binaries that build images: they run under both builders.
 const BUILD_TESTS: [&str; 6] = ["build_all", "config", "project_stack", "registry", "root_context", "status"];
 const BUILD_TESTS_FILTER: &str = "binary(build_all) | binary(config) | binary(project_stack) | binary(registry) | binary(root_context) | binary(status)";
+
+/// An image of the user's named like the project's images (a service `base` is in many test
+/// workspaces and in the benchmark's): the suite fails when it does not survive.
+const SENTINEL: &str = "ai-infra-base:keep";
+
+/// Makes the sentinel image unless it is there; true when this run made it.
+fn plant_sentinel(docker: &crate::docker::Docker) -> Result<bool> {
+    if docker.inspect(&[SENTINEL.to_string()])?.contains_key(SENTINEL) {
+        return Ok(false);
+    }
+    let sh = docker.sh()?;
+    let dockerfile = "FROM scratch\nLABEL ai-infra.test=sentinel\n";
+    cmd!(sh, "docker build --quiet -t {SENTINEL} -")
+        .stdin(dockerfile)
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .map_err(|e| anyhow::anyhow!("cannot make the sentinel image {SENTINEL}: {e}"))?;
+    Ok(true)
+}
 
 /// Removes the images the tests listed by tag: every ai-infra-* name with one of those tags,
 /// and the content-tag names of the same images. Nothing else, since the engine may be the

@@ -60,19 +60,44 @@ pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], sna
         text.push_str(&line.to_string());
         text.push('\n');
     }
-    let p = path(root);
-    std::fs::create_dir_all(crate::state_dir(root))?;
+    append_lines(&path(root), &text)
+}
+
+/// Appends whole lines to a JSON-lines file. A last line cut off (a crash, a full disk) is
+/// ended first, so that it never glues itself onto the next record.
+fn append_lines(p: &Utf8Path, text: &str) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(p)
+        .with_context(|| format!("cannot write {p}"))?;
+    let mut last = [0u8; 1];
+    let cut_off = f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n';
+    let text = if cut_off { format!("\n{text}") } else { text.to_string() };
     // Appending whole lines in one write keeps concurrent readers safe.
-    let mut f =
-        std::fs::OpenOptions::new().create(true).append(true).open(&p).with_context(|| format!("cannot write {p}"))?;
     f.write_all(text.as_bytes()).with_context(|| format!("cannot write {p}"))?;
     Ok(())
+}
+
+/// The records of a history file; lines that are not JSON or not UTF-8 (a cut-off or damaged
+/// record) are skipped.
+fn records(bytes: &[u8]) -> Vec<Value> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
 }
 
 /// `cargo xtask history [SERVICE]`.
 pub fn show(root: &Utf8Path, service: Option<&str>) -> Result<i32> {
     let p = path(root);
-    let text = match std::fs::read_to_string(&p) {
+    let bytes = match std::fs::read(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             println!("no builds recorded yet ({p} does not exist)");
@@ -80,11 +105,8 @@ pub fn show(root: &Utf8Path, service: Option<&str>) -> Result<i32> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {p}")),
     };
-    let entries: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| service.is_none_or(|s| v["service"] == s))
-        .collect();
+    let entries: Vec<Value> =
+        records(&bytes).into_iter().filter(|v| service.is_none_or(|s| v["service"] == s)).collect();
     let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
     let work: Vec<&Value> = entries.iter().filter(|v| v["action"] != "skip").collect();
     println!("recent builds{}:", service.map_or(String::new(), |s| format!(" of {s}")));
@@ -113,6 +135,25 @@ pub fn show(root: &Utf8Path, service: Option<&str>) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cut_off_or_damaged_line_never_spoils_the_next_record() {
+        let dir = crate::testutil::TempDir::new("history");
+        let p = dir.path().join("target/xtask/history.jsonl");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"{\"service\":\"a\"}\n{\"service\":\"b\xff\"}\n{\"service\":\"cut").unwrap();
+        super::append_lines(&p, "{\"service\":\"c\"}\n").unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(bytes.ends_with(b"\"cut\n{\"service\":\"c\"}\n"), "{:?}", String::from_utf8_lossy(&bytes));
+        let names: Vec<String> =
+            super::records(&bytes).iter().map(|v| v["service"].as_str().unwrap().to_string()).collect();
+        assert_eq!(names, ["a", "c"]);
+        // An empty file gets no leading blank line.
+        let q = dir.path().join("empty.jsonl");
+        std::fs::write(&q, "").unwrap();
+        super::append_lines(&q, "{}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&q).unwrap(), "{}\n");
+    }
+
     #[test]
     fn time_format() {
         let t = super::now_rfc3339();

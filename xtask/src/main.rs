@@ -2,9 +2,9 @@
 //! MISSING, INVALID or STALE by the content of its inputs, builds only what needs it, and says
 //! why. See ARCHITECTURE.md for the map of the modules.
 
+mod api;
 mod atomic;
 mod bench;
-mod api;
 mod build;
 mod check;
 mod clean;
@@ -62,6 +62,12 @@ pub fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
 }
 
 fn main() -> ExitCode {
+    // A closed stdout (`cargo xtask build-all --verbose | head -1`) ends the command quietly,
+    // as it does other command-line tools, instead of panicking in whichever thread prints.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run() {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {

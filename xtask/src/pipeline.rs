@@ -2,11 +2,11 @@
 //! each step with a heading; one run at a time per root; Ctrl-C stops cleanly.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
-use camino::{Utf8Path, Utf8PathBuf};
+use anyhow::{bail, Context, Result};
+use camino::Utf8Path;
 
 use crate::build::{self, Ended, Outcome};
 use crate::docker::Docker;
@@ -16,44 +16,76 @@ use crate::report::Format;
 use crate::status::{self, Snapshot, State};
 use crate::{digest, history, prefetch, project, reference};
 
-/// Set by Ctrl-C: start nothing new, end what runs, report.
+/// Set by Ctrl-C or SIGTERM: start nothing new, end what runs, report.
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
-/// A lock file under target/: one build per root at a time. A lock whose process is gone is
-/// taken over.
-pub struct Lock(Utf8PathBuf);
+/// The signal that stopped the run: SIGTERM (how CI systems cancel a job) ends it with 143.
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
 
-impl Lock {
-    pub fn acquire(root: &Utf8Path) -> Result<Lock> {
-        let path = crate::state_dir(root).join("build.lock");
-        std::fs::create_dir_all(crate::state_dir(root))?;
-        let me = std::process::id().to_string();
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    f.write_all(me.as_bytes())?;
-                    return Ok(Lock(path));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    let pid: u32 = holder.trim().parse().unwrap_or(0);
-                    if pid != 0 && crate::engine::alive(pid, "xtask") {
-                        bail!("another build (pid {pid}) is running on {root}: wait for it to finish, or stop it with `kill -INT {pid}`");
-                    }
-                    eprintln!("taking over a stale lock left by pid {} (no longer running)", holder.trim());
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => return Err(e.into()),
+/// Ctrl-C and SIGTERM stop the run: the builds are ended, the report printed, the lock
+/// released. A second one while stopping ends the process at once (130 or 143).
+fn on_stop_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if CANCEL.swap(true, Ordering::SeqCst) {
+                std::process::exit(128 + signal);
             }
+            STOPPED_BY.store(signal, Ordering::SeqCst);
+            let what = if signal == SIGTERM { "terminated (SIGTERM)" } else { "interrupted" };
+            eprintln!("\n{what}: stopping the running builds");
         }
-        bail!("cannot take the lock {path}: another run took it at the same moment; try again")
+    });
+}
+
+/// One build per root at a time: an OS lock on `target/xtask/build.lock`, held for the life
+/// of the run and released by the system however the process ends (even SIGKILL). The file
+/// holds the holder's PID, for the message only; it is never deleted, so no two runs can
+/// ever lock two different files.
+pub struct Lock(std::fs::File);
+
+/// The PID goes with the run; the file stays (deleting it could let two runs lock two files).
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.0.set_len(0);
     }
 }
 
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+impl Lock {
+    pub fn acquire(root: &Utf8Path) -> Result<Lock> {
+        use std::io::{Read, Seek, Write};
+        let dir = crate::state_dir(root);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+        let path = dir.join("build.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock {path}"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let who = match holder.trim() {
+                    "" => "another build".to_string(),
+                    pid => format!("another build (pid {pid})"),
+                };
+                let stop = holder
+                    .trim()
+                    .parse::<u32>()
+                    .map_or(String::new(), |p| format!(", or stop it with `kill -INT {p}`"));
+                bail!("{who} is running on {root}: wait for it to finish{stop}");
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {path}")),
+        }
+        // The PID only names the holder in the message above: failing to write it (a full
+        // disk) does not stop the run, which holds the lock all the same.
+        let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|_| write!(file, "{}", std::process::id()));
+        Ok(Lock(file))
     }
 }
 
@@ -147,16 +179,10 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         build::check_service(&project, s)?;
     }
     let tag = crate::flags::tag(root, o.tag.as_deref())?;
-    let docker = Docker::new(root);
+    let docker = crate::engine::docker(root)?;
     let _lock = if o.dry_run { None } else { Some(Lock::acquire(root)?) };
     if !o.dry_run {
-        // A second Ctrl-C while stopping ends the process the usual way.
-        let _ = ctrlc::set_handler(|| {
-            if CANCEL.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: stopping the running builds");
-        });
+        on_stop_signals();
     }
     let registry = o.registry.as_deref();
     let mut snap = status::snapshot(&docker, root, &tag, registry)?;
@@ -220,7 +246,9 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         } else {
             println!("nothing else to build: {} of {} images are up to date", plan.steps.len(), snap.statuses.len());
         }
-        history::append(root, &tag, &plan, &[], &snap)?;
+        if let Err(e) = history::append(root, &tag, &plan, &[], &snap) {
+            eprintln!("warning: the build history was not recorded: {e:#}");
+        }
         let pushed = match registry.filter(|_| !o.no_push) {
             Some(r) => push_all(&docker, &snap, r, &plan),
             None => true,
@@ -297,7 +325,8 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         (Some(_), None) => false,
         (None, _) => after.is_some(),
     };
-    history::append(root, &tag, &plan, &outcomes, after.as_ref().unwrap_or(&snap))?;
+    // The report comes first: a history that cannot be written is a warning after it.
+    let recorded = history::append(root, &tag, &plan, &outcomes, after.as_ref().unwrap_or(&snap));
     let count = |r: Ended| outcomes.iter().filter(|o| o.result == r).count();
     let planned: BTreeSet<&str> = plan.work().map(|s| s.service.as_str()).collect();
     let still_bad: Vec<&str> = after
@@ -342,5 +371,12 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     if !still_bad.is_empty() && count(Ended::Failed) == 0 {
         println!("not OK after the build: {}", still_bad.join(", "));
     }
-    Ok(if clean { 0 } else { 1 })
+    if let Err(e) = recorded {
+        eprintln!("warning: the build history was not recorded: {e:#}");
+    }
+    Ok(match STOPPED_BY.load(Ordering::SeqCst) {
+        signal_hook::consts::SIGTERM => 143,
+        _ if clean => 0,
+        _ => 1,
+    })
 }

@@ -80,8 +80,9 @@ fn split_port(host: &str) -> Result<(&str, Option<&str>), String> {
         None => Ok((host, None)),
         Some(i) => {
             let port = &host[i + 1..];
-            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
-                return Err(format!("port {port:?} is not a number from 0 to 65535"));
+            // Port 0 names no port anyone can listen on.
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || !matches!(port.parse::<u16>(), Ok(1..)) {
+                return Err(format!("port {port:?} is not a number from 1 to 65535"));
             }
             Ok((&host[..i], Some(port)))
         }

@@ -162,7 +162,7 @@ fn history_and_clean_all() {
     assert!(o.stdout.contains("5 images of this project") && o.stdout.contains("nothing removed"), "{o:?}");
     ws.expect(&[("solo", "OK")]);
     let o = ws.ok(&["clean-all", &ws.tag, "--force"]);
-    assert!(o.stdout.contains("removed 5 images"), "{o:?}");
+    assert!(o.stdout.contains("removed 5 of 5 images"), "{o:?}");
     ws.expect(&[("solo", "MISSING"), ("base", "MISSING")]);
     let other = std::process::Command::new("docker")
         .args(["image", "inspect", &format!("ai-infra-solo:{keep}"), &format!("not-ours-{}:x", ws.tag)])
@@ -173,35 +173,14 @@ fn history_and_clean_all() {
 }
 
 #[test]
-fn one_run_at_a_time_and_stale_locks_are_taken_over() {
+fn a_lock_file_left_by_an_old_run_does_not_block() {
     let ws = Workspace::stack("lock");
-    std::fs::create_dir_all(ws.path("target/xtask")).unwrap();
-    // A lock held by a live xtask process: this test's own runner is not one, so start one
-    // that stays: it asks an "engine" on loopback that never answers (bounded, but by 20 s).
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["engine", "status"])
-        .env("AI_INFRA_ROOT", &ws.root)
-        .env("DOCKER_HOST", format!("tcp://{}", silent.local_addr().unwrap()))
-        .env("AI_INFRA_ENGINE_CLIENT", "api")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = holder.id();
-    ws.write("target/xtask/build.lock", &pid.to_string());
-    if std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("xtask")) {
-        let o = build_all(&ws, &[]);
-        assert_eq!(o.code, 1, "{o:?}");
-        assert!(o.stderr.contains(&format!("another build (pid {pid}) is running")), "{o:?}");
-    }
-    let _ = holder.kill();
-    let _ = holder.wait();
-    drop(silent);
-    // Its process is gone: the lock is stale and taken over.
+    // The lock is the system's lock on the file, held only by a live run: the PID left in the
+    // file by a run that is gone (or any other text) does not matter.
+    ws.write("target/xtask/build.lock", "4194303");
     let o = build_all(&ws, &[]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stderr.contains(&format!("taking over a stale lock left by pid {pid}")), "{o:?}");
-    assert!(!ws.path("target/xtask/build.lock").exists(), "the lock is released");
+    assert_eq!(ws.read("target/xtask/build.lock"), "", "the PID is cleared when the run ends");
 }
 
 #[test]
@@ -242,7 +221,6 @@ fn ctrl_c_stops_cleanly_and_the_next_run_builds_only_what_is_left() {
     assert!(stdout.contains("stopped slow: interrupted"), "{stdout}");
     assert!(stdout.contains("not built child: interrupted before it started"), "{stdout}");
     assert!(stdout.contains("interrupted: the next run builds only what is still not OK"), "{stdout}");
-    assert!(!ws.path("target/xtask/build.lock").exists(), "the lock is released");
     ws.expect(&[("quick", "OK"), ("slow", "MISSING"), ("child", "MISSING")]);
     // The next run builds only what is left (made quick now, and unlike quick).
     common::slow_service(&ws, "slow", None, 0.1);

@@ -48,7 +48,8 @@ fn every_module_is_in_the_code_map() {
     for f in rust_files(&src) {
         let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
         let name = f.file_name().unwrap().to_string_lossy().to_string();
-        if rel == "testutil.rs" || name == "mod.rs" && map.contains(&format!("`{}/`", rel.trim_end_matches("/mod.rs"))) {
+        if rel == "testutil.rs" || name == "mod.rs" && map.contains(&format!("`{}/`", rel.trim_end_matches("/mod.rs")))
+        {
             continue;
         }
         if !map.contains(&format!("`{rel}`")) && !map.contains(&format!("`{name}`")) {
