@@ -284,6 +284,9 @@ pub fn slow_service(ws: &Workspace, name: &str, from: Option<&str>, seconds: f64
         }
         Some(parent) => format!("ARG IMAGE_TAG=latest\nFROM ai-infra-{parent}:${{IMAGE_TAG}}\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\n"),
     };
+    // The workspace's own label: another test's service of the same shape must never be
+    // reused in its place (an image of identical inputs is tagged instead of built).
+    let dockerfile = format!("{dockerfile}LABEL ai-infra.test-workspace=\"{}\"\n", ws.tag);
     ws.write(&format!("services/{name}/Dockerfile"), &dockerfile);
 }
 
