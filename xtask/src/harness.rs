@@ -67,6 +67,9 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     let planted = plant_sentinel(&docker)?;
     let mut status = command.status();
     if args.is_empty() && status.as_ref().is_ok_and(|s| s.success()) {
+        // The first run's images go first: an image of the same inputs would be reused in the
+        // second run instead of built.
+        remove_test_images(host, &cleanup);
         // The status tests once more through the docker CLI, which the tool uses where it
         // cannot speak the engine's API (ssh://, contexts, TLS): both must answer alike.
         eprintln!("test run 2 of 3: the status tests again, through the docker CLI (AI_INFRA_ENGINE_CLIENT=cli)");
