@@ -678,7 +678,10 @@ mod tests {
         let text = explain(&old, &new, &Category::ALL, &|p| (p == "a").then(|| "COPY at line 2".into())).join("; ");
         assert!(text.contains("build arg PY changed: \"3.11\" -> \"3.12\""), "{text}");
         assert!(text.contains("build arg DB_PASSWORD changed: (hidden) -> (hidden)"), "{text}");
-        assert!(text.contains("a (mode 644 -> 600, read by COPY at line 2)") && text.contains("d (mode 755 -> 700)"), "{text}");
+        assert!(
+            text.contains("a (mode 644 -> 600, read by COPY at line 2)") && text.contains("d (mode 755 -> 700)"),
+            "{text}"
+        );
         assert!(text.contains("z (added)") && text.contains("b (removed)"), "{text}");
         assert!(text.contains("parent base changed"), "{text}");
         assert!(!text.contains("hunter2"));

@@ -169,7 +169,13 @@ impl Docker {
         let context = if host.is_none() { crate::api::current_context() } else { None };
         let api = crate::api::endpoint(host, &|k| std::env::var(k).ok(), context.as_deref())
             .map(|a| crate::api::Api::new(a, &shown, state));
-        Docker { host_env: host.map(str::to_string), host: shown, server: std::sync::OnceLock::new(), api, builds: std::sync::OnceLock::new() }
+        Docker {
+            host_env: host.map(str::to_string),
+            host: shown,
+            server: std::sync::OnceLock::new(),
+            api,
+            builds: std::sync::OnceLock::new(),
+        }
     }
 
     /// Finds the engine (starting the private one where none answers, see

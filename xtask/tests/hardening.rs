@@ -407,3 +407,65 @@ fn a_fresh_machine_gets_its_engine_started_by_build_all() {
     let (_, stdout, _) = run(&["engine", "down"]);
     assert!(stdout.contains("stopped the Docker engine"), "{stdout}");
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a small tmpfs over `dir`, keeping what `dir` held.
+    fn over(dir: &std::path::Path, size: &str) -> Tmpfs {
+        let held = dir.with_extension("held");
+        std::fs::rename(dir, &held).unwrap();
+        std::fs::create_dir(dir).unwrap();
+        let m = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(m.status.success(), "mount a tmpfs (the suite runs as root): {}", String::from_utf8_lossy(&m.stderr));
+        let guard = Tmpfs(dir.to_path_buf());
+        let c = Command::new("cp").arg("-a").arg(held.join(".")).arg(dir).output().unwrap();
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+        guard
+    }
+
+    /// Writes a file until the file system is full.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut f, &block).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_reports_the_image_that_was_built_and_releases_the_lock() {
+    let ws = tiny("fulldisk");
+    ws.ok(&["build-all", &ws.tag]);
+    let disk = Tmpfs::over(&ws.path("target/xtask"), "256k");
+    ws.write("services/one/one.txt", &format!("{} changed", ws.tag));
+    let filler = disk.fill();
+    let o = ws.run(&["build-all", &ws.tag]);
+    // The build made the image: that is the outcome reported, whatever the state files could
+    // not record; each failed write names its file.
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout), ["one"], "{o:?}");
+    assert!(o.stdout.contains("summary: built 1,") && o.stdout.contains("failed 0"), "{o:?}");
+    assert!(o.stdout.contains("1/1 images OK"), "{o:?}");
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(all.contains("No space left on device") || all.contains("no space left on device"), "{o:?}");
+    assert!(all.contains(&format!("{}/target/xtask/", ws.root.display())), "the path is named: {o:?}");
+    // The lock was released: the next run (disk still full) starts, and the image is OK.
+    let o = ws.run(&["build-all", &ws.tag]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("nothing to build"), "{o:?}");
+    std::fs::remove_file(filler).unwrap();
+    ws.expect(&[("one", "OK")]);
+}
