@@ -272,7 +272,7 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
 pub fn literal_patterns(names: &[String]) -> Vec<String> {
     let set: BTreeMap<&str, ()> = names
         .iter()
-        .map(|n| crate::docker::familiar(n))
+        .map(|n| crate::reference::familiar(n))
         .filter(|n| !n.is_empty() && !n.contains(['*', '?', '[', '\\']))
         .map(|n| (n, ()))
         .collect();

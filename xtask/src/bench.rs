@@ -94,8 +94,8 @@ pub fn generate(dir: &Utf8Path, n: usize, files: usize, size: usize) -> Result<(
 }
 
 pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
-    let base = crate::state_dir(root).join("bench");
-    let docker = Docker::connect(root)?;
+    let base = crate::base::state_dir(root).join("bench");
+    let docker = crate::engine::connect(root)?;
     let want = |name: &str| f.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == name));
     if want("status") {
         check_status_figures(&docker, &base.join("status"), f.services, f.files)?;
@@ -382,7 +382,7 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
     let t = Instant::now();
     xtask.run(&["build-all", &tag, "--force", "--jobs", "1"])?;
     let sequential = t.elapsed().as_secs_f64();
-    let history = std::fs::read_to_string(crate::state_dir(dir).join("history.jsonl"))?;
+    let history = std::fs::read_to_string(crate::base::state_dir(dir).join("history.jsonl"))?;
     let mut own: BTreeMap<String, f64> = BTreeMap::new();
     for line in history.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
@@ -575,7 +575,7 @@ fn digest_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize, si
         Ok(())
     })?;
     let project = project::Project::load(dir)?;
-    let cache = crate::state_dir(dir).join("hash-cache");
+    let cache = crate::base::state_dir(dir).join("hash-cache");
     let digest_all = || -> Result<()> {
         let (resolved, _) = project::resolve(&project, "bench", &Default::default(), &[])?;
         status::inputs(dir, resolved, &Default::default())?;

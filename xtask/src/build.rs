@@ -52,22 +52,6 @@ impl Outcome {
     }
 }
 
-/// The last meaningful lines of a build log.
-pub fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| {
-            let t = l.trim_start();
-            !t.is_empty()
-                && !t.starts_with("DEPRECATED")
-                && !t.contains("docs.docker.com/go/buildx")
-                && !t.starts_with("Install the buildx")
-        })
-        .collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// Whether a failed build log shows the engine's cache-lookup race with a concurrent image
 /// removal (legacy builder: "unable to find image" for an image it was itself listing).
 fn engine_race(log: &str) -> bool {
@@ -94,7 +78,7 @@ fn build_one(
     cancel: &AtomicBool,
 ) -> Outcome {
     let started = Instant::now();
-    let dir = crate::state_dir(&snap.root);
+    let dir = crate::base::state_dir(&snap.root);
     let log = dir.join("logs").join(format!("{name}.log"));
     let mut outcome = Outcome { log: Some(log.clone()), ..Outcome::new(name, Ended::Failed, "") };
     let r = snap.services.iter().find(|r| r.service.name == name).expect("planned services are in the snapshot");
@@ -161,13 +145,13 @@ fn build_one(
             outcome.reason = "interrupted".into();
         }
         Ok(BuildEnd::Failed) if made_anyway(docker, &own, before.as_deref(), &total) => {
-            let last = tail(&text, 1);
+            let last = crate::docker::tail(&text, 1);
             println!("{name}: docker build reported a failure after it made the image ({last}); the image is there");
             built(&mut outcome);
         }
         Ok(BuildEnd::Failed) => {
             outcome.reason = "docker build failed".into();
-            outcome.tail = tail(&text, 8);
+            outcome.tail = crate::docker::tail(&text, 8);
         }
         // Success is docker's exit code; the ID file only confirms it, and may be empty on a
         // full disk.
@@ -250,7 +234,7 @@ pub fn secret_args_warning(snap: &Snapshot, plan: &Plan) -> Option<String> {
     let mut found: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for step in plan.work().filter(|s| matches!(s.action, Action::Build { .. })) {
         let Some(r) = snap.services.iter().find(|r| r.service.name == step.service) else { continue };
-        for name in r.build_args.keys().filter(|k| digest::is_secret(k)) {
+        for name in r.build_args.keys().filter(|k| crate::env::is_secret(k)) {
             found.entry(name).or_default().push(&step.service);
         }
     }
@@ -405,7 +389,7 @@ pub fn execute(
 /// Rejects a service name the project does not have, listing the ones it has.
 pub fn check_service(project: &crate::project::Project, name: &str) -> Result<()> {
     if project.service(name).is_none() {
-        bail!(crate::UsageError(format!("unknown service {name:?}; known services: {}", project.names().join(", "))));
+        bail!(crate::base::UsageError(format!("unknown service {name:?}; known services: {}", project.names().join(", "))));
     }
     Ok(())
 }
@@ -432,9 +416,4 @@ mod tests {
         assert_eq!(digest::short("ab"), "ab");
     }
 
-    #[test]
-    fn tails_skip_builder_noise() {
-        let log = "Step 1/2 : FROM scratch\nDEPRECATED: The legacy builder is deprecated\n            Install the buildx component to build images with BuildKit:\n            https://docs.docker.com/go/buildx/\n\nCOPY failed: file not found\n";
-        assert_eq!(tail(log, 2), "Step 1/2 : FROM scratch\nCOPY failed: file not found");
-    }
 }

@@ -5,23 +5,22 @@
 use anyhow::Result;
 use camino::Utf8Path;
 
-use crate::docker::Docker;
 use crate::project::Project;
 
 /// Whether `name` (repository:tag) is one of this project's image names, for `tag` if given.
 pub fn ours(name: &str, services: &[&str], tag: Option<&str>) -> bool {
-    let Some((repo, t)) = name.rsplit_once(':') else { return false };
-    if repo.contains('@') || tag.is_some_and(|want| want != t) {
+    let r = crate::reference::Reference::parse(name);
+    let Some(t) = r.tag else { return false };
+    if r.digest.is_some() || tag.is_some_and(|want| want != t) {
         return false;
     }
-    let last = repo.rsplit('/').next().unwrap_or(repo);
-    last.strip_prefix("ai-infra-").is_some_and(|svc| services.contains(&svc))
+    r.service().is_some_and(|svc| services.contains(&svc))
 }
 
 pub fn run(root: &Utf8Path, tag: Option<&str>, force: bool) -> Result<i32> {
     let project = Project::load(root)?;
     let names = project.names();
-    let docker = Docker::connect(root)?;
+    let docker = crate::engine::connect(root)?;
     let mut mine: Vec<String> = docker.list()?.into_iter().map(|(n, _)| n).filter(|n| ours(n, &names, tag)).collect();
     mine.sort();
     let which = tag.map_or("all tags".to_string(), |t| format!("tag {t}"));

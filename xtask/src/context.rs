@@ -7,6 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::base::Sha;
 use crate::hashcache::{FileKey, HashCache};
 use crate::ignore::Ignore;
 use crate::reads::Want;
@@ -31,55 +32,6 @@ pub enum What {
     },
     Symlink(String),
     Special(String),
-}
-
-/// A content hash as 64 lowercase hex digits, held inline: a context of thousands of files
-/// would otherwise cost an allocation (and a free) per file on every check.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Sha([u8; 64]);
-
-impl Sha {
-    /// A sha256 digest's 32 bytes as hex; a table rather than `format!` per byte, which cost
-    /// a cold digest a tenth of its time.
-    pub fn of(digest: &[u8]) -> Sha {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [b'0'; 64];
-        for (i, b) in digest.iter().take(32).enumerate() {
-            out[2 * i] = DIGITS[(b >> 4) as usize];
-            out[2 * i + 1] = DIGITS[(b & 15) as usize];
-        }
-        Sha(out)
-    }
-
-    /// 64 lowercase hex digits, as recorded; anything else is None.
-    pub fn parse(hex: &str) -> Option<Sha> {
-        let bytes: [u8; 64] = hex.as_bytes().try_into().ok()?;
-        bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')).then_some(Sha(bytes))
-    }
-
-    /// 64 ASCII bytes as stored by this tool's own cache, without the digit check: a damaged
-    /// entry can only make a digest differ, never match.
-    pub fn from_cache(bytes: &[u8]) -> Option<Sha> {
-        let bytes: [u8; 64] = bytes.try_into().ok()?;
-        bytes.is_ascii().then_some(Sha(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only ASCII is ever stored.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for Sha {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for Sha {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 impl FileRecord {
@@ -348,7 +300,7 @@ fn walk(
                 None => {
                     // Filled in by `finish`.
                     listing.pending.push(Pending { index: listing.records.len(), abs: abs() });
-                    What::File { mode, sha256: Sha([b'0'; 64]) }
+                    What::File { mode, sha256: Sha::ZERO }
                 }
             }
         } else {

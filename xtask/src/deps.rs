@@ -43,7 +43,7 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
         if expanded.contains(char::is_whitespace) || !crate::reference::is_valid_reference(&expanded) {
             bail!("{FILE} line {}: {expanded:?} is not an image reference (write one image per line, e.g. postgres:${{POSTGRES_VERSION}})", n + 1);
         }
-        let image = crate::reference::normalize_external(crate::docker::familiar(&expanded));
+        let image = crate::reference::normalize_external(crate::reference::familiar(&expanded));
         if !images.contains(&image) {
             images.push(image);
         }
@@ -59,17 +59,14 @@ pub fn load(root: &Utf8Path) -> Result<Vec<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
     };
-    let lookup = crate::render::lookup_values(root)?;
-    parse(&text, &lookup)
+    let values = crate::env::Values::load(root)?;
+    parse(&text, &|name| values.get(name))
 }
 
 /// Repository and tag of a reference written `repo:tag` (as `parse` leaves every one).
 fn split(image: &str) -> (&str, &str) {
-    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
-    match image[last_slash..].rfind(':') {
-        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
-        None => (image, "latest"),
-    }
+    let r = crate::reference::Reference::parse(image);
+    (r.repository, r.tag.unwrap_or("latest"))
 }
 
 /// The name of a dependency image in a registry: `REGISTRY/<image as written>`.
@@ -194,7 +191,7 @@ pub fn pull(root: &Utf8Path) -> Result<i32> {
         println!("no dependency images declared (add them to {FILE})");
         return Ok(0);
     }
-    let docker = Docker::connect(root)?;
+    let docker = crate::engine::connect(root)?;
     let mirror = crate::prefetch::mirror(root)?;
     let found = docker.inspect(&images)?;
     let (mut pulled, mut failed) = (0, 0);
@@ -223,7 +220,7 @@ pub fn push(root: &Utf8Path, registry: &str) -> Result<i32> {
         println!("no dependency images declared (add them to {FILE})");
         return Ok(0);
     }
-    let docker = Docker::connect(root)?;
+    let docker = crate::engine::connect(root)?;
     let deps = states(&docker, &images, Some(registry))?;
     let results = crate::context::parallel(deps.len(), |i| {
         let d = &deps[i];

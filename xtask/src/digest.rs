@@ -10,7 +10,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::context::{field, FileRecord, Sha, What};
+use crate::base::Sha;
+use crate::context::{field, FileRecord, What};
 
 /// Names the format of the description; a change of format changes every digest, and an image
 /// labelled in another format is STALE ("another format"), never an error.
@@ -75,17 +76,11 @@ impl Digest {
     }
 }
 
-/// Whether a build arg's value must never be shown.
-pub fn is_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"].iter().any(|w| upper.contains(w))
-}
-
 /// The arg values as recorded: secret values replaced by their hash.
 pub fn recorded_args(args: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     args.iter()
         .map(|(k, v)| {
-            let v = if is_secret(k) {
+            let v = if crate::env::is_secret(k) {
                 format!("hidden:sha256:{}", Sha::of(&Sha256::digest(v.as_bytes())))
             } else {
                 v.clone()
@@ -231,12 +226,6 @@ pub fn labels(service: &str, d: &Digest) -> Vec<(String, String)> {
     vec![(LABEL.to_string(), v.to_string())]
 }
 
-/// Whether a digest as recorded is `sha256:` and 64 lowercase hex digits: a label comes from
-/// an image (maybe pulled) and names a file, so nothing else is used.
-pub fn valid(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").and_then(Sha::parse).is_some()
-}
-
 /// The digest an image records in its labels, if it records one in this format with every
 /// field well formed.
 pub fn from_labels(labels: &Map<String, Value>) -> Option<Digest> {
@@ -247,7 +236,7 @@ pub fn from_labels(labels: &Map<String, Value>) -> Option<Digest> {
     let checked = |key: &str| -> Option<Option<String>> {
         match v.get(key) {
             None | Some(Value::Null) => Some(None),
-            Some(Value::String(d)) if valid(d) => Some(Some(d.clone())),
+            Some(Value::String(d)) if crate::reference::valid_digest(d) => Some(Some(d.clone())),
             Some(_) => None,
         }
     };
@@ -383,13 +372,13 @@ pub fn short(id: &str) -> &str {
 
 /// Where the record of a build is kept; only for a valid digest (see `load_record`).
 fn record_path(root: &Utf8Path, total: &str) -> Utf8PathBuf {
-    crate::state_dir(root).join("inputs").join(format!("{}.json", total.trim_start_matches("sha256:")))
+    crate::base::state_dir(root).join("inputs").join(format!("{}.json", total.trim_start_matches("sha256:")))
 }
 
 /// Keeps the record of a build's inputs so that later checks can say what changed. Secret
 /// values are kept as keyed hashes (`as_recorded`).
 pub fn save_record(root: &Utf8Path, total: &str, record: &Record) -> Result<()> {
-    anyhow::ensure!(valid(total), "not an input digest: {total:?}");
+    anyhow::ensure!(crate::reference::valid_digest(total), "not an input digest: {total:?}");
     let text = serde_json::to_string(&as_recorded(root, record)?.to_json())?;
     crate::atomic::write(&record_path(root, total), text.as_bytes())
 }
@@ -398,12 +387,12 @@ pub fn save_record(root: &Utf8Path, total: &str, record: &Record) -> Result<()> 
 /// guess can be checked against) hashed again with this root's own random key, so that the
 /// records still show whether a secret changed, and nothing more.
 pub fn as_recorded(root: &Utf8Path, record: &Record) -> Result<Record> {
-    if !record.args.keys().any(|k| is_secret(k)) {
+    if !record.args.keys().any(|k| crate::env::is_secret(k)) {
         return Ok(record.clone());
     }
     let key = record_key(root)?;
     let mut out = record.clone();
-    for (_, v) in out.args.iter_mut().filter(|(k, _)| is_secret(k)) {
+    for (_, v) in out.args.iter_mut().filter(|(k, _)| crate::env::is_secret(k)) {
         *v = format!("hidden:hmac-sha256:{}", hmac(&key, v.as_bytes()));
     }
     Ok(out)
@@ -426,7 +415,7 @@ fn hmac(key: &[u8], message: &[u8]) -> Sha {
 fn record_key(root: &Utf8Path) -> Result<[u8; 32]> {
     use std::io::{Read, Write};
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = crate::state_dir(root);
+    let dir = crate::base::state_dir(root);
     let path = dir.join("record-key");
     let read = || -> Result<Option<[u8; 32]>> {
         match std::fs::read(&path) {
@@ -472,7 +461,7 @@ fn record_key(root: &Utf8Path) -> Result<[u8; 32]> {
 }
 
 pub fn load_record(root: &Utf8Path, total: &str) -> Option<Record> {
-    if !valid(total) {
+    if !crate::reference::valid_digest(total) {
         return None;
     }
     let text = std::fs::read_to_string(record_path(root, total)).ok()?;
@@ -641,7 +630,7 @@ mod tests {
         assert!(plain.starts_with("hidden:sha256:"), "{plain}");
         assert!(!text.contains(plain.trim_start_matches("hidden:sha256:")), "no plain hash: {text}");
         assert!(text.contains("hidden:hmac-sha256:") && !text.contains("hunter2"), "{text}");
-        let key = crate::state_dir(root).join("record-key");
+        let key = crate::base::state_dir(root).join("record-key");
         let meta = std::fs::metadata(&key).unwrap();
         assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (32, 0o600));
         // The same key next time: an unchanged secret reads as unchanged, a changed one changed.

@@ -12,6 +12,8 @@ use camino::Utf8Path;
 use serde_json::{Map, Value};
 use xshell::{cmd, Shell};
 
+use crate::reference::{self, Reference};
+
 /// The engine: where it is, and (once asked) what it says of itself. Each call makes its own
 /// shell, so calls can run from several threads at once.
 pub struct Docker {
@@ -120,14 +122,21 @@ impl Image {
     }
 }
 
-/// The familiar form of a reference, as RepoTags shows it: no `docker.io/library/`.
-pub fn familiar(name: &str) -> &str {
-    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"] {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            return rest;
-        }
-    }
-    name
+/// The last meaningful lines of a build (or engine) log: without the builder's deprecation
+/// notices.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.is_empty()
+                && !t.starts_with("DEPRECATED")
+                && !t.contains("docs.docker.com/go/buildx")
+                && !t.starts_with("Install the buildx")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The docker CLI cannot be run at all.
@@ -151,10 +160,10 @@ fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
 }
 
 impl Docker {
-    /// Finds the engine (DOCKER_HOST, else the one `cargo xtask engine up` started for this
-    /// root, else the default socket) without calling it yet.
-    pub fn new(root: &Utf8Path) -> Docker {
-        Docker::at(crate::engine::docker_host(root).as_deref(), Some(&crate::state_dir(root)))
+    /// The engine at this address (None: the default socket) for a root, whose state folder
+    /// remembers what the engine's API said of images by ID; without calling it yet.
+    pub fn for_root(host: Option<&str>, root: &Utf8Path) -> Docker {
+        Docker::at(host, Some(&crate::base::state_dir(root)))
     }
 
     /// The engine at this address (None: the default socket), without calling it yet.
@@ -176,14 +185,6 @@ impl Docker {
             api,
             builds: std::sync::OnceLock::new(),
         }
-    }
-
-    /// Finds the engine (starting the private one where none answers, see
-    /// `engine::docker`) and checks that it answers.
-    pub fn connect(root: &Utf8Path) -> Result<Docker> {
-        let d = crate::engine::docker(root)?;
-        d.platform()?;
-        Ok(d)
     }
 
     /// `docker ARGS`, reaching this engine; a failure is an error about `what`.
@@ -218,7 +219,7 @@ impl Docker {
     /// `root`'s state folder; None when never asked. A status check trusts it only while
     /// every image agrees with it, and asks the engine again otherwise.
     pub fn remembered_platform(&self, root: &Utf8Path) -> Option<(String, String)> {
-        let text = std::fs::read_to_string(crate::state_dir(root).join("engine-platform")).ok()?;
+        let text = std::fs::read_to_string(crate::base::state_dir(root).join("engine-platform")).ok()?;
         let mut f = text.trim_end().splitn(3, '\t');
         let (host, os, arch) = (f.next()?, f.next()?, f.next()?);
         (host == self.host && !os.is_empty()).then(|| (os.to_string(), arch.to_string()))
@@ -228,7 +229,7 @@ impl Docker {
     pub fn remember_platform(&self, root: &Utf8Path) -> Result<(String, String)> {
         let (os, arch) = self.platform()?;
         let _ = crate::atomic::write(
-            &crate::state_dir(root).join("engine-platform"),
+            &crate::base::state_dir(root).join("engine-platform"),
             format!("{}\t{os}\t{arch}\n", self.host).as_bytes(),
         );
         Ok((os, arch))
@@ -461,7 +462,7 @@ impl Docker {
         let idle = push_timeout()?;
         let mut command = self.command();
         command.args(["push", image]);
-        let registry = image.split('/').next().unwrap_or(image);
+        let registry = reference::host(image);
         let Some(out) = run_bounded(command, idle).context("cannot run docker push")? else {
             bail!(
                 "docker push {image}: the registry stopped answering (no progress for {} s; AI_INFRA_PUSH_TIMEOUT sets the bound); the local image is kept",
@@ -512,7 +513,7 @@ impl Docker {
     /// Every tagged image whose name's last component starts with `prefix`, by name: one
     /// listing, then one inspection (through the API, only of images not seen before).
     pub fn inspect_named(&self, prefix: &str) -> Result<BTreeMap<String, Image>> {
-        let ours = |n: &str| n.rsplit('/').next().is_some_and(|last| last.starts_with(prefix));
+        let ours = |n: &str| Reference::parse(n).name().starts_with(prefix);
         if let Some(api) = &self.api {
             // The filter's `*` stays within one path component: one pattern per depth.
             let patterns: Vec<String> = (0..5).map(|d| format!("{}{prefix}*", "*/".repeat(d))).collect();
@@ -648,14 +649,14 @@ pub fn parse_inspect(
 
 /// Which of the inspected images each requested name names (by its familiar form).
 fn matching(names: &[String], inspected: &[Value]) -> BTreeMap<String, Image> {
-    let wanted: BTreeSet<&str> = names.iter().map(|n| familiar(n)).collect();
+    let wanted: BTreeSet<&str> = names.iter().map(|n| reference::familiar(n)).collect();
     let mut found = BTreeMap::new();
     for v in inspected {
         let image = Image::from_json(v);
         for name in image.repo_tags.iter().chain(&image.repo_digests) {
-            let f = familiar(name);
+            let f = reference::familiar(name);
             if wanted.contains(f) {
-                for n in names.iter().filter(|n| familiar(n) == f) {
+                for n in names.iter().filter(|n| reference::familiar(n) == f) {
                     found.insert(n.clone(), image.clone());
                 }
             }
@@ -756,10 +757,9 @@ mod tests {
     }
 
     #[test]
-    fn familiar_names() {
-        assert_eq!(familiar("docker.io/library/python:3.11"), "python:3.11");
-        assert_eq!(familiar("docker.io/me/x:1"), "me/x:1");
-        assert_eq!(familiar("127.0.0.1:5000/x:1"), "127.0.0.1:5000/x:1");
+    fn tails_skip_builder_noise() {
+        let log = "Step 1/2 : FROM scratch\nDEPRECATED: The legacy builder is deprecated\n            Install the buildx component to build images with BuildKit:\n            https://docs.docker.com/go/buildx/\n\nCOPY failed: file not found\n";
+        assert_eq!(tail(log, 2), "Step 1/2 : FROM scratch\nCOPY failed: file not found");
     }
 
     #[test]

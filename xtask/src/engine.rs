@@ -19,7 +19,7 @@ fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
 /// A short folder for the engine's sockets: unix socket paths are limited to 107 bytes.
 fn exec_dir(root: &Utf8Path) -> Utf8PathBuf {
     use sha2::Digest;
-    let h = crate::context::Sha::of(&sha2::Sha256::digest(root.as_str().as_bytes()));
+    let h = crate::base::Sha::of(&sha2::Sha256::digest(root.as_str().as_bytes()));
     Utf8PathBuf::from(format!("/tmp/ai-infra-engine-{}", &h.as_str()[..10]))
 }
 
@@ -125,7 +125,14 @@ pub fn docker(root: &Utf8Path) -> Result<crate::docker::Docker> {
             );
         }
     }
-    Ok(crate::docker::Docker::new(root))
+    Ok(crate::docker::Docker::for_root(docker_host(root).as_deref(), root))
+}
+
+/// The engine for a command that needs one (see `docker`), checked to answer.
+pub fn connect(root: &Utf8Path) -> Result<crate::docker::Docker> {
+    let d = docker(root)?;
+    d.platform()?;
+    Ok(d)
 }
 
 /// The version of the engine that answers at `host` (None: the default socket), if one does.
@@ -203,7 +210,7 @@ fn ended(pid: u32) -> bool {
 }
 
 fn log_tail(log: &Utf8Path) -> String {
-    crate::build::tail(&std::fs::read_to_string(log).unwrap_or_default(), 5)
+    crate::docker::tail(&std::fs::read_to_string(log).unwrap_or_default(), 5)
 }
 
 /// Makes sure an engine answers; starts one when none does. Returns the DOCKER_HOST to use and
@@ -395,7 +402,7 @@ pub fn run(root: &Utf8Path, action: &str) -> Result<i32> {
         "up" => up(root, false).map(|_| 0),
         "down" => down(root, false).map(|_| 0),
         "status" => status(root),
-        other => Err(crate::UsageError(format!("unknown engine action {other:?}: use up, status or down")).into()),
+        other => Err(crate::base::UsageError(format!("unknown engine action {other:?}: use up, status or down")).into()),
     }
 }
 

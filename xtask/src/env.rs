@@ -181,6 +181,27 @@ pub fn values(root: &Utf8Path) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// The one lookup of the values that build args and templates name: the process environment,
+/// then `.env`, then `.env.example` (as compose reads them).
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    files: BTreeMap<String, String>,
+    /// Whether the process environment comes first: always, but for `Values::default()` (no
+    /// values at all, for the bench's generated workspaces).
+    environment: bool,
+}
+
+impl Values {
+    pub fn load(root: &Utf8Path) -> Result<Values> {
+        Ok(Values { files: values(root)?, environment: true })
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        let from_env = if self.environment { std::env::var(name).ok() } else { None };
+        from_env.or_else(|| self.files.get(name).cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +244,22 @@ mod tests {
     }
 
     #[test]
+    fn values_come_from_the_environment_then_env_then_the_example() {
+        let dir = crate::testutil::TempDir::new("values");
+        let root = dir.path();
+        std::fs::write(root.join(".env.example"), "XTASK_UNIT_A=example\nXTASK_UNIT_B=example\nXTASK_UNIT_C=example\n").unwrap();
+        std::fs::write(root.join(".env"), "XTASK_UNIT_A=env\nXTASK_UNIT_B=env\n").unwrap();
+        // A name no other test sets: the process environment is shared by the test threads.
+        std::env::set_var("XTASK_UNIT_A", "environment");
+        let values = Values::load(root).unwrap();
+        assert_eq!(values.get("XTASK_UNIT_A").as_deref(), Some("environment"));
+        assert_eq!(values.get("XTASK_UNIT_B").as_deref(), Some("env"));
+        assert_eq!(values.get("XTASK_UNIT_C").as_deref(), Some("example"));
+        assert_eq!(values.get("XTASK_UNIT_D"), None);
+        assert_eq!(Values::default().get("XTASK_UNIT_A"), None);
+    }
+
+    #[test]
     fn malformed_lines_name_their_number() {
         let err = |t: &str| parse(t).unwrap_err().to_string();
         assert!(err("A=1\nnonsense\n").starts_with("line 2: expected KEY=value"));
@@ -232,6 +269,12 @@ mod tests {
         assert!(err("A=\"x").contains("unterminated double quote"));
         assert!(err("A=\"x\" y").contains("after the closing quote"));
     }
+}
+
+/// Whether a build arg's value must never be shown.
+pub fn is_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"].iter().any(|w| upper.contains(w))
 }
 
 /// What `sync-env` would do to `.env`.
@@ -298,7 +341,7 @@ pub fn plan_sync(example: &[Entry], env: Option<&str>, last: Option<&[Entry]>, e
 
 /// Shows a value unless its key looks secret.
 pub fn shown(key: &str, value: &str) -> String {
-    if crate::digest::is_secret(key) {
+    if is_secret(key) {
         "(hidden)".to_string()
     } else {
         format!("{value:?}")
@@ -321,7 +364,7 @@ pub fn sync(root: &Utf8Path, check: bool, quiet: bool) -> Result<i32> {
             eprintln!("warning: {env_path}: {d}; remove one of them");
         }
     }
-    let last_path = crate::state_dir(root).join("env.example.last");
+    let last_path = crate::base::state_dir(root).join("env.example.last");
     let last = std::fs::read_to_string(&last_path).ok().and_then(|t| parse(&t).ok());
     let plan = plan_sync(&example, current.as_ref().map(|(t, _)| t.as_str()), last.as_deref(), &example_text)
         .with_context(|| format!("{env_path}"))?;

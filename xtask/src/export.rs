@@ -297,7 +297,7 @@ fn write_tar(
     let target = dir.join(file);
     std::fs::rename(&partial.0, &target).with_context(|| format!("cannot replace {target}"))?;
     std::mem::forget(partial);
-    Ok((crate::context::Sha::of(&hasher.finalize()).to_string(), size))
+    Ok((crate::base::Sha::of(&hasher.finalize()).to_string(), size))
 }
 
 /// Whether a tar of an earlier export is still what its manifest says: size and sha256.
@@ -372,7 +372,7 @@ fn wanted(docker: &Docker, root: &Utf8Path, tag: &str, o: &crate::flags::Export)
 }
 
 pub fn run(root: &Utf8Path, o: crate::flags::Export) -> Result<i32> {
-    let docker = Docker::connect(root)?;
+    let docker = crate::engine::connect(root)?;
     let tag = crate::flags::tag(root, o.tag.as_deref())?;
     let (wanted, notes) = wanted(&docker, root, &tag, &o)?;
     for n in &notes {

@@ -8,7 +8,7 @@ use camino::Utf8Path;
 
 use crate::reference;
 use crate::report::Format;
-use crate::UsageError;
+use crate::base::UsageError;
 
 pub const USAGE: &str = "\
 cargo xtask: build ai-infra's Docker images, only those whose inputs changed

@@ -50,8 +50,8 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     // suite's: xshell 0.2 offers neither, so this call uses std::process directly.
     // Tests name the tags of the images they made here; they are removed after the run, since
     // removing images while other tests build races the engine's build cache.
-    let cleanup = crate::state_dir(root).join("test-images");
-    let _ = std::fs::create_dir_all(crate::state_dir(root));
+    let cleanup = crate::base::state_dir(root).join("test-images");
+    let _ = std::fs::create_dir_all(crate::base::state_dir(root));
     let _ = std::fs::remove_file(&cleanup);
     let mut command = std::process::Command::new("cargo");
     command.args(runner).args(args).current_dir(root).env("AI_INFRA_TEST_REGISTRY", &registry.addr);
@@ -120,7 +120,7 @@ fn buildkit_run(
             "Debian's docker CLI (/usr/bin/docker, package docker.io) is missing: the BuildKit run needs it",
         ));
     }
-    let bin = crate::state_dir(root).join("buildkit-cli");
+    let bin = crate::base::state_dir(root).join("buildkit-cli");
     std::fs::create_dir_all(&bin)?;
     let link = bin.join("docker");
     let _ = std::fs::remove_file(&link);

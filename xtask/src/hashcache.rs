@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::context::Sha;
+use crate::base::Sha;
 
 /// How recent a change must not be for its hash to be cached: wider than any file system's
 /// timestamp granularity that Docker contexts live on.

@@ -30,7 +30,7 @@ pub fn now_rfc3339() -> String {
 }
 
 fn path(root: &Utf8Path) -> camino::Utf8PathBuf {
-    crate::state_dir(root).join("history.jsonl")
+    crate::base::state_dir(root).join("history.jsonl")
 }
 
 /// Appends one line per planned service: what was done, why, and how it went.

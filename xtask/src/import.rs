@@ -6,7 +6,6 @@
 use anyhow::{Context, Result};
 use camino::Utf8Path;
 
-use crate::docker::Docker;
 use crate::export::{bare_id, mib, Entry, Manifest, MANIFEST};
 
 /// Why a tar must not be loaded, if it must not.
@@ -55,7 +54,7 @@ fn check(e: &Entry, image: Option<&crate::docker::Image>, platform: (&str, &str)
 pub fn run(root: &Utf8Path, dir: &Utf8Path) -> Result<i32> {
     let manifest = Manifest::read(dir)?
         .with_context(|| format!("{dir} has no {MANIFEST}: give the folder that `cargo xtask export` wrote"))?;
-    let docker = Docker::connect(root)?;
+    let docker = crate::engine::connect(root)?;
     let (mut loaded, mut refused) = (Vec::<&Entry>::new(), Vec::<&Entry>::new());
     for e in &manifest.entries {
         // Several names may share one tar: it is checked and loaded once.

@@ -4,6 +4,7 @@
 
 mod api;
 mod atomic;
+mod base;
 mod bench;
 mod build;
 mod check;
@@ -40,26 +41,9 @@ mod testutil;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use camino::{Utf8Path, Utf8PathBuf};
 
+use base::UsageError;
 use flags::Command;
-
-/// A mistake in how the tool was called: exit code 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-/// Where the tool keeps its own state (caches, records, logs) for a root.
-pub fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
-    root.join("target").join("xtask")
-}
 
 fn main() -> ExitCode {
     // A closed stdout (`cargo xtask build-all --verbose | head -1`) ends the command quietly,

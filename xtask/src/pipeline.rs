@@ -55,7 +55,7 @@ impl Drop for Lock {
 impl Lock {
     pub fn acquire(root: &Utf8Path) -> Result<Lock> {
         use std::io::{Read, Seek, Write};
-        let dir = crate::state_dir(root);
+        let dir = crate::base::state_dir(root);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
         let path = dir.join("build.lock");
         let mut file = std::fs::OpenOptions::new()
@@ -103,7 +103,7 @@ fn reusable(docker: &Docker, snap: &Snapshot, plan: &Plan) -> Result<BTreeMap<St
     if wanted.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let images = docker.inspect_named("ai-infra-")?;
+    let images = docker.inspect_named(reference::PREFIX)?;
     let (os, arch) = &snap.platform;
     let mut out = BTreeMap::new();
     for (name, image) in &images {

@@ -28,15 +28,14 @@ pub fn missing(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Vec<String>> {
 /// The mirror or private-registry prefix that Docker Hub base images are pulled through:
 /// BASE_IMAGE_MIRROR from the environment or `.env`.
 pub fn mirror(root: &camino::Utf8Path) -> Result<Option<String>> {
-    let value = crate::render::lookup_values(root)?("BASE_IMAGE_MIRROR");
+    let value = crate::env::Values::load(root)?.get("BASE_IMAGE_MIRROR");
     Ok(value.map(|v| v.trim_end_matches('/').to_string()).filter(|v| !v.is_empty()))
 }
 
 /// The mirror's name for a base image, when the image is a Docker Hub one (no registry host).
 pub fn mirrored(mirror: &str, image: &str) -> Option<String> {
-    let familiar = crate::docker::familiar(image);
-    let first = familiar.split('/').next().unwrap_or(familiar);
-    let has_host = familiar.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let familiar = crate::reference::familiar(image);
+    let has_host = crate::reference::Reference::parse(familiar).domain.is_some();
     (!has_host).then(|| format!("{mirror}/{familiar}"))
 }
 

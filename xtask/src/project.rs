@@ -194,14 +194,14 @@ pub struct Broken {
     pub reason: String,
 }
 
-/// Reads and analyses every Dockerfile; `values` supplies build args (from `.env`) for the
+/// Reads and analyses every Dockerfile; `values` supplies build args (see `env::Values`) for the
 /// ARGs a Dockerfile declares. IMAGE_TAG is always the tag. A Dockerfile that a template
 /// renders is read as `rendered` has it. A service that cannot be analysed, or that builds on
 /// one that cannot, is returned as broken; the others as usual, parents first.
 pub fn resolve(
     project: &Project,
     tag: &str,
-    values: &BTreeMap<String, String>,
+    values: &crate::env::Values,
     rendered: &[crate::render::Output],
 ) -> Result<(Vec<Resolved>, Vec<Broken>)> {
     let names: BTreeSet<&str> = project.names().into_iter().collect();
@@ -235,7 +235,7 @@ fn resolve_one(
     project: &Project,
     s: &Service,
     tag: &str,
-    values: &BTreeMap<String, String>,
+    values: &crate::env::Values,
     rendered: &[crate::render::Output],
     internal: &dockerfile::Internal,
 ) -> Result<Resolved> {
@@ -254,7 +254,7 @@ fn resolve_one(
         .declared_args;
     for name in declared {
         if let Some(v) = values.get(&name).filter(|_| name != "IMAGE_TAG") {
-            args.insert(name, v.clone());
+            args.insert(name, v);
         }
     }
     let analysis =

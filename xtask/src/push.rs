@@ -7,18 +7,7 @@ use std::collections::BTreeMap;
 use crate::docker::Docker;
 use crate::reference;
 use crate::registry::{self, Lookup};
-use crate::status::Snapshot;
-
-/// What the registry holds for one service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Remote {
-    /// OK (TAG is the build of the current inputs), STALE (TAG is another build), MISSING
-    /// (no TAG), ERROR (the registry could not be asked).
-    pub state: &'static str,
-    pub reason: String,
-    pub tag: Lookup,
-    pub content: Lookup,
-}
+use crate::status::{Remote, Snapshot};
 
 /// Asks the registry, concurrently and bounded in time, for every service's TAG and content tag.
 pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String]) -> BTreeMap<String, Remote> {
@@ -53,7 +42,7 @@ pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[Stri
 /// Whether TAG and the content tag name one manifest, by digests the registry named: an
 /// unknown digest is no evidence.
 fn same_manifest(tag: &Lookup, content: &Lookup) -> bool {
-    matches!((tag, content), (Lookup::Found(Some(a)), Lookup::Found(Some(b))) if a == b && crate::digest::valid(a))
+    matches!((tag, content), (Lookup::Found(Some(a)), Lookup::Found(Some(b))) if a == b && crate::reference::valid_digest(a))
 }
 
 /// The registry's view of one service from its two lookups: OK only with evidence that TAG

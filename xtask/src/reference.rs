@@ -1,7 +1,13 @@
 //! Image reference grammar (distribution/reference): validation of TAG and REGISTRY arguments
 //! and the names the tool gives its images.
 
-use crate::UsageError;
+use crate::base::UsageError;
+
+/// Whether a digest as recorded is `sha256:` and 64 lowercase hex digits: a label comes from
+/// an image (maybe pulled) and names a file, so nothing else is used.
+pub fn valid_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").and_then(crate::base::Sha::parse).is_some()
+}
 
 /// The tag used when neither the command line nor `.env` names one.
 pub const DEFAULT_TAG: &str = "v0.3.6-dev";
@@ -127,11 +133,76 @@ fn is_lower_alnum(c: u8) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
 }
 
+/// The start of every image name this tool gives a service: `ai-infra-<service>`.
+pub const PREFIX: &str = "ai-infra-";
+
+/// An image reference taken apart: `[domain/]path[:tag][@digest]`. The one place where a
+/// reference is split; whether its parts are well formed is `is_valid_reference`'s question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reference<'a> {
+    /// The registry host (with its port), when the first component names one: it holds a `.`
+    /// or a `:`, or is `localhost`, as Docker decides.
+    pub domain: Option<&'a str>,
+    /// The repository as written, domain included, without tag or digest.
+    pub repository: &'a str,
+    /// The repository without its domain.
+    pub path: &'a str,
+    pub tag: Option<&'a str>,
+    pub digest: Option<&'a str>,
+}
+
+impl<'a> Reference<'a> {
+    pub fn parse(image: &'a str) -> Reference<'a> {
+        let (rest, digest) = match image.split_once('@') {
+            Some((r, d)) => (r, Some(d)),
+            None => (image, None),
+        };
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (repository, tag) = match rest[last_slash..].find(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        };
+        let (domain, path) = match repository.split_once('/') {
+            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+                (Some(first), path)
+            }
+            _ => (None, repository),
+        };
+        Reference { domain, repository, path, tag, digest }
+    }
+
+    /// The last component of the path: `ai-infra-base` in `r.io/team/ai-infra-base:v1`.
+    pub fn name(&self) -> &'a str {
+        self.path.rsplit('/').next().unwrap_or(self.path)
+    }
+
+    /// The service an image name of this tool names (`[REGISTRY/]ai-infra-<service>`).
+    pub fn service(&self) -> Option<&'a str> {
+        self.name().strip_prefix(PREFIX)
+    }
+}
+
+/// The host (with its port) of a REGISTRY argument, or of a reference that starts with one: its
+/// first component.
+pub fn host(registry: &str) -> &str {
+    registry.split('/').next().unwrap_or(registry)
+}
+
+/// The familiar form of a reference, as RepoTags shows it: no `docker.io/library/`.
+pub fn familiar(name: &str) -> &str {
+    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return rest;
+        }
+    }
+    name
+}
+
 /// The repository name of a service's image, without tag: `[REGISTRY/]ai-infra-<service>`.
 pub fn repository(service: &str, registry: Option<&str>) -> String {
     match registry {
-        Some(r) => format!("{}/ai-infra-{service}", r.trim_end_matches('/')),
-        None => format!("ai-infra-{service}"),
+        Some(r) => format!("{}/{PREFIX}{service}", r.trim_end_matches('/')),
+        None => format!("{PREFIX}{service}"),
     }
 }
 
@@ -154,11 +225,8 @@ pub fn validate_image_name(name: &str) -> Result<(), UsageError> {
 /// Splits an image reference into its repository and tag (or digest); the tag is `latest` when
 /// none is written, as Docker assumes.
 pub fn normalize_external(image: &str) -> String {
-    if image.contains('@') {
-        return image.to_string();
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if last.contains(':') {
+    let r = Reference::parse(image);
+    if r.digest.is_some() || r.tag.is_some() {
         image.to_string()
     } else {
         format!("{image}:latest")
@@ -168,42 +236,23 @@ pub fn normalize_external(image: &str) -> String {
 /// Whether a string is a plausible image reference: lowercase path components, an optional
 /// domain, tag and digest. Used to reject FROM lines that expand to garbage.
 pub fn is_valid_reference(image: &str) -> bool {
-    let (rest, digest) = match image.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (image, None),
-    };
-    if let Some(d) = digest {
+    let r = Reference::parse(image);
+    if let Some(d) = r.digest {
         let Some((algo, hex)) = d.split_once(':') else { return false };
         if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return false;
         }
     }
-    let (repo, tag) = {
-        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-        match rest[last_slash..].find(':') {
-            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
-            None => (rest, None),
-        }
-    };
-    if let Some(tag) = tag {
-        if validate_tag(tag).is_err() {
-            return false;
-        }
-    }
-    if repo.is_empty() || repo.len() > 255 {
+    if r.tag.is_some_and(|tag| validate_tag(tag).is_err()) {
         return false;
     }
-    let mut parts: Vec<&str> = repo.split('/').collect();
-    if parts.len() > 1 {
-        let first = parts[0];
-        if first.contains('.') || first.contains(':') || first == "localhost" {
-            if validate_registry(first).is_err() {
-                return false;
-            }
-            parts.remove(0);
-        }
+    if r.repository.is_empty() || r.repository.len() > 255 {
+        return false;
     }
-    parts.iter().all(|p| valid_path_component(p))
+    if r.domain.is_some_and(|d| validate_registry(d).is_err()) {
+        return false;
+    }
+    r.path.split('/').all(valid_path_component)
 }
 
 #[cfg(test)]
@@ -264,6 +313,21 @@ mod tests {
         assert_eq!(normalize_external("python"), "python:latest");
         assert_eq!(normalize_external("localhost:5000/python"), "localhost:5000/python:latest");
         assert_eq!(normalize_external("python:3.11"), "python:3.11");
+    }
+
+    #[test]
+    fn references_come_apart_in_one_place() {
+        let r = Reference::parse("localhost:5000/team/ai-infra-base:v1");
+        assert_eq!((r.domain, r.path, r.tag, r.digest), (Some("localhost:5000"), "team/ai-infra-base", Some("v1"), None));
+        assert_eq!((r.repository, r.name(), r.service()), ("localhost:5000/team/ai-infra-base", "ai-infra-base", Some("base")));
+        let r = Reference::parse("python@sha256:abc");
+        assert_eq!((r.domain, r.path, r.tag, r.digest), (None, "python", None, Some("sha256:abc")));
+        let r = Reference::parse("me/x");
+        assert_eq!((r.domain, r.path, r.tag), (None, "me/x", None));
+        assert_eq!(host("127.0.0.1:5000/team"), "127.0.0.1:5000");
+        assert_eq!(familiar("docker.io/library/python:3.11"), "python:3.11");
+        assert_eq!(familiar("docker.io/me/x:1"), "me/x:1");
+        assert_eq!(familiar("127.0.0.1:5000/x:1"), "127.0.0.1:5000/x:1");
     }
 
     #[test]

@@ -31,14 +31,14 @@ impl Lookup {
     /// A tag that exists, with its manifest digest only when it is one (`sha256:` and 64 hex
     /// digits): anything else the registry says is no evidence of which build it is.
     pub fn found(digest: Option<String>) -> Lookup {
-        Lookup::Found(digest.filter(|d| crate::digest::valid(d)))
+        Lookup::Found(digest.filter(|d| crate::reference::valid_digest(d)))
     }
 }
 
 /// Whether the registry is spoken to over plain HTTP: loopback addresses always (as the engine
 /// does), others only when named in AI_INFRA_INSECURE_REGISTRIES (comma-separated host:port).
 pub fn plain_http(registry: &str) -> bool {
-    let host = registry.split('/').next().unwrap_or(registry);
+    let host = crate::reference::host(registry);
     let opted_in =
         std::env::var("AI_INFRA_INSECURE_REGISTRIES").map(|v| v.split(',').any(|r| r.trim() == host)).unwrap_or(false);
     loopback(host) || opted_in
@@ -111,7 +111,7 @@ fn cli_lookup(docker: &Docker, reference: &str) -> Lookup {
     if stderr.contains("no such manifest") || stderr.contains("not found") {
         Lookup::Absent
     } else if stderr.contains("unauthorized") || stderr.contains("denied") {
-        let registry = reference.split('/').next().unwrap_or(reference);
+        let registry = crate::reference::host(reference);
         Lookup::Error(format!("{registry} needs a login: run `docker login {registry}`"))
     } else {
         Lookup::Error(format!("docker manifest inspect {reference}: {}", stderr.lines().last().unwrap_or("failed")))

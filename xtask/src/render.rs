@@ -4,7 +4,6 @@
 //! `$name` are left exactly as written, for Docker, compose and the shell; `{{"{{"}}` writes a
 //! literal `{{`.
 
-use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -72,11 +71,6 @@ pub struct Output {
     pub bytes: Vec<u8>,
 }
 
-/// The values templates see: the process environment over `.env` over `.env.example`.
-pub fn lookup_values(root: &Utf8Path) -> Result<impl Fn(&str) -> Option<String>> {
-    let values: BTreeMap<String, String> = crate::env::values(root)?;
-    Ok(move |name: &str| std::env::var(name).ok().or_else(|| values.get(name).cloned()))
-}
 
 /// Renders every template in memory. All errors are collected; any error means no output.
 pub fn outputs(root: &Utf8Path, services: &[&str]) -> Result<Vec<Output>> {
@@ -84,7 +78,8 @@ pub fn outputs(root: &Utf8Path, services: &[&str]) -> Result<Vec<Output>> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
-    let lookup = lookup_values(root)?;
+    let values = crate::env::Values::load(root)?;
+    let lookup = |name: &str| values.get(name);
     let mut templates = Vec::new();
     let mut entries: Vec<_> =
         std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))?.collect::<std::io::Result<_>>()?;

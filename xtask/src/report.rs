@@ -8,8 +8,7 @@ use serde_json::{json, Value};
 
 use std::collections::BTreeMap;
 
-use crate::push::Remote;
-use crate::status::{Snapshot, State};
+use crate::status::{Remote, Snapshot, State};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Format {

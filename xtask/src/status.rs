@@ -133,7 +133,7 @@ pub fn contexts(
             Some(rel)
         })
         .collect();
-    let cache_dir = crate::state_dir(root).join("hash-cache");
+    let cache_dir = crate::base::state_dir(root).join("hash-cache");
     let walked = context::parallel(unique.len(), |i| -> Result<_> {
         let s = &unique[i].service;
         let cache = HashCache::load(&cache_dir.join(cache_name(&s.context)));
@@ -228,7 +228,7 @@ pub fn digests(
         }
         use sha2::Digest as _;
         let record = Record {
-            dockerfile: context::Sha::of(&sha2::Sha256::digest(&r.dockerfile)).to_string(),
+            dockerfile: crate::base::Sha::of(&sha2::Sha256::digest(&r.dockerfile)).to_string(),
             target: s.target.clone(),
             args: digest::recorded_args(&args),
             files,
@@ -253,10 +253,21 @@ pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<Stri
     Ok(digests(services, &files, base_ids))
 }
 
+/// What the registry holds for one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// OK (TAG is the build of the current inputs), STALE (TAG is another build), MISSING
+    /// (no TAG), ERROR (the registry could not be asked).
+    pub state: &'static str,
+    pub reason: String,
+    pub tag: crate::registry::Lookup,
+    pub content: crate::registry::Lookup,
+}
+
 /// Loads the project, computes its digests and classifies every image with one inspect call.
 pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&str>) -> Result<Snapshot> {
     let project = Project::load(root)?;
-    let values = crate::env::values(root)?;
+    let values = crate::env::Values::load(root)?;
     let rendered = crate::render::outputs(root, &project.names())?;
     let (services, broken) = project::resolve(&project, tag, &values, &rendered)?;
     let image_names: BTreeMap<String, String> =
