@@ -11,8 +11,9 @@ use camino::Utf8PathBuf;
 
 use crate::digest;
 use crate::docker::{BuildEnd, BuildRequest, Docker};
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, Step};
 use crate::reference;
+use crate::schedule::{self, Decision};
 use crate::status::Snapshot;
 
 /// What happened to one planned service.
@@ -263,8 +264,9 @@ fn guarded(service: &str, work: impl FnOnce() -> Outcome) -> Outcome {
     })
 }
 
-/// Runs the plan: a service starts as soon as its planned parents succeeded, up to `jobs` at
-/// a time. Prints a line as each starts and ends.
+/// Runs the plan's actions along the graph, `jobs` at a time, as `schedule::next` says; a
+/// failed service's dependents are not started. A worker that panics is a FAILED service.
+/// Stops starting new work once `cancel` is set.
 pub fn execute(
     docker: &Docker,
     snap: &Snapshot,
@@ -279,101 +281,55 @@ pub fn execute(
     let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
     let mut finished = 0;
     let (tx, rx) = std::sync::mpsc::channel::<Outcome>();
-    // On a terminal, one status line at the bottom says what is building; event lines are
-    // printed above it. Elsewhere, plain lines only.
-    let live = std::io::stdout().is_terminal() && !verbose;
-    let started: std::cell::RefCell<BTreeMap<String, Instant>> = Default::default();
-    let say = |line: &str| {
-        if live {
-            print!("\r\x1b[2K");
-        }
-        println!("{line}");
-    };
-    let redraw = |done: usize| {
-        if live {
-            let now: Vec<String> =
-                started.borrow().iter().map(|(n, t)| format!("{n} {:.0}s", t.elapsed().as_secs_f64())).collect();
-            print!("\r\x1b[2K  {done}/{total} done; building {}", now.join(", "));
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-        }
-    };
+    let progress = Progress::new(total, std::io::stdout().is_terminal() && !verbose);
     std::thread::scope(|s| {
         let mut running = 0;
         loop {
-            let mut i = 0;
-            while i < pending.len() && running < jobs && !cancel.load(Ordering::Relaxed) {
-                let step = pending[i];
-                let failed_parent = step.after.iter().find(|p| {
-                    outcomes.get(*p).is_some_and(|o| !matches!(o.result, Ended::Built | Ended::Reused | Ended::Pulled))
-                });
-                if let Some(p) = failed_parent {
+            let succeeded: BTreeMap<String, bool> = outcomes
+                .iter()
+                .map(|(n, o)| (n.clone(), matches!(o.result, Ended::Built | Ended::Reused | Ended::Pulled)))
+                .collect();
+            for decision in schedule::next(&pending, &succeeded, jobs.saturating_sub(running)) {
+                if cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                let service = match &decision {
+                    Decision::Start(service) | Decision::Skip { service, .. } => service,
+                };
+                let Some(i) = pending.iter().position(|p| &p.service == service) else { continue };
+                let step = pending.remove(i);
+                if let Decision::Skip { parent, .. } = &decision {
                     finished += 1;
-                    say(&format!("[{finished}/{total}] skipped {}: parent {p} did not build", step.service));
-                    let o = Outcome::new(&step.service, Ended::NotStarted, format!("parent {p} did not build"));
+                    progress
+                        .say(&format!("[{finished}/{total}] skipped {}: parent {parent} did not build", step.service));
+                    let o = Outcome::new(&step.service, Ended::NotStarted, format!("parent {parent} did not build"));
                     outcomes.insert(step.service.clone(), o);
-                    pending.remove(i);
                     continue;
                 }
-                if !step.after.iter().all(|p| outcomes.contains_key(p)) {
-                    i += 1;
-                    continue;
-                }
-                pending.remove(i);
                 running += 1;
-                started.borrow_mut().insert(step.service.clone(), Instant::now());
+                progress.started(&step.service);
+                let verb = match step.action {
+                    Action::Reuse { .. } => "reusing",
+                    Action::Pull { .. } => "pulling",
+                    _ => "building",
+                };
+                progress.say(&format!("{verb} {} ({})", step.service, step.reason));
                 let tx = tx.clone();
-                match &step.action {
-                    Action::Reuse { image } => {
-                        say(&format!("reusing {} ({})", step.service, step.reason));
-                        let image = image.clone();
-                        s.spawn(move || {
-                            tx.send(guarded(&step.service, || reuse_one(docker, snap, &step.service, &image)))
-                        });
-                    }
-                    Action::Pull { image } => {
-                        say(&format!("pulling {} ({})", step.service, step.reason));
-                        let image = image.clone();
-                        s.spawn(move || {
-                            let pull = || pull_one(docker, snap, &step.service, &image, verbose, cancel);
-                            tx.send(guarded(&step.service, pull))
-                        });
-                    }
-                    Action::Build { no_cache } => {
-                        say(&format!("building {} ({})", step.service, step.reason));
-                        let no_cache = *no_cache;
-                        s.spawn(move || {
-                            let build = || build_one(docker, snap, &step.service, no_cache, verbose, cancel);
-                            tx.send(guarded(&step.service, build))
-                        });
-                    }
-                    Action::Skip => unreachable!("work has no skips"),
-                }
+                s.spawn(move || tx.send(guarded(&step.service, || act(docker, snap, step, verbose, cancel))));
             }
             if running == 0 {
                 break;
             }
-            redraw(finished);
+            progress.redraw(finished);
             let o = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
                 Ok(o) => o,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            started.borrow_mut().remove(&o.service);
+            progress.ended(&o.service);
             running -= 1;
             finished += 1;
-            match o.result {
-                Ended::Built => say(&format!("[{finished}/{total}] built {} in {:.1}s", o.service, o.seconds)),
-                Ended::Reused => say(&format!("[{finished}/{total}] reused {} ({})", o.service, o.reason)),
-                Ended::Pulled => say(&format!("[{finished}/{total}] pulled {} ({})", o.service, o.reason)),
-                Ended::Failed => say(&format!(
-                    "[{finished}/{total}] FAILED {} after {:.1}s: {}{}",
-                    o.service,
-                    o.seconds,
-                    o.reason,
-                    o.log.as_ref().map_or(String::new(), |l| format!(" (log: {l})"))
-                )),
-                Ended::NotStarted => say(&format!("[{finished}/{total}] stopped {}: {}", o.service, o.reason)),
-            }
+            progress.say(&ended_line(finished, total, &o));
             outcomes.insert(o.service.clone(), o);
         }
     });
@@ -386,10 +342,78 @@ pub fn execute(
     work.iter().filter_map(|s| outcomes.remove(&s.service)).collect()
 }
 
+/// Performs one step of the plan, as the plan says: the executor decides nothing.
+fn act(docker: &Docker, snap: &Snapshot, step: &Step, verbose: bool, cancel: &AtomicBool) -> Outcome {
+    match &step.action {
+        Action::Reuse { image } => reuse_one(docker, snap, &step.service, image),
+        Action::Pull { image } => pull_one(docker, snap, &step.service, image, verbose, cancel),
+        Action::Build { no_cache } => build_one(docker, snap, &step.service, *no_cache, verbose, cancel),
+        Action::Skip => unreachable!("work has no skips"),
+    }
+}
+
+/// The line that says how a step ended.
+fn ended_line(finished: usize, total: usize, o: &Outcome) -> String {
+    match o.result {
+        Ended::Built => format!("[{finished}/{total}] built {} in {:.1}s", o.service, o.seconds),
+        Ended::Reused => format!("[{finished}/{total}] reused {} ({})", o.service, o.reason),
+        Ended::Pulled => format!("[{finished}/{total}] pulled {} ({})", o.service, o.reason),
+        Ended::Failed => format!(
+            "[{finished}/{total}] FAILED {} after {:.1}s: {}{}",
+            o.service,
+            o.seconds,
+            o.reason,
+            o.log.as_ref().map_or(String::new(), |l| format!(" (log: {l})"))
+        ),
+        Ended::NotStarted => format!("[{finished}/{total}] stopped {}: {}", o.service, o.reason),
+    }
+}
+
+/// The run's progress on stdout. On a terminal, one status line at the bottom says what is
+/// building; event lines are printed above it. Elsewhere, plain lines only.
+struct Progress {
+    total: usize,
+    live: bool,
+    started: std::cell::RefCell<BTreeMap<String, Instant>>,
+}
+
+impl Progress {
+    fn new(total: usize, live: bool) -> Progress {
+        Progress { total, live, started: Default::default() }
+    }
+
+    fn say(&self, line: &str) {
+        if self.live {
+            print!("\r\x1b[2K");
+        }
+        println!("{line}");
+    }
+
+    fn started(&self, service: &str) {
+        self.started.borrow_mut().insert(service.to_string(), Instant::now());
+    }
+
+    fn ended(&self, service: &str) {
+        self.started.borrow_mut().remove(service);
+    }
+
+    fn redraw(&self, done: usize) {
+        if self.live {
+            let now: Vec<String> =
+                self.started.borrow().iter().map(|(n, t)| format!("{n} {:.0}s", t.elapsed().as_secs_f64())).collect();
+            print!("\r\x1b[2K  {done}/{} done; building {}", self.total, now.join(", "));
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    }
+}
+
 /// Rejects a service name the project does not have, listing the ones it has.
 pub fn check_service(project: &crate::project::Project, name: &str) -> Result<()> {
     if project.service(name).is_none() {
-        bail!(crate::base::UsageError(format!("unknown service {name:?}; known services: {}", project.names().join(", "))));
+        bail!(crate::base::UsageError(format!(
+            "unknown service {name:?}; known services: {}",
+            project.names().join(", ")
+        )));
     }
     Ok(())
 }
@@ -415,5 +439,4 @@ mod tests {
         assert_eq!(digest::short("sha256:ééééééééééééé"), "éééééééééééé");
         assert_eq!(digest::short("ab"), "ab");
     }
-
 }

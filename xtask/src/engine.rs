@@ -402,7 +402,9 @@ pub fn run(root: &Utf8Path, action: &str) -> Result<i32> {
         "up" => up(root, false).map(|_| 0),
         "down" => down(root, false).map(|_| 0),
         "status" => status(root),
-        other => Err(crate::base::UsageError(format!("unknown engine action {other:?}: use up, status or down")).into()),
+        other => {
+            Err(crate::base::UsageError(format!("unknown engine action {other:?}: use up, status or down")).into())
+        }
     }
 }
 

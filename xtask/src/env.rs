@@ -247,7 +247,8 @@ mod tests {
     fn values_come_from_the_environment_then_env_then_the_example() {
         let dir = crate::testutil::TempDir::new("values");
         let root = dir.path();
-        std::fs::write(root.join(".env.example"), "XTASK_UNIT_A=example\nXTASK_UNIT_B=example\nXTASK_UNIT_C=example\n").unwrap();
+        std::fs::write(root.join(".env.example"), "XTASK_UNIT_A=example\nXTASK_UNIT_B=example\nXTASK_UNIT_C=example\n")
+            .unwrap();
         std::fs::write(root.join(".env"), "XTASK_UNIT_A=env\nXTASK_UNIT_B=env\n").unwrap();
         // A name no other test sets: the process environment is shared by the test threads.
         std::env::set_var("XTASK_UNIT_A", "environment");

@@ -6,9 +6,9 @@ use std::ffi::OsString;
 use anyhow::Result;
 use camino::Utf8Path;
 
+use crate::base::UsageError;
 use crate::reference;
 use crate::report::Format;
-use crate::base::UsageError;
 
 pub const USAGE: &str = "\
 cargo xtask: build ai-infra's Docker images, only those whose inputs changed

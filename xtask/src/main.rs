@@ -34,6 +34,7 @@ mod reference;
 mod registry;
 mod render;
 mod report;
+mod schedule;
 mod status;
 #[cfg(test)]
 mod testutil;

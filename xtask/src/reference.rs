@@ -318,8 +318,14 @@ mod tests {
     #[test]
     fn references_come_apart_in_one_place() {
         let r = Reference::parse("localhost:5000/team/ai-infra-base:v1");
-        assert_eq!((r.domain, r.path, r.tag, r.digest), (Some("localhost:5000"), "team/ai-infra-base", Some("v1"), None));
-        assert_eq!((r.repository, r.name(), r.service()), ("localhost:5000/team/ai-infra-base", "ai-infra-base", Some("base")));
+        assert_eq!(
+            (r.domain, r.path, r.tag, r.digest),
+            (Some("localhost:5000"), "team/ai-infra-base", Some("v1"), None)
+        );
+        assert_eq!(
+            (r.repository, r.name(), r.service()),
+            ("localhost:5000/team/ai-infra-base", "ai-infra-base", Some("base"))
+        );
         let r = Reference::parse("python@sha256:abc");
         assert_eq!((r.domain, r.path, r.tag, r.digest), (None, "python", None, Some("sha256:abc")));
         let r = Reference::parse("me/x");

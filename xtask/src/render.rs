@@ -4,7 +4,6 @@
 //! `$name` are left exactly as written, for Docker, compose and the shell; `{{"{{"}}` writes a
 //! literal `{{`.
 
-
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -70,7 +69,6 @@ pub struct Output {
     pub path: Utf8PathBuf,
     pub bytes: Vec<u8>,
 }
-
 
 /// Renders every template in memory. All errors are collected; any error means no output.
 pub fn outputs(root: &Utf8Path, services: &[&str]) -> Result<Vec<Output>> {

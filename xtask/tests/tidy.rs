@@ -168,6 +168,7 @@ const PURE: &[&str] = &[
     "reference.rs",
     "render.rs",
     "report.rs",
+    "schedule.rs",
 ];
 
 const EFFECTS: &[&str] = &[
