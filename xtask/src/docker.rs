@@ -28,6 +28,22 @@ pub struct Docker {
     builds: std::sync::OnceLock<Builds>,
 }
 
+/// How the docker CLI on PATH reads `.dockerignore` when it sends a build context (asked once
+/// per run, and only where a pattern makes it matter; `docker --version` needs no engine).
+pub fn ignore_dialect() -> crate::ignore::Dialect {
+    static DIALECT: std::sync::OnceLock<crate::ignore::Dialect> = std::sync::OnceLock::new();
+    *DIALECT.get_or_init(|| {
+        let version = std::process::Command::new("docker")
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        crate::ignore::Dialect::of_cli(&version)
+    })
+}
+
 /// The builder `docker build` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builder {

@@ -23,24 +23,122 @@ enum Token {
     All,
 }
 
+/// A COPY or ADD source with wildcards, matched as Go's `filepath.Match` does.
 #[derive(Debug, Clone)]
 pub struct Pattern {
-    pub exception: bool,
     tokens: Vec<Token>,
 }
 
-/// The patterns of one `.dockerignore`, in file order.
+/// Which `.dockerignore` matcher the CLI that sends the build context uses. Both turn a pattern
+/// into a Go regular expression, and they agree on every pattern made of `filepath.Match`
+/// syntax alone; they differ on the characters a regular expression gives a meaning to. Seen
+/// on this machine with probe builds (`COPY . /ctx/`):
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// The docker CLI 23 and later (moby/patternmatcher): a pattern with no `*`, `?`, `[` or
+    /// `\` is a literal path (`a+b` excludes the file `a+b`), `X**` a literal prefix and `**X`
+    /// a literal suffix; any other pattern is a regular expression in which `.`, `$`, `+`, `(`
+    /// and `)` are literal and `|`, `^`, `{n}` keep their meaning.
+    #[default]
+    Current,
+    /// The docker CLI 20.10 and Podman 4: every pattern is a regular expression in which only
+    /// `.` and `$` are literal (`a+b` excludes `ab` and `aab`, not `a+b`).
+    Older,
+}
+
+impl Dialect {
+    /// The dialect of a CLI from its `--version` line (`Docker version 28.2.2, build ...`,
+    /// `podman version 4.3.1`).
+    pub fn of_cli(version: &str) -> Dialect {
+        let v = version.trim();
+        if v.to_ascii_lowercase().starts_with("podman") {
+            return Dialect::Older;
+        }
+        let number = v.strip_prefix("Docker version ").unwrap_or(v);
+        match number.split('.').next().and_then(|m| m.trim().parse::<u32>().ok()) {
+            Some(major) if major < 23 => Dialect::Older,
+            _ => Dialect::Current,
+        }
+    }
+}
+
+/// One `.dockerignore` line, ready to match in either dialect.
+#[derive(Debug, Clone)]
+struct Rule {
+    line: usize,
+    text: String,
+    exception: bool,
+    current: Result<Matcher, String>,
+    older: Result<Matcher, String>,
+    /// Whether the dialects may disagree on some path.
+    differs: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Exact(String),
+    Prefix(String),
+    /// The pattern after its leading `**`: a path ending so matches, and `/x` also matches `x`.
+    Suffix(String),
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Matcher::Exact(p) => path == p,
+            Matcher::Prefix(p) => path.starts_with(p.as_str()),
+            Matcher::Suffix(s) => path.ends_with(s.as_str()) || s.strip_prefix('/') == Some(path),
+            Matcher::Regex(r) => r.is_match(path),
+        }
+    }
+
+    /// Whether it matches `path` or one of its parent folders.
+    fn matches_or_parent(&self, path: &str) -> bool {
+        self.matches(path) || path.match_indices('/').any(|(i, _)| self.matches(&path[..i]))
+    }
+}
+
+impl Rule {
+    fn new(line: usize, text: String, exception: bool) -> Rule {
+        let (current, current_go) = moby_matcher(&text, Dialect::Current);
+        let (older, older_go) = moby_matcher(&text, Dialect::Older);
+        let differs = match &current {
+            Ok(Matcher::Regex(_)) => current_go != older_go,
+            Ok(Matcher::Exact(p)) | Ok(Matcher::Prefix(p)) => p.contains(REGEX_ONLY),
+            Ok(Matcher::Suffix(s)) => !s.is_empty() && (!s.starts_with('/') || s.contains(REGEX_ONLY)),
+            Err(_) => older.is_ok(),
+        };
+        Rule { line, text, exception, current, older, differs }
+    }
+
+    fn matcher(&self, dialect: Dialect) -> Result<&Matcher, &String> {
+        match dialect {
+            Dialect::Current => self.current.as_ref(),
+            Dialect::Older => self.older.as_ref(),
+        }
+    }
+}
+
+/// Characters with a meaning in a Go regular expression that the current dialect's literal
+/// matches (exact, prefix, suffix) take as themselves.
+const REGEX_ONLY: [char; 7] = ['+', '(', ')', '|', '{', '}', '^'];
+
+/// The patterns of one `.dockerignore`, in file order, and the dialect they are matched in.
 #[derive(Debug, Clone, Default)]
 pub struct Ignore {
-    patterns: Vec<Pattern>,
+    rules: Vec<Rule>,
+    dialect: Dialect,
 }
 
 impl Ignore {
     /// Parses `.dockerignore` text. `#` in column 1 makes a comment; lines are trimmed; a
-    /// leading `!` is an exception; patterns are path-cleaned and lose one leading `/`.
+    /// leading `!` is an exception; patterns are path-cleaned and lose one leading `/`. Every
+    /// pattern must be valid for Go's `filepath.Match` (Docker checks that first) and, in the
+    /// current dialect, a valid regular expression.
     pub fn parse(text: &str) -> Result<Ignore> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut patterns = Vec::new();
+        let mut rules = Vec::new();
         for (n, line) in text.lines().enumerate() {
             if line.starts_with('#') {
                 continue;
@@ -63,27 +161,61 @@ impl Ignore {
             if cleaned == "." {
                 continue;
             }
-            let tokens = compile(&cleaned).map_err(|e| {
+            compile(&cleaned).map_err(|e| {
                 anyhow::anyhow!(
                     "line {}: {cleaned:?} is not a valid pattern ({e}); Docker fails the build on it",
                     n + 1
                 )
             })?;
-            patterns.push(Pattern { exception, tokens });
+            let rule = Rule::new(n + 1, cleaned, exception);
+            if let Err(e) = &rule.current {
+                if !rule.differs {
+                    bail!("line {}: {:?} is not a valid pattern ({e}); Docker fails the build on it", n + 1, rule.text);
+                }
+            }
+            rules.push(rule);
         }
-        Ok(Ignore { patterns })
+        let ignore = Ignore { rules, dialect: Dialect::Current };
+        Ok(ignore)
+    }
+
+    /// Whether some pattern means different things to the two dialects, so that which CLI
+    /// sends the context must be known.
+    pub fn dialect_matters(&self) -> bool {
+        self.rules.iter().any(|r| r.differs)
+    }
+
+    /// Matches in `dialect` from now on; a pattern that is no valid regular expression there
+    /// is an error naming its line, as the build would fail on it.
+    pub fn with_dialect(mut self, dialect: Dialect) -> Result<Ignore> {
+        for r in &self.rules {
+            if let Err(e) = r.matcher(dialect) {
+                let cli = match dialect {
+                    Dialect::Current => "the docker CLI 23 and later",
+                    Dialect::Older => "the docker CLI 20.10 and Podman",
+                };
+                bail!(
+                    "line {}: {:?} is not a valid pattern for {cli} ({e}); the build fails on it: escape the character with '\\'",
+                    r.line,
+                    r.text
+                );
+            }
+        }
+        self.dialect = dialect;
+        Ok(self)
     }
 
     pub fn has_exceptions(&self) -> bool {
-        self.patterns.iter().any(|p| p.exception)
+        self.rules.iter().any(|r| r.exception)
     }
 
     /// Whether `path` (relative, `/`-separated, clean) is left out of the build context.
     pub fn excludes(&self, path: &str) -> bool {
         let mut excluded = false;
-        for p in &self.patterns {
-            if p.matches_or_parent(path) {
-                excluded = !p.exception;
+        for r in &self.rules {
+            // `with_dialect` refused a rule that has no matcher in this dialect.
+            if r.matcher(self.dialect).is_ok_and(|m| m.matches_or_parent(path)) {
+                excluded = !r.exception;
             }
         }
         excluded
@@ -91,9 +223,9 @@ impl Ignore {
 }
 
 impl Pattern {
-    /// A pattern that is not an exception, as COPY sources and `.dockerignore` lines are written.
+    /// A COPY or ADD source pattern.
     pub fn new(text: &str) -> Result<Pattern> {
-        Ok(Pattern { exception: false, tokens: compile(text).map_err(|e| anyhow::anyhow!("pattern {text:?}: {e}"))? })
+        Ok(Pattern { tokens: compile(text).map_err(|e| anyhow::anyhow!("pattern {text:?}: {e}"))? })
     }
 
     /// Whether the pattern matches `path` or one of its parent folders.
@@ -103,6 +235,240 @@ impl Pattern {
         }
         // Each parent directory, shortest first: "a", "a/b", ... excluding the path itself.
         path.match_indices('/').any(|(i, _)| matches(&self.tokens, &path[..i]))
+    }
+}
+
+/// How moby turns a cleaned pattern into a matcher, in one dialect: the kind of match, and
+/// the Go regular expression it builds (empty for the literal kinds).
+fn moby_matcher(pattern: &str, dialect: Dialect) -> (Result<Matcher, String>, String) {
+    let literal: &[char] = match dialect {
+        Dialect::Current => &['.', '+', '(', ')', '$'],
+        Dialect::Older => &['.', '$'],
+    };
+    #[derive(PartialEq)]
+    enum Kind {
+        Exact,
+        Prefix,
+        Suffix,
+        Regex,
+    }
+    let mut kind = Kind::Exact;
+    let mut go = String::from("^");
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    let mut first = true;
+    while i < chars.len() {
+        let ch = chars[i];
+        i += 1;
+        if ch == '*' && chars.get(i) == Some(&'*') {
+            i += 1;
+            if chars.get(i) == Some(&'/') {
+                i += 1;
+            }
+            if i >= chars.len() {
+                if kind == Kind::Exact {
+                    kind = Kind::Prefix;
+                } else {
+                    go.push_str(".*");
+                    kind = Kind::Regex;
+                }
+            } else {
+                go.push_str("(.*/)?");
+                kind = Kind::Regex;
+            }
+            if first {
+                kind = Kind::Suffix;
+            }
+        } else if ch == '*' {
+            go.push_str("[^/]*");
+            kind = Kind::Regex;
+        } else if ch == '?' {
+            go.push_str("[^/]");
+            kind = Kind::Regex;
+        } else if literal.contains(&ch) {
+            go.push('\\');
+            go.push(ch);
+        } else if ch == '\\' {
+            match chars.get(i) {
+                Some(&next) => {
+                    go.push('\\');
+                    go.push(next);
+                    i += 1;
+                    kind = Kind::Regex;
+                }
+                None => go.push('\\'),
+            }
+        } else if ch == '[' || ch == ']' {
+            go.push(ch);
+            kind = Kind::Regex;
+        } else {
+            go.push(ch);
+        }
+        first = false;
+    }
+    if dialect == Dialect::Older {
+        kind = Kind::Regex;
+    }
+    let matcher = match kind {
+        Kind::Exact => Ok(Matcher::Exact(pattern.to_string())),
+        Kind::Prefix => Ok(Matcher::Prefix(pattern[..pattern.len() - 2].to_string())),
+        Kind::Suffix => Ok(Matcher::Suffix(pattern[2..].to_string())),
+        Kind::Regex => {
+            go.push('$');
+            go_regex(&go)
+                .and_then(|r| regex::Regex::new(&r).map_err(|e| first_line(&e.to_string())))
+                .map(Matcher::Regex)
+        }
+    };
+    let go = if matches!(matcher, Ok(Matcher::Regex(_))) || matcher.is_err() { go } else { String::new() };
+    (matcher, go)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(s.lines().next().unwrap_or("")).to_string()
+}
+
+/// Go's regular expression syntax (RE2, as Docker compiles the pattern) in the regex crate's:
+/// the two differ in `[` inside a class (a character in Go, a nested class here), `&&`/`~~`
+/// inside a class, `{` that is no repetition (a character in Go, an error here), and `\d`,
+/// `\w`, `\s` (ASCII in Go).
+fn go_regex(go: &str) -> Result<String, String> {
+    let c: Vec<char> = go.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut class = false;
+    let mut class_start = 0;
+    while i < c.len() {
+        let ch = c[i];
+        i += 1;
+        if ch == '\\' {
+            let Some(&e) = c.get(i) else { return Err("a trailing '\\'".into()) };
+            i += 1;
+            match e {
+                'd' | 'w' | 's' => {
+                    let set = perl_class(e);
+                    if class {
+                        out.push_str(set);
+                    } else {
+                        out.push_str(&format!("[{set}]"));
+                    }
+                }
+                'D' | 'W' | 'S' => out.push_str(&format!("[^{}]", perl_class(e.to_ascii_lowercase()))),
+                'p' | 'P' | 'x' => {
+                    out.push('\\');
+                    out.push(e);
+                    if c.get(i) == Some(&'{') {
+                        while let Some(&n) = c.get(i) {
+                            out.push(n);
+                            i += 1;
+                            if n == '}' {
+                                break;
+                            }
+                        }
+                    } else {
+                        let take = if e == 'x' { 2 } else { 1 };
+                        for _ in 0..take {
+                            if let Some(&n) = c.get(i) {
+                                out.push(n);
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+                'a' | 'f' | 'n' | 'r' | 't' | 'v' => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                'A' | 'z' | 'b' | 'B' if !class => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                e if e.is_ascii_alphanumeric() => {
+                    return Err(format!("'\\{e}' is an escape this tool cannot match as Docker does"))
+                }
+                e => out.push_str(&regex::escape(&e.to_string())),
+            }
+            continue;
+        }
+        if class {
+            match ch {
+                '[' if c.get(i) == Some(&':') => {
+                    // A POSIX class `[:alpha:]` (or `[:^alpha:]`), the same in both syntaxes.
+                    let rest: String = c[i..].iter().collect();
+                    match rest[1..].find(":]").map(|e| e + 1) {
+                        Some(end) if rest[1..end].trim_start_matches('^').chars().all(|x| x.is_ascii_lowercase()) => {
+                            out.push('[');
+                            out.push_str(&rest[..end + 2]);
+                            i += rest[..end + 2].chars().count();
+                        }
+                        _ => out.push_str("\\["),
+                    }
+                }
+                '[' | '&' | '~' => {
+                    out.push('\\');
+                    out.push(ch);
+                }
+                '-' if out.ends_with('-') => out.push_str("\\-"),
+                ']' if i - 1 > class_start => {
+                    out.push(']');
+                    class = false;
+                }
+                ']' => out.push_str("\\]"),
+                _ => out.push(ch),
+            }
+            continue;
+        }
+        match ch {
+            '[' => {
+                out.push('[');
+                if c.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                class = true;
+                // A `]` right after the opening is a character of the class.
+                class_start = i;
+            }
+            '{' => {
+                let rest: String = c[i..].iter().collect();
+                let end = rest.find('}');
+                let counted = end.is_some_and(|e| {
+                    let body = &rest[..e];
+                    let mut parts = body.splitn(2, ',');
+                    let lo = parts.next().unwrap_or("");
+                    let hi = parts.next();
+                    !lo.is_empty()
+                        && lo.chars().all(|x| x.is_ascii_digit())
+                        && hi.is_none_or(|h| h.chars().all(|x| x.is_ascii_digit()))
+                });
+                if counted {
+                    let e = end.unwrap_or(0);
+                    out.push('{');
+                    out.push_str(&rest[..=e]);
+                    i += rest[..=e].chars().count();
+                } else {
+                    out.push_str("\\{");
+                }
+            }
+            '}' | ']' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            _ => out.push(ch),
+        }
+    }
+    if class {
+        return Err("missing closing ]".into());
+    }
+    Ok(out)
+}
+
+/// The ASCII sets of Go's `\d`, `\w` and `\s`, for inside a class.
+fn perl_class(e: char) -> &'static str {
+    match e {
+        'd' => "0-9",
+        'w' => "0-9A-Za-z_",
+        _ => "\\t\\n\\x0C\\r ",
     }
 }
 
@@ -239,7 +605,85 @@ mod tests {
     use super::*;
 
     fn excluded(patterns: &[&str], path: &str) -> bool {
+        for d in [Dialect::Current, Dialect::Older] {
+            let ignore = Ignore::parse(&patterns.join("\n")).unwrap().with_dialect(d).unwrap();
+            assert!(!ignore.dialect_matters(), "{patterns:?}");
+        }
         Ignore::parse(&patterns.join("\n")).unwrap().excludes(path)
+    }
+
+    #[test]
+    fn the_two_dialects_as_docker_28_docker_20_10_and_podman_4_send_contexts() {
+        // (pattern, path, excluded by the docker 28 CLI, by the docker 20.10 CLI and Podman 4),
+        // each seen in a probe build with `COPY . /ctx/`.
+        let cases: &[(&str, &str, bool, bool)] = &[
+            ("\\d", "5", true, true),
+            ("\\d", "d", false, false),
+            ("[[:alpha:]]", "x", true, true),
+            ("[[:alpha:]]", "5", false, false),
+            ("[[:alpha:]]", "\u{e9}", false, false),
+            ("\\w", "_", true, true),
+            ("\\w", ":", false, false),
+            ("a+b", "a+b", true, false),
+            ("a+b", "ab", false, true),
+            ("a+b", "aab", false, true),
+            ("(x)", "(x)", true, false),
+            ("(x)", "x", false, true),
+            ("^a", "^a", true, false),
+            ("a|b", "a|b", true, true),
+            ("a|b", "x|b", false, true),
+            ("a|b", "a$", false, true),
+            ("{a}", "{a}", true, true),
+            ("a{2}", "a{2}", true, false),
+            ("a{2}", "aa", false, true),
+            ("a}b", "a}b", true, true),
+            ("\\x61a", "aa", true, true),
+            ("a\\{2\\}", "a{2}", true, true),
+            ("a+b*", "a+b", true, false),
+            ("a+b*", "aab", false, true),
+            ("(x)*", "(x)", true, false),
+            ("(x)*", "x1", false, true),
+            ("**b", "a+b", true, false),
+            ("**b", "ab", true, false),
+            ("[a]{2}", "aa", true, true),
+            ("a|b*", "aa", true, true),
+            ("a|b*", "d", false, false),
+            ("^a*", "aa", true, true),
+            ("^a*", "^a", false, false),
+            ("a{2}*", "aab", true, true),
+            ("a.*", "a.b", true, true),
+            ("a.*", "aab", false, false),
+            // Go reads `[` inside a class as a character: `[*]` is `[[^/]*]`.
+            ("[*]x", "]x", true, true),
+            ("[*]x", "^^]x", true, true),
+        ];
+        for (pattern, path, current, older) in cases {
+            let ignore = Ignore::parse(pattern).unwrap();
+            for (d, want) in [(Dialect::Current, current), (Dialect::Older, older)] {
+                let got = ignore.clone().with_dialect(d).unwrap().excludes(path);
+                assert_eq!(got, *want, "{pattern:?} {path:?} {d:?}");
+            }
+        }
+        for (pattern, matters) in
+            [("a+b", true), ("**b", true), ("**/b", false), ("*.go", false), ("\\d", false), ("a|b*", false)]
+        {
+            assert_eq!(Ignore::parse(pattern).unwrap().dialect_matters(), matters, "{pattern}");
+        }
+        // A regular expression only the older dialect cannot compile: the build fails there.
+        let ignore = Ignore::parse("ok\n*(x\n").unwrap();
+        assert!(ignore.clone().with_dialect(Dialect::Current).is_ok());
+        let err = ignore.with_dialect(Dialect::Older).unwrap_err().to_string();
+        assert!(err.starts_with("line 2: ") && err.contains("docker CLI 20.10"), "{err}");
+        assert!(Ignore::parse("\\Qa\\E").unwrap_err().to_string().contains("cannot match"));
+    }
+
+    #[test]
+    fn the_dialect_of_a_cli() {
+        assert_eq!(Dialect::of_cli("Docker version 28.2.2, build e6534b4"), Dialect::Current);
+        assert_eq!(Dialect::of_cli("Docker version 23.0.0, build x"), Dialect::Current);
+        assert_eq!(Dialect::of_cli("Docker version 20.10.24+dfsg1, build 297e128"), Dialect::Older);
+        assert_eq!(Dialect::of_cli("podman version 4.3.1"), Dialect::Older);
+        assert_eq!(Dialect::of_cli("something else"), Dialect::Current);
     }
 
     #[test]

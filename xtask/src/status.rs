@@ -12,6 +12,7 @@ use crate::context::{self, FileRecord};
 use crate::digest::{self, Category, Digest, Record};
 use crate::docker::{Docker, Image};
 use crate::hashcache::HashCache;
+use crate::ignore::Dialect;
 use crate::project::{self, Project, Resolved};
 use crate::reads::{self, Reads, Want};
 use crate::reference;
@@ -91,6 +92,7 @@ pub fn contexts(
     root: &Utf8Path,
     services: &[Resolved],
     rendered: &[Output],
+    dialect: &(dyn Fn() -> Dialect + Sync),
 ) -> Result<BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>> {
     let mut unique: Vec<&Resolved> = Vec::new();
     for r in services {
@@ -100,7 +102,15 @@ pub fn contexts(
     }
     let ignores = unique
         .iter()
-        .map(|r| context::read_ignore(root, &r.service.context, &r.service.dockerfile))
+        .map(|r| {
+            let ignore = context::read_ignore(root, &r.service.context, &r.service.dockerfile)?;
+            // Which CLI sends the context is asked only where a pattern means different
+            // things to different CLIs (see `ignore::Dialect`).
+            if !ignore.dialect_matters() {
+                return Ok(ignore);
+            }
+            ignore.with_dialect(dialect()).with_context(|| format!("{}", r.service.context.join(".dockerignore")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let reads: Vec<Vec<Reads>> = unique
         .iter()
@@ -249,7 +259,7 @@ pub fn digests(
 
 /// Contexts and digests together, for callers that need no engine.
 pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<String, String>) -> Result<Inputs> {
-    let files = contexts(root, &services, &[])?;
+    let files = contexts(root, &services, &[], &|| Dialect::Current)?;
     Ok(digests(services, &files, base_ids))
 }
 
@@ -288,7 +298,7 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
             None => docker.remember_platform(root),
         });
         let found = s.spawn(|| docker.inspect(&names));
-        let files = contexts(root, &services, &rendered);
+        let files = contexts(root, &services, &rendered, &crate::docker::ignore_dialect);
         (joined(platform.join()), joined(found.join()), files)
     });
     // An engine that does not answer is the first thing to say.

@@ -190,3 +190,39 @@ fn patterns_docker_rejects_are_errors_naming_the_line() {
         );
     }
 }
+
+/// Patterns the docker 28 CLI and the docker 20.10 CLI read differently (`ignore::Dialect`):
+/// the tool, run with each CLI in turn, counts exactly the files that CLI sends.
+#[test]
+fn patterns_that_cli_versions_read_differently_follow_the_cli_that_sends_the_context() {
+    let mut ws = Workspace::new("ignore-dialect");
+    ws.write("services/probe/Dockerfile", "FROM scratch\nCOPY . /ctx/\n");
+    ws.write("services/probe/.dockerignore", "a+b\n(x)*\n**.md\n\\d\n[[:alpha:]]\n");
+    let files = ["a+b", "ab", "aab", "(x)", "(x)y", "x1", "x", "r.md", "dd/r.md", ".md", "dd/.md", "5", "_", "zz"];
+    for f in files {
+        ws.write(&format!("services/probe/{f}"), f);
+    }
+    let mut seen = Vec::new();
+    for (name, cli, buildkit) in builders() {
+        let bin = ws.path(&format!("bin-{name}"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(cli, bin.join("docker")).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let tag = format!("{}-{name}", ws.tag);
+        ws.also_tag(&tag);
+        let _ = std::fs::remove_dir_all(ws.path("target/xtask/inputs"));
+        let o = ws.run_env(&["build", "probe", &tag], &[("PATH", &path), ("DOCKER_BUILDKIT", buildkit)]);
+        assert_eq!(o.code, 0, "{name}: {o:?}");
+        let tool: BTreeSet<String> = recorded(&ws).into_iter().filter(|p| !p.ends_with('/')).collect();
+        let sent: BTreeSet<String> = probe(&ws, (name, cli, buildkit), &format!("ai-infra-probe:{tag}"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .into_iter()
+            .filter(|p| !p.ends_with('/'))
+            .collect();
+        assert_eq!(tool, sent, "{name}: the tool's record against what {cli} sent");
+        seen.push(sent);
+    }
+    if builders().iter().map(|b| b.1).collect::<BTreeSet<_>>().len() == 2 {
+        assert_ne!(seen[0], seen[1], "the two CLIs send different contexts for these patterns");
+    }
+}
