@@ -185,6 +185,9 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         on_stop_signals();
     }
     let registry = o.registry.as_deref();
+    if let (Some(r), false) = (registry, o.dry_run) {
+        crate::clean::remember_registry(root, r);
+    }
     let mut snap = status::snapshot(&docker, root, &tag, registry)?;
     let wanted: Option<BTreeSet<String>> = o
         .service
