@@ -437,6 +437,11 @@ pub fn analyze(
     let mut image_tag_beyond_parents = false;
     // ARG values in the current stage, for the paths COPY and ADD name.
     let mut stage_args: BTreeMap<String, String> = BTreeMap::new();
+    // ENV values of each stage (a stage built FROM another starts with that one's), which
+    // override ARGs of the same name; and whether a stage's image may set variables of its own
+    // (any FROM but scratch), so that a name found nowhere here may still have a value.
+    let mut stage_env: Vec<BTreeMap<String, String>> = Vec::new();
+    let mut image_env: Vec<bool> = Vec::new();
 
     for ins in &parsed.instructions {
         match ins.keyword.as_str() {
@@ -500,6 +505,13 @@ pub fn analyze(
                 if mentions(image_raw, "IMAGE_TAG") && !matches!(from, Source::Internal(_)) {
                     image_tag_beyond_parents = true;
                 }
+                let (env, from_image) = match &from {
+                    Source::Stage(j) => (stage_env[*j].clone(), image_env[*j]),
+                    Source::Scratch => (BTreeMap::new(), false),
+                    Source::Internal(_) | Source::External(_) => (BTreeMap::new(), true),
+                };
+                stage_env.push(env);
+                image_env.push(from_image);
                 stages.push(Stage { name, from, copies_from: Vec::new(), reads: Vec::new(), remote: Vec::new() });
                 stage_args.clear();
             }
@@ -514,8 +526,23 @@ pub fn analyze(
                     let found = classify_from_flag(&source, &stages[..stage_index], internal, ins.line, keyword)?;
                     stages[stage_index].copies_from.push(found);
                 }
-                let lookup = |n: &str| stage_args.get(n).cloned();
-                let (reads, remote) = context_reads(ins, esc, &lookup)?;
+                let env = &stage_env[stage_index];
+                let lookup = |n: &str| env.get(n).or_else(|| stage_args.get(n)).cloned();
+                if keyword == "ENV" {
+                    let set = env_values(ins, esc, &lookup)?;
+                    stage_env[stage_index].extend(set);
+                    continue;
+                }
+                let unknown = std::cell::Cell::new(false);
+                let from_image = image_env[stage_index];
+                let lookup = |n: &str| {
+                    let v = lookup(n);
+                    if v.is_none() && from_image {
+                        unknown.set(true);
+                    }
+                    v
+                };
+                let (reads, remote) = context_reads(ins, esc, &lookup, &unknown)?;
                 stages[stage_index].reads.extend(reads);
                 stages[stage_index].remote.extend(remote);
             }
@@ -619,16 +646,24 @@ fn copy_sources(keyword: &str, args: &str) -> Vec<String> {
 /// `--from` (an ADD of a URL reads the network instead), and the source of every RUN bind
 /// mount without `from=` (the whole context when it names none). Variables are expanded with
 /// the stage's ARG values.
+///
+/// A variable the stage does not define may be set by its image (`ENV` of a base or parent):
+/// `unknown` is then set while the source is expanded, and the read counts the whole context
+/// rather than guess. A source is cleaned as the builders clean it, inside the context: `../x`
+/// reads `x`.
 fn context_reads(
     ins: &Instruction,
     esc: char,
     lookup: &dyn Fn(&str) -> Option<String>,
+    unknown: &std::cell::Cell<bool>,
 ) -> Result<(Vec<Read>, Vec<Remote>)> {
     let mut reads = Vec::new();
     let mut remote = Vec::new();
     let read = |source: &str| -> Result<Read> {
+        unknown.set(false);
         let expanded = expand(source, esc, lookup)?;
-        let cleaned = crate::ignore::clean(&expanded);
+        let cleaned = crate::ignore::clean(&format!("/{expanded}"));
+        let cleaned = if unknown.get() { String::new() } else { cleaned };
         let source = cleaned.trim_start_matches('/');
         Ok(Read {
             line: ins.line,
@@ -683,6 +718,30 @@ fn context_reads(
         _ => {}
     }
     Ok((reads, remote))
+}
+
+/// The variables an `ENV` instruction sets: `ENV a=1 b="x y"`, or the older `ENV a the rest`;
+/// values are expanded with what the stage knows so far.
+fn env_values(
+    ins: &Instruction,
+    esc: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>> {
+    let args = ins.args.trim();
+    let first = args.split_whitespace().next().unwrap_or("");
+    if !first.contains('=') {
+        let value = args[first.len()..].trim();
+        return Ok(vec![(first.to_string(), expand(value, esc, lookup)?)]);
+    }
+    let mut set: Vec<(String, String)> = Vec::new();
+    for w in words(args, esc)? {
+        let Some((k, v)) = w.split_once('=') else {
+            bail!("line {}: ENV {w:?} has no '=': write ENV NAME=VALUE", ins.line);
+        };
+        let value = expand(v, esc, &|n| set.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone()).or_else(|| lookup(n)))?;
+        set.push((k.to_string(), value));
+    }
+    Ok(set)
 }
 
 fn classify(image: &str, stages: &[Stage], internal: &Internal, line: usize, what: &str) -> Result<Source> {
@@ -741,6 +800,28 @@ mod tests {
     fn run(text: &str, target: Option<&str>, args: &[(&str, &str)]) -> Result<Analysis> {
         let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         analyze(text, target, &args, &Internal { tag: "v1", is_service: &services })
+    }
+
+    #[test]
+    fn env_values_parent_folders_and_variables_an_image_may_set() {
+        let text = "FROM scratch AS build\nARG D=nope\nENV D=src E=\"${D}/lib\"\nENV OLD spaced value\n\
+            COPY ${D}/app.py ${E}/x.py /\nCOPY ../up/../x /x\nRUN --mount=source=${D}/tools,target=/t true\n\
+            FROM build\nCOPY ${E} /e\nFROM python:3.11\nCOPY ${APP_DIR}/x /x\nCOPY fixed /f\n";
+        let a = run(text, None, &[]).unwrap();
+        let reads: Vec<(usize, &str)> = a.reads.iter().map(|r| (r.line, r.source.as_str())).collect();
+        // The final stage (python) does not need the others: only its own reads, and a name
+        // that image may set counts the whole context.
+        assert_eq!(reads, vec![(11, "."), (12, "fixed")]);
+        let b = run(text, Some("build"), &[]).unwrap();
+        let reads: Vec<(usize, &str)> = b.reads.iter().map(|r| (r.line, r.source.as_str())).collect();
+        assert_eq!(reads, vec![(5, "src/app.py"), (5, "src/lib/x.py"), (6, "x"), (7, "src/tools")]);
+        // A stage FROM another keeps its ENV.
+        let c = run(&text.replace("FROM python:3.11\nCOPY ${APP_DIR}/x /x\nCOPY fixed /f\n", ""), None, &[]).unwrap();
+        assert_eq!(c.reads.last().map(|r| r.source.as_str()), Some("src/lib"));
+        // In a scratch stage an unset name is empty, as Docker expands it.
+        let d = run("FROM scratch\nCOPY ${NOPE}x /x\n", None, &[]).unwrap();
+        assert_eq!(d.reads[0].source, "x");
+        assert!(run("FROM scratch\nENV a=1 b\n", None, &[]).unwrap_err().to_string().contains("has no '='"));
     }
 
     #[test]
