@@ -39,6 +39,16 @@ impl<'a> Xtask<'a> {
         Ok(run.quiet().read()?)
     }
 
+    /// Runs it with further environment variables and returns what it printed.
+    fn read_vars(&self, args: &[&str], vars: &[(&str, &str)]) -> Result<String> {
+        let (sh, exe) = (&self.sh, &self.exe);
+        let mut run = cmd!(sh, "{exe} {args...}").env("AI_INFRA_ROOT", self.root);
+        for (k, v) in vars {
+            run = run.env(k, v);
+        }
+        Ok(run.quiet().read()?)
+    }
+
     /// Runs it and returns what it printed.
     fn read(&self, args: &[&str]) -> Result<String> {
         let (sh, exe) = (&self.sh, &self.exe);
@@ -61,16 +71,10 @@ fn median(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 /// varied content, from half of `size` to one and a half times it (average `size`).
 pub fn generate(dir: &Utf8Path, n: usize, files: usize, size: usize) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut key = 0;
     let mut bytes = |len: usize| -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed & 0xff) as u8
-            })
-            .collect()
+        key += 1;
+        noise(key, len)
     };
     for i in 0..n {
         let name = if i == 0 { "base".to_string() } else { format!("svc{i:02}") };
@@ -97,8 +101,9 @@ pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     let base = crate::base::state_dir(root).join("bench");
     let docker = crate::engine::connect(root)?;
     let want = |name: &str| f.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == name));
+    let (services, files) = (f.services.unwrap_or(20), f.files.unwrap_or(1000));
     if want("status") {
-        check_status_figures(&docker, &base.join("status"), f.services, f.files)?;
+        check_status_figures(&docker, &base.join("status"), services, files)?;
     }
     if want("scale") {
         scale_figures(&docker, &base.join("scale"))?;
@@ -106,19 +111,25 @@ pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     if want("digest") {
         // The warm check costs one stat per file; the cold one, reading every byte: their
         // ratio grows with the average file size, which --file-kib sets.
-        digest_figures(&docker, &base.join("digest"), f.services, f.files, f.file_kib * 1024)?;
+        digest_figures(&docker, &base.join("digest"), services, files, f.file_kib * 1024)?;
     }
     if want("noop") {
         noop_figures(&docker, root, &base.join("noop"))?;
     }
     if want("remote") {
-        remote_figures(&docker, root, &base.join("remote"), f.services)?;
+        remote_figures(&docker, root, &base.join("remote"), services)?;
     }
     if want("export") {
         export_figures(&docker, root, &base.join("export"))?;
     }
     if want("parallel") {
-        parallel_figures(&docker, &base.join("parallel"), f.services)?;
+        parallel_figures(&docker, &base.join("parallel"), services)?;
+    }
+    if want("root") {
+        root_figures(&docker, &base.join("root"), f.services.unwrap_or(15), f.files.unwrap_or(2000))?;
+    }
+    if want("builders") {
+        builders_figures(&docker, root, &base.join("builders"), f.rounds)?;
     }
     let _ = std::fs::remove_dir_all(&base);
     Ok(0)
@@ -251,7 +262,10 @@ fn delayed_proxy(target: &str, delay: std::time::Duration) -> Result<String> {
 /// The project's stack (not its dependency images, which would need pulling) in `dir`.
 fn copy_stack(root: &Utf8Path, dir: &Utf8Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
-    for item in ["services", "templates", "services.toml", ".env.example"] {
+    // The services built from the repository root read src/, third_party/ and docs/.
+    for item in
+        ["services", "templates", "services.toml", ".env.example", ".dockerignore", "src", "third_party", "docs"]
+    {
         if root.join(item).exists() {
             copy_tree(&root.join(item), &dir.join(item))?;
         }
@@ -295,7 +309,8 @@ fn export_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf) -> Result
     }
     let bundle_bytes = stat_all(&bundle)?;
     let save_bytes = std::fs::metadata(&save)?.len();
-    xtask.run(&["clean-all", &tag, "--force"])?;
+    // Exactly the names this part made (never `clean-all`, which takes every name of a tag).
+    remove_own(docker, &names);
     let (first, second, saved) = (middle(first), middle(second), middle(saved));
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
@@ -627,6 +642,258 @@ fn digest_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize, si
         "  the same as whole commands: check-status cold {cold_command:.3} s, warm {warm_command:.3} s: {:.1}x",
         cold_command / warm_command
     );
+    Ok(())
+}
+
+/// The parent of generated service `i` in the root-layout workspaces: svc00 and svc01 start
+/// from scratch, each later one from another's image (svc02 and svc03 on svc00, svc04 and
+/// svc05 on svc01, svc06 and svc07 on svc02, ...), a tree four levels deep at 15 services.
+fn parent_of(i: usize) -> Option<usize> {
+    (i >= 2).then(|| (i - 2) / 2)
+}
+
+/// `len` bytes of varied content, the same for the same `key`.
+fn noise(key: u64, len: usize) -> Vec<u8> {
+    let mut seed = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed & 0xff) as u8
+        })
+        .collect()
+}
+
+/// Writes `count` files of about 256 bytes under `dir`, in ten folders; `key` makes them
+/// differ from other folders' files.
+fn write_files(dir: &Utf8Path, count: usize, key: u64) -> Result<()> {
+    for f in 0..count {
+        let sub = dir.join(format!("d{}", f % 10));
+        std::fs::create_dir_all(&sub)?;
+        std::fs::write(sub.join(format!("f{f:04}.dat")), noise(key * 100_003 + f as u64, 128 + (f * 7919) % 256))?;
+    }
+    Ok(())
+}
+
+/// The same files in two layouts: `root`, as the ai-infra repository lays them out at its
+/// newest (every service built from the repository root, context ".", its Dockerfile and
+/// sources under src/<svc>/, the shared third_party/ and libs/ beside them: `files` files in
+/// all), and `flat`, each service its own context under services/<svc>/ holding its sources
+/// and a copy of the shared folder it reads. The services of `parent_of` build on their
+/// parent's image; those without one read third_party/, the others libs/. `run_id` is
+/// written into every service, so that no image of another run has the same inputs.
+fn generate_layouts(root: &Utf8Path, flat: &Utf8Path, n: usize, files: usize, run_id: &str) -> Result<()> {
+    for dir in [root, flat] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir.join("services"))?;
+    }
+    // A quarter of the files is shared, half in each shared folder; the rest is split
+    // evenly among the services.
+    let shared = (files / 8).max(1);
+    let own = (files.saturating_sub(2 * shared) / n).max(1);
+    write_files(&root.join("third_party"), shared, 1)?;
+    write_files(&root.join("libs"), shared, 2)?;
+    let mut table = String::new();
+    for i in 0..n {
+        let svc = format!("svc{i:02}");
+        let (shared_dir, from) = match parent_of(i) {
+            None => ("third_party", "FROM scratch".to_string()),
+            Some(p) => ("libs", format!("ARG IMAGE_TAG=latest\nFROM ai-infra-svc{p:02}:${{IMAGE_TAG}}")),
+        };
+        let dockerfile = |prefix: &str| {
+            format!(
+                "{from}\nCOPY {prefix}app/ /srv/{svc}/app/\nCOPY {prefix}run-id /srv/{svc}/\nCOPY {shared_dir}/ /{shared_dir}/\n"
+            )
+        };
+        let src = root.join("src").join(&svc);
+        write_files(&src.join("app"), own, 10 + i as u64)?;
+        std::fs::write(src.join("run-id"), run_id)?;
+        std::fs::write(src.join("Dockerfile"), dockerfile(&format!("src/{svc}/")))?;
+        table.push_str(&format!("[{svc}]\ncontext = \".\"\ndockerfile = \"src/{svc}/Dockerfile\"\n\n"));
+        let ctx = flat.join("services").join(&svc);
+        copy_tree(&src.join("app"), &ctx.join("app"))?;
+        copy_tree(&root.join(shared_dir), &ctx.join(shared_dir))?;
+        std::fs::write(ctx.join("run-id"), run_id)?;
+        std::fs::write(ctx.join("Dockerfile"), dockerfile(""))?;
+    }
+    std::fs::write(root.join("services.toml"), table)?;
+    // The tool's own state is no input of any build.
+    std::fs::write(root.join(".dockerignore"), "/target\n")?;
+    Ok(())
+}
+
+/// The services a build-all's output says it built or reused, sorted.
+fn acted_on(out: &str) -> Vec<String> {
+    let mut names: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_once("] built ").or_else(|| l.split_once("] reused ")))
+        .map(|(_, rest)| rest.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The newest ai-infra layout: after a one-file change under one service's folder, build-all
+/// rebuilds exactly that service and its descendants; a warm check-status on it against the
+/// per-service layout of the same files, taking turns.
+fn root_figures(docker: &Docker, dir: &Utf8Path, n: usize, files: usize) -> Result<()> {
+    let (root, flat) = (dir.join("root"), dir.join("flat"));
+    let (root_tag, flat_tag) =
+        (format!("bench-root-{}", std::process::id()), format!("bench-flat-{}", std::process::id()));
+    generate_layouts(&root, &flat, n, files, &root_tag)?;
+    let result = root_measure(docker, (&root, &root_tag), (&flat, &flat_tag), n, files);
+    let mut made = own_images(&root, &root_tag)?;
+    made.extend(own_images(&flat, &flat_tag)?);
+    remove_own(docker, &made);
+    result
+}
+
+fn root_measure(
+    docker: &Docker,
+    (root, root_tag): (&Utf8Path, &str),
+    (flat, flat_tag): (&Utf8Path, &str),
+    n: usize,
+    files: usize,
+) -> Result<()> {
+    let (on_root, on_flat) = (Xtask::on(docker, root)?, Xtask::on(docker, flat)?);
+    eprintln!("building {n} services of one root context of {files} files, and of the per-service layout");
+    let t = Instant::now();
+    let out = on_root.read(&["build-all", root_tag])?;
+    let first_root = t.elapsed().as_secs_f64();
+    let builder = out.lines().find(|l| l.starts_with("builder: ")).unwrap_or("builder: not said").to_string();
+    let t = Instant::now();
+    on_flat.run(&["build-all", flat_tag])?;
+    let first_flat = t.elapsed().as_secs_f64();
+    // Let the files age past the hash cache's racy window, then fill the caches.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let check = |xtask: &Xtask, tag: &str| -> Result<()> {
+        let out = xtask.read(&["check-status", tag, "--format", "plain"])?;
+        if out.lines().count() != n || out.lines().any(|l| !l.contains("|OK|")) {
+            bail!("bench images are not all OK:\n{out}");
+        }
+        Ok(())
+    };
+    check(&on_root, root_tag)?;
+    check(&on_flat, flat_tag)?;
+    let (mut warm_root, mut warm_flat) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        warm_root.push(median(1, || check(&on_root, root_tag))?);
+        warm_flat.push(median(1, || check(&on_flat, flat_tag))?);
+    }
+    let (warm_root, warm_flat) = (middle(warm_root), middle(warm_flat));
+
+    // One file under one service's folder: that service and its descendants, nothing else.
+    let changed = 2.min(n - 1);
+    let mut expected = vec![changed];
+    let mut k = 0;
+    while k < expected.len() {
+        let p = expected[k];
+        expected.extend((0..n).filter(|&i| parent_of(i) == Some(p)));
+        k += 1;
+    }
+    let mut expected: Vec<String> = expected.iter().map(|i| format!("svc{i:02}")).collect();
+    expected.sort();
+    let file = root.join(format!("src/svc{changed:02}/app/d0/f0000.dat"));
+    std::fs::write(&file, format!("changed in run {root_tag}\n"))?;
+    let t = Instant::now();
+    let out = on_root.read(&["build-all", root_tag])?;
+    let rebuild = t.elapsed().as_secs_f64();
+    let rebuilt = acted_on(&out);
+    if rebuilt != expected {
+        bail!("after a change to {file}, build-all rebuilt {rebuilt:?}, not {expected:?}:\n{out}");
+    }
+    let flat_files = stat_count(&flat.join("services"))?;
+    println!("\nthe newest ai-infra layout, {n} services built from one root context of {files} files ({builder}):");
+    println!("  first build-all, root context  {first_root:>8.2} s   (per-service layout: {first_flat:.2} s)");
+    println!(
+        "  one file changed under src/svc{changed:02}/: build-all rebuilt {} in {rebuild:.2} s (expected: that service and its descendants, {}): as expected",
+        rebuilt.join(", "),
+        expected.join(", ")
+    );
+    println!("  warm check-status, root context {warm_root:>7.3} s   (median of 7, taking turns)");
+    println!("  warm check-status, per service {warm_flat:>8.3} s   (the same files, each service its own context: {flat_files} files)");
+    println!("  root / per-service             {:>8.2}   (target: at most 1.5)", warm_root / warm_flat);
+    Ok(())
+}
+
+/// The files below `dir`.
+fn stat_count(dir: &Utf8Path) -> Result<usize> {
+    let mut count = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        count += if e.file_type()?.is_dir() {
+            stat_count(Utf8Path::from_path(&e.path()).context("UTF-8 path")?)?
+        } else {
+            1
+        };
+    }
+    Ok(count)
+}
+
+/// `build-all --force` of the project's stack with BuildKit (Debian's docker 20.10 CLI with
+/// the engine's BuildKit) and with the legacy builder (the machine's docker CLI), taking
+/// turns `rounds` times; every image is checked OK after each run.
+fn builders_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8Path, rounds: usize) -> Result<()> {
+    let buildkit_cli = Utf8Path::new("/usr/bin/docker");
+    if !buildkit_cli.exists() {
+        bail!("Debian's docker CLI (/usr/bin/docker, package docker.io) is missing: the BuildKit figures need it (apt-get install docker.io)");
+    }
+    // The machine's docker 28 CLI builds with the legacy builder (it has no buildx); where it
+    // is not there, the 20.10 CLI does with DOCKER_BUILDKIT=0 (AI_INFRA_BUILDER=legacy).
+    let legacy_cli = ["/usr/local/bin/docker", "/usr/bin/docker"]
+        .into_iter()
+        .map(Utf8Path::new)
+        .find(|p| p.exists())
+        .unwrap_or(buildkit_cli);
+    copy_stack(root, dir)?;
+    let tag = format!("bench-builders-{}", std::process::id());
+    let result = builders_measure(docker, dir, &tag, rounds, [("legacy", legacy_cli), ("buildkit", buildkit_cli)]);
+    remove_own(docker, &own_images(dir, &tag)?);
+    result
+}
+
+fn builders_measure(
+    docker: &Docker,
+    dir: &Utf8Path,
+    tag: &str,
+    rounds: usize,
+    builders: [(&str, &Utf8Path); 2],
+) -> Result<()> {
+    let xtask = Xtask::on(docker, dir)?;
+    let services = project::Project::load(dir)?.services.len();
+    // A folder per builder whose `docker` is that builder's CLI, first on PATH.
+    let mut paths = Vec::new();
+    for (name, cli) in builders {
+        let bin = dir.join("bin").join(name);
+        std::fs::create_dir_all(&bin)?;
+        let _ = std::fs::remove_file(bin.join("docker"));
+        std::os::unix::fs::symlink(cli, bin.join("docker"))?;
+        paths.push(format!("{bin}:{}", std::env::var("PATH").unwrap_or_default()));
+    }
+    let mut times: [Vec<f64>; 2] = Default::default();
+    let mut said: [String; 2] = Default::default();
+    eprintln!(
+        "building the project's {services} services with --force, {rounds} times with each builder, taking turns"
+    );
+    for _ in 0..rounds {
+        for (b, (name, _)) in builders.iter().enumerate() {
+            let vars = [("PATH", paths[b].as_str()), ("AI_INFRA_BUILDER", name)];
+            let t = Instant::now();
+            let out = xtask.read_vars(&["build-all", tag, "--force"], &vars)?;
+            times[b].push(t.elapsed().as_secs_f64());
+            said[b] = out.lines().find(|l| l.starts_with("builder: ")).unwrap_or("builder: not said").to_string();
+            let status = xtask.read_vars(&["check-status", tag, "--format", "plain"], &vars)?;
+            if status.lines().count() != services || status.lines().any(|l| !l.contains("|OK|")) {
+                bail!("after build-all --force with {name}, not every image is OK:\n{status}");
+            }
+        }
+    }
+    let [legacy, buildkit] = times.map(middle);
+    println!("\nbuild-all --force of the project's {services} services, each builder in turn (median of {rounds}):");
+    println!("  legacy builder                 {legacy:>8.2} s   ({}, {})", builders[0].1, said[0]);
+    println!("  BuildKit                       {buildkit:>8.2} s   ({}, {})", builders[1].1, said[1]);
+    println!("  legacy / BuildKit              {:>8.2}   (every image OK after each run)", legacy / buildkit);
     Ok(())
 }
 

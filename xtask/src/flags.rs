@@ -170,7 +170,7 @@ Runs the whole test suite: installs the Docker engine, the registry and busybox 
 ";
 
 const BENCH: &str = "\
-Usage: cargo xtask bench [--only PART] [--services N] [--files N] [--file-kib N]
+Usage: cargo xtask bench [--only PART] [--services N] [--files N] [--file-kib N] [--rounds N]
 
 Measures, on generated workspaces, and prints the figures and ratios:
   status     check-status against the old per-service approach (four engine calls per service),
@@ -186,12 +186,21 @@ Measures, on generated workspaces, and prints the figures and ratios:
   parallel   --jobs 4 on sleeping builds against the ideal schedule (needs busybox)
   export     export of the project's stack against one `docker save` of the same images,
              and a second (incremental) export against the first
+  root       the newest ai-infra layout (every service built from the repository root, its
+             Dockerfile under src/<svc>/): after a one-file change under one service's folder,
+             build-all rebuilds exactly it and its descendants; warm check-status against the
+             per-service layout of the same files (15 services, 2,000 files by default)
+  builders   build-all --force of the project's stack with BuildKit (Debian's docker 20.10 CLI
+             at /usr/bin/docker) against the legacy builder (the docker CLI at
+             /usr/local/bin/docker), side by side
 
   --only PART    run one part, or several: --only status,scale (default: all)
 
-  --services N   services in the generated workspace (default 20)
-  --files N      files per service for the status and digest figures (default 1000)
+  --services N   services in the generated workspace (default 20; 15 for root)
+  --files N      files per service for the status and digest figures (default 1000); for
+                 root, the files of the whole root context (default 2000)
   --file-kib N   their average size in KiB (default 16); the warm/cold ratio grows with it
+  --rounds N     forced builds of the stack per builder, taking turns (default 3)
 ";
 
 pub struct CheckStatus {
@@ -219,9 +228,11 @@ pub struct Build {
 
 pub struct Bench {
     pub only: Option<String>,
-    pub services: usize,
-    pub files: usize,
+    /// None: each part's own default.
+    pub services: Option<usize>,
+    pub files: Option<usize>,
     pub file_kib: usize,
+    pub rounds: usize,
 }
 
 pub struct Export {
@@ -451,12 +462,13 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             Command::Test(rest)
         }
         "bench" => {
-            let services = value::<Count>(&mut args, "--services")?.map_or(20, |c| c.0);
-            let files = value::<Count>(&mut args, "--files")?.map_or(1000, |c| c.0);
+            let services = value::<Count>(&mut args, "--services")?.map(|c| c.0);
+            let files = value::<Count>(&mut args, "--files")?.map(|c| c.0);
             let file_kib = value::<Count>(&mut args, "--file-kib")?.map_or(16, |c| c.0);
+            let rounds = value::<Count>(&mut args, "--rounds")?.map_or(3, |c| c.0);
             let only = value::<BenchPart>(&mut args, "--only")?.map(|p| p.0);
             positionals(args, "bench", 0, "no arguments")?;
-            Command::Bench(Bench { only, services, files, file_kib })
+            Command::Bench(Bench { only, services, files, file_kib, rounds })
         }
         _ => unreachable!("commands are matched above"),
     };
@@ -475,9 +487,11 @@ impl std::str::FromStr for BenchPart {
     fn from_str(s: &str) -> Result<BenchPart, String> {
         // Several parts, comma-separated, run in one go: their figures come from one run.
         for part in s.split(',') {
-            if !["status", "scale", "digest", "noop", "remote", "parallel", "export"].contains(&part) {
+            if !["status", "scale", "digest", "noop", "remote", "parallel", "export", "root", "builders"]
+                .contains(&part)
+            {
                 return Err(format!(
-                    "unknown part {part:?}: use status, scale, digest, noop, remote, parallel or export"
+                    "unknown part {part:?}: use status, scale, digest, noop, remote, parallel, export, root or builders"
                 ));
             }
         }

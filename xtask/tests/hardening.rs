@@ -41,11 +41,23 @@ fn the_bench_removes_only_the_images_it_made() {
     for k in &keep {
         sentinel(k);
     }
-    // Every part that makes images (the scale and digest parts build none of a workspace's
-    // services, and take minutes).
+    // Every part that makes images, small (the scale and digest parts build none of a
+    // workspace's services, and take minutes). root and builders check what they measure
+    // (exactly the changed service and its descendants rebuilt; every image OK after each
+    // builder's run) and fail otherwise.
     let (mut stdout, mut stderr, mut pids) = (String::new(), String::new(), Vec::new());
-    for part in ["status", "noop", "remote", "parallel"] {
-        let bench = spawn(&ws, &["bench", "--only", part, "--services", "2", "--files", "3"]);
+    let small = ["--services", "2", "--files", "3"];
+    let parts: [(&str, &[&str]); 7] = [
+        ("status", &small),
+        ("noop", &small),
+        ("remote", &small),
+        ("parallel", &small),
+        ("export", &[]),
+        ("root", &["--services", "7", "--files", "60"]),
+        ("builders", &["--rounds", "1"]),
+    ];
+    for (part, args) in parts {
+        let bench = spawn(&ws, &[&["bench", "--only", part][..], args].concat());
         pids.push(bench.id());
         let out = bench.wait_with_output().unwrap();
         stdout.push_str(&String::from_utf8_lossy(&out.stdout));
@@ -54,7 +66,16 @@ fn the_bench_removes_only_the_images_it_made() {
     }
     let kept: Vec<bool> = keep.iter().map(|k| image_exists(k)).collect();
     let _ = docker(&["image", "rm", &keep[0], &keep[1]]);
-    assert!(stdout.contains("check-status --remote") && stdout.contains("parallel build"), "every part ran: {stdout}");
+    for said in [
+        "check-status --remote",
+        "parallel build",
+        "export of the project's",
+        "build-all rebuilt svc02, svc06 in",
+        "root / per-service",
+        "legacy / BuildKit",
+    ] {
+        assert!(stdout.contains(said), "every part ran ({said}): {stdout}");
+    }
     assert_eq!(kept, [true, true], "the user's images survive every part of the bench: {stdout}\n{stderr}");
     // And the bench removed what it made: its tags end with its process id.
     let ls = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
