@@ -156,3 +156,70 @@ fn base_images_come_through_a_mirror() {
     assert!(o.stdout.contains(&format!("pulled {base} through the mirror as {mirrored}")), "{o:?}");
     assert_eq!(Workspace::built(&o.stdout), vec!["app"]);
 }
+
+/// The builder this run of the suite uses (`cargo xtask test` runs this binary under both).
+fn builder() -> String {
+    std::env::var("AI_INFRA_TEST_BUILDER").unwrap_or_else(|_| "legacy".into())
+}
+
+#[test]
+fn a_syntax_frontend_is_a_base_image_pulled_through_the_mirror() {
+    let reg = registry();
+    let ws = Workspace::new("frontend");
+    // A "Docker Hub" frontend that only the mirror has, made here (no network): two versions.
+    let frontend = format!("frontendtest-{}/dockerfile:1", std::process::id());
+    let mirrored = format!("{reg}/{frontend}");
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    let make = |version: &str| {
+        ws.write(&format!("fe{version}/Dockerfile"), "FROM scratch\nCOPY f /f\n");
+        ws.write(&format!("fe{version}/f"), &format!("frontend {version} {}\n", ws.tag));
+        let dir = ws.path(&format!("fe{version}"));
+        let o = docker(&["build", "-q", "-t", &mirrored, dir.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let v1 = make("1");
+    assert!(docker(&["push", &mirrored]).status.success());
+    docker(&["image", "rm", &mirrored]);
+    ws.write(".env", &format!("BASE_IMAGE_MIRROR={reg}\n"));
+    ws.write("services/app/Dockerfile", &format!("# syntax={frontend}\nFROM scratch\nCOPY app.txt /\n"));
+    ws.write("services/app/app.txt", "app\n");
+    let o = ws.run(&["build-all", &ws.tag]);
+    // Step 1 pulled the frontend through the mirror, under the name the Dockerfile gives.
+    assert!(o.stdout.contains(&format!("pulled {frontend} through the mirror as {mirrored}")), "{o:?}");
+    let local = docker(&["image", "inspect", "--format", "{{.Id}}", &frontend]);
+    assert_eq!(String::from_utf8_lossy(&local.stdout).trim(), v1, "{o:?}");
+    if builder() == "buildkit" {
+        // BuildKit resolves the frontend in the engine's local images (the pull of step 1; there
+        // is no network to fetch it from) and starts it. A frontend runs in a container on the
+        // bridge network, which the test engine has none of (as `engine up` starts it), so the
+        // build fails there, and nothing passes as OK.
+        assert!(o.stdout.contains("builder: BuildKit"), "{o:?}");
+        assert_eq!(o.code, 1, "{o:?}");
+        let log = ws.read("target/xtask/logs/app.log");
+        assert!(
+            log.contains(&format!("docker-image://docker.io/{frontend}")),
+            "BuildKit took the pulled frontend: {log}"
+        );
+        assert!(log.contains("network bridge not found"), "{log}");
+        ws.expect(&[("app", "MISSING")]);
+        // The legacy builder ignores `# syntax=`; the input digest does not depend on the
+        // builder, so its image stands for the one BuildKit would have made.
+        let o = ws.run_env(&["build-all", &ws.tag], &[("AI_INFRA_BUILDER", "legacy")]);
+        assert_eq!(o.code, 0, "{o:?}");
+        assert!(o.stdout.contains("every base image is present"), "{o:?}");
+    } else {
+        assert_eq!(o.code, 0, "{o:?}");
+    }
+    ws.expect(&[("app", "OK")]);
+    // The frontend's local image ID is in the digest: the ref moved to another image, the image
+    // is STALE and the reason names the frontend.
+    let v2 = make("2");
+    assert!(docker(&["tag", &mirrored, &frontend]).status.success());
+    ws.expect(&[("app", "STALE")]);
+    let reason = ws.reason("app");
+    let short = |id: &str| id.trim_start_matches("sha256:")[..12].to_string();
+    assert!(reason.contains(&format!("base image {frontend} moved: {} -> {}", short(&v1), short(&v2))), "{reason}");
+    docker(&["image", "rm", &frontend, &mirrored]);
+    docker(&["image", "rm", &v1]);
+}
