@@ -40,10 +40,11 @@ const CHECK_STATUS: &str = "\
 Usage: cargo xtask check-status [TAG] [REGISTRY] [--format human|plain|json] [--exit-code]
 
 Classifies every service image as OK, MISSING, INVALID or STALE by the digest of its inputs,
-with one engine call, and says why each is not OK.
+with one engine call, and says why each is not OK; a service whose Dockerfile cannot be analysed
+is ERROR with its reason, and the others are classified as usual.
 
   --format F     human (default), plain (`service|STATUS|image` lines) or json
-  --exit-code    exit 1 when any service is not OK
+  --exit-code    exit 1 when any service is not OK (ERROR included)
   --remote       also ask REGISTRY whether TAG is there and is the build of the current
                  inputs (plain gets a fourth column, json a \"remote\" object)
   --deps         also show the dependency images (dependency-images.txt): PRESENT or MISSING,
@@ -121,8 +122,9 @@ service that is OK is not rebuilt.
 const CLEAN_ALL: &str = "\
 Usage: cargo xtask clean-all [TAG] [--force]
 
-Lists the images of this project ([REGISTRY/]ai-infra-<service>, all tags or TAG's) and, only
-with --force, removes those names. Never touches any other image.
+Lists the images of this project (ai-infra-<service>, and REGISTRY/ai-infra-<service> for the
+registries this root has built for; all tags or TAG's) and, only with --force, removes those
+names. Never touches any other image.
 ";
 
 const HISTORY: &str = "\
@@ -145,9 +147,11 @@ Reports keys only .env has, and defaults that moved while you keep another value
 const RENDER: &str = "\
 Usage: cargo xtask render [--check]
 
-Renders templates/<service>/**/<name>.tpl to services/<service>/**/<name>: ${NAME} and
-${NAME:-default} from the environment, then .env, then the default; a bare $name is left as it
-is; $${ writes a literal ${. Writes only files whose content changes; any error writes nothing.
+Renders templates/<service>/**/<name>.tpl to services/<service>/**/<name> (a Dockerfile.tpl
+renders the service's Dockerfile): {{NAME}} from the environment, then .env, then
+.env.example; ${...} and $name are left as written, for Docker, compose and the shell;
+{{\"{{\"}} writes a literal {{. An undefined {{NAME}} is an error naming file, line and column.
+Writes only files whose content changes; any error writes nothing.
 
   --check        change nothing; exit 1 and name the outputs that are out of date
 ";
@@ -377,6 +381,9 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             let no_push = once(&mut args, "--no-push")?;
             let jobs = value::<Count>(&mut args, "--jobs")?.map_or_else(default_jobs, |c| c.0);
             let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
+            if format == Format::Plain {
+                return Err(usage(format!("{sub} --format takes human or json (plain is for check-status)")));
+            }
             let mut pos = if sub == "build" {
                 let pos = positionals(args, "build", 3, "SERVICE [TAG] [REGISTRY]")?;
                 if pos.is_empty() {
@@ -586,6 +593,10 @@ mod tests {
         assert!(usage_error(&["check-status", "-x"]).contains("unknown flag -x"));
         assert!(usage_error(&["check-status", "v1", "http://x.io"]).contains("scheme"));
         assert!(usage_error(&["check-status", "--format", "xml"]).contains("unknown format"));
+        assert!(usage_error(&["build-all", "--dry-run", "--format", "plain"]).contains("human or json"));
+        // The usage texts say what the commands do today.
+        assert!(super::RENDER.contains("{{NAME}}") && !super::RENDER.contains("${NAME:-default}"));
+        assert!(super::CHECK_STATUS.contains("ERROR"));
         assert!(usage_error(&["check-status", "--exit-code", "--exit-code"]).contains("twice"));
         assert!(usage_error(&["build"]).contains("needs a SERVICE"));
         assert!(usage_error(&["build", "a", "--force", "--force"]).contains("twice"));
