@@ -55,7 +55,9 @@ pub fn remember_registry(root: &Utf8Path, registry: &str) {
         .map_err(anyhow::Error::from)
         .and_then(|_| crate::atomic::write(&path, text.as_bytes()));
     if let Err(e) = written {
-        eprintln!("warning: cannot note the registry {registry} in {path} ({e:#}); clean-all will not list its image names");
+        eprintln!(
+            "warning: cannot note the registry {registry} in {path} ({e:#}); clean-all will not list its image names"
+        );
     }
 }
 

@@ -722,11 +722,7 @@ fn context_reads(
 
 /// The variables an `ENV` instruction sets: `ENV a=1 b="x y"`, or the older `ENV a the rest`;
 /// values are expanded with what the stage knows so far.
-fn env_values(
-    ins: &Instruction,
-    esc: char,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>> {
+fn env_values(ins: &Instruction, esc: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>> {
     let args = ins.args.trim();
     let first = args.split_whitespace().next().unwrap_or("");
     if !first.contains('=') {
@@ -738,7 +734,8 @@ fn env_values(
         let Some((k, v)) = w.split_once('=') else {
             bail!("line {}: ENV {w:?} has no '=': write ENV NAME=VALUE", ins.line);
         };
-        let value = expand(v, esc, &|n| set.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone()).or_else(|| lookup(n)))?;
+        let value =
+            expand(v, esc, &|n| set.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone()).or_else(|| lookup(n)))?;
         set.push((k.to_string(), value));
     }
     Ok(set)

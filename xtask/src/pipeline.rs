@@ -189,10 +189,13 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         crate::clean::remember_registry(root, r);
     }
     let mut snap = status::snapshot(&docker, root, &tag, registry)?;
-    let wanted: Option<BTreeSet<String>> = o
-        .service
-        .as_ref()
-        .map(|s| project::with_ancestors(&snap.services, s).iter().map(|r| r.service.name.clone()).collect());
+    let wanted: Option<BTreeSet<String>> = o.service.as_ref().map(|s| {
+        let mut set: BTreeSet<String> =
+            project::with_ancestors(&snap.services, s).iter().map(|r| r.service.name.clone()).collect();
+        // A service that cannot be analysed has no ancestors here, but is in scope.
+        set.insert(s.clone());
+        set
+    });
     let force: BTreeSet<String> = match (&o.service, o.force) {
         (_, false) => BTreeSet::new(),
         (Some(s), true) => [s.clone()].into(),
@@ -238,10 +241,28 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     let mut plan = make_plan(&snap)?;
     if o.dry_run {
         match o.format {
-            Format::Json => println!("{}", serde_json::to_string_pretty(&plan::to_json(&plan, &snap))?),
-            _ => print!("{}", plan::human(&plan)),
+            Format::Json => {
+                let mut doc = plan::to_json(&plan, &snap);
+                let listed: Vec<serde_json::Value> = snap
+                    .statuses
+                    .iter()
+                    .filter(|s| s.state == State::Error && o.service.as_ref().is_none_or(|w| *w == s.name))
+                    .map(|s| serde_json::json!({ "service": s.name, "reason": s.reason }))
+                    .collect();
+                if let Some(obj) = doc.as_object_mut() {
+                    obj.insert("errors".into(), listed.into());
+                }
+                println!("{}", serde_json::to_string_pretty(&doc)?)
+            }
+            _ => {
+                print!("{}", plan::human(&plan));
+                for e in &errors {
+                    println!("{e}");
+                }
+            }
         }
-        return Ok(0);
+        // The real run would fail on a service it cannot analyse: so does its preview.
+        return Ok(if errors.is_empty() { 0 } else { 1 });
     }
     if plan.is_empty() {
         if errors.is_empty() {
@@ -280,7 +301,18 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     // record the inputs as the builds will read them.
     if let Ok(now) = status::snapshot(&docker, root, &tag, registry) {
         if plan.work().all(|s| now.digests.contains_key(&s.service)) {
+            let changed = now.digests != snap.digests;
             snap = now;
+            if changed {
+                // What steps 2 and 3 wrote is read by some build: an image that was OK may
+                // not be any more. Plan again on the inputs the builds will read.
+                let again = make_plan(&snap)?;
+                if plan::human(&again) != plan::human(&plan) {
+                    println!("steps 2-3 changed inputs some builds read; the plan is now:");
+                    print!("{}", plan::human(&again));
+                }
+                plan = again;
+            }
         }
     }
 
@@ -331,11 +363,12 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     // The report comes first: a history that cannot be written is a warning after it.
     let recorded = history::append(root, &tag, &plan, &outcomes, after.as_ref().unwrap_or(&snap));
     let count = |r: Ended| outcomes.iter().filter(|o| o.result == r).count();
-    let planned: BTreeSet<&str> = plan.work().map(|s| s.service.as_str()).collect();
+    // Every image in the run's scope must be OK now, planned or not (ERROR is reported apart).
     let still_bad: Vec<&str> = after
         .iter()
         .flat_map(|a| &a.statuses)
-        .filter(|s| planned.contains(s.name.as_str()) && s.state != State::Ok)
+        .filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.name)))
+        .filter(|s| s.state != State::Ok && s.state != State::Error)
         .map(|s| s.name.as_str())
         .collect();
     println!(
@@ -366,7 +399,9 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     if CANCEL.load(Ordering::Relaxed) {
         println!("interrupted: the next run builds only what is still not OK");
     }
+    // An interrupted run is never a success, even when every build had ended.
     let clean = errors.is_empty()
+        && !CANCEL.load(Ordering::Relaxed)
         && count(Ended::Failed) == 0
         && count(Ended::NotStarted) == 0
         && still_bad.is_empty()

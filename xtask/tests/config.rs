@@ -220,3 +220,33 @@ fn a_dockerfile_template_renders_and_counts_as_rendered() {
     ws.ok(&["build", "app", &ws.tag]);
     ws.expect(&[("app", "OK")]);
 }
+
+/// Step 2 appends a key to `.env`, which one service copies: that service, OK when the run
+/// began and not in the first plan, is planned again and rebuilt, and the run ends all OK.
+#[test]
+fn a_service_whose_input_step_2_changes_is_rebuilt_in_the_same_run() {
+    let ws = Workspace::new("envplan");
+    ws.write(".env.example", "A=1\n");
+    ws.write(
+        "services.toml",
+        "[reader]\ncontext = \".\"\ndockerfile = \"src/reader/Dockerfile\"\n\n\
+         [other]\ncontext = \".\"\ndockerfile = \"src/other/Dockerfile\"\n",
+    );
+    ws.write(".dockerignore", "/target\n");
+    ws.write("src/reader/Dockerfile", &format!("FROM scratch\nCOPY .env /\nLABEL t={}\n", ws.tag));
+    ws.write("src/other/Dockerfile", &format!("FROM scratch\nCOPY src/other/o.txt /\nLABEL t={}\n", ws.tag));
+    ws.write("src/other/o.txt", "1\n");
+    ws.ok(&["build-all", &ws.tag]);
+    ws.expect(&[("reader", "OK"), ("other", "OK")]);
+    // A new default, and a change that makes `other` (only) need a build at step 0.
+    ws.write(".env.example", "A=1\nB=2\n");
+    ws.write("src/other/o.txt", "2\n");
+    let o = ws.run(&["build-all", &ws.tag]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("the plan is now"), "{o:?}");
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, ["other", "reader"], "{o:?}");
+    assert!(ws.read(".env").contains("B=2"));
+    ws.expect(&[("reader", "OK"), ("other", "OK")]);
+}

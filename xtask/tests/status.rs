@@ -345,6 +345,19 @@ fn one_broken_service_hides_no_other() {
     assert_eq!(json["counts"]["ERROR"], 4, "{json}");
     assert_eq!(ws.run(&["check-status", &ws.tag, "--exit-code"]).code, 1);
 
+    // The preview fails as the run would, and names the broken ones (human and JSON).
+    let o = ws.run(&["build-all", &ws.tag, "--dry-run"]);
+    assert!(o.code == 1 && o.stdout.contains("ERROR bad: "), "{o:?}");
+    let o = ws.run(&["build-all", &ws.tag, "--dry-run", "--format", "json"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let plan: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let mut errors: Vec<&str> =
+        plan["errors"].as_array().unwrap().iter().map(|e| e["service"].as_str().unwrap()).collect();
+    errors.sort();
+    assert_eq!(errors, ["bad", "badarg", "badtarget", "child"], "{plan}");
+    let o = ws.run(&["build", "bad", &ws.tag, "--dry-run"]);
+    assert!(o.code == 1 && o.stdout.contains("1 of 1 images need work") && o.stdout.contains("ERROR bad: "), "{o:?}");
+
     // build-all builds everything else, names the broken ones, and fails.
     let o = ws.run(&["build-all", &ws.tag]);
     assert_eq!(o.code, 1, "{o:?}");
