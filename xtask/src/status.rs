@@ -332,6 +332,18 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
             let lines = digest::explain(&old, &new, changed, &reader);
             (!lines.is_empty()).then(|| lines.join("; "))
         });
+        // A parent whose digest cannot be known (its base is not here) leaves the child's
+        // parents unchecked: then the child is OK only while that parent is.
+        let (state, reason) = match r.analysis.needed_parents.iter().find_map(|p| {
+            let parent = statuses.iter().find(|s: &&ServiceStatus| s.name == *p && s.state != State::Ok)?;
+            (expected.part(Category::Parents).is_none()).then_some(parent)
+        }) {
+            Some(parent) if state == State::Ok => (
+                State::Stale,
+                format!("its parent {} is {} ({}), and its inputs are part of this image's", parent.name, parent.state.name(), parent.reason),
+            ),
+            _ => (state, reason),
+        };
         // Remote content is counted by its URL; only a checksum pins what it holds.
         let unpinned: Vec<String> = r
             .analysis

@@ -372,3 +372,28 @@ fn one_broken_service_hides_no_other() {
     let o = ws.run(&["build-all", &ws.tag]);
     assert!(o.code == 1 && o.stdout.contains("nothing else to build"), "{o:?}");
 }
+
+/// A parent whose base image is not here has no known digest, so its child's parents cannot
+/// be compared: the child is then OK only while the parent is.
+#[test]
+fn a_child_is_not_ok_while_its_unknowable_parent_is_stale() {
+    let ws = Workspace::new("unknowable");
+    let base = format!("xtask-base-{}:1", ws.tag);
+    ws.write("base/Dockerfile", &format!("FROM scratch\nLABEL t={}\n", ws.tag));
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    let b = docker(&["build", "-q", "-t", &base, ws.path("base").to_str().unwrap()]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    ws.write("services/parent/Dockerfile", &format!("FROM {base}\nCOPY p.txt /\n"));
+    ws.write("services/parent/p.txt", "1\n");
+    ws.write("services/child/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-parent:${IMAGE_TAG}\nCOPY c.txt /\n");
+    ws.write("services/child/c.txt", "1\n");
+    ws.ok(&["build-all", &ws.tag]);
+    ws.expect(&[("parent", "OK"), ("child", "OK")]);
+    // The base goes (its name only); the parent's own file changes.
+    let rm = docker(&["image", "rm", &base]);
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    ws.write("services/parent/p.txt", "2\n");
+    ws.expect(&[("parent", "STALE"), ("child", "STALE")]);
+    let reason = ws.reason("child");
+    assert!(reason.contains("its parent parent is STALE"), "{reason}");
+}
