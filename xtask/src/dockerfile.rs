@@ -398,8 +398,6 @@ pub struct Analysis {
     /// on, and so what its input digest counts.
     pub needed_parents: BTreeSet<String>,
     pub needed_bases: BTreeSet<String>,
-    /// Every ARG name the Dockerfile declares, global or in a stage.
-    pub declared_args: BTreeSet<String>,
     /// Whether IMAGE_TAG is read anywhere but in FROM lines naming internal parents.
     pub image_tag_beyond_parents: bool,
     /// What the stages the target needs read from the context, in file order.
@@ -423,6 +421,18 @@ impl Internal<'_> {
 }
 
 /// Analyses a Dockerfile: stages, the sources each reads, and the ARGs it declares.
+/// The names every ARG instruction declares, in any stage.
+pub fn declared_args(text: &str) -> Result<BTreeSet<String>> {
+    let parsed = parse(text)?;
+    let mut names = BTreeSet::new();
+    for ins in parsed.instructions.iter().filter(|i| i.keyword == "ARG") {
+        for w in words(&ins.args, parsed.escape)? {
+            names.insert(w.split_once('=').map_or(w.as_str(), |(n, _)| n).to_string());
+        }
+    }
+    Ok(names)
+}
+
 pub fn analyze(
     text: &str,
     target: Option<&str>,
@@ -432,7 +442,6 @@ pub fn analyze(
     let parsed = parse(text)?;
     let esc = parsed.escape;
     let mut globals: BTreeMap<String, String> = BTreeMap::new();
-    let mut declared_args = BTreeSet::new();
     let mut stages: Vec<Stage> = Vec::new();
     let mut image_tag_beyond_parents = false;
     // ARG values in the current stage, for the paths COPY and ADD name.
@@ -454,7 +463,6 @@ pub fn analyze(
                     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                         bail!("line {}: invalid ARG name {name:?}", ins.line);
                     }
-                    declared_args.insert(name.clone());
                     if stages.is_empty() {
                         let value = match (build_args.get(&name), default) {
                             (Some(v), _) => v.clone(),
@@ -606,7 +614,6 @@ pub fn analyze(
         bases,
         needed_parents,
         needed_bases,
-        declared_args,
         image_tag_beyond_parents,
         reads,
         remote,
@@ -969,7 +976,9 @@ mod tests {
         assert_eq!(a.parents, ["base", "jupyterhub"].iter().map(|s| s.to_string()).collect());
         assert_eq!(a.bases, ["python:3.11-slim".to_string()].into_iter().collect());
         assert!(!a.image_tag_beyond_parents);
-        assert_eq!(a.declared_args.len(), 3);
+        assert_eq!(declared_args(df).unwrap().len(), 3);
+        // Declared names come from the instructions alone: a FROM that needs a value passes.
+        assert_eq!(declared_args("ARG BASE\nFROM ${BASE}\nARG X=1 Y\n").unwrap().len(), 3);
         // Build args override defaults; ${v:+w} expands.
         let a = run(df, None, &[("IMAGE_TAG", "v1"), ("REG", "mirror.io"), ("PY", "3.12")]).unwrap();
         assert_eq!(a.stages[1].from, Source::External("mirror.io/python:3.12-slim".into()));

@@ -246,12 +246,10 @@ fn resolve_one(
         }
     };
     let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", s.dockerfile))?;
-    // First pass for the declared ARG names, second with their values.
+    // The declared ARG names first (from the instructions alone: a FROM that needs a value
+    // from .env cannot be analysed without it), then the analysis with their values.
     let mut args = BTreeMap::from([("IMAGE_TAG".to_string(), tag.to_string())]);
-    let declared = dockerfile::parse(text)
-        .and_then(|_| dockerfile::analyze(text, s.target.as_deref(), &args, internal))
-        .with_context(|| format!("{}", s.dockerfile))?
-        .declared_args;
+    let declared = dockerfile::declared_args(text).with_context(|| format!("{}", s.dockerfile))?;
     for name in declared {
         if let Some(v) = values.get(&name).filter(|_| name != "IMAGE_TAG") {
             args.insert(name, v);
@@ -259,6 +257,8 @@ fn resolve_one(
     }
     let analysis =
         dockerfile::analyze(text, s.target.as_deref(), &args, internal).with_context(|| format!("{}", s.dockerfile))?;
+    // A .dockerignore the builders would reject makes this service ERROR, not the whole check.
+    crate::context::read_ignore(&project.root, &s.context, &s.dockerfile)?;
     Ok(Resolved { service: s.clone(), dockerfile: bytes, analysis, build_args: args })
 }
 

@@ -340,7 +340,12 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         }) {
             Some(parent) if state == State::Ok => (
                 State::Stale,
-                format!("its parent {} is {} ({}), and its inputs are part of this image's", parent.name, parent.state.name(), parent.reason),
+                format!(
+                    "its parent {} is {} ({}), and its inputs are part of this image's",
+                    parent.name,
+                    parent.state.name(),
+                    parent.reason
+                ),
             ),
             _ => (state, reason),
         };

@@ -250,3 +250,17 @@ fn a_service_whose_input_step_2_changes_is_rebuilt_in_the_same_run() {
     assert!(ws.read(".env").contains("B=2"));
     ws.expect(&[("reader", "OK"), ("other", "OK")]);
 }
+
+/// A FROM whose image comes from a `.env` value (no default in the Dockerfile) is analysed
+/// with that value: the service is built, not ERROR.
+#[test]
+fn a_from_argument_valued_in_env_is_not_an_error() {
+    let ws = Workspace::new("fromenv");
+    ws.write(".env.example", "BASE=scratch\n");
+    ws.write(".env", "BASE=scratch\n");
+    ws.write("services/app/Dockerfile", &format!("ARG BASE\nFROM ${{BASE}}\nCOPY a.txt /\nLABEL t={}\n", ws.tag));
+    ws.write("services/app/a.txt", "a\n");
+    ws.expect(&[("app", "MISSING")]);
+    ws.ok(&["build-all", &ws.tag]);
+    ws.expect(&[("app", "OK")]);
+}

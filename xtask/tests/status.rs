@@ -328,9 +328,19 @@ fn one_broken_service_hides_no_other() {
     ws.write("services/badtarget/t.txt", "t\n");
     ws.write("services.toml", "[badtarget]\ntarget = \"nosuch\"\n");
     ws.write("services/child/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-bad:${IMAGE_TAG}\n");
+    ws.write("services/badignore/Dockerfile", "FROM scratch\nCOPY . /\n");
+    ws.write("services/badignore/.dockerignore", "ok\n[\n");
     let o = ws.run(&["check-status", &ws.tag, "--format", "plain"]);
     assert_eq!(o.code, 0, "{o:?}");
-    for line in ["bad|ERROR|", "badarg|ERROR|", "badtarget|ERROR|", "child|ERROR|", "base|MISSING|", "solo|MISSING|"] {
+    for line in [
+        "bad|ERROR|",
+        "badarg|ERROR|",
+        "badtarget|ERROR|",
+        "badignore|ERROR|",
+        "child|ERROR|",
+        "base|MISSING|",
+        "solo|MISSING|",
+    ] {
         assert!(o.stdout.lines().any(|l| l.starts_with(line)), "{line}: {o:?}");
     }
     let reason = ws.reason("bad");
@@ -338,11 +348,13 @@ fn one_broken_service_hides_no_other() {
     assert!(ws.reason("badarg").contains("expands to nothing"), "{}", ws.reason("badarg"));
     assert!(ws.reason("badtarget").contains("target stage 'nosuch' is not defined"), "{}", ws.reason("badtarget"));
     assert!(ws.reason("child").contains("its parent bad is ERROR"), "{}", ws.reason("child"));
+    let reason = ws.reason("badignore");
+    assert!(reason.contains("services/badignore/.dockerignore") && reason.contains("line 2"), "{reason}");
     let human = ws.ok(&["check-status", &ws.tag]).stdout;
-    assert!(human.contains("ERROR      4/9"), "{human}");
+    assert!(human.contains("ERROR      5/10"), "{human}");
     let json: serde_json::Value =
         serde_json::from_str(&ws.ok(&["check-status", &ws.tag, "--format", "json"]).stdout).unwrap();
-    assert_eq!(json["counts"]["ERROR"], 4, "{json}");
+    assert_eq!(json["counts"]["ERROR"], 5, "{json}");
     assert_eq!(ws.run(&["check-status", &ws.tag, "--exit-code"]).code, 1);
 
     // The preview fails as the run would, and names the broken ones (human and JSON).
@@ -354,7 +366,7 @@ fn one_broken_service_hides_no_other() {
     let mut errors: Vec<&str> =
         plan["errors"].as_array().unwrap().iter().map(|e| e["service"].as_str().unwrap()).collect();
     errors.sort();
-    assert_eq!(errors, ["bad", "badarg", "badtarget", "child"], "{plan}");
+    assert_eq!(errors, ["bad", "badarg", "badignore", "badtarget", "child"], "{plan}");
     let o = ws.run(&["build", "bad", &ws.tag, "--dry-run"]);
     assert!(o.code == 1 && o.stdout.contains("1 of 1 images need work") && o.stdout.contains("ERROR bad: "), "{o:?}");
 
