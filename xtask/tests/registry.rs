@@ -174,7 +174,9 @@ fn a_syntax_frontend_is_a_base_image_pulled_through_the_mirror() {
         ws.write(&format!("fe{version}/Dockerfile"), "FROM scratch\nCOPY f /f\n");
         ws.write(&format!("fe{version}/f"), &format!("frontend {version} {}\n", ws.tag));
         let dir = ws.path(&format!("fe{version}"));
-        let o = docker(&["build", "-q", "-t", &mirrored, dir.to_str().unwrap()]);
+        // --no-cache: the legacy builder's cache lookup races with other tests' removals
+        // ("unable to find image sha256:...").
+        let o = docker(&["build", "-q", "--no-cache", "-t", &mirrored, dir.to_str().unwrap()]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
