@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::digest;
 use crate::docker::{BuildEnd, BuildRequest, Docker};
@@ -84,32 +84,10 @@ fn build_one(
     let mut outcome = Outcome { log: Some(log.clone()), ..Outcome::new(name, Ended::Failed, "") };
     let r = snap.services.iter().find(|r| r.service.name == name).expect("planned services are in the snapshot");
     let d = &snap.digests[name];
-    let Some(total) = d.total.clone() else {
-        let missing: Vec<&String> =
-            snap.records[name].bases.iter().filter(|(_, id)| id.is_none()).map(|(b, _)| b).collect();
-        outcome.reason = format!(
-            "base image not present locally: {}",
-            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        );
-        return outcome;
-    };
-    // A parent image that vanished (removed by someone else during the run) would make the
-    // engine try to pull it from Docker Hub: fail here instead, saying so.
-    let parents: Vec<String> = r.analysis.parents.iter().map(|p| reference::image_name(p, &snap.tag, None)).collect();
-    let own = reference::image_name(name, &snap.tag, None);
-    // The image the name held before, asked in the same engine call: a build that reports a
-    // failure after it made the image (a full disk for --iidfile) is known by the change.
-    let before = match docker.inspect(&[parents.clone(), vec![own.clone()]].concat()) {
-        Ok(found) => {
-            if let Some(gone) = parents.iter().find(|p| !found.contains_key(*p)) {
-                outcome.reason =
-                    format!("parent image {gone} is not present locally (removed during the run?): run again");
-                return outcome;
-            }
-            found.get(&own).and_then(|i| i.id.clone())
-        }
-        Err(e) => {
-            outcome.reason = format!("{e:#}");
+    let (total, before) = match ready(docker, snap, name) {
+        Ok(found) => found,
+        Err(reason) => {
+            outcome.reason = reason;
             return outcome;
         }
     };
@@ -127,18 +105,9 @@ fn build_one(
         no_cache,
         iidfile: &iidfile,
     };
-    let echo = verbose.then_some(name);
-    let mut end = docker.build(&req, &log, echo, cancel);
-    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
-    if matches!(end, Ok(BuildEnd::Failed)) && engine_race(&text) {
-        // The legacy builder's cache lookup fails when another process removes an image at the
-        // same moment; the build itself was fine, so it runs once more.
-        end = docker.build(&req, &log, echo, cancel);
-        let again = std::fs::read_to_string(&log).unwrap_or_default();
-        text = format!("{text}\n[xtask] the engine lost an image during its cache lookup (removed meanwhile); built again:\n{again}");
-        let _ = std::fs::write(&log, &text);
-    }
+    let (end, text) = build_once_more_after_a_race(docker, &req, &log, verbose.then_some(name), cancel);
     outcome.seconds = started.elapsed().as_secs_f64();
+    let own = reference::image_name(name, &snap.tag, None);
     match end {
         Err(e) => outcome.reason = format!("{e:#}"),
         Ok(BuildEnd::Interrupted) => {
@@ -166,6 +135,53 @@ fn build_one(
         }
     }
     outcome
+}
+
+/// What a build needs before it starts: its total input digest (every base image present)
+/// and its parents' images (one may have been removed during the run), with the ID the
+/// service's own name held before (asked in the same engine call: a build that reports a
+/// failure after it made the image, a full disk for --iidfile, is known by the change). Else
+/// why it cannot start.
+fn ready(docker: &Docker, snap: &Snapshot, name: &str) -> Result<(String, Option<String>), String> {
+    let r = snap.services.iter().find(|r| r.service.name == name).expect("planned services are in the snapshot");
+    let Some(total) = snap.digests[name].total.clone() else {
+        let missing: Vec<&String> =
+            snap.records[name].bases.iter().filter(|(_, id)| id.is_none()).map(|(b, _)| b).collect();
+        return Err(format!(
+            "base image not present locally: {}",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    };
+    // A parent image that vanished would make the engine try to pull it from Docker Hub:
+    // fail here instead, saying so.
+    let parents: Vec<String> = r.analysis.parents.iter().map(|p| reference::image_name(p, &snap.tag, None)).collect();
+    let own = reference::image_name(name, &snap.tag, None);
+    let found = docker.inspect(&[parents.clone(), vec![own.clone()]].concat()).map_err(|e| format!("{e:#}"))?;
+    if let Some(gone) = parents.iter().find(|p| !found.contains_key(*p)) {
+        return Err(format!("parent image {gone} is not present locally (removed during the run?): run again"));
+    }
+    Ok((total, found.get(&own).and_then(|i| i.id.clone())))
+}
+
+/// Runs the build, and once more when the legacy builder's cache lookup failed because
+/// another process removed an image at the same moment (the build itself was fine). Returns
+/// how it ended and its log.
+fn build_once_more_after_a_race(
+    docker: &Docker,
+    req: &BuildRequest,
+    log: &Utf8Path,
+    echo: Option<&str>,
+    cancel: &AtomicBool,
+) -> (Result<BuildEnd>, String) {
+    let mut end = docker.build(req, log, echo, cancel);
+    let mut text = std::fs::read_to_string(log).unwrap_or_default();
+    if matches!(end, Ok(BuildEnd::Failed)) && engine_race(&text) {
+        end = docker.build(req, log, echo, cancel);
+        let again = std::fs::read_to_string(log).unwrap_or_default();
+        text = format!("{text}\n[xtask] the engine lost an image during its cache lookup (removed meanwhile); built again:\n{again}");
+        let _ = std::fs::write(log, &text);
+    }
+    (end, text)
 }
 
 fn built(outcome: &mut Outcome) {

@@ -155,6 +155,43 @@ pub fn tail(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The arguments of `docker build` for a request, under the run's builder.
+fn build_args(req: &BuildRequest, builds: Builds) -> Vec<String> {
+    let mut args: Vec<String> = vec!["build".into(), "-f".into(), req.dockerfile.to_string()];
+    for (k, v) in req.args {
+        args.push("--build-arg".into());
+        args.push(format!("{k}={v}"));
+    }
+    if let Some(t) = req.target {
+        args.push("--target".into());
+        args.push(t.to_string());
+    }
+    for (k, v) in req.labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    for t in req.tags {
+        args.push("-t".into());
+        args.push(t.clone());
+    }
+    if req.no_cache {
+        args.push("--no-cache".into());
+    }
+    if builds.builder == Builder::BuildKit {
+        args.push("--progress=plain".into());
+    }
+    if builds.host_network {
+        args.push("--network".into());
+        args.push("host".into());
+    }
+    // The legacy builder keeps the containers of failed steps unless told otherwise.
+    args.push("--force-rm".into());
+    args.push("--iidfile".into());
+    args.push(req.iidfile.to_string());
+    args.push(req.context.to_string());
+    args
+}
+
 /// The docker CLI cannot be run at all.
 fn no_cli(e: xshell::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot run the docker command ({e}): install a Docker client, or run `cargo xtask engine up` (as root it installs Debian's docker.io)")
@@ -355,39 +392,8 @@ impl Docker {
         echo: Option<&str>,
         cancel: &AtomicBool,
     ) -> Result<BuildEnd> {
-        let mut args: Vec<String> = vec!["build".into(), "-f".into(), req.dockerfile.to_string()];
-        for (k, v) in req.args {
-            args.push("--build-arg".into());
-            args.push(format!("{k}={v}"));
-        }
-        if let Some(t) = req.target {
-            args.push("--target".into());
-            args.push(t.to_string());
-        }
-        for (k, v) in req.labels {
-            args.push("--label".into());
-            args.push(format!("{k}={v}"));
-        }
-        for t in req.tags {
-            args.push("-t".into());
-            args.push(t.clone());
-        }
-        if req.no_cache {
-            args.push("--no-cache".into());
-        }
         let builds = self.builds.get().copied().unwrap_or(Builds { builder: Builder::Legacy, host_network: false });
-        if builds.builder == Builder::BuildKit {
-            args.push("--progress=plain".into());
-        }
-        if builds.host_network {
-            args.push("--network".into());
-            args.push("host".into());
-        }
-        // The legacy builder keeps the containers of failed steps unless told otherwise.
-        args.push("--force-rm".into());
-        args.push("--iidfile".into());
-        args.push(req.iidfile.to_string());
-        args.push(req.context.to_string());
+        let args = build_args(req, builds);
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
         }
@@ -770,6 +776,38 @@ mod tests {
         talking.args(["-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done"]);
         let out = run_bounded(talking, std::time::Duration::from_millis(600)).unwrap().expect("it talks");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n2\n3\n4\n5\n");
+    }
+
+    #[test]
+    fn build_argv() {
+        let args: BTreeMap<String, String> = [("IMAGE_TAG".to_string(), "v1".to_string())].into();
+        let labels = [("ai-infra.inputs".to_string(), "{}".to_string())];
+        let tags = ["r.io/ai-infra-app:v1".to_string(), "ai-infra-app:v1".to_string()];
+        let req = BuildRequest {
+            context: Utf8Path::new("/ctx"),
+            dockerfile: Utf8Path::new("/ctx/Dockerfile"),
+            target: Some("app"),
+            args: &args,
+            labels: &labels,
+            tags: &tags,
+            no_cache: true,
+            iidfile: Utf8Path::new("/iid"),
+        };
+        let legacy = build_args(&req, Builds { builder: Builder::Legacy, host_network: false });
+        assert_eq!(
+            legacy.join(" "),
+            "build -f /ctx/Dockerfile --build-arg IMAGE_TAG=v1 --target app --label ai-infra.inputs={} \
+             -t r.io/ai-infra-app:v1 -t ai-infra-app:v1 --no-cache --force-rm --iidfile /iid /ctx"
+        );
+        let kit = build_args(
+            &BuildRequest { target: None, no_cache: false, ..req },
+            Builds { builder: Builder::BuildKit, host_network: true },
+        );
+        assert_eq!(
+            kit.join(" "),
+            "build -f /ctx/Dockerfile --build-arg IMAGE_TAG=v1 --label ai-infra.inputs={} \
+             -t r.io/ai-infra-app:v1 -t ai-infra-app:v1 --progress=plain --network host --force-rm --iidfile /iid /ctx"
+        );
     }
 
     #[test]

@@ -414,13 +414,12 @@ pub struct Internal<'a> {
 
 impl Internal<'_> {
     fn resolve(&self, image: &str) -> Option<String> {
-        let (repo, tag) = image.rsplit_once(':')?;
-        let svc = repo.strip_prefix("ai-infra-")?;
-        (tag == self.tag && (self.is_service)(svc)).then(|| svc.to_string())
+        let r = crate::reference::Reference::parse(image);
+        let svc = r.repository.strip_prefix(crate::reference::PREFIX)?;
+        (r.digest.is_none() && r.tag == Some(self.tag) && (self.is_service)(svc)).then(|| svc.to_string())
     }
 }
 
-/// Analyses a Dockerfile: stages, the sources each reads, and the ARGs it declares.
 /// The names every ARG instruction declares, in any stage.
 pub fn declared_args(text: &str) -> Result<BTreeSet<String>> {
     let parsed = parse(text)?;
@@ -433,6 +432,7 @@ pub fn declared_args(text: &str) -> Result<BTreeSet<String>> {
     Ok(names)
 }
 
+/// Analyses a Dockerfile: its stages, parents and bases, and the sources each stage reads.
 pub fn analyze(
     text: &str,
     target: Option<&str>,
@@ -441,121 +441,15 @@ pub fn analyze(
 ) -> Result<Analysis> {
     let parsed = parse(text)?;
     let esc = parsed.escape;
-    let mut globals: BTreeMap<String, String> = BTreeMap::new();
-    let mut stages: Vec<Stage> = Vec::new();
-    let mut image_tag_beyond_parents = false;
-    // ARG values in the current stage, for the paths COPY and ADD name.
-    let mut stage_args: BTreeMap<String, String> = BTreeMap::new();
-    // ENV values of each stage (a stage built FROM another starts with that one's), which
-    // override ARGs of the same name; and whether a stage's image may set variables of its own
-    // (any FROM but scratch), so that a name found nowhere here may still have a value.
-    let mut stage_env: Vec<BTreeMap<String, String>> = Vec::new();
-    let mut image_env: Vec<bool> = Vec::new();
-
+    let mut scan = Scan::default();
     for ins in &parsed.instructions {
         match ins.keyword.as_str() {
-            "ARG" => {
-                for w in words(&ins.args, esc)? {
-                    let (name, default) = match w.split_once('=') {
-                        Some((n, d)) => (n.to_string(), Some(d.to_string())),
-                        None => (w.clone(), None),
-                    };
-                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                        bail!("line {}: invalid ARG name {name:?}", ins.line);
-                    }
-                    if stages.is_empty() {
-                        let value = match (build_args.get(&name), default) {
-                            (Some(v), _) => v.clone(),
-                            (None, Some(d)) => expand(&d, esc, &|n| globals.get(n).cloned())?,
-                            (None, None) => String::new(),
-                        };
-                        globals.insert(name, value);
-                    } else {
-                        if name == "IMAGE_TAG" {
-                            image_tag_beyond_parents = true;
-                        }
-                        let value = match (build_args.get(&name), default) {
-                            (Some(v), _) => v.clone(),
-                            (None, Some(d)) => expand(&d, esc, &|n| stage_args.get(n).cloned())?,
-                            (None, None) => globals.get(&name).cloned().unwrap_or_default(),
-                        };
-                        stage_args.insert(name, value);
-                    }
-                }
-            }
-            "FROM" => {
-                let ws = words(&ins.args, esc)?;
-                let positional: Vec<&String> = ws.iter().filter(|w| !w.starts_with("--")).collect();
-                let (image_raw, name) = match positional.as_slice() {
-                    [image] => (image.as_str(), None),
-                    [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
-                        (image.as_str(), Some(name.to_ascii_lowercase()))
-                    }
-                    _ => bail!("line {}: FROM takes an image and an optional 'AS name', got {:?}", ins.line, ins.args),
-                };
-                let image = expand(image_raw, esc, &|n| globals.get(n).cloned())?;
-                if image.is_empty() {
-                    bail!(
-                        "line {}: FROM {image_raw} expands to nothing: give the ARG a default or pass it as a build arg",
-                        ins.line
-                    );
-                }
-                let from = classify(&image, &stages, internal, ins.line, "FROM")?;
-                if let Source::Stage(_) = from {
-                } else if let Some(later) = later_stage_name(&parsed.instructions, ins.line, &image, esc) {
-                    bail!("line {}: FROM {image} names stage '{later}', which is defined later", ins.line);
-                }
-                if let Some(n) = &name {
-                    if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
-                        bail!("line {}: stage name '{n}' is used twice", ins.line);
-                    }
-                }
-                if mentions(image_raw, "IMAGE_TAG") && !matches!(from, Source::Internal(_)) {
-                    image_tag_beyond_parents = true;
-                }
-                let (env, from_image) = match &from {
-                    Source::Stage(j) => (stage_env[*j].clone(), image_env[*j]),
-                    Source::Scratch => (BTreeMap::new(), false),
-                    Source::Internal(_) | Source::External(_) => (BTreeMap::new(), true),
-                };
-                stage_env.push(env);
-                image_env.push(from_image);
-                stages.push(Stage { name, from, copies_from: Vec::new(), reads: Vec::new(), remote: Vec::new() });
-                stage_args.clear();
-            }
-            keyword => {
-                let Some(stage_index) = stages.len().checked_sub(1) else {
-                    bail!("line {}: {keyword} before the first FROM (only ARG may come first)", ins.line);
-                };
-                if mentions(&ins.args, "IMAGE_TAG") {
-                    image_tag_beyond_parents = true;
-                }
-                for source in copy_sources(keyword, &ins.args) {
-                    let found = classify_from_flag(&source, &stages[..stage_index], internal, ins.line, keyword)?;
-                    stages[stage_index].copies_from.push(found);
-                }
-                let env = &stage_env[stage_index];
-                let lookup = |n: &str| env.get(n).or_else(|| stage_args.get(n)).cloned();
-                if keyword == "ENV" {
-                    let set = env_values(ins, esc, &lookup)?;
-                    stage_env[stage_index].extend(set);
-                    continue;
-                }
-                let unknown = std::cell::Cell::new(false);
-                let from_image = image_env[stage_index];
-                let lookup = |n: &str| {
-                    let v = lookup(n);
-                    if v.is_none() && from_image {
-                        unknown.set(true);
-                    }
-                    v
-                };
-                let (reads, remote) = context_reads(ins, esc, &lookup, &unknown)?;
-                stages[stage_index].reads.extend(reads);
-                stages[stage_index].remote.extend(remote);
-            }
+            "ARG" => scan.arg(ins, esc, build_args)?,
+            "FROM" => scan.from(ins, esc, &parsed.instructions, internal)?,
+            keyword => scan.other(ins, keyword, esc, internal)?,
         }
     }
+    let Scan { stages, image_tag_beyond_parents, .. } = scan;
     if stages.is_empty() {
         bail!("no FROM instruction");
     }
@@ -569,20 +463,7 @@ pub fn analyze(
             })?
         }
     };
-    // The stages the target needs: itself and what it reads, through FROM, `COPY --from`
-    // and `--mount from=`. The others contribute nothing to the image.
-    let mut needed = vec![false; stages.len()];
-    let mut todo = vec![target_index];
-    while let Some(i) = todo.pop() {
-        if std::mem::replace(&mut needed[i], true) {
-            continue;
-        }
-        for source in std::iter::once(&stages[i].from).chain(&stages[i].copies_from) {
-            if let Source::Stage(j) = source {
-                todo.push(*j);
-            }
-        }
-    }
+    let needed = needed_stages(&stages, target_index);
     let syntax: BTreeSet<String> = parsed.syntax.iter().map(|s| crate::reference::normalize_external(s)).collect();
     let (mut parents, mut bases) = (BTreeSet::new(), syntax.clone());
     let (mut needed_parents, mut needed_bases) = (BTreeSet::new(), syntax);
@@ -618,6 +499,149 @@ pub fn analyze(
         reads,
         remote,
     })
+}
+
+/// The stages the target needs: itself and what it reads, through FROM, `COPY --from` and
+/// `--mount from=`. The others contribute nothing to the image.
+fn needed_stages(stages: &[Stage], target_index: usize) -> Vec<bool> {
+    let mut needed = vec![false; stages.len()];
+    let mut todo = vec![target_index];
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut needed[i], true) {
+            continue;
+        }
+        for source in std::iter::once(&stages[i].from).chain(&stages[i].copies_from) {
+            if let Source::Stage(j) = source {
+                todo.push(*j);
+            }
+        }
+    }
+    needed
+}
+
+/// What `analyze` gathers, instruction by instruction.
+#[derive(Default)]
+struct Scan {
+    /// ARG values before the first FROM.
+    globals: BTreeMap<String, String>,
+    stages: Vec<Stage>,
+    image_tag_beyond_parents: bool,
+    /// ARG values in the current stage, for the paths COPY and ADD name.
+    stage_args: BTreeMap<String, String>,
+    /// ENV values of each stage (a stage built FROM another starts with that one's), which
+    /// override ARGs of the same name; and whether a stage's image may set variables of its own
+    /// (any FROM but scratch), so that a name found nowhere here may still have a value.
+    stage_env: Vec<BTreeMap<String, String>>,
+    image_env: Vec<bool>,
+}
+
+impl Scan {
+    fn arg(&mut self, ins: &Instruction, esc: char, build_args: &BTreeMap<String, String>) -> Result<()> {
+        for w in words(&ins.args, esc)? {
+            let (name, default) = match w.split_once('=') {
+                Some((n, d)) => (n.to_string(), Some(d.to_string())),
+                None => (w.clone(), None),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                bail!("line {}: invalid ARG name {name:?}", ins.line);
+            }
+            if self.stages.is_empty() {
+                let value = match (build_args.get(&name), default) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(d)) => expand(&d, esc, &|n| self.globals.get(n).cloned())?,
+                    (None, None) => String::new(),
+                };
+                self.globals.insert(name, value);
+            } else {
+                if name == "IMAGE_TAG" {
+                    self.image_tag_beyond_parents = true;
+                }
+                let value = match (build_args.get(&name), default) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(d)) => expand(&d, esc, &|n| self.stage_args.get(n).cloned())?,
+                    (None, None) => self.globals.get(&name).cloned().unwrap_or_default(),
+                };
+                self.stage_args.insert(name, value);
+            }
+        }
+        Ok(())
+    }
+
+    fn from(&mut self, ins: &Instruction, esc: char, instructions: &[Instruction], internal: &Internal) -> Result<()> {
+        let ws = words(&ins.args, esc)?;
+        let positional: Vec<&String> = ws.iter().filter(|w| !w.starts_with("--")).collect();
+        let (image_raw, name) = match positional.as_slice() {
+            [image] => (image.as_str(), None),
+            [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
+                (image.as_str(), Some(name.to_ascii_lowercase()))
+            }
+            _ => bail!("line {}: FROM takes an image and an optional 'AS name', got {:?}", ins.line, ins.args),
+        };
+        let image = expand(image_raw, esc, &|n| self.globals.get(n).cloned())?;
+        if image.is_empty() {
+            bail!(
+                "line {}: FROM {image_raw} expands to nothing: give the ARG a default or pass it as a build arg",
+                ins.line
+            );
+        }
+        let from = classify(&image, &self.stages, internal, ins.line, "FROM")?;
+        if let Source::Stage(_) = from {
+        } else if let Some(later) = later_stage_name(instructions, ins.line, &image, esc) {
+            bail!("line {}: FROM {image} names stage '{later}', which is defined later", ins.line);
+        }
+        if let Some(n) = &name {
+            if self.stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
+                bail!("line {}: stage name '{n}' is used twice", ins.line);
+            }
+        }
+        if mentions(image_raw, "IMAGE_TAG") && !matches!(from, Source::Internal(_)) {
+            self.image_tag_beyond_parents = true;
+        }
+        let (env, from_image) = match &from {
+            Source::Stage(j) => (self.stage_env[*j].clone(), self.image_env[*j]),
+            Source::Scratch => (BTreeMap::new(), false),
+            Source::Internal(_) | Source::External(_) => (BTreeMap::new(), true),
+        };
+        self.stage_env.push(env);
+        self.image_env.push(from_image);
+        self.stages.push(Stage { name, from, copies_from: Vec::new(), reads: Vec::new(), remote: Vec::new() });
+        self.stage_args.clear();
+        Ok(())
+    }
+
+    /// Any other instruction: what it copies from other stages and reads from the context.
+    fn other(&mut self, ins: &Instruction, keyword: &str, esc: char, internal: &Internal) -> Result<()> {
+        let Some(stage_index) = self.stages.len().checked_sub(1) else {
+            bail!("line {}: {keyword} before the first FROM (only ARG may come first)", ins.line);
+        };
+        if mentions(&ins.args, "IMAGE_TAG") {
+            self.image_tag_beyond_parents = true;
+        }
+        for source in copy_sources(keyword, &ins.args) {
+            let found = classify_from_flag(&source, &self.stages[..stage_index], internal, ins.line, keyword)?;
+            self.stages[stage_index].copies_from.push(found);
+        }
+        let env = &self.stage_env[stage_index];
+        let lookup = |n: &str| env.get(n).or_else(|| self.stage_args.get(n)).cloned();
+        if keyword == "ENV" {
+            let set = env_values(ins, esc, &lookup)?;
+            self.stage_env[stage_index].extend(set);
+            return Ok(());
+        }
+        let unknown = std::cell::Cell::new(false);
+        let from_image = self.image_env[stage_index];
+        let lookup = |n: &str| {
+            let v = lookup(n);
+            if v.is_none() && from_image {
+                unknown.set(true);
+            }
+            v
+        };
+        let (reads, remote) = context_reads(ins, esc, &lookup, &unknown)?;
+        self.stages[stage_index].reads.extend(reads);
+        self.stages[stage_index].remote.extend(remote);
+        Ok(())
+    }
 }
 
 fn later_stage_name(instructions: &[Instruction], after: usize, image: &str, esc: char) -> Option<String> {

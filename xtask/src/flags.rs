@@ -362,43 +362,14 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         print!("{text}");
         return Ok(None);
     }
-    let command = match sub.as_str() {
-        "check-status" => {
-            let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
-            let exit_code = once(&mut args, "--exit-code")?;
-            let remote = once(&mut args, "--remote")?;
-            let deps = once(&mut args, "--deps")?;
-            let (tag, registry) = tag_and_registry(positionals(args, "check-status", 2, "[TAG] [REGISTRY]")?)?;
-            if remote && registry.is_none() {
-                return Err(usage("--remote needs a REGISTRY: cargo xtask check-status TAG REGISTRY --remote".into()));
-            }
-            Command::CheckStatus(CheckStatus { remote, deps, tag, registry, format, exit_code })
-        }
-        "build" | "build-all" => {
-            let force = once(&mut args, "--force")? || force_from_env();
-            let dry_run = once(&mut args, "--dry-run")?;
-            let verbose = once(&mut args, "--verbose")?;
-            let no_push = once(&mut args, "--no-push")?;
-            let jobs = value::<Count>(&mut args, "--jobs")?.map_or_else(default_jobs, |c| c.0);
-            let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
-            if format == Format::Plain {
-                return Err(usage(format!("{sub} --format takes human or json (plain is for check-status)")));
-            }
-            let mut pos = if sub == "build" {
-                let pos = positionals(args, "build", 3, "SERVICE [TAG] [REGISTRY]")?;
-                if pos.is_empty() {
-                    return Err(usage("build needs a SERVICE; `cargo xtask check-status` lists them".into()));
-                }
-                pos
-            } else {
-                let mut pos = positionals(args, "build-all", 2, "[TAG] [REGISTRY]")?;
-                pos.insert(0, String::new());
-                pos
-            };
-            let service = Some(pos.remove(0)).filter(|s| !s.is_empty());
-            let (tag, registry) = tag_and_registry(pos)?;
-            Command::Build(Build { service, tag, registry, force, jobs, dry_run, format, verbose, no_push })
-        }
+    command(&sub, args).map(Some)
+}
+
+/// The command `sub` with its arguments, checked.
+fn command(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
+    Ok(match sub {
+        "check-status" => check_status(args)?,
+        "build" | "build-all" => build(sub, args)?,
         "clean-all" => {
             let force = once(&mut args, "--force")?;
             let (tag, _) = tag_and_registry(positionals(args, "clean-all", 1, "[TAG]")?)?;
@@ -410,7 +381,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         }
         "sync-env" | "render" => {
             let check = once(&mut args, "--check")?;
-            positionals(args, &sub, 0, "no arguments")?;
+            positionals(args, sub, 0, "no arguments")?;
             if sub == "render" {
                 Command::Render { check }
             } else {
@@ -431,17 +402,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             reference::validate_registry(&registry)?;
             Command::PushDeps(registry)
         }
-        "export" => {
-            let allow_stale = once(&mut args, "--allow-stale")?;
-            let with_bases = once(&mut args, "--with-bases")?;
-            let mut pos = positionals(args, "export", 2, "DIR [TAG]")?;
-            if pos.is_empty() || pos[0].is_empty() {
-                return Err(usage("export needs a DIR to write the bundle into: cargo xtask export DIR [TAG]".into()));
-            }
-            let dir = camino::Utf8PathBuf::from(pos.remove(0));
-            let (tag, _) = tag_and_registry(pos)?;
-            Command::Export(Export { dir, tag, allow_stale, with_bases })
-        }
+        "export" => export(args)?,
         "import" => {
             let pos = positionals(args, "import", 1, "DIR")?;
             match pos.into_iter().next().filter(|d| !d.is_empty()) {
@@ -457,17 +418,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
                 None => return Err(usage("engine needs an action: up, status or down".into())),
             }
         }
-        "test" => {
-            let rest: Vec<String> = args.finish().into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
-            let rest = match rest.first().map(String::as_str) {
-                Some("--") => rest[1..].to_vec(),
-                Some(a) => {
-                    return Err(usage(format!("unexpected argument {a:?}: pass test-runner arguments after --")))
-                }
-                None => rest,
-            };
-            Command::Test(rest)
-        }
+        "test" => test(args)?,
         "bench" => {
             let services = value::<Count>(&mut args, "--services")?.map(|c| c.0);
             let files = value::<Count>(&mut args, "--files")?.map(|c| c.0);
@@ -477,9 +428,70 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
             positionals(args, "bench", 0, "no arguments")?;
             Command::Bench(Bench { only, services, files, file_kib, rounds })
         }
-        _ => unreachable!("commands are matched above"),
+        _ => unreachable!("commands are matched in parse"),
+    })
+}
+
+fn check_status(mut args: pico_args::Arguments) -> Result<Command> {
+    let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
+    let exit_code = once(&mut args, "--exit-code")?;
+    let remote = once(&mut args, "--remote")?;
+    let deps = once(&mut args, "--deps")?;
+    let (tag, registry) = tag_and_registry(positionals(args, "check-status", 2, "[TAG] [REGISTRY]")?)?;
+    if remote && registry.is_none() {
+        return Err(usage("--remote needs a REGISTRY: cargo xtask check-status TAG REGISTRY --remote".into()));
+    }
+    Ok(Command::CheckStatus(CheckStatus { remote, deps, tag, registry, format, exit_code }))
+}
+
+/// `build SERVICE` and `build-all`.
+fn build(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
+    let force = once(&mut args, "--force")? || force_from_env();
+    let dry_run = once(&mut args, "--dry-run")?;
+    let verbose = once(&mut args, "--verbose")?;
+    let no_push = once(&mut args, "--no-push")?;
+    let jobs = value::<Count>(&mut args, "--jobs")?.map_or_else(default_jobs, |c| c.0);
+    let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
+    if format == Format::Plain {
+        return Err(usage(format!("{sub} --format takes human or json (plain is for check-status)")));
+    }
+    let mut pos = if sub == "build" {
+        let pos = positionals(args, "build", 3, "SERVICE [TAG] [REGISTRY]")?;
+        if pos.is_empty() {
+            return Err(usage("build needs a SERVICE; `cargo xtask check-status` lists them".into()));
+        }
+        pos
+    } else {
+        let mut pos = positionals(args, "build-all", 2, "[TAG] [REGISTRY]")?;
+        pos.insert(0, String::new());
+        pos
     };
-    Ok(Some(command))
+    let service = Some(pos.remove(0)).filter(|s| !s.is_empty());
+    let (tag, registry) = tag_and_registry(pos)?;
+    Ok(Command::Build(Build { service, tag, registry, force, jobs, dry_run, format, verbose, no_push }))
+}
+
+fn export(mut args: pico_args::Arguments) -> Result<Command> {
+    let allow_stale = once(&mut args, "--allow-stale")?;
+    let with_bases = once(&mut args, "--with-bases")?;
+    let mut pos = positionals(args, "export", 2, "DIR [TAG]")?;
+    if pos.is_empty() || pos[0].is_empty() {
+        return Err(usage("export needs a DIR to write the bundle into: cargo xtask export DIR [TAG]".into()));
+    }
+    let dir = camino::Utf8PathBuf::from(pos.remove(0));
+    let (tag, _) = tag_and_registry(pos)?;
+    Ok(Command::Export(Export { dir, tag, allow_stale, with_bases }))
+}
+
+/// `test [-- NEXTEST-ARGS]`: what follows `--` goes to the test runner.
+fn test(args: pico_args::Arguments) -> Result<Command> {
+    let rest: Vec<String> = args.finish().into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let rest = match rest.first().map(String::as_str) {
+        Some("--") => rest[1..].to_vec(),
+        Some(a) => return Err(usage(format!("unexpected argument {a:?}: pass test-runner arguments after --"))),
+        None => rest,
+    };
+    Ok(Command::Test(rest))
 }
 
 fn default_jobs() -> usize {

@@ -184,11 +184,10 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     if !o.dry_run {
         on_stop_signals();
     }
-    let registry = o.registry.as_deref();
-    if let (Some(r), false) = (registry, o.dry_run) {
+    if let (Some(r), false) = (o.registry.as_deref(), o.dry_run) {
         crate::clean::remember_registry(root, r);
     }
-    let mut snap = status::snapshot(&docker, root, &tag, registry)?;
+    let snap = status::snapshot(&docker, root, &tag, o.registry.as_deref())?;
     let wanted: Option<BTreeSet<String>> = o.service.as_ref().map(|s| {
         let mut set: BTreeSet<String> =
             project::with_ancestors(&snap.services, s).iter().map(|r| r.service.name.clone()).collect();
@@ -201,6 +200,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         (Some(s), true) => [s.clone()].into(),
         (None, true) => snap.services.iter().map(|r| r.service.name.clone()).collect(),
     };
+    let run = Run { root, o: &o, tag, docker, wanted, force };
     // Services whose inputs cannot be read are reported and make the run fail; everything
     // that does not depend on them is built as usual.
     let errors: Vec<String> = snap
@@ -209,36 +209,14 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         .filter(|s| s.state == State::Error && o.service.as_ref().is_none_or(|w| *w == s.name))
         .map(|s| format!("ERROR {}: {}", s.name, s.reason))
         .collect();
-    let target = snap.registry.as_deref().map_or("local build".to_string(), |r| format!("registry {r}"));
-    let status_line = if o.force && o.service.is_none() {
-        "status: skipped, --force rebuilds every service without cache".to_string()
-    } else {
-        let in_scope: Vec<_> =
-            snap.statuses.iter().filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.name))).collect();
-        let not_ok = in_scope.iter().filter(|s| s.state != State::Ok).count();
-        format!("status: {not_ok} of {} images need work (tag {tag}, {target})", in_scope.len())
-    };
+    let status_line = run.status_line(&snap);
     if o.dry_run && o.format == Format::Json {
         // stdout carries the JSON document alone.
         eprintln!("[step 0/5] {status_line}");
     } else {
         heading(0, &status_line);
     }
-    let make_plan = |snap: &Snapshot| -> Result<Plan> {
-        let plan = plan::make(snap, wanted.as_ref(), &force, &BTreeMap::new(), &BTreeMap::new());
-        if plan.is_empty() {
-            return Ok(plan);
-        }
-        // Images with the same inputs, here or in the registry, are taken instead of built.
-        let reuse = reusable(&docker, snap, &plan)?;
-        let pull = registry.map_or_else(BTreeMap::new, |r| pullable(&docker, snap, &plan, &reuse, r));
-        Ok(if reuse.is_empty() && pull.is_empty() {
-            plan
-        } else {
-            plan::make(snap, wanted.as_ref(), &force, &reuse, &pull)
-        })
-    };
-    let mut plan = make_plan(&snap)?;
+    let plan = run.plan(&snap)?;
     if o.dry_run {
         match o.format {
             Format::Json => {
@@ -265,112 +243,203 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         return Ok(if errors.is_empty() { 0 } else { 1 });
     }
     if plan.is_empty() {
+        return Ok(run.nothing_to_build(&snap, &plan, &errors));
+    }
+    print!("{}", plan::human(&plan));
+    let (snap, plan, failed_bases) = run.prepare(&project, snap, plan)?;
+    let outcomes = run.build(&snap, &plan, &failed_bases)?;
+    Ok(run.verify(started, &snap, &plan, &outcomes, &errors))
+}
+
+/// What the steps of one run share.
+struct Run<'a> {
+    root: &'a Utf8Path,
+    o: &'a Build,
+    tag: String,
+    docker: Docker,
+    /// The services `build SERVICE` is about (with their parents); None for build-all.
+    wanted: Option<BTreeSet<String>>,
+    /// The services built without cache.
+    force: BTreeSet<String>,
+}
+
+impl Run<'_> {
+    fn registry(&self) -> Option<&str> {
+        self.o.registry.as_deref()
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        status::snapshot(&self.docker, self.root, &self.tag, self.registry())
+    }
+
+    /// Step 0's line: how many of the images in scope need work.
+    fn status_line(&self, snap: &Snapshot) -> String {
+        let target = snap.registry.as_deref().map_or("local build".to_string(), |r| format!("registry {r}"));
+        if self.o.force && self.o.service.is_none() {
+            return "status: skipped, --force rebuilds every service without cache".to_string();
+        }
+        let in_scope: Vec<_> =
+            snap.statuses.iter().filter(|s| self.wanted.as_ref().is_none_or(|w| w.contains(&s.name))).collect();
+        let not_ok = in_scope.iter().filter(|s| s.state != State::Ok).count();
+        format!("status: {not_ok} of {} images need work (tag {}, {target})", in_scope.len(), self.tag)
+    }
+
+    /// The plan; images with the same inputs, here or in the registry, are taken instead of
+    /// built.
+    fn plan(&self, snap: &Snapshot) -> Result<Plan> {
+        let plan = plan::make(snap, self.wanted.as_ref(), &self.force, &BTreeMap::new(), &BTreeMap::new());
+        if plan.is_empty() {
+            return Ok(plan);
+        }
+        let reuse = reusable(&self.docker, snap, &plan)?;
+        let pull = self.registry().map_or_else(BTreeMap::new, |r| pullable(&self.docker, snap, &plan, &reuse, r));
+        Ok(if reuse.is_empty() && pull.is_empty() {
+            plan
+        } else {
+            plan::make(snap, self.wanted.as_ref(), &self.force, &reuse, &pull)
+        })
+    }
+
+    /// Nothing to build: say so, record it, push what the registry lacks; the exit code.
+    fn nothing_to_build(&self, snap: &Snapshot, plan: &Plan, errors: &[String]) -> i32 {
         if errors.is_empty() {
             println!("all {} images are up to date: nothing to build", plan.steps.len());
         } else {
             println!("nothing else to build: {} of {} images are up to date", plan.steps.len(), snap.statuses.len());
         }
-        if let Err(e) = history::append(root, &tag, &plan, &[], &snap) {
+        if let Err(e) = history::append(self.root, &self.tag, plan, &[], snap) {
             eprintln!("warning: the build history was not recorded: {e:#}");
         }
-        let pushed = match registry.filter(|_| !o.no_push) {
-            Some(r) => push_all(&docker, &snap, r, &plan),
+        let pushed = match self.registry().filter(|_| !self.o.no_push) {
+            Some(r) => push_all(&self.docker, snap, r, plan),
             None => true,
         };
-        for e in &errors {
+        for e in errors {
             println!("{e}");
         }
-        return Ok(if pushed && errors.is_empty() { 0 } else { 1 });
-    }
-    print!("{}", plan::human(&plan));
-
-    heading(1, "prefetch external base images");
-    let prefetched = prefetch::run(&docker, &snap, &plan, &CANCEL)?;
-    let failed_bases = prefetched.failed;
-    if !failed_bases.is_empty() || prefetched.pulled {
-        // New base IDs change digests: plan again on what is there now.
-        snap = status::snapshot(&docker, root, &tag, registry)?;
-        plan = make_plan(&snap)?;
+        if pushed && errors.is_empty() {
+            0
+        } else {
+            1
+        }
     }
 
-    heading(2, "sync config (.env from .env.example)");
-    crate::env::sync(root, false, false)?;
-    heading(3, "render templates");
-    crate::render::run(root, &project.names(), false, false)?;
-    // `.env` may be new now, and a build that copies the whole context reads it: the labels
-    // record the inputs as the builds will read them.
-    if let Ok(now) = status::snapshot(&docker, root, &tag, registry) {
-        if plan.work().all(|s| now.digests.contains_key(&s.service)) {
-            let changed = now.digests != snap.digests;
-            snap = now;
-            if changed {
-                // What steps 2 and 3 wrote is read by some build: an image that was OK may
-                // not be any more. Plan again on the inputs the builds will read.
-                let again = make_plan(&snap)?;
-                if plan::human(&again) != plan::human(&plan) {
-                    println!("steps 2-3 changed inputs some builds read; the plan is now:");
-                    print!("{}", plan::human(&again));
+    /// Steps 1 to 3: prefetch, sync config, render. Returns the snapshot and plan the builds
+    /// use, and the services whose base image could not be pulled (why).
+    fn prepare(
+        &self,
+        project: &project::Project,
+        mut snap: Snapshot,
+        mut plan: Plan,
+    ) -> Result<(Snapshot, Plan, BTreeMap<String, String>)> {
+        heading(1, "prefetch external base images");
+        let prefetched = prefetch::run(&self.docker, &snap, &plan, &CANCEL)?;
+        if !prefetched.failed.is_empty() || prefetched.pulled {
+            // New base IDs change digests: plan again on what is there now.
+            snap = self.snapshot()?;
+            plan = self.plan(&snap)?;
+        }
+        heading(2, "sync config (.env from .env.example)");
+        crate::env::sync(self.root, false, false)?;
+        heading(3, "render templates");
+        crate::render::run(self.root, &project.names(), false, false)?;
+        // `.env` may be new now, and a build that copies the whole context reads it: the labels
+        // record the inputs as the builds will read them.
+        if let Ok(now) = self.snapshot() {
+            if plan.work().all(|s| now.digests.contains_key(&s.service)) {
+                let changed = now.digests != snap.digests;
+                snap = now;
+                if changed {
+                    // What steps 2 and 3 wrote is read by some build: an image that was OK may
+                    // not be any more. Plan again on the inputs the builds will read.
+                    let again = self.plan(&snap)?;
+                    if plan::human(&again) != plan::human(&plan) {
+                        println!("steps 2-3 changed inputs some builds read; the plan is now:");
+                        print!("{}", plan::human(&again));
+                    }
+                    plan = again;
                 }
-                plan = again;
             }
         }
+        Ok((snap, plan, prefetched.failed))
     }
 
-    let n = plan.work().count();
-    if plan.work().any(|s| matches!(s.action, Action::Build { .. })) {
-        docker.prepare_builds()?;
-    }
-    heading(4, &format!("build: {n} service{}, up to {} at a time", if n == 1 { "" } else { "s" }, o.jobs));
-    if let Some(warning) = build::secret_args_warning(&snap, &plan) {
-        eprintln!("{warning}");
-    }
-    let mut outcomes = Vec::new();
-    let mut runnable = plan.clone();
-    // A service whose base could not be pulled fails, and all its descendants (the steps are
-    // in order, parents first) cannot build either.
-    let mut out_of_play: BTreeSet<String> = BTreeSet::new();
-    for step in &mut runnable.steps {
-        if let Some(why) = failed_bases.get(&step.service) {
-            outcomes.push(Outcome::new(&step.service, Ended::Failed, why.clone()));
-        } else if let Some(p) = step.after.iter().find(|p| out_of_play.contains(*p)) {
-            outcomes.push(Outcome::new(&step.service, Ended::NotStarted, format!("parent {p} did not build")));
-        } else {
-            continue;
+    /// Step 4: the plan's actions, but for the services whose base could not be pulled (they
+    /// fail) and their descendants (the steps are in order, parents first: they cannot build).
+    fn build(&self, snap: &Snapshot, plan: &Plan, failed_bases: &BTreeMap<String, String>) -> Result<Vec<Outcome>> {
+        let n = plan.work().count();
+        if plan.work().any(|s| matches!(s.action, Action::Build { .. })) {
+            self.docker.prepare_builds()?;
         }
-        out_of_play.insert(step.service.clone());
-        step.action = Action::Skip;
+        heading(4, &format!("build: {n} service{}, up to {} at a time", if n == 1 { "" } else { "s" }, self.o.jobs));
+        if let Some(warning) = build::secret_args_warning(snap, plan) {
+            eprintln!("{warning}");
+        }
+        let mut outcomes = Vec::new();
+        let mut runnable = plan.clone();
+        let mut out_of_play: BTreeSet<String> = BTreeSet::new();
+        for step in &mut runnable.steps {
+            if let Some(why) = failed_bases.get(&step.service) {
+                outcomes.push(Outcome::new(&step.service, Ended::Failed, why.clone()));
+            } else if let Some(p) = step.after.iter().find(|p| out_of_play.contains(*p)) {
+                outcomes.push(Outcome::new(&step.service, Ended::NotStarted, format!("parent {p} did not build")));
+            } else {
+                continue;
+            }
+            out_of_play.insert(step.service.clone());
+            step.action = Action::Skip;
+        }
+        outcomes.extend(build::execute(&self.docker, snap, &runnable, self.o.jobs, self.o.verbose, &CANCEL));
+        Ok(outcomes)
     }
-    outcomes.extend(build::execute(&docker, &snap, &runnable, o.jobs, o.verbose, &CANCEL));
 
-    heading(5, if registry.is_some() && !o.no_push { "verify and push" } else { "verify" });
-    // The engine may have gone away during the build: the report is still owed.
-    let after = match status::snapshot(&docker, root, &tag, registry) {
-        Ok(after) => {
-            let ok = after.statuses.iter().filter(|s| s.state == State::Ok).count();
-            println!("{ok}/{} images OK", after.statuses.len());
-            Some(after)
+    /// Step 5: classify again, push, record the history, print the summary; the exit code.
+    fn verify(&self, started: Instant, snap: &Snapshot, plan: &Plan, outcomes: &[Outcome], errors: &[String]) -> i32 {
+        let registry = self.registry();
+        heading(5, if registry.is_some() && !self.o.no_push { "verify and push" } else { "verify" });
+        // The engine may have gone away during the build: the report is still owed.
+        let after = match self.snapshot() {
+            Ok(after) => {
+                let ok = after.statuses.iter().filter(|s| s.state == State::Ok).count();
+                println!("{ok}/{} images OK", after.statuses.len());
+                Some(after)
+            }
+            Err(e) => {
+                println!("cannot verify: {e:#}");
+                None
+            }
+        };
+        let pushed = match (registry.filter(|_| !self.o.no_push && !CANCEL.load(Ordering::Relaxed)), &after) {
+            (Some(r), Some(after)) => push_all(&self.docker, after, r, plan),
+            (Some(_), None) => false,
+            (None, _) => after.is_some(),
+        };
+        // The report comes first: a history that cannot be written is a warning after it.
+        let recorded = history::append(self.root, &self.tag, plan, outcomes, after.as_ref().unwrap_or(snap));
+        // Every image in the run's scope must be OK now, planned or not (ERROR is reported apart).
+        let still_bad: Vec<&str> = after
+            .iter()
+            .flat_map(|a| &a.statuses)
+            .filter(|s| self.wanted.as_ref().is_none_or(|w| w.contains(&s.name)))
+            .filter(|s| s.state != State::Ok && s.state != State::Error)
+            .map(|s| s.name.as_str())
+            .collect();
+        let clean = summary(started, plan, outcomes, errors, &still_bad) && pushed;
+        if let Err(e) = recorded {
+            eprintln!("warning: the build history was not recorded: {e:#}");
         }
-        Err(e) => {
-            println!("cannot verify: {e:#}");
-            None
+        match STOPPED_BY.load(Ordering::SeqCst) {
+            signal_hook::consts::SIGTERM => 143,
+            _ if clean => 0,
+            _ => 1,
         }
-    };
-    let pushed = match (registry.filter(|_| !o.no_push && !CANCEL.load(Ordering::Relaxed)), &after) {
-        (Some(r), Some(after)) => push_all(&docker, after, r, &plan),
-        (Some(_), None) => false,
-        (None, _) => after.is_some(),
-    };
-    // The report comes first: a history that cannot be written is a warning after it.
-    let recorded = history::append(root, &tag, &plan, &outcomes, after.as_ref().unwrap_or(&snap));
+    }
+}
+
+/// The run's summary: counts, each failure with its log's tail, what was not built, the
+/// errors. Whether the run is clean so far (nothing failed, stopped or still not OK).
+fn summary(started: Instant, plan: &Plan, outcomes: &[Outcome], errors: &[String], still_bad: &[&str]) -> bool {
     let count = |r: Ended| outcomes.iter().filter(|o| o.result == r).count();
-    // Every image in the run's scope must be OK now, planned or not (ERROR is reported apart).
-    let still_bad: Vec<&str> = after
-        .iter()
-        .flat_map(|a| &a.statuses)
-        .filter(|s| wanted.as_ref().is_none_or(|w| w.contains(&s.name)))
-        .filter(|s| s.state != State::Ok && s.state != State::Error)
-        .map(|s| s.name.as_str())
-        .collect();
     println!(
         "summary: built {}, reused {}, pulled {}, failed {}, not started {}, up to date {}, in {:.1}s",
         count(Ended::Built),
@@ -393,28 +462,19 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     for n in outcomes.iter().filter(|o| o.result == Ended::NotStarted) {
         println!("not built {}: {}", n.service, n.reason);
     }
-    for e in &errors {
+    for e in errors {
         println!("{e}");
     }
     if CANCEL.load(Ordering::Relaxed) {
         println!("interrupted: the next run builds only what is still not OK");
     }
+    if !still_bad.is_empty() && count(Ended::Failed) == 0 {
+        println!("not OK after the build: {}", still_bad.join(", "));
+    }
     // An interrupted run is never a success, even when every build had ended.
-    let clean = errors.is_empty()
+    errors.is_empty()
         && !CANCEL.load(Ordering::Relaxed)
         && count(Ended::Failed) == 0
         && count(Ended::NotStarted) == 0
         && still_bad.is_empty()
-        && pushed;
-    if !still_bad.is_empty() && count(Ended::Failed) == 0 {
-        println!("not OK after the build: {}", still_bad.join(", "));
-    }
-    if let Err(e) = recorded {
-        eprintln!("warning: the build history was not recorded: {e:#}");
-    }
-    Ok(match STOPPED_BY.load(Ordering::SeqCst) {
-        signal_hook::consts::SIGTERM => 143,
-        _ if clean => 0,
-        _ => 1,
-    })
 }
