@@ -212,14 +212,14 @@ fn reuse_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str) -> Outco
     outcome
 }
 
-/// Pulls the registry's build of the same inputs, and uses it only if its label carries the
-/// expected digest; otherwise it is not trusted and the service is built.
-fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str, verbose: bool, cancel: &AtomicBool) -> Outcome {
+/// Pulls the registry's build of the expected inputs and tags it, once its label shows the
+/// expected digest. Else why not (the plan says what then).
+fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str) -> Result<Outcome, String> {
     let started = Instant::now();
     let expected = snap.digests[name].total.clone().unwrap_or_default();
     let found = docker.pull(image).and_then(|()| docker.inspect(&[image.to_string()]));
-    let why_not = match &found {
-        Err(e) => format!("pulling {image} failed ({e:#})"),
+    match &found {
+        Err(e) => Err(format!("pulling {image} failed ({e:#})")),
         Ok(images) => match images.get(image).and_then(|i| digest::from_labels(&i.labels)).and_then(|d| d.total) {
             Some(t) if t == expected => {
                 let mut o = reuse_one(docker, snap, name, image);
@@ -228,20 +228,16 @@ fn pull_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str, verbose: 
                     o.reason = format!("pulled {image}");
                 }
                 o.seconds = started.elapsed().as_secs_f64();
-                return o;
+                Ok(o)
             }
-            Some(t) => format!(
+            Some(t) => Err(format!(
                 "{image} carries another input digest ({}, expected {}): not trusted",
                 digest::short(&t),
                 digest::short(&expected)
-            ),
-            None => format!("{image} carries no input digest: not trusted"),
+            )),
+            None => Err(format!("{image} carries no input digest: not trusted")),
         },
-    };
-    println!("{name}: {why_not}; building it instead");
-    let mut o = build_one(docker, snap, name, false, verbose, cancel);
-    o.reason = if o.result == Ended::Built { why_not } else { format!("{}; {why_not}", o.reason) };
-    o
+    }
 }
 
 /// The one warning a run gives about secret-looking build args of the services it builds:
@@ -362,7 +358,16 @@ pub fn execute(
 fn act(docker: &Docker, snap: &Snapshot, step: &Step, verbose: bool, cancel: &AtomicBool) -> Outcome {
     match &step.action {
         Action::Reuse { image } => reuse_one(docker, snap, &step.service, image),
-        Action::Pull { image } => pull_one(docker, snap, &step.service, image, verbose, cancel),
+        Action::Pull { image } => match (pull_one(docker, snap, &step.service, image), &step.otherwise) {
+            (Ok(o), _) => o,
+            (Err(why_not), Some(Action::Build { no_cache })) => {
+                println!("{}: {why_not}; building it instead", step.service);
+                let mut o = build_one(docker, snap, &step.service, *no_cache, verbose, cancel);
+                o.reason = if o.result == Ended::Built { why_not } else { format!("{}; {why_not}", o.reason) };
+                o
+            }
+            (Err(why_not), _) => Outcome::new(&step.service, Ended::Failed, why_not),
+        },
         Action::Build { no_cache } => build_one(docker, snap, &step.service, *no_cache, verbose, cancel),
         Action::Skip => unreachable!("work has no skips"),
     }

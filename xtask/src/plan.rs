@@ -38,6 +38,9 @@ pub struct Step {
     pub reason: String,
     /// Internal parents that this plan builds or reuses: wait for them.
     pub after: Vec<String>,
+    /// What runs instead when the action fails: a pull that fails (or brings an image that
+    /// does not carry the expected input digest) is a build.
+    pub otherwise: Option<Action>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +102,8 @@ pub fn make(
             acting.insert(name.clone());
         }
         let after = r.analysis.parents.iter().filter(|p| acting.contains(*p) && *p != name).cloned().collect();
-        steps.push(Step { service: name.clone(), action, reason, after });
+        let otherwise = matches!(action, Action::Pull { .. }).then_some(Action::Build { no_cache: false });
+        steps.push(Step { service: name.clone(), action, reason, after, otherwise });
     }
     Plan { steps }
 }
@@ -116,6 +120,9 @@ pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
             };
             let mut v =
                 json!({ "service": s.service, "action": s.action.name(), "reason": s.reason, "after": s.after });
+            if let (Some(o), Some(otherwise)) = (v.as_object_mut(), &s.otherwise) {
+                o.insert("otherwise".into(), json!(otherwise.name()));
+            }
             if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
                 o.extend(e.clone());
             }
@@ -138,6 +145,7 @@ pub fn human(plan: &Plan) -> String {
             Action::Build { no_cache: true } => "build (no cache)",
             Action::Build { .. } => "build",
             Action::Reuse { .. } => "reuse",
+            Action::Pull { .. } if s.otherwise.is_some() => "pull, else build",
             Action::Pull { .. } => "pull",
             Action::Skip => "skip",
         };
@@ -242,6 +250,9 @@ mod tests {
         assert!(p.steps[1].reason.contains("ai-infra-mid:v0 has the same inputs"));
         let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &pull);
         assert_eq!(p.steps[1].action, Action::Pull { image: "r.io/ai-infra-mid:inputs-1".into() });
+        assert_eq!(p.steps[1].otherwise, Some(Action::Build { no_cache: false }), "a failed pull builds");
+        assert!(human(&p).contains("pull, else build mid"), "{}", human(&p));
+        assert_eq!(to_json(&p, &snap)["steps"][1]["otherwise"], "build");
         assert!(p.steps[1].reason.contains("the registry has this build as r.io/ai-infra-mid:inputs-1"));
     }
 }

@@ -53,6 +53,7 @@ mod tests {
             action: Action::Build { no_cache: false },
             reason: String::new(),
             after: after.iter().map(|a| a.to_string()).collect(),
+            otherwise: None,
         }
     }
 

@@ -128,7 +128,7 @@ fn a_content_tag_with_another_digest_is_never_trusted() {
     docker(&["image", "rm", &impostor]);
     let o = ws.run(&["build-all", &ws.tag, &reg, "--no-push"]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("pull             solo"), "the plan pulls it: {o:?}");
+    assert!(o.stdout.contains("pull, else build solo"), "the plan pulls it, else builds it: {o:?}");
     assert!(o.stdout.contains("carries another input digest") && o.stdout.contains("not trusted"), "{o:?}");
     assert!(Workspace::built(&o.stdout).contains(&"solo".to_string()), "{o:?}");
     ws.expect(&[("solo", "OK")]);
