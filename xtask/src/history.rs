@@ -94,8 +94,16 @@ fn records(bytes: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-/// `cargo xtask history [SERVICE]`.
-pub fn show(root: &Utf8Path, service: Option<&str>) -> Result<i32> {
+/// `cargo xtask history [SERVICE]`: an unknown SERVICE is a usage error.
+pub fn run(root: &Utf8Path, service: Option<&str>) -> Result<i32> {
+    if let Some(s) = service {
+        crate::build::check_service(&crate::project::Project::load(root)?, s)?;
+    }
+    show(root, service)
+}
+
+/// The recent runs and typical build times, of one service or all.
+fn show(root: &Utf8Path, service: Option<&str>) -> Result<i32> {
     let p = path(root);
     let bytes = match std::fs::read(&p) {
         Ok(t) => t,

@@ -76,12 +76,7 @@ fn run() -> Result<i32> {
         Command::CheckStatus(f) => check::run(&root, f),
         Command::Build(f) => pipeline::run(&root, f),
         Command::CleanAll { tag, force } => clean::run(&root, tag.as_deref(), force),
-        Command::History(service) => {
-            if let Some(s) = &service {
-                build::check_service(&project::Project::load(&root)?, s)?;
-            }
-            history::show(&root, service.as_deref())
-        }
+        Command::History(service) => history::run(&root, service.as_deref()),
         Command::SyncEnv { check } => env::sync(&root, check, false),
         Command::Render { check } => render::run(&root, &project::Project::load(&root)?.names(), check, false),
         Command::PullDeps => deps::pull(&root),
