@@ -46,15 +46,17 @@ impl Category {
     }
 }
 
-/// Everything one build reads, in canonical form.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Everything one build reads, in canonical form; kept on disk as JSON (`to_json`).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// sha256 of the Dockerfile's bytes.
     pub dockerfile: String,
+    #[serde(default)]
     pub target: Option<String>,
     /// Build args by name; values of secret-looking names are replaced by their hash.
     pub args: BTreeMap<String, String>,
     /// Shared with the context listing it came from (services can share a context).
+    #[serde(with = "rows")]
     pub files: std::sync::Arc<Vec<FileRecord>>,
     /// Internal parent service -> its total input digest (None: not known).
     pub parents: BTreeMap<String, Option<String>>,
@@ -159,61 +161,56 @@ impl Record {
         Digest { total, parts }
     }
 
+    /// The record with its format version, as kept on disk.
     pub fn to_json(&self) -> Value {
-        let files: Vec<Value> = self
-            .files
-            .iter()
-            .map(|f| match &f.what {
-                What::Dir { mode } => json!([f.path, "dir", format!("{mode:o}")]),
-                What::File { mode, sha256 } => json!([f.path, "file", sha256.as_str(), format!("{mode:o}")]),
-                What::Symlink(t) => json!([f.path, "link", t]),
-                What::Special(k) => json!([f.path, k]),
-            })
-            .collect();
-        json!({
-            "version": VERSION,
-            "dockerfile": self.dockerfile,
-            "target": self.target,
-            "args": self.args,
-            "files": files,
-            "parents": self.parents,
-            "bases": self.bases,
-        })
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["version"] = json!(VERSION);
+        v
     }
 
+    /// A record kept on disk; None when it is in another format or damaged.
     pub fn from_json(v: &Value) -> Option<Record> {
         if v.get("version")?.as_str()? != VERSION {
             return None;
         }
-        let strings = |v: &Value| -> Option<BTreeMap<String, String>> {
-            v.as_object()?.iter().map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
+        serde::Deserialize::deserialize(v).ok()
+    }
+}
+
+/// A record's files as rows, modes in octal: `[path, "dir", mode]`, `[path, "file", sha256,
+/// mode]`, `[path, "link", target]`, `[path, kind]`.
+mod rows {
+    use super::*;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(files: &std::sync::Arc<Vec<FileRecord>>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(files.iter().map(|f| match &f.what {
+            What::Dir { mode } => vec![f.path.clone(), "dir".into(), format!("{mode:o}")],
+            What::File { mode, sha256 } => {
+                vec![f.path.clone(), "file".into(), sha256.as_str().into(), format!("{mode:o}")]
+            }
+            What::Symlink(t) => vec![f.path.clone(), "link".into(), t.clone()],
+            What::Special(k) => vec![f.path.clone(), k.clone()],
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::sync::Arc<Vec<FileRecord>>, D::Error> {
+        let rows = Vec::<Vec<String>>::deserialize(d)?;
+        let files: Option<Vec<FileRecord>> = rows.iter().map(|r| file(r)).collect();
+        files.map(Into::into).ok_or_else(|| D::Error::custom("a file row that is not one"))
+    }
+
+    fn file(a: &[String]) -> Option<FileRecord> {
+        let third = a.get(2).map(String::as_str);
+        let mode = |i: usize| u32::from_str_radix(a.get(i)?, 8).ok();
+        let what = match a.get(1)?.as_str() {
+            "dir" => What::Dir { mode: mode(2)? },
+            "file" => What::File { mode: mode(3)?, sha256: Sha::parse(third?)? },
+            "link" => What::Symlink(third?.to_string()),
+            other => What::Special(other.to_string()),
         };
-        let optional = |v: &Value| -> Option<BTreeMap<String, Option<String>>> {
-            v.as_object()?.iter().map(|(k, v)| Some((k.clone(), v.as_str().map(str::to_string)))).collect()
-        };
-        let mut files = Vec::new();
-        for f in v.get("files")?.as_array()? {
-            let a = f.as_array()?;
-            let path = a.first()?.as_str()?.to_string();
-            let kind = a.get(1)?.as_str()?;
-            let third = a.get(2).and_then(Value::as_str);
-            let mode = |i: usize| u32::from_str_radix(a.get(i)?.as_str()?, 8).ok();
-            let what = match kind {
-                "dir" => What::Dir { mode: mode(2)? },
-                "file" => What::File { mode: mode(3)?, sha256: Sha::parse(third?)? },
-                "link" => What::Symlink(third?.to_string()),
-                other => What::Special(other.to_string()),
-            };
-            files.push(FileRecord { path, what });
-        }
-        Some(Record {
-            dockerfile: v.get("dockerfile")?.as_str()?.to_string(),
-            target: v.get("target").and_then(Value::as_str).map(str::to_string),
-            args: strings(v.get("args")?)?,
-            files: files.into(),
-            parents: optional(v.get("parents")?)?,
-            bases: optional(v.get("bases")?)?,
-        })
+        Some(FileRecord { path: a.first()?.clone(), what })
     }
 }
 
