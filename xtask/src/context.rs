@@ -114,6 +114,77 @@ pub fn read_ignore(root: &Utf8Path, context: &Utf8Path, dockerfile: &Utf8Path) -
     }
 }
 
+/// What the builders read through symbolic links: a COPY, ADD or bind-mount source that is a
+/// link, or that passes through one, is followed to what it points to (an absolute target
+/// starts at the context's top, as both builders scope links to the context); a link found
+/// below a copied folder is copied as a link. Returns a read of each target reached that way,
+/// so that its content counts too. A wildcard is matched against the folder's names, as the
+/// builders expand it. A target whose name holds a wildcard character counts the whole context.
+pub fn followed_links(
+    root: &Utf8Path,
+    context: &Utf8Path,
+    reads: &[crate::dockerfile::Read],
+) -> Vec<crate::dockerfile::Read> {
+    let top = root.join(context);
+    let mut out = Vec::new();
+    for r in reads.iter().filter(|r| r.source != ".") {
+        let parts: Vec<String> = r.source.split('/').map(str::to_string).collect();
+        let mut targets = Vec::new();
+        follow(&top, String::new(), &parts, false, 0, &mut targets);
+        for t in targets {
+            let source = if t.is_empty() || t.contains(['*', '?', '[', '\\']) { ".".to_string() } else { t };
+            if source != r.source && !out.iter().chain(reads).any(|o: &crate::dockerfile::Read| o.source == source) {
+                out.push(crate::dockerfile::Read { source, ..r.clone() });
+            }
+        }
+    }
+    out
+}
+
+/// Resolves `rest` below the real (link-free) folder `at` of the context `top`; pushes the
+/// real path of what it names when a link was passed on the way (`followed`).
+fn follow(top: &Utf8Path, at: String, rest: &[String], followed: bool, hops: usize, out: &mut Vec<String>) {
+    // Linux gives up after 40 links; so do the builders.
+    if hops > 40 {
+        return;
+    }
+    let Some((name, rest)) = rest.split_first() else {
+        if followed {
+            out.push(at);
+        }
+        return;
+    };
+    let join = |name: &str| if at.is_empty() { name.to_string() } else { format!("{at}/{name}") };
+    let names: Vec<String> = if name.contains(['*', '?', '[', '\\']) {
+        let Ok(pattern) = crate::ignore::Pattern::new(name) else { return };
+        let Ok(entries) = std::fs::read_dir(top.join(&at)) else { return };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| pattern.matches_or_parent(n))
+            .collect();
+        names.sort();
+        names
+    } else {
+        vec![name.clone()]
+    };
+    for name in names {
+        let path = join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(top.join(&path)) else { continue };
+        if meta.file_type().is_symlink() {
+            let Ok(target) = std::fs::read_link(top.join(&path)) else { continue };
+            let target = target.to_string_lossy();
+            let real = if target.starts_with('/') { target.to_string() } else { format!("/{at}/{target}") };
+            let real = crate::ignore::clean(&real);
+            let mut parts: Vec<String> =
+                real.trim_start_matches('/').split('/').filter(|p| !p.is_empty()).map(str::to_string).collect();
+            parts.extend(rest.iter().cloned());
+            follow(top, String::new(), &parts, true, hops + 1, out);
+        } else if meta.is_dir() || rest.is_empty() {
+            follow(top, path, rest, followed, hops, out);
+        }
+    }
+}
+
 /// A file to hash, found by the walk.
 struct Pending {
     index: usize,
@@ -393,6 +464,48 @@ mod tests {
         let link = |p: &str, t: &str| FileRecord { path: p.into(), what: What::Symlink(t.into()) };
         assert_ne!(lines(&[link("a -> b", "c")]), lines(&[link("a", "b -> c")]));
         assert_ne!(lines(&[link("a", "b,1:c")]), lines(&[link("a,1:b", "c")]));
+    }
+
+    #[test]
+    fn sources_through_links_read_what_the_links_point_to() {
+        // The layout of a probe built with both builders: each link given as a source (or on
+        // its path) was copied as the file or folder it points to, an absolute target taken
+        // from the context's top; a link inside a copied folder stayed a link.
+        let dir = crate::testutil::TempDir::new("ctx-links");
+        let ctx = dir.path();
+        std::fs::create_dir_all(ctx.join("real/sub")).unwrap();
+        std::fs::create_dir_all(ctx.join("d")).unwrap();
+        for f in ["real/a.txt", "real/b.txt", "real/sub/c.txt", "plain.txt"] {
+            std::fs::write(ctx.join(f), f).unwrap();
+        }
+        let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, ctx.join(at)).unwrap();
+        link("real/a.txt", "top");
+        link("real", "dlink");
+        link("/real/b.txt", "abs");
+        link("../real/a.txt", "d/inner");
+        link("real/a.txt", "g1.lnk");
+        link("../../..", "up");
+        link("top", "chain");
+        link("loop", "loop");
+        let read =
+            |source: &str| crate::dockerfile::Read { line: 3, instruction: "COPY".into(), source: source.into() };
+        let followed = |sources: &[&str]| -> Vec<String> {
+            let reads: Vec<_> = sources.iter().map(|s| read(s)).collect();
+            followed_links(Utf8Path::new("/"), ctx, &reads).into_iter().map(|r| r.source).collect()
+        };
+        assert_eq!(followed(&["top"]), ["real/a.txt"]);
+        assert_eq!(followed(&["dlink"]), ["real"]);
+        assert_eq!(followed(&["dlink/sub/c.txt"]), ["real/sub/c.txt"]);
+        assert_eq!(followed(&["abs"]), ["real/b.txt"]);
+        assert_eq!(followed(&["chain"]), ["real/a.txt"]);
+        assert_eq!(followed(&["*.lnk"]), ["real/a.txt"]);
+        assert_eq!(followed(&["up"]), ["."], "a link above the top is the top");
+        // A folder copied whole keeps its links as links; a plain file, a missing one and a
+        // loop read nothing more.
+        assert!(followed(&["d", "plain.txt", "missing", "loop", "real"]).is_empty());
+        // The extra read names the instruction that reads through the link.
+        let extra = followed_links(Utf8Path::new("/"), ctx, &[read("top")]);
+        assert_eq!((extra[0].line, extra[0].instruction.as_str()), (3, "COPY"));
     }
 
     #[test]

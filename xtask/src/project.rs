@@ -255,8 +255,11 @@ fn resolve_one(
             args.insert(name, v);
         }
     }
-    let analysis =
+    let mut analysis =
         dockerfile::analyze(text, s.target.as_deref(), &args, internal).with_context(|| format!("{}", s.dockerfile))?;
+    // A source that is (or passes through) a symbolic link reads what the link points to.
+    let followed = crate::context::followed_links(&project.root, &s.context, &analysis.reads);
+    analysis.reads.extend(followed);
     // A .dockerignore the builders would reject makes this service ERROR, not the whole check.
     crate::context::read_ignore(&project.root, &s.context, &s.dockerfile)?;
     Ok(Resolved { service: s.clone(), dockerfile: bytes, analysis, build_args: args })

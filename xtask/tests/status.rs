@@ -409,3 +409,30 @@ fn a_child_is_not_ok_while_its_unknowable_parent_is_stale() {
     let reason = ws.reason("child");
     assert!(reason.contains("its parent parent is STALE"), "{reason}");
 }
+
+#[test]
+fn a_source_through_a_link_reads_the_file_it_points_to() {
+    let ws = Workspace::new("links");
+    // Both builders follow a COPY source that is a link, or passes through one, and copy what
+    // it points to (a probe build under each showed it): that file is an input.
+    ws.write("services/app/shared/app.conf", "port=1\n");
+    ws.write("services/app/shared/lib/x.txt", "x1\n");
+    ws.write(
+        "services/app/Dockerfile",
+        &format!("FROM scratch\nCOPY conf /conf\nCOPY lib/x.txt /x\nLABEL t={}\n", ws.tag),
+    );
+    std::os::unix::fs::symlink("shared/app.conf", ws.path("services/app/conf")).unwrap();
+    std::os::unix::fs::symlink("/shared/lib", ws.path("services/app/lib")).unwrap();
+    ws.ok(&["build-all", &ws.tag]);
+    ws.expect(&[("app", "OK")]);
+    ws.write("services/app/shared/app.conf", "port=2\n");
+    ws.expect(&[("app", "STALE")]);
+    let reason = ws.reason("app");
+    assert!(reason.contains("shared/app.conf (modified, read by COPY at line 2)"), "{reason}");
+    ws.write("services/app/shared/app.conf", "port=1\n");
+    ws.expect(&[("app", "OK")]);
+    ws.write("services/app/shared/lib/x.txt", "x2\n");
+    ws.expect(&[("app", "STALE")]);
+    let reason = ws.reason("app");
+    assert!(reason.contains("shared/lib/x.txt (modified, read by COPY at line 3)"), "{reason}");
+}
