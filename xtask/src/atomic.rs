@@ -40,6 +40,23 @@ fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf> {
     anyhow::bail!("{path}: too many levels of symbolic links")
 }
 
+/// The mode a file the tool writes gets where there is none to keep: `base` less the umask.
+pub fn created_mode(base: u32) -> u32 {
+    // The kernel reports the umask in /proc/self/status (Linux 4.7 and later).
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
+        .unwrap_or(0o022);
+    base & !umask
+}
+
+/// The mode of a file this tool creates: 0644 less the umask (the digest of a rendered file
+/// counts it before the file is written).
+pub fn new_file_mode() -> u32 {
+    created_mode(0o644)
+}
+
 fn write_as(path: &Utf8Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> Result<()> {
     use std::io::Write;
     let path = &resolve(path)?;
@@ -47,7 +64,7 @@ fn write_as(path: &Utf8Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> R
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
     }
     let like = like.or_else(|| std::fs::metadata(path).ok());
-    let mode = like.as_ref().map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    let mode = like.as_ref().map_or_else(new_file_mode, |m| m.permissions().mode() & 0o7777);
     let name = path.file_name().unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| -> Result<()> {

@@ -84,17 +84,6 @@ pub fn field(out: &mut String, s: &str) {
     out.push(',');
 }
 
-/// The mode a file the tool writes gets where there is none to keep: `base` less the umask.
-pub fn created_mode(base: u32) -> u32 {
-    // The kernel reports the umask in /proc/self/status (Linux 4.7 and later).
-    let umask = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
-        .and_then(|v| u32::from_str_radix(&v, 8).ok())
-        .unwrap_or(0o022);
-    base & !umask
-}
-
 /// Reads the `.dockerignore` of a context. A Dockerfile-specific ignore file is refused: BuildKit
 /// reads it and the legacy builder does not, so the context would depend on the builder.
 pub fn read_ignore(root: &Utf8Path, context: &Utf8Path, dockerfile: &Utf8Path) -> Result<Ignore> {
@@ -264,7 +253,7 @@ pub fn overlay<'a>(
 ) {
     use sha2::Digest;
     let mut changed = false;
-    let (file_mode, dir_mode) = (created_mode(0o666), created_mode(0o777));
+    let (file_mode, dir_mode) = (crate::atomic::new_file_mode(), crate::atomic::created_mode(0o777));
     for (path, bytes) in files {
         let Ok(rel) = path.strip_prefix(context) else { continue };
         let rel = rel.as_str();
@@ -509,6 +498,28 @@ mod tests {
     }
 
     #[test]
+    fn a_rendered_file_counts_with_the_mode_its_write_gives_it() {
+        // Whatever the umask, the digest taken before `render` writes a new file must equal
+        // the one taken after (else the image is STALE once, then OK, for nothing).
+        for umask in [0o002, 0o027, 0o022] {
+            // SAFETY: umask only swaps the process's mask; each test runs in its own process.
+            unsafe { libc::umask(umask) };
+            let dir = crate::testutil::TempDir::new("ctx-render-mode");
+            let written = dir.path().join("c/new.conf");
+            crate::atomic::write(&written, b"x").unwrap();
+            let on_disk = std::fs::metadata(&written).unwrap().mode() & 0o7777;
+            let mut recs = Vec::new();
+            let gen = [(Utf8PathBuf::from("c/other.conf"), b"y".to_vec())];
+            overlay(&mut recs, "c".into(), &Ignore::default(), gen.iter().map(|(p, b)| (p.as_path(), b.as_slice())));
+            let predicted = recs.iter().find_map(|r| match r.what {
+                What::File { mode, .. } => Some(mode),
+                _ => None,
+            });
+            assert_eq!(predicted, Some(on_disk), "umask {umask:03o}");
+        }
+    }
+
+    #[test]
     fn unreadable_paths_are_clear_errors() {
         let dir = crate::testutil::TempDir::new("ctx-unreadable");
         assert!(hash_file(&dir.path().join("nope")).is_err());
@@ -619,7 +630,7 @@ mod tests {
         let lines: String = with.iter().map(|r| r.line()).collect();
         // A new file and its folders get the modes the tool's writes give them; a file written
         // over keeps its mode.
-        let (file, folder) = (created_mode(0o666), created_mode(0o777));
+        let (file, folder) = (crate::atomic::new_file_mode(), crate::atomic::created_mode(0o777));
         assert!(lines.contains(&format!("file {file:04o} {sha_a} 16:new/dir/gen.conf,\n")), "{lines}");
         assert!(lines.contains(&format!("dir {folder:04o} 3:new,\ndir {folder:04o} 7:new/dir,\n")), "{lines}");
         assert!(!lines.contains(&format!("{sha_a} 5:a.txt")) && lines.contains("file 0640 "), "{lines}");
