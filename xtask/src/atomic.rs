@@ -21,7 +21,7 @@ pub fn write_like(path: &Utf8Path, bytes: &[u8], like: &Utf8Path) -> Result<()> 
 }
 
 /// A symbolic link is followed to the file it names, so that the link stays a link.
-fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf> {
+pub fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf> {
     let mut path = path.to_path_buf();
     for _ in 0..40 {
         match std::fs::symlink_metadata(&path) {

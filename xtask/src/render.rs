@@ -137,8 +137,9 @@ fn collect(dir: &Utf8Path, rel: &Utf8Path, service: &str, out: &mut Vec<(String,
 fn check_inside(root: &Utf8Path, service: &str, path: &Utf8Path) -> Result<()> {
     let folder = root.join("services").join(service);
     let folder = folder.canonicalize_utf8().with_context(|| format!("cannot resolve {folder}"))?;
-    let mut existing = root.join(path);
-    // The deepest part of the output path that exists decides where it really goes.
+    // Where the write really goes: a link at the output path, dangling or not, is followed as
+    // the write follows it; then the deepest part of that path that exists decides.
+    let mut existing = crate::atomic::resolve(&root.join(path))?;
     while !existing.exists() {
         match existing.parent() {
             Some(p) => existing = p.to_path_buf(),
@@ -263,5 +264,16 @@ mod tests {
         std::os::unix::fs::symlink(root.join("elsewhere"), root.join("services/web/conf")).unwrap();
         let e = outputs(root, &["web"]).unwrap_err().to_string();
         assert!(e.contains("outside services/web"), "{e}");
+        // A dangling link at the output path itself: the write would create its target.
+        std::fs::remove_file(root.join("services/web/conf")).unwrap();
+        std::fs::create_dir_all(root.join("services/web/conf")).unwrap();
+        let out = outputs(root, &["web"]).unwrap();
+        let file = root.join(&out[0].path);
+        let _ = std::fs::remove_file(&file);
+        std::os::unix::fs::symlink(root.join("elsewhere/made.conf"), &file).unwrap();
+        let e = outputs(root, &["web"]).unwrap_err().to_string();
+        assert!(e.contains("outside services/web"), "{e}");
+        assert!(run(root, &["web"], false, true).is_err());
+        assert!(!root.join("elsewhere/made.conf").exists(), "nothing is written outside");
     }
 }
