@@ -11,32 +11,49 @@ use crate::status::{Remote, Snapshot};
 
 /// Asks the registry, concurrently and bounded in time, for every service's TAG and content tag.
 pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String]) -> BTreeMap<String, Remote> {
-    let content_tags: Vec<String> = services
-        .iter()
-        .map(|s| {
-            snap.digests
-                .get(s)
-                .and_then(|d| d.total.as_deref())
-                .map_or_else(|| "inputs-unknown".into(), registry::content_tag)
-        })
-        .collect();
+    // A service whose inputs are not fully known here (a base image is not present) has no
+    // content tag: nothing in the registry can be shown to be its build.
+    let content_tags: Vec<Option<String>> = services.iter().map(|s| content_tag(snap, s)).collect();
     let mut refs = Vec::new();
     for (s, content) in services.iter().zip(&content_tags) {
         let repo = reference::repository(s, None);
         refs.push((repo.clone(), snap.tag.clone()));
-        refs.push((repo, content.clone()));
+        if let Some(content) = content {
+            refs.push((repo, content.clone()));
+        }
     }
-    let found = registry::lookup_all(docker, registry, &refs);
-    services
-        .iter()
-        .zip(&content_tags)
-        .zip(found.chunks(2))
-        .map(|((s, content_name), pair)| {
-            let (tag, content) = (pair[0].clone(), pair[1].clone());
-            let (state, reason) = state(&tag, &content, &snap.tag, content_name);
-            (s.clone(), Remote { state, reason, tag, content })
-        })
-        .collect()
+    let mut found = registry::lookup_all(docker, registry, &refs).into_iter();
+    let mut out = BTreeMap::new();
+    for (s, content_name) in services.iter().zip(&content_tags) {
+        let tag = found.next().unwrap_or(Lookup::Absent);
+        let (content, (state, reason)) = match content_name {
+            Some(name) => {
+                let content = found.next().unwrap_or(Lookup::Absent);
+                let verdict = state(&tag, &content, &snap.tag, name);
+                (content, verdict)
+            }
+            None => (Lookup::Absent, unknown_inputs(&tag, &snap.tag)),
+        };
+        out.insert(s.clone(), Remote { state, reason, tag, content });
+    }
+    out
+}
+
+/// A service's content tag, when its input digest is known.
+fn content_tag(snap: &Snapshot, service: &str) -> Option<String> {
+    snap.digests.get(service).and_then(|d| d.total.as_deref()).map(registry::content_tag)
+}
+
+/// The registry's view of a service whose inputs are not known here.
+fn unknown_inputs(tag: &Lookup, tag_name: &str) -> (&'static str, String) {
+    match tag {
+        Lookup::Error(e) => ("ERROR", e.clone()),
+        Lookup::Absent => ("MISSING", format!("no {tag_name}")),
+        Lookup::Found(_) => (
+            "STALE",
+            format!("its inputs are not known here (a base image is not present locally): nothing shows {tag_name} is this build"),
+        ),
+    }
 }
 
 /// Whether TAG and the content tag name one manifest, by digests the registry named: an
@@ -81,20 +98,32 @@ pub fn push(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String
         let s = &services[i];
         let r = &remote[s];
         let tag_name = reference::image_name(s, &snap.tag, Some(registry));
-        let total = snap.digests.get(s).and_then(|d| d.total.clone()).unwrap_or_default();
-        let content_name = reference::image_name(s, &registry::content_tag(&total), Some(registry));
+        let Some(content) = content_tag(snap, s) else {
+            // No content tag for inputs not known here: TAG alone goes up, and says so.
+            let result = match &r.tag {
+                Lookup::Error(e) => Err(e.clone()),
+                _ => docker.push(&tag_name).map_err(|e| format!("{e:#}")).map(|()| {
+                    format!("pushed {tag_name} only: its inputs are not known here (a base image is not present locally), so it gets no content tag")
+                }),
+            };
+            return match result {
+                Ok(what) => Pushed { service: s.clone(), ok: true, what },
+                Err(what) => Pushed { service: s.clone(), ok: false, what },
+            };
+        };
+        let content_name = reference::image_name(s, &content, Some(registry));
         let result = match (&r.tag, &r.content) {
             (_, Lookup::Error(e)) | (Lookup::Error(e), _) => Err(e.clone()),
             (tag, content) if same_manifest(tag, content) => Ok("already in registry".to_string()),
             (_, Lookup::Found(_)) => docker
                 .push(&tag_name)
-                .map(|()| format!("already in registry; {} now points at it", snap.tag))
+                .map(|()| format!("pushed {tag_name}; the registry already held a build of these inputs as {content}"))
                 .map_err(|e| format!("{e:#}")),
             (_, Lookup::Absent) => docker
                 .tag(&tag_name, &content_name)
                 .and_then(|()| docker.push(&content_name))
                 .and_then(|()| docker.push(&tag_name))
-                .map(|()| format!("pushed {tag_name} and {}", registry::content_tag(&total)))
+                .map(|()| format!("pushed {tag_name} and {content}"))
                 .map_err(|e| format!("{e:#}")),
         };
         match result {

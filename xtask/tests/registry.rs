@@ -225,3 +225,33 @@ fn a_syntax_frontend_is_a_base_image_pulled_through_the_mirror() {
     docker(&["image", "rm", &frontend, &mirrored]);
     docker(&["image", "rm", &v1]);
 }
+
+#[test]
+fn a_build_whose_inputs_are_not_known_here_is_pushed_without_a_content_tag() {
+    let reg = registry();
+    let ws = Workspace::new("unknownpush");
+    // A base named after a loopback port nothing listens on: no pull of it leaves the machine.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("127.0.0.1:{port}/pushbase-{}:1", ws.tag);
+    ws.write("seed/Dockerfile", &format!("FROM scratch\nLABEL t={}\n", ws.tag));
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    let b = docker(&["build", "-q", "-t", &base, ws.path("seed").to_str().unwrap()]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    ws.write("services/app/Dockerfile", &format!("FROM {base}\nCOPY app.txt /\n"));
+    ws.write("services/app/app.txt", "app\n");
+    ws.ok(&["build-all", &ws.tag, &reg, "--no-push"]);
+    // The base goes: the image is OK with its base not checked, and its digest is unknown.
+    assert!(docker(&["image", "rm", &base]).status.success());
+    let st = ws.ok(&["check-status", &ws.tag, &reg, "--format", "plain"]);
+    assert!(st.stdout.starts_with("app|OK|"), "{st:?}");
+    let o = ws.run(&["build-all", &ws.tag, &reg]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let tag_name = format!("{reg}/ai-infra-app:{}", ws.tag);
+    assert!(o.stdout.contains(&format!("push app: pushed {tag_name} only: its inputs are not known here")), "{o:?}");
+    assert!(!o.stdout.contains("inputs-"), "no content tag without a digest: {o:?}");
+    let remote = plain_remote(&ws, &reg);
+    assert_eq!(remote["app"].1, "STALE", "{remote:?}");
+    let human = ws.ok(&["check-status", &ws.tag, &reg, "--remote"]);
+    assert!(human.stdout.contains("its inputs are not known here"), "{human:?}");
+    docker(&["image", "rm", &tag_name]);
+}
