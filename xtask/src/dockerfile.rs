@@ -282,10 +282,29 @@ pub fn expand(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) ->
             continue;
         }
         if i + 1 < chars.len() && chars[i + 1] == '{' {
-            let close = chars[i + 2..]
-                .iter()
-                .position(|&c| c == '}')
-                .ok_or_else(|| anyhow::anyhow!("unclosed ${{ in {s:?}"))?;
+            // The matching brace: a default may hold variables of its own (`${A:-${B}}`).
+            let mut depth = 1;
+            let mut j = i + 2;
+            while j < chars.len() {
+                if chars[j] == escape && j + 1 < chars.len() {
+                    j += 2;
+                    continue;
+                }
+                if chars[j] == '$' && chars.get(j + 1) == Some(&'{') {
+                    depth += 1;
+                    j += 1;
+                } else if chars[j] == '}' {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                j += 1;
+            }
+            if depth != 0 {
+                bail!("unclosed ${{ in {s:?}");
+            }
+            let close = j - (i + 2);
             let inner: String = chars[i + 2..i + 2 + close].iter().collect();
             let (name, modifier) = match inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 Some(p) => (&inner[..p], Some(&inner[p..])),
@@ -294,19 +313,34 @@ pub fn expand(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) ->
             if name.is_empty() {
                 bail!("invalid variable ${{{inner}}} in {s:?}");
             }
+            // The modifiers both builders accept (a probe of each): an empty value counts as
+            // unset; `${v-w}` and `${v+w}` they refuse ("missing ':' in substitution").
             let value = lookup(name).filter(|v| !v.is_empty());
+            let word = |m: &str| expand(&m[2..], escape, lookup);
             match modifier {
                 None => out.push_str(value.as_deref().unwrap_or("")),
                 Some(m) if m.starts_with(":-") => match value {
                     Some(v) => out.push_str(&v),
-                    None => out.push_str(&expand(&m[2..], escape, lookup)?),
+                    None => out.push_str(&word(m)?),
                 },
                 Some(m) if m.starts_with(":+") => {
                     if value.is_some() {
-                        out.push_str(&expand(&m[2..], escape, lookup)?);
+                        out.push_str(&word(m)?);
                     }
                 }
-                Some(m) => bail!("unsupported variable modifier {m:?} in {s:?}: use ${{v}}, ${{v:-w}} or ${{v:+w}}"),
+                Some(m) if m.starts_with(":?") => match value {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        let message = word(m)?;
+                        bail!(
+                            "{name}: {} (the builders stop there)",
+                            if message.is_empty() { "is not set" } else { &message }
+                        )
+                    }
+                },
+                Some(m) => {
+                    bail!("unsupported variable modifier {m:?} in {s:?}: use ${{v}}, ${{v:-w}}, ${{v:+w}} or ${{v:?w}}")
+                }
             }
             i += 2 + close + 1;
         } else {
@@ -976,6 +1010,14 @@ mod tests {
         assert_eq!(e("\\$A $ $1"), "$A $ ");
         assert!(expand("${A", '\\', &vars).is_err());
         assert!(expand("${A%x}", '\\', &vars).is_err());
+        // As a probe build under each builder expanded them: defaults that hold variables,
+        // `:?` that stops the build, and no `-`/`+` without the colon.
+        assert_eq!(e("${U:-${A}}|${U:-x${A:+y}z}|${U:-${U:-${A}}}"), "a|xyz|a");
+        assert_eq!(e("${A:?need a}"), "a");
+        let stop = expand("${E:?need e}", '\\', &vars).unwrap_err().to_string();
+        assert!(stop.contains("E: need e"), "{stop}");
+        assert!(expand("${U:-${A}", '\\', &vars).is_err());
+        assert!(expand("${A-d}", '\\', &vars).is_err() && expand("${A+d}", '\\', &vars).is_err());
     }
 
     #[test]
