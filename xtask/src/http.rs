@@ -39,16 +39,24 @@ enum Stream {
     Unix(UnixStream),
 }
 
+/// Connects to the first of a name's addresses that answers, in the resolver's order (a
+/// `localhost` that resolves to ::1 first reaches a server on 127.0.0.1); the last error
+/// when none does.
+fn connect_any(addrs: impl Iterator<Item = std::net::SocketAddr>, timeout: Duration) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 impl Stream {
     fn connect(address: &Address, timeout: Duration) -> std::io::Result<Stream> {
         Ok(match address {
-            Address::Tcp(host) => {
-                let addr = host
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
-                Stream::Tcp(TcpStream::connect_timeout(&addr, timeout)?)
-            }
+            Address::Tcp(host) => Stream::Tcp(connect_any(host.to_socket_addrs()?, timeout)?),
             Address::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
         })
     }
@@ -229,6 +237,18 @@ pub fn query_escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_address_of_a_name_is_tried() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addrs = [closed, open.local_addr().unwrap()];
+        let s = connect_any(addrs.into_iter(), Duration::from_secs(2)).unwrap();
+        assert_eq!(s.peer_addr().unwrap(), open.local_addr().unwrap());
+        let e = connect_any([closed].into_iter(), Duration::from_secs(2)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(connect_any(std::iter::empty(), Duration::from_secs(2)).is_err());
+    }
 
     #[test]
     fn heads() {
