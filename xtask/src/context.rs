@@ -398,7 +398,12 @@ fn hash_all(pending: &[(&Pending, &Utf8Path)]) -> Result<Vec<Sha>> {
 
 /// Runs `f(0..n)` on every core and returns the results in order.
 pub fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism().map_or(2, |c| c.get()).min(n).max(1);
+    parallel_at_most(n, std::thread::available_parallelism().map_or(2, |c| c.get()), f)
+}
+
+/// Runs `f(0..n)` on at most `workers` threads and returns the results in order.
+pub fn parallel_at_most<T: Send>(n: usize, workers: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = workers.min(n).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<T>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {

@@ -118,14 +118,30 @@ fn cli_lookup(docker: &Docker, reference: &str) -> Lookup {
     }
 }
 
-/// Many lookups at once, each bounded by the timeout; results in input order.
+/// Many lookups at once (at most `LOOKUPS_AT_ONCE`), each bounded by the timeout; results in
+/// input order. Once the registry has not answered one, the lookups still waiting get that
+/// answer instead of waiting out the timeout each.
 pub fn lookup_all(docker: &Docker, registry: &str, refs: &[(String, String)]) -> Vec<Lookup> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> =
-            refs.iter().map(|(repo, tag)| s.spawn(move || lookup(docker, registry, repo, tag))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Lookup::Error("lookup panicked".into()))).collect()
+    let silent = std::sync::OnceLock::new();
+    crate::context::parallel_at_most(refs.len(), LOOKUPS_AT_ONCE, |i| {
+        if let Some(e) = silent.get() {
+            return Lookup::Error(String::clone(e));
+        }
+        let (repo, tag) = &refs[i];
+        let found = lookup(docker, registry, repo, tag);
+        if let Lookup::Error(e) = &found {
+            if e.contains("does not answer") || e.starts_with("no answer for") {
+                let _ = silent.set(e.clone());
+            }
+        }
+        found
     })
 }
+
+/// How many registry lookups run at once: enough to overlap round trips to a distant
+/// registry, few enough that a large project neither floods it (registries limit requests
+/// per client) nor starts a hundred `docker manifest inspect` processes at once.
+pub const LOOKUPS_AT_ONCE: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -205,6 +221,34 @@ mod tests {
         assert_eq!(http_lookup(&bad, "ai-infra-x", "v1"), Lookup::Found(None));
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(Lookup::found(Some(digest.clone())), Lookup::Found(Some(digest)));
+    }
+
+    #[test]
+    fn a_silent_registry_costs_one_timeout_however_many_lookups() {
+        // 40 lookups, 16 at a time: without the shared answer they would wait three rounds.
+        let silent = server(None);
+        let docker = Docker::with_host(Some("unix:///nonexistent"));
+        let refs: Vec<(String, String)> = (0..40).map(|i| (format!("ai-infra-s{i}"), "v1".to_string())).collect();
+        let t = Instant::now();
+        let found = lookup_all(&docker, &silent, &refs);
+        assert!(t.elapsed() < 2 * TIMEOUT, "one timeout, not three: {:?}", t.elapsed());
+        assert_eq!(found.len(), 40);
+        assert!(found.iter().all(|l| matches!(l, Lookup::Error(e) if e.contains("does not answer"))), "{found:?}");
+    }
+
+    #[test]
+    fn at_most_so_many_at_once() {
+        let (now, most) = (std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0));
+        let out = crate::context::parallel_at_most(64, LOOKUPS_AT_ONCE, |i| {
+            let n = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            most.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+            now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            i
+        });
+        assert_eq!(out, (0..64).collect::<Vec<_>>());
+        let most = most.into_inner();
+        assert!(most <= LOOKUPS_AT_ONCE && most > 1, "{most}");
     }
 
     #[test]
