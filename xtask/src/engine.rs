@@ -70,11 +70,18 @@ fn read_state(file: &Utf8Path) -> Option<Started> {
     Some(Started { pid: v.get("pid")?.as_u64()? as u32, host: v.get("host")?.as_str()?.to_string() })
 }
 
-/// Whether process `pid` runs and its command line mentions `program`.
-pub fn alive(pid: u32, program: &str) -> bool {
+/// Whether process `pid` runs and its command line holds `marker`: an argument only the
+/// process this tool started has (its own data root or config file), so that a recorded PID
+/// the system has since given to another process, another engine among them, is never ours.
+pub fn alive(pid: u32, marker: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(program))
+        .map(|c| String::from_utf8_lossy(&c).split('\0').any(|arg| arg == marker))
         .unwrap_or(false)
+}
+
+/// The argument that tells the engine `engine up` started for this root from any other.
+fn engine_marker(root: &Utf8Path) -> String {
+    format!("--data-root={}", state_dir(root).join("root"))
 }
 
 /// Whether something accepts connections on a unix socket (a socket file left by an engine
@@ -105,7 +112,7 @@ pub fn docker_host(root: &Utf8Path) -> Option<String> {
         return None;
     }
     let s = read_state(&state_dir(root).join("state.json"))?;
-    alive(s.pid, "dockerd").then_some(s.host)
+    alive(s.pid, &engine_marker(root)).then_some(s.host)
 }
 
 /// The engine for a command that needs one. Where none answers and none is chosen, and this
@@ -234,7 +241,7 @@ pub fn up(root: &Utf8Path, quiet: bool) -> Result<(Option<String>, bool)> {
     let socket = exec.join("docker.sock");
     let host = format!("unix://{socket}");
     let args: Vec<String> = vec![
-        format!("--data-root={}", dir.join("root")),
+        engine_marker(root),
         format!("--exec-root={}", exec.join("exec")),
         format!("--pidfile={}", exec.join("docker.pid")),
         format!("--host={host}"),
@@ -277,7 +284,7 @@ pub fn down(root: &Utf8Path, quiet: bool) -> Result<bool> {
         }
         return Ok(false);
     };
-    let stopped = stop(s.pid, "dockerd")?;
+    let stopped = stop(s.pid, &engine_marker(root))?;
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_dir_all(exec_dir(root));
     if !quiet {
@@ -290,16 +297,17 @@ pub fn down(root: &Utf8Path, quiet: bool) -> Result<bool> {
     Ok(stopped)
 }
 
-/// Ends a process this tool started: SIGTERM, then SIGKILL after 30 s.
-fn stop(pid: u32, program: &str) -> Result<bool> {
-    if !alive(pid, program) {
+/// Ends a process this tool started (known by `marker`, see `alive`): SIGTERM, then SIGKILL
+/// after 30 s.
+fn stop(pid: u32, marker: &str) -> Result<bool> {
+    if !alive(pid, marker) {
         return Ok(false);
     }
     let sh = Shell::new()?;
     let p = pid.to_string();
     cmd!(sh, "kill -TERM {p}").quiet().ignore_status().run()?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while alive(pid, program) {
+    while alive(pid, marker) {
         if Instant::now() > deadline {
             cmd!(sh, "kill -KILL {p}").quiet().ignore_status().run()?;
             std::thread::sleep(Duration::from_millis(200));
@@ -317,7 +325,7 @@ fn stop(pid: u32, program: &str) -> Result<bool> {
 pub fn status(root: &Utf8Path) -> Result<i32> {
     let host = docker_host(root);
     let shown = host.clone().unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}"));
-    let ours = read_state(&state_dir(root).join("state.json")).filter(|s| alive(s.pid, "dockerd"));
+    let ours = read_state(&state_dir(root).join("state.json")).filter(|s| alive(s.pid, &engine_marker(root)));
     match answers(host.as_deref()) {
         Some(version) => {
             let how = match &ours {
@@ -329,7 +337,9 @@ pub fn status(root: &Utf8Path) -> Result<i32> {
             Ok(0)
         }
         None => {
-            if let Some(s) = read_state(&state_dir(root).join("state.json")).filter(|s| !alive(s.pid, "dockerd")) {
+            if let Some(s) =
+                read_state(&state_dir(root).join("state.json")).filter(|s| !alive(s.pid, &engine_marker(root)))
+            {
                 println!("the engine `cargo xtask engine up` started (pid {}, {}) is no longer running", s.pid, s.host);
             }
             println!("no Docker engine answers at {shown}: run `cargo xtask engine up`, or set DOCKER_HOST to a running engine");
@@ -366,7 +376,7 @@ impl Registry {
             }
             let running = !ended(pid);
             if !running || Instant::now() > deadline {
-                let _ = stop(pid, "docker-registry");
+                let _ = stop(pid, dir.join("config.yml").as_str());
                 let why = if running { format!("no answer within 20 s ({answer:?})") } else { "it exited".to_string() };
                 bail!("the registry did not start on {addr}: {why}; the end of {log}:\n{}", log_tail(&log));
             }
@@ -384,7 +394,7 @@ impl Registry {
             return Ok(());
         }
         let pid = std::mem::take(&mut self.pid);
-        stop(pid, "docker-registry")?;
+        stop(pid, self.dir.join("config.yml").as_str())?;
         let _ = std::fs::remove_dir_all(&self.dir);
         Ok(())
     }
@@ -411,6 +421,55 @@ pub fn run(root: &Utf8Path, action: &str) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
+
+    /// Ends a stand-in started in its own process group, with its sleep.
+    fn end_group(child: &mut std::process::Child) {
+        // SAFETY: signals the process group this test created, by its ID.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_recorded_pid_that_is_now_another_engine_is_never_stopped() {
+        // A state file left from before a reboot whose PID now belongs to another dockerd (here
+        // a process whose command line names dockerd, with another data root).
+        let tmp = crate::testutil::TempDir::new("engine-pid");
+        let root = tmp.path();
+        let mut other = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; :", "dockerd", "--data-root=/var/lib/docker"])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = other.id();
+        // Until the child has run sh, its command line is still this test's.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !alive(pid, "dockerd") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::create_dir_all(state_dir(root)).unwrap();
+        let state = json!({"pid": pid, "host": "unix:///tmp/x.sock"});
+        std::fs::write(state_dir(root).join("state.json"), state.to_string()).unwrap();
+        assert!(alive(pid, "dockerd"), "the stand-in looks like a dockerd");
+        assert!(!alive(pid, &engine_marker(root)));
+        assert!(!down(root, true).unwrap(), "nothing of ours was running");
+        assert!(matches!(other.try_wait(), Ok(None)), "the other process still runs");
+        end_group(&mut other);
+        // Our own engine's command line holds the marker.
+        let mut ours = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; :", "dockerd", &engine_marker(root)])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !alive(ours.id(), &engine_marker(root)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(alive(ours.id(), &engine_marker(root)));
+        end_group(&mut ours);
+    }
 
     #[test]
     fn the_socket_folder_is_private_and_planted_ones_are_refused() {
