@@ -25,6 +25,19 @@ pub fn missing(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// The bases of stages that the planned builds' targets do not need but the legacy builder
+/// builds (they come before the target), each with the services whose builds read it.
+fn unneeded_bases(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for step in plan.work().filter(|s| matches!(s.action, crate::plan::Action::Build { .. })) {
+        let Some(r) = snap.services.iter().find(|r| r.service.name == step.service) else { continue };
+        for base in r.analysis.bases.difference(&r.analysis.needed_bases) {
+            out.entry(base.clone()).or_default().push(step.service.clone());
+        }
+    }
+    out
+}
+
 /// The mirror or private-registry prefix that Docker Hub base images are pulled through:
 /// BASE_IMAGE_MIRROR from the environment or `.env`.
 pub fn mirror(root: &camino::Utf8Path) -> Result<Option<String>> {
@@ -63,7 +76,16 @@ pub struct Prefetched {
 /// Pulls what is missing, through the mirror first when one is set.
 pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -> Result<Prefetched> {
     let mirror = mirror(&snap.root)?;
-    let missing = missing(snap, plan);
+    let mut missing = missing(snap, plan);
+    // The legacy builder builds every stage before the target, also those the target does not
+    // need: their bases must be here too, or the engine would pull them itself, past the mirror.
+    let unneeded = unneeded_bases(snap, plan);
+    if !unneeded.is_empty() && docker.prepare_builds()?.builder == crate::docker::Builder::Legacy {
+        let present = docker.inspect(&unneeded.keys().cloned().collect::<Vec<_>>())?;
+        for (base, services) in unneeded.into_iter().filter(|(b, _)| !present.contains_key(b)) {
+            missing.entry(base).or_default().extend(services);
+        }
+    }
     let needed: usize = plan.work().map(|s| snap.records.get(&s.service).map_or(0, |r| r.bases.len())).sum();
     if missing.is_empty() {
         println!(

@@ -255,3 +255,34 @@ fn a_build_whose_inputs_are_not_known_here_is_pushed_without_a_content_tag() {
     assert!(human.stdout.contains("its inputs are not known here"), "{human:?}");
     docker(&["image", "rm", &tag_name]);
 }
+
+#[test]
+fn the_legacy_builder_gets_the_bases_of_stages_its_target_does_not_need() {
+    let reg = registry();
+    let ws = Workspace::new("unneededbase");
+    // A base only the loopback registry has, read by a stage the target does not need: the
+    // legacy builder builds that stage anyway (a probe build showed it), BuildKit skips it.
+    let base = format!("{reg}/unneeded-{}:1", ws.tag);
+    ws.write("seed/Dockerfile", &format!("FROM scratch\nLABEL t={}\n", ws.tag));
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    assert!(docker(&["build", "-q", "-t", &base, ws.path("seed").to_str().unwrap()]).status.success());
+    assert!(docker(&["push", &base]).status.success());
+    assert!(docker(&["image", "rm", &base]).status.success());
+    ws.write(
+        "services/app/Dockerfile",
+        &format!("FROM {base} AS tools\nLABEL unused=1\nFROM scratch AS app\nCOPY a.txt /\n"),
+    );
+    ws.write("services/app/a.txt", "a\n");
+    let o = ws.run(&["build-all", &ws.tag]);
+    let present = docker(&["image", "inspect", &base]).status.success();
+    docker(&["image", "rm", &base]);
+    assert_eq!(o.code, 0, "{o:?}");
+    ws.expect(&[("app", "OK")]);
+    if builder() == "legacy" {
+        assert!(o.stdout.contains(&format!("pulled {base}")), "{o:?}");
+        assert!(present);
+    } else {
+        assert!(!o.stdout.contains(&format!("pulled {base}")), "BuildKit does not need it: {o:?}");
+        assert!(!present);
+    }
+}
