@@ -130,7 +130,7 @@ fn build_one(
     let _ = std::fs::remove_file(&iidfile);
     if outcome.result == Ended::Built {
         // The record lets later checks name the files and args that changed.
-        if let Err(e) = digest::save_record(&snap.root, &total, &snap.records[name]) {
+        if let Err(e) = crate::record::save(&snap.root, &total, &snap.records[name]) {
             eprintln!("warning: {e:#}");
         }
     }

@@ -30,6 +30,7 @@ mod prefetch;
 mod project;
 mod push;
 mod reads;
+mod record;
 mod reference;
 mod registry;
 mod render;

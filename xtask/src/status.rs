@@ -9,12 +9,13 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::context::{self, FileRecord};
-use crate::digest::{self, Category, Digest, Record};
+use crate::digest::{self, Category, Digest};
 use crate::docker::{Docker, Image};
 use crate::hashcache::HashCache;
 use crate::ignore::Dialect;
 use crate::project::{self, Project, Resolved};
 use crate::reads::{self, Reads, Want};
+use crate::record::{self, Record};
 use crate::reference;
 use crate::render::Output;
 
@@ -240,7 +241,7 @@ pub fn digests(
         let record = Record {
             dockerfile: crate::base::Sha::of(&sha2::Sha256::digest(&r.dockerfile)).to_string(),
             target: s.target.clone(),
-            args: digest::recorded_args(&args),
+            args: record::recorded_args(&args),
             files,
             parents: r
                 .analysis
@@ -325,8 +326,8 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         let image = found.get(image_name);
         let expected = &digests[name];
         let (state, reason) = classify(expected, image, image_name, (&os, &arch), &|found_total, changed| {
-            let old = digest::load_record(root, found_total)?;
-            let new = digest::as_recorded(root, &records[name]).ok()?;
+            let old = record::load(root, found_total)?;
+            let new = record::as_recorded(root, &records[name]).ok()?;
             let reads = Reads::new(&r.analysis.reads);
             let reader = |path: &str| reads.reader(path).map(|r| format!("{} at line {}", r.instruction, r.line));
             let lines = digest::explain(&old, &new, changed, &reader);

@@ -165,6 +165,7 @@ const PURE: &[&str] = &[
     "ignore.rs",
     "plan.rs",
     "project.rs",
+    "record.rs",
     "reference.rs",
     "render.rs",
     "report.rs",
