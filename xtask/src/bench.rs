@@ -11,7 +11,7 @@ use xshell::{cmd, Shell};
 
 use crate::docker::Docker;
 use crate::flags::Bench;
-use crate::{project, status};
+use crate::{gather, project};
 
 /// This xtask, run on a generated workspace.
 struct Xtask<'a> {
@@ -166,7 +166,7 @@ fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize)
             }
             Ok(())
         })?;
-        let snap = status::snapshot(docker, dir, &tag, Some(&reg))?;
+        let snap = gather::snapshot(docker, dir, &tag, Some(&reg))?;
         let refs: Vec<(String, String)> = snap
             .statuses
             .iter()
@@ -441,7 +441,7 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
 fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize) -> Result<()> {
     let tag = format!("bench-{}", std::process::id());
     generate(dir, n, files, 256)?;
-    let snap = status::snapshot(docker, dir, &tag, None)?;
+    let snap = gather::snapshot(docker, dir, &tag, None)?;
     eprintln!("building {n} services of {files} files for the status figures");
     let xtask = Xtask::on(docker, dir)?;
     xtask.run(&["build-all", &tag])?;
@@ -606,7 +606,7 @@ fn digest_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize, si
     let cache = crate::base::state_dir(dir).join("hash-cache");
     let digest_all = || -> Result<()> {
         let (resolved, _) = project::resolve(&project, "bench", &Default::default(), &[])?;
-        status::inputs(dir, resolved, &Default::default())?;
+        gather::inputs(dir, resolved, &Default::default())?;
         Ok(())
     };
     let contexts: Vec<Utf8PathBuf> = project.services.iter().map(|s| dir.join(&s.context)).collect();

@@ -5,12 +5,12 @@
 use anyhow::Result;
 use camino::Utf8Path;
 
-use crate::{deps, flags, push, report, status};
+use crate::{deps, flags, gather, push, report, status};
 
 pub fn run(root: &Utf8Path, f: flags::CheckStatus) -> Result<i32> {
     let docker = crate::engine::docker(root)?;
     let tag = flags::tag(root, f.tag.as_deref())?;
-    let snap = status::snapshot(&docker, root, &tag, f.registry.as_deref())?;
+    let snap = gather::snapshot(&docker, root, &tag, f.registry.as_deref())?;
     let remote = match f.registry.as_deref().filter(|_| f.remote) {
         Some(r) => {
             let names: Vec<String> = snap.statuses.iter().map(|s| s.name.clone()).collect();

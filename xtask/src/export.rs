@@ -309,7 +309,7 @@ fn intact(dir: &Utf8Path, e: &Entry) -> bool {
 
 /// The images to export, or the reason there are none to export as asked.
 fn wanted(docker: &Docker, root: &Utf8Path, tag: &str, o: &crate::flags::Export) -> Result<(Vec<Wanted>, Vec<String>)> {
-    let snap = crate::status::snapshot(docker, root, tag, None)?;
+    let snap = crate::gather::snapshot(docker, root, tag, None)?;
     let mut notes = Vec::new();
     let not_ok: Vec<String> = snap
         .statuses

@@ -18,6 +18,7 @@ mod engine;
 mod env;
 mod export;
 mod flags;
+mod gather;
 mod harness;
 mod hashcache;
 mod history;

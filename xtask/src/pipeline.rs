@@ -11,6 +11,7 @@ use camino::Utf8Path;
 use crate::build::{self, Ended, Outcome};
 use crate::docker::Docker;
 use crate::flags::Build;
+use crate::gather;
 use crate::plan::{self, Action, Plan};
 use crate::report::Format;
 use crate::status::{self, Snapshot, State};
@@ -187,7 +188,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     if let (Some(r), false) = (o.registry.as_deref(), o.dry_run) {
         crate::clean::remember_registry(root, r);
     }
-    let snap = status::snapshot(&docker, root, &tag, o.registry.as_deref())?;
+    let snap = gather::snapshot(&docker, root, &tag, o.registry.as_deref())?;
     let wanted: Option<BTreeSet<String>> = o.service.as_ref().map(|s| {
         let mut set: BTreeSet<String> =
             project::with_ancestors(&snap.services, s).iter().map(|r| r.service.name.clone()).collect();
@@ -269,7 +270,7 @@ impl Run<'_> {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        status::snapshot(&self.docker, self.root, &self.tag, self.registry())
+        gather::snapshot(&self.docker, self.root, &self.tag, self.registry())
     }
 
     /// Step 0's line: how many of the images in scope need work.
