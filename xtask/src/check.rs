@@ -14,7 +14,7 @@ pub fn run(root: &Utf8Path, f: flags::CheckStatus) -> Result<i32> {
     let remote = match f.registry.as_deref().filter(|_| f.remote) {
         Some(r) => {
             let names: Vec<String> = snap.statuses.iter().map(|s| s.name.clone()).collect();
-            Some(push::remote(&docker, &snap, r, &names))
+            Some(push::remote(&docker, &snap, r, &names, &Default::default()))
         }
         None => None,
     };

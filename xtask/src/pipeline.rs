@@ -125,6 +125,7 @@ fn pullable(
     plan: &Plan,
     reuse: &BTreeMap<String, String>,
     registry: &str,
+    answers: &crate::registry::Answers,
 ) -> BTreeMap<String, String> {
     let candidates: Vec<(String, String)> = plan
         .work()
@@ -135,7 +136,7 @@ fn pullable(
         .iter()
         .map(|(s, total)| (reference::repository(s, None), crate::registry::content_tag(total)))
         .collect();
-    let found = crate::registry::lookup_all(docker, registry, &refs);
+    let found = answers.lookup_all(docker, registry, &refs);
     let mut out = BTreeMap::new();
     for ((service, total), lookup) in candidates.iter().zip(found) {
         match lookup {
@@ -153,7 +154,7 @@ fn pullable(
 }
 
 /// Pushes every planned service whose image is OK; prints one line each. False on a failure.
-fn push_all(docker: &Docker, snap: &Snapshot, registry: &str, plan: &Plan) -> bool {
+fn push_all(docker: &Docker, snap: &Snapshot, registry: &str, plan: &Plan, answers: &crate::registry::Answers) -> bool {
     let services: Vec<String> = plan
         .steps
         .iter()
@@ -161,7 +162,7 @@ fn push_all(docker: &Docker, snap: &Snapshot, registry: &str, plan: &Plan) -> bo
         .map(|s| s.service.clone())
         .collect();
     let mut ok = true;
-    for p in crate::push::push(docker, snap, registry, &services) {
+    for p in crate::push::push(docker, snap, registry, &services, answers) {
         if p.ok {
             println!("push {}: {}", p.service, p.what);
         } else {
@@ -201,7 +202,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         (Some(s), true) => [s.clone()].into(),
         (None, true) => snap.services.iter().map(|r| r.service.name.clone()).collect(),
     };
-    let run = Run { root, o: &o, tag, docker, wanted, force };
+    let run = Run { root, o: &o, tag, docker, wanted, force, answers: Default::default() };
     // Services whose inputs cannot be read are reported and make the run fail; everything
     // that does not depend on them is built as usual.
     let errors: Vec<String> = snap
@@ -262,6 +263,8 @@ struct Run<'a> {
     wanted: Option<BTreeSet<String>>,
     /// The services built without cache.
     force: BTreeSet<String>,
+    /// What the registry said, for the plan and then the push.
+    answers: crate::registry::Answers,
 }
 
 impl Run<'_> {
@@ -293,7 +296,9 @@ impl Run<'_> {
             return Ok(plan);
         }
         let reuse = reusable(&self.docker, snap, &plan)?;
-        let pull = self.registry().map_or_else(BTreeMap::new, |r| pullable(&self.docker, snap, &plan, &reuse, r));
+        let pull = self
+            .registry()
+            .map_or_else(BTreeMap::new, |r| pullable(&self.docker, snap, &plan, &reuse, r, &self.answers));
         Ok(if reuse.is_empty() && pull.is_empty() {
             plan
         } else {
@@ -312,7 +317,7 @@ impl Run<'_> {
             eprintln!("warning: the build history was not recorded: {e:#}");
         }
         let pushed = match self.registry().filter(|_| !self.o.no_push) {
-            Some(r) => push_all(&self.docker, snap, r, plan),
+            Some(r) => push_all(&self.docker, snap, r, plan, &self.answers),
             None => true,
         };
         for e in errors {
@@ -411,7 +416,7 @@ impl Run<'_> {
             }
         };
         let pushed = match (registry.filter(|_| !self.o.no_push && !CANCEL.load(Ordering::Relaxed)), &after) {
-            (Some(r), Some(after)) => push_all(&self.docker, after, r, plan),
+            (Some(r), Some(after)) => push_all(&self.docker, after, r, plan, &self.answers),
             (Some(_), None) => false,
             (None, _) => after.is_some(),
         };

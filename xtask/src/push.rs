@@ -9,8 +9,15 @@ use crate::reference;
 use crate::registry::{self, Lookup};
 use crate::status::{Remote, Snapshot};
 
-/// Asks the registry, concurrently and bounded in time, for every service's TAG and content tag.
-pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String]) -> BTreeMap<String, Remote> {
+/// Asks the registry, concurrently and bounded in time, for every service's TAG and content tag
+/// that `answers` does not hold yet.
+pub fn remote(
+    docker: &Docker,
+    snap: &Snapshot,
+    registry: &str,
+    services: &[String],
+    answers: &registry::Answers,
+) -> BTreeMap<String, Remote> {
     // A service whose inputs are not fully known here (a base image is not present) has no
     // content tag: nothing in the registry can be shown to be its build.
     let content_tags: Vec<Option<String>> = services.iter().map(|s| content_tag(snap, s)).collect();
@@ -22,7 +29,7 @@ pub fn remote(docker: &Docker, snap: &Snapshot, registry: &str, services: &[Stri
             refs.push((repo, content.clone()));
         }
     }
-    let mut found = registry::lookup_all(docker, registry, &refs).into_iter();
+    let mut found = answers.lookup_all(docker, registry, &refs).into_iter();
     let mut out = BTreeMap::new();
     for (s, content_name) in services.iter().zip(&content_tags) {
         let tag = found.next().unwrap_or(Lookup::Absent);
@@ -91,9 +98,16 @@ pub struct Pushed {
 }
 
 /// Pushes the services whose local image is OK: both names when the content tag is absent,
-/// only TAG when the content tag is there but TAG is not it, nothing when both are right.
-pub fn push(docker: &Docker, snap: &Snapshot, registry: &str, services: &[String]) -> Vec<Pushed> {
-    let remote = remote(docker, snap, registry, services);
+/// only TAG when the content tag is there but TAG is not it, nothing when both are right. What
+/// the registry holds is what `answers` knows (what the plan asked), else asked now.
+pub fn push(
+    docker: &Docker,
+    snap: &Snapshot,
+    registry: &str,
+    services: &[String],
+    answers: &registry::Answers,
+) -> Vec<Pushed> {
+    let remote = remote(docker, snap, registry, services, answers);
     crate::context::parallel(services.len(), |i| {
         let s = &services[i];
         let r = &remote[s];

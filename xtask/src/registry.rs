@@ -3,6 +3,7 @@
 //! `HEAD /v2/<name>/manifests/<tag>`; others through `docker manifest inspect`, so that TLS and
 //! credentials stay with the docker CLI's own login. Every lookup is bounded in time.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::docker::Docker;
@@ -143,6 +144,35 @@ pub fn lookup_all(docker: &Docker, registry: &str, refs: &[(String, String)]) ->
 /// per client) nor starts a hundred `docker manifest inspect` processes at once.
 pub const LOOKUPS_AT_ONCE: usize = 16;
 
+/// The answers one run has had from its registry, by (repository, tag). The registry changes
+/// only through the run's own pushes, which come last: what the plan asked, the push does not
+/// ask again. An error is not kept (it is asked again).
+#[derive(Default)]
+pub struct Answers(std::sync::Mutex<BTreeMap<(String, String), Lookup>>);
+
+impl Answers {
+    /// Every ref's answer, in input order: those had before, the others asked at once.
+    pub fn lookup_all(&self, docker: &Docker, registry: &str, refs: &[(String, String)]) -> Vec<Lookup> {
+        self.lookup_with(refs, |missing| lookup_all(docker, registry, missing))
+    }
+
+    fn lookup_with(
+        &self,
+        refs: &[(String, String)],
+        ask: impl FnOnce(&[(String, String)]) -> Vec<Lookup>,
+    ) -> Vec<Lookup> {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut missing: Vec<(String, String)> = refs.iter().filter(|r| !known.contains_key(*r)).cloned().collect();
+        missing.sort();
+        missing.dedup();
+        let asked: BTreeMap<(String, String), Lookup> = missing.iter().cloned().zip(ask(&missing)).collect();
+        let answers =
+            refs.iter().map(|r| known.get(r).or_else(|| asked.get(r)).cloned().unwrap_or(Lookup::Absent)).collect();
+        known.extend(asked.into_iter().filter(|(_, a)| !matches!(a, Lookup::Error(_))));
+        answers
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +294,25 @@ mod tests {
         let Lookup::Error(e) = http_lookup(&silent, "ai-infra-x", "v1") else { panic!() };
         assert!(t.elapsed() < TIMEOUT + Duration::from_secs(1), "bounded in time");
         assert!(e.contains("does not answer"), "{e}");
+    }
+
+    #[test]
+    fn a_run_asks_the_registry_once_per_tag() {
+        let answers = Answers::default();
+        let r = |repo: &str, tag: &str| (repo.to_string(), tag.to_string());
+        let asked = std::cell::RefCell::new(Vec::new());
+        let ask = |refs: &[(String, String)]| {
+            asked.borrow_mut().extend(refs.iter().cloned());
+            refs.iter()
+                .map(|(repo, _)| if repo == "down" { Lookup::Error("no".into()) } else { Lookup::Absent })
+                .collect()
+        };
+        let first = answers.lookup_with(&[r("a", "v1"), r("down", "v1"), r("a", "v1")], ask);
+        assert_eq!(first, [Lookup::Absent, Lookup::Error("no".into()), Lookup::Absent]);
+        assert_eq!(*asked.borrow(), [r("a", "v1"), r("down", "v1")], "each ref asked once");
+        asked.borrow_mut().clear();
+        let again = answers.lookup_with(&[r("down", "v1"), r("a", "v1"), r("a", "v2")], ask);
+        assert_eq!(again, [Lookup::Error("no".into()), Lookup::Absent, Lookup::Absent]);
+        assert_eq!(*asked.borrow(), [r("a", "v2"), r("down", "v1")], "an error is asked again, an answer never");
     }
 }
