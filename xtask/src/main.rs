@@ -2,51 +2,20 @@
 //! MISSING, INVALID or STALE by the content of its inputs, builds only what needs it, and says
 //! why. See ARCHITECTURE.md for the map of the modules.
 
-mod api;
-mod atomic;
 mod base;
-mod bench;
-mod build;
-mod check;
-mod clean;
-mod context;
-mod deps;
-mod digest;
-mod docker;
-mod dockerfile;
-mod engine;
-mod env;
-mod export;
-mod flags;
-mod gather;
-mod harness;
-mod hashcache;
-mod history;
-mod http;
-mod ignore;
-mod import;
-mod pipeline;
-mod plan;
-mod prefetch;
-mod project;
-mod push;
-mod reads;
-mod record;
-mod reference;
-mod registry;
-mod render;
-mod report;
-mod schedule;
-mod status;
+mod cmd;
+mod decide;
+mod repo;
 #[cfg(test)]
 mod testutil;
+mod world;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use base::UsageError;
-use flags::Command;
+use cmd::flags::Command;
 
 fn main() -> ExitCode {
     // A closed stdout (`cargo xtask build-all --verbose | head -1`) ends the command quietly,
@@ -69,24 +38,26 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<i32> {
-    let command = match flags::parse(std::env::args_os().skip(1).collect())? {
+    let command = match cmd::flags::parse(std::env::args_os().skip(1).collect())? {
         Some(c) => c,
         None => return Ok(0),
     };
-    let root = project::root()?;
+    let root = repo::project::root()?;
     match command {
-        Command::CheckStatus(f) => check::run(&root, f),
-        Command::Build(f) => pipeline::run(&root, f),
-        Command::CleanAll { tag, force } => clean::run(&root, tag.as_deref(), force),
-        Command::History(service) => history::run(&root, service.as_deref()),
-        Command::SyncEnv { check } => env::sync(&root, check, false),
-        Command::Render { check } => render::run(&root, &project::Project::load(&root)?.names(), check, false),
-        Command::PullDeps => deps::pull(&root),
-        Command::PushDeps(registry) => deps::push(&root, &registry),
-        Command::Export(f) => export::run(&root, f),
-        Command::Import(dir) => import::run(&root, &dir),
-        Command::Engine(action) => engine::run(&root, &action),
-        Command::Test(args) => harness::run(&root, &args),
-        Command::Bench(f) => bench::run(&root, f),
+        Command::CheckStatus(f) => cmd::check::run(&root, f),
+        Command::Build(f) => cmd::pipeline::run(&root, f),
+        Command::CleanAll { tag, force } => cmd::clean::run(&root, tag.as_deref(), force),
+        Command::History(service) => cmd::history::run(&root, service.as_deref()),
+        Command::SyncEnv { check } => repo::env::sync(&root, check, false),
+        Command::Render { check } => {
+            repo::render::run(&root, &repo::project::Project::load(&root)?.names(), check, false)
+        }
+        Command::PullDeps => cmd::deps::pull(&root),
+        Command::PushDeps(registry) => cmd::deps::push(&root, &registry),
+        Command::Export(f) => cmd::export::run(&root, f),
+        Command::Import(dir) => cmd::import::run(&root, &dir),
+        Command::Engine(action) => world::engine::run(&root, &action),
+        Command::Test(args) => cmd::harness::run(&root, &args),
+        Command::Bench(f) => cmd::bench::run(&root, f),
     }
 }

@@ -1,0 +1,75 @@
+//! What every layer shares and no layer owns: the usage error (exit code 2), the folder where
+//! the tool keeps its own state, the content hash (`Sha`), and the one write path (`atomic`).
+
+pub mod atomic;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+/// A mistake in how the tool was called: exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Where the tool keeps its own state (caches, records, logs) for a root.
+pub fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
+    root.join("target").join("xtask")
+}
+
+/// A content hash as 64 lowercase hex digits, held inline: a context of thousands of files
+/// would otherwise cost an allocation (and a free) per file on every check.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sha([u8; 64]);
+
+impl Sha {
+    /// Sixty-four zeros: the hash of a file that is never read.
+    pub const ZERO: Sha = Sha([b'0'; 64]);
+
+    /// A sha256 digest's 32 bytes as hex; a table rather than `format!` per byte, which cost
+    /// a cold digest a tenth of its time.
+    pub fn of(digest: &[u8]) -> Sha {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'0'; 64];
+        for (i, b) in digest.iter().take(32).enumerate() {
+            out[2 * i] = DIGITS[(b >> 4) as usize];
+            out[2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+        Sha(out)
+    }
+
+    /// 64 lowercase hex digits, as recorded; anything else is None.
+    pub fn parse(hex: &str) -> Option<Sha> {
+        let bytes: [u8; 64] = hex.as_bytes().try_into().ok()?;
+        bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')).then_some(Sha(bytes))
+    }
+
+    /// 64 ASCII bytes as stored by this tool's own cache, without the digit check: a damaged
+    /// entry can only make a digest differ, never match.
+    pub fn from_cache(bytes: &[u8]) -> Option<Sha> {
+        let bytes: [u8; 64] = bytes.try_into().ok()?;
+        bytes.is_ascii().then_some(Sha(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Sha {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Sha {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

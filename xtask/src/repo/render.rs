@@ -1,0 +1,279 @@
+//! Config templates: `templates/<service>/**/<name>.tpl` rendered to
+//! `services/<service>/**/<name>` (a `Dockerfile.tpl` renders the service's Dockerfile).
+//! `{{NAME}}` takes the process environment, then `.env` (over `.env.example`); `${...}` and
+//! `$name` are left exactly as written, for Docker, compose and the shell; `{{"{{"}}` writes a
+//! literal `{{`.
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+/// A template error, with where it is.
+#[derive(Debug, PartialEq)]
+pub struct Error {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Renders template text; `lookup` gives a variable's value.
+pub fn render(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Error> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let (mut line, mut col) = (1, 1);
+    let advance = |s: &str, line: &mut usize, col: &mut usize| {
+        for c in s.chars() {
+            if c == '\n' {
+                *line += 1;
+                *col = 1;
+            } else {
+                *col += 1;
+            }
+        }
+    };
+    while let Some(p) = rest.find("{{") {
+        out.push_str(&rest[..p]);
+        advance(&rest[..p], &mut line, &mut col);
+        let after = &rest[p..];
+        let err = |message: String| Error { line, column: col, message };
+        let eol = after.find('\n').unwrap_or(after.len());
+        let body_end = after[..eol].find("}}").ok_or_else(|| {
+            err("unclosed {{: add the closing }} on the same line (write {{\"{{\"}} for a literal {{)".into())
+        })?;
+        let body = after[2..body_end].trim();
+        // A quoted string is written as it is: the escape for a literal `{{`.
+        let value = if let Some(literal) = body.strip_prefix('"').and_then(|b| b.strip_suffix('"')) {
+            literal.to_string()
+        } else {
+            let valid = body.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(err(format!(
+                    "{body:?} is not a variable name (letters, digits and '_'); write {{{{\"{{{{\"}}}} for a literal {{{{"
+                )));
+            }
+            lookup(body).ok_or_else(|| err(format!("{body} is not defined: set it in .env.example (and .env)")))?
+        };
+        out.push_str(&value);
+        advance(&after[..body_end + 2], &mut line, &mut col);
+        rest = &after[body_end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// One rendered file.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub template: Utf8PathBuf,
+    /// Relative to the root: `services/<service>/<path>`.
+    pub path: Utf8PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+/// Renders every template in memory. All errors are collected; any error means no output.
+pub fn outputs(root: &Utf8Path, services: &[&str]) -> Result<Vec<Output>> {
+    let dir = root.join("templates");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let values = crate::repo::env::Values::load(root)?;
+    let lookup = |name: &str| values.get(name);
+    let mut templates = Vec::new();
+    let mut entries: Vec<_> =
+        std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))?.collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().into_string().map_err(|n| anyhow::anyhow!("templates/{n:?}: name is not UTF-8"))?;
+        if name.starts_with('.') || !e.file_type()?.is_dir() {
+            continue;
+        }
+        if !services.contains(&name.as_str()) || !root.join("services").join(&name).is_dir() {
+            bail!("templates/{name} is for a service that does not exist (no services/{name}): rename or remove it");
+        }
+        collect(&dir.join(&name), &Utf8PathBuf::new(), &name, &mut templates)?;
+    }
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (service, rel) in templates {
+        let template = Utf8PathBuf::from("templates").join(&service).join(&rel);
+        let text = std::fs::read_to_string(root.join(&template))
+            .with_context(|| format!("cannot read {template} (templates are UTF-8 text)"))?;
+        let target_rel = Utf8PathBuf::from(rel.as_str().strip_suffix(".tpl").unwrap_or(rel.as_str()));
+        let path = Utf8PathBuf::from("services").join(&service).join(&target_rel);
+        check_inside(root, &service, &path)?;
+        match render(&text, &lookup) {
+            Ok(r) => out.push(Output { template, path, bytes: r.into_bytes() }),
+            Err(e) => errors.push(format!("{template}:{}:{}: {}", e.line, e.column, e.message)),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}; nothing was rendered", errors.join("; "));
+    }
+    Ok(out)
+}
+
+fn collect(dir: &Utf8Path, rel: &Utf8Path, service: &str, out: &mut Vec<(String, Utf8PathBuf)>) -> Result<()> {
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {dir}"))?.collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().into_string().map_err(|n| anyhow::anyhow!("{dir}/{n:?}: name is not UTF-8"))?;
+        let ft = e.file_type()?;
+        let r = rel.join(&name);
+        if ft.is_symlink() {
+            bail!(
+                "templates/{service}/{r} is a symbolic link: templates must be plain files inside templates/{service}"
+            );
+        } else if ft.is_dir() {
+            collect(&dir.join(&name), &r, service, out)?;
+        } else if name.ends_with(".tpl") && name.len() > 4 {
+            out.push((service.to_string(), r));
+        }
+    }
+    Ok(())
+}
+
+/// A rendered file must land inside its service folder, also through symbolic links.
+fn check_inside(root: &Utf8Path, service: &str, path: &Utf8Path) -> Result<()> {
+    let folder = root.join("services").join(service);
+    let folder = folder.canonicalize_utf8().with_context(|| format!("cannot resolve {folder}"))?;
+    // Where the write really goes: a link at the output path, dangling or not, is followed as
+    // the write follows it; then the deepest part of that path that exists decides.
+    let mut existing = crate::base::atomic::resolve(&root.join(path))?;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p.to_path_buf(),
+            None => break,
+        }
+    }
+    let real = existing.canonicalize_utf8().with_context(|| format!("cannot resolve {existing}"))?;
+    if !real.starts_with(&folder) || path.components().any(|c| c.as_str() == "..") {
+        bail!("{path} would be written outside services/{service} (through {existing}): remove the link or rename the template");
+    }
+    Ok(())
+}
+
+/// `cargo xtask render [--check]`; also step 3 of every build. Writes only files whose content
+/// changes. Returns the exit code.
+pub fn run(root: &Utf8Path, services: &[&str], check: bool, quiet: bool) -> Result<i32> {
+    let outputs = outputs(root, services)?;
+    let stale: Vec<&Output> =
+        outputs.iter().filter(|o| std::fs::read(root.join(&o.path)).map_or(true, |b| b != o.bytes)).collect();
+    if check {
+        if stale.is_empty() {
+            println!("rendered files are up to date ({} templates)", outputs.len());
+            return Ok(0);
+        }
+        let names: Vec<&str> = stale.iter().map(|o| o.path.as_str()).collect();
+        println!("rendered files are out of date: {}; run `cargo xtask render`", names.join(", "));
+        return Ok(1);
+    }
+    for o in &stale {
+        crate::base::atomic::write(&root.join(&o.path), &o.bytes)?;
+        println!("rendered {} from {}", o.path, o.template);
+    }
+    if stale.is_empty() && !quiet {
+        println!("rendered files are up to date ({} templates)", outputs.len());
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(n: &str) -> Option<String> {
+        match n {
+            "HOST" => Some("example.org".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn ok(t: &str) -> String {
+        render(t, &vars).unwrap()
+    }
+
+    fn err(t: &str) -> Error {
+        render(t, &vars).unwrap_err()
+    }
+
+    #[test]
+    fn substitution_rules() {
+        assert_eq!(ok("server_name {{HOST}};"), "server_name example.org;");
+        assert_eq!(ok("{{ HOST }}|{{EMPTY}}|"), "example.org||");
+        // Everything of the shell, compose and Docker stays as written.
+        let runtime = "proxy_set_header Host $host; ${REDIS_PASSWORD} ${ARCH:-amd64} $$ $ }} {";
+        assert_eq!(ok(runtime), runtime);
+        assert_eq!(ok("literal {{\"{{\"}}HOST}} and }}"), "literal {{HOST}} and }}");
+        assert_eq!(ok("no variables\n"), "no variables\n");
+        assert_eq!(ok("ünïcode {{HOST}}"), "ünïcode example.org");
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = err("a\nb {{NOPE}} c");
+        assert_eq!((e.line, e.column), (2, 3));
+        assert!(e.message.contains("NOPE is not defined"), "{}", e.message);
+        let e = err("x {{HOST");
+        assert_eq!((e.line, e.column), (1, 3));
+        assert!(e.message.contains("unclosed"));
+        let e = err("{{HOST\n}}");
+        assert!(e.message.contains("unclosed"));
+        let e = err("ok\n  {{BAD-NAME}}");
+        assert_eq!((e.line, e.column), (2, 3));
+        assert!(e.message.contains("not a variable name"));
+        assert!(err("{{1X}}").message.contains("not a variable name"));
+        assert!(err("{{}}").message.contains("not a variable name"));
+        assert!(err("ü {{HOST:-x}}").message.contains("not a variable name"));
+        assert_eq!(err("ü {{HOST:-x}}").column, 3);
+    }
+
+    #[test]
+    fn outputs_and_their_errors() {
+        let dir = crate::testutil::TempDir::new("render");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("services/web/conf")).unwrap();
+        std::fs::create_dir_all(root.join("templates/web/conf")).unwrap();
+        std::fs::write(root.join(".env.example"), "HOST=a.example\n").unwrap();
+        std::fs::write(root.join("templates/web/conf/site.conf.tpl"), "server {{HOST}};\n").unwrap();
+        std::fs::write(root.join("templates/web/README"), "not a template").unwrap();
+        let out = outputs(root, &["web"]).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].path, "services/web/conf/site.conf");
+        assert_eq!(out[0].bytes, b"server a.example;\n");
+        // Twice: identical bytes.
+        assert_eq!(outputs(root, &["web"]).unwrap()[0].bytes, out[0].bytes);
+
+        std::fs::write(root.join("templates/web/bad.tpl"), "x\n{{UNSET}}\n").unwrap();
+        let e = outputs(root, &["web"]).unwrap_err().to_string();
+        assert!(
+            e.contains("templates/web/bad.tpl:2:1: UNSET is not defined") && e.contains("nothing was rendered"),
+            "{e}"
+        );
+        std::fs::remove_file(root.join("templates/web/bad.tpl")).unwrap();
+
+        std::fs::create_dir_all(root.join("templates/ghost")).unwrap();
+        let e = outputs(root, &["web"]).unwrap_err().to_string();
+        assert!(e.contains("templates/ghost is for a service that does not exist"), "{e}");
+        std::fs::remove_dir(root.join("templates/ghost")).unwrap();
+
+        // A link in the service folder that leads outside it.
+        std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+        std::fs::remove_dir_all(root.join("services/web/conf")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("services/web/conf")).unwrap();
+        let e = outputs(root, &["web"]).unwrap_err().to_string();
+        assert!(e.contains("outside services/web"), "{e}");
+        // A dangling link at the output path itself: the write would create its target.
+        std::fs::remove_file(root.join("services/web/conf")).unwrap();
+        std::fs::create_dir_all(root.join("services/web/conf")).unwrap();
+        let out = outputs(root, &["web"]).unwrap();
+        let file = root.join(&out[0].path);
+        let _ = std::fs::remove_file(&file);
+        std::os::unix::fs::symlink(root.join("elsewhere/made.conf"), &file).unwrap();
+        let e = outputs(root, &["web"]).unwrap_err().to_string();
+        assert!(e.contains("outside services/web"), "{e}");
+        assert!(run(root, &["web"], false, true).is_err());
+        assert!(!root.join("elsewhere/made.conf").exists(), "nothing is written outside");
+    }
+}

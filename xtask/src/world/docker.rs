@@ -1,0 +1,831 @@
+//! The one module that talks to the Docker engine: connect (engine reachable, its platform),
+//! inspect many images in one call, list them, build, tag, push, pull, remove. The questions
+//! asked on every run (version, inspect, list) go to the engine's API where `api.rs` can reach
+//! it, else to the `docker` CLI; everything else goes through the CLI.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+use camino::Utf8Path;
+use serde_json::{Map, Value};
+use xshell::{cmd, Shell};
+
+use crate::repo::reference::{self, Reference};
+
+/// The engine: where it is, and (once asked) what it says of itself. Each call makes its own
+/// shell, so calls can run from several threads at once.
+pub struct Docker {
+    /// DOCKER_HOST for the docker CLI, when not the default.
+    host_env: Option<String>,
+    /// Where the engine is, for messages.
+    pub host: String,
+    server: std::sync::OnceLock<Server>,
+    /// The engine's API, where it is spoken directly (see `api::endpoint`).
+    api: Option<crate::world::api::Api>,
+    /// How builds run, once decided for a run that builds.
+    builds: std::sync::OnceLock<Builds>,
+}
+
+/// How the docker CLI on PATH reads `.dockerignore` when it sends a build context (asked once
+/// per run, and only where a pattern makes it matter; `docker --version` needs no engine).
+pub fn ignore_dialect() -> crate::repo::ignore::Dialect {
+    static DIALECT: std::sync::OnceLock<crate::repo::ignore::Dialect> = std::sync::OnceLock::new();
+    *DIALECT.get_or_init(|| {
+        let version = std::process::Command::new("docker")
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        crate::repo::ignore::Dialect::of_cli(&version)
+    })
+}
+
+/// The builder `docker build` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    BuildKit,
+    Legacy,
+}
+
+impl Builder {
+    pub fn name(self) -> &'static str {
+        match self {
+            Builder::BuildKit => "BuildKit",
+            Builder::Legacy => "the legacy builder",
+        }
+    }
+}
+
+/// How this run's builds are made: the builder, and whether RUN needs the host network (an
+/// engine without a bridge network, which BuildKit needs for RUN by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Builds {
+    pub builder: Builder,
+    pub host_network: bool,
+}
+
+/// Decides the builder: `AI_INFRA_BUILDER` (buildkit or legacy) forces one, else
+/// `DOCKER_BUILDKIT` as the CLI reads it, else the CLI's own default (BuildKit from 23.0, where
+/// the buildx plugin builds; the legacy builder before). `cli` is the CLI's version, `buildx`
+/// whether its buildx plugin answers. A choice the CLI cannot make is an error saying what to do.
+pub fn choose_builder(forced: Option<&str>, docker_buildkit: Option<&str>, cli: &str, buildx: bool) -> Result<Builder> {
+    let major: u32 = cli.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    let wanted = match forced.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) if f.eq_ignore_ascii_case("buildkit") => Some(Builder::BuildKit),
+        Some(f) if f.eq_ignore_ascii_case("legacy") => Some(Builder::Legacy),
+        Some(f) => bail!("AI_INFRA_BUILDER={f:?} is not a builder: use buildkit or legacy"),
+        None => match docker_buildkit.map(str::trim) {
+            Some("1") | Some("true") => Some(Builder::BuildKit),
+            Some("0") | Some("false") => Some(Builder::Legacy),
+            _ => None,
+        },
+    };
+    let builder = wanted.unwrap_or(if major >= 23 && buildx { Builder::BuildKit } else { Builder::Legacy });
+    if builder == Builder::BuildKit && major >= 23 && !buildx {
+        bail!(
+            "BuildKit was asked for, but this docker CLI ({cli}) has no buildx plugin, which it needs for BuildKit: install docker-buildx, use a docker CLI that builds with BuildKit itself (20.10 with DOCKER_BUILDKIT=1), or set AI_INFRA_BUILDER=legacy"
+        );
+    }
+    Ok(builder)
+}
+
+/// What `docker version` says of the engine.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub version: String,
+    pub os: String,
+    pub arch: String,
+}
+
+/// What `docker image inspect` says of one image; every field is optional, as engines omit
+/// unset ones.
+#[derive(Debug, Clone, Default)]
+pub struct Image {
+    pub id: Option<String>,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub created: Option<String>,
+    pub size: Option<u64>,
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    pub labels: Map<String, Value>,
+    pub layers: Option<usize>,
+}
+
+impl Image {
+    pub fn from_json(v: &Value) -> Image {
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        let list = |p: &str| -> Vec<String> {
+            v.pointer(p)
+                .and_then(Value::as_array)
+                .map_or_else(Vec::new, |a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        };
+        Image {
+            id: s("/Id"),
+            repo_tags: list("/RepoTags"),
+            repo_digests: list("/RepoDigests"),
+            created: s("/Created"),
+            size: v.pointer("/Size").and_then(Value::as_u64),
+            os: s("/Os"),
+            arch: s("/Architecture"),
+            labels: v.pointer("/Config/Labels").and_then(Value::as_object).cloned().unwrap_or_default(),
+            layers: v.pointer("/RootFS/Layers").and_then(Value::as_array).map(Vec::len),
+        }
+    }
+}
+
+/// The last meaningful lines of a build (or engine) log: without the builder's deprecation
+/// notices.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.is_empty()
+                && !t.starts_with("DEPRECATED")
+                && !t.contains("docs.docker.com/go/buildx")
+                && !t.starts_with("Install the buildx")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The arguments of `docker build` for a request, under the run's builder.
+fn build_args(req: &BuildRequest, builds: Builds) -> Vec<String> {
+    let mut args: Vec<String> = vec!["build".into(), "-f".into(), req.dockerfile.to_string()];
+    for (k, v) in req.args {
+        args.push("--build-arg".into());
+        args.push(format!("{k}={v}"));
+    }
+    if let Some(t) = req.target {
+        args.push("--target".into());
+        args.push(t.to_string());
+    }
+    for (k, v) in req.labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    for t in req.tags {
+        args.push("-t".into());
+        args.push(t.clone());
+    }
+    if req.no_cache {
+        args.push("--no-cache".into());
+    }
+    if builds.builder == Builder::BuildKit {
+        args.push("--progress=plain".into());
+    }
+    if builds.host_network {
+        args.push("--network".into());
+        args.push("host".into());
+    }
+    // The legacy builder keeps the containers of failed steps unless told otherwise.
+    args.push("--force-rm".into());
+    args.push("--iidfile".into());
+    args.push(req.iidfile.to_string());
+    args.push(req.context.to_string());
+    args
+}
+
+/// The docker CLI cannot be run at all.
+fn no_cli(e: xshell::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot run the docker command ({e}): install a Docker client, or run `cargo xtask engine up` (as root it installs Debian's docker.io)")
+}
+
+/// Turns a failed docker command into an error a person can act on.
+fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
+    let line =
+        stderr.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with("DEPRECATED")).unwrap_or("no output");
+    if stderr.contains("Cannot connect to the Docker daemon") || stderr.contains("Is the docker daemon running") {
+        return anyhow::anyhow!(
+            "no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})"
+        );
+    }
+    if line.contains("page not found") || line.contains("malformed HTTP") || line.contains("not a Docker") {
+        return anyhow::anyhow!("{host} answers, but not as a Docker engine ({line}): point DOCKER_HOST at an engine, or run `cargo xtask engine up`");
+    }
+    anyhow::anyhow!("{what} failed: {line}")
+}
+
+impl Docker {
+    /// The engine at this address (None: the default socket) for a root, whose state folder
+    /// remembers what the engine's API said of images by ID; without calling it yet.
+    pub fn for_root(host: Option<&str>, root: &Utf8Path) -> Docker {
+        Docker::at(host, Some(&crate::base::state_dir(root)))
+    }
+
+    /// The engine at this address (None: the default socket), without calling it yet.
+    pub fn with_host(host: Option<&str>) -> Docker {
+        Docker::at(host, None)
+    }
+
+    /// `state`: where to remember what the engine's API said of images by ID.
+    fn at(host: Option<&str>, state: Option<&Utf8Path>) -> Docker {
+        let shown =
+            host.map_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string(), str::to_string);
+        let context = if host.is_none() { crate::world::api::current_context() } else { None };
+        let api = crate::world::api::endpoint(host, &|k| std::env::var(k).ok(), context.as_deref())
+            .map(|a| crate::world::api::Api::new(a, &shown, state));
+        Docker {
+            host_env: host.map(str::to_string),
+            host: shown,
+            server: std::sync::OnceLock::new(),
+            api,
+            builds: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `docker ARGS`, reaching this engine; a failure is an error about `what`.
+    fn checked(&self, what: &str, args: &[&str]) -> Result<std::process::Output> {
+        let sh = self.sh()?;
+        let out = cmd!(sh, "docker {args...}").quiet().ignore_status().output().map_err(no_cli)?;
+        if !out.status.success() {
+            return Err(failure(what, &self.host, &String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(out)
+    }
+
+    /// A `docker` process reaching this engine, for the calls that must stream or be ended.
+    fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new("docker");
+        if let Some(h) = &self.host_env {
+            command.env("DOCKER_HOST", h);
+        }
+        command
+    }
+
+    /// A shell whose docker commands reach this engine.
+    pub fn sh(&self) -> Result<Shell> {
+        let sh = Shell::new()?;
+        if let Some(h) = &self.host_env {
+            sh.set_var("DOCKER_HOST", h);
+        }
+        Ok(sh)
+    }
+
+    /// The platform this engine had when last asked, remembered per engine address under
+    /// `root`'s state folder; None when never asked. A status check trusts it only while
+    /// every image agrees with it, and asks the engine again otherwise.
+    pub fn remembered_platform(&self, root: &Utf8Path) -> Option<(String, String)> {
+        let text = std::fs::read_to_string(crate::base::state_dir(root).join("engine-platform")).ok()?;
+        let mut f = text.trim_end().splitn(3, '\t');
+        let (host, os, arch) = (f.next()?, f.next()?, f.next()?);
+        (host == self.host && !os.is_empty()).then(|| (os.to_string(), arch.to_string()))
+    }
+
+    /// Asks the engine for its platform and remembers it for `root`.
+    pub fn remember_platform(&self, root: &Utf8Path) -> Result<(String, String)> {
+        let (os, arch) = self.platform()?;
+        let _ = crate::base::atomic::write(
+            &crate::base::state_dir(root).join("engine-platform"),
+            format!("{}\t{os}\t{arch}\n", self.host).as_bytes(),
+        );
+        Ok((os, arch))
+    }
+
+    /// The engine's OS and architecture; the first call checks that the engine answers.
+    pub fn platform(&self) -> Result<(String, String)> {
+        let s = self.server()?;
+        Ok((s.os, s.arch))
+    }
+
+    /// The engine's version and platform, from one `docker version`; an engine that does not
+    /// answer, or not as an engine, is an error that says what to do.
+    pub fn server(&self) -> Result<Server> {
+        if let Some(s) = self.server.get() {
+            return Ok(s.clone());
+        }
+        if let Some(api) = &self.api {
+            let (version, os, arch) = api.version()?;
+            let s = Server { version, os, arch };
+            let _ = self.server.set(s.clone());
+            return Ok(s);
+        }
+        let sh = self.sh()?;
+        let host = &self.host;
+        let format = "{{json .}}";
+        let out = match cmd!(sh, "docker version --format {format}").quiet().ignore_status().output() {
+            Ok(o) => o,
+            Err(e) => return Err(no_cli(e)),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+        let server = v.get("Server").filter(|s| !s.is_null());
+        let Some(server) = server.filter(|_| out.status.success()) else {
+            let line = stderr.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no answer");
+            bail!("no Docker engine answers at {host}: start one with `cargo xtask engine up`, or set DOCKER_HOST to a running engine ({line})");
+        };
+        let field = |k: &str| server.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let s = Server { version: field("Version"), os: field("Os"), arch: field("Arch") };
+        let _ = self.server.set(s.clone());
+        Ok(s)
+    }
+
+    /// Inspects many images in one engine call; the result maps each requested name that
+    /// exists to what the engine says of it.
+    pub fn inspect(&self, names: &[String]) -> Result<BTreeMap<String, Image>> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        if let Some(api) = &self.api {
+            let found = api.images(&crate::world::api::literal_patterns(names))?;
+            return Ok(matching(names, &found));
+        }
+        self.inspect_cli(names)
+    }
+
+    /// `docker image inspect` itself: every name and digest of each image, where the API's
+    /// listing, filtered by the names asked, gives only those (push-deps compares digests).
+    pub fn inspect_cli(&self, names: &[String]) -> Result<BTreeMap<String, Image>> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let sh = self.sh()?;
+        let out = cmd!(sh, "docker image inspect {names...}").quiet().ignore_status().output().map_err(no_cli)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host)
+    }
+
+    /// Decides how this run builds (the builder; the host network where the engine has no
+    /// bridge and BuildKit runs RUN), says so once, and keeps it for every build of the run.
+    pub fn prepare_builds(&self) -> Result<Builds> {
+        if let Some(b) = self.builds.get() {
+            return Ok(*b);
+        }
+        let sh = self.sh()?;
+        let client = "{{.Client.Version}}";
+        let cli = cmd!(sh, "docker version --format {client}").quiet().ignore_status().ignore_stderr().read()?;
+        let cli = cli.trim().to_string();
+        let buildx = cmd!(sh, "docker buildx version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+        let forced = std::env::var("AI_INFRA_BUILDER").ok();
+        let env = std::env::var("DOCKER_BUILDKIT").ok();
+        let builder = choose_builder(forced.as_deref(), env.as_deref(), &cli, buildx)?;
+        let host_network = builder == Builder::BuildKit
+            && cmd!(sh, "docker network inspect bridge").quiet().ignore_stdout().ignore_stderr().run().is_err();
+        let why = match (&forced, &env) {
+            (Some(_), _) => "AI_INFRA_BUILDER",
+            (None, Some(_)) => "DOCKER_BUILDKIT",
+            _ => "the docker CLI's default",
+        };
+        println!("builder: {} (docker CLI {cli}, {why})", builder.name());
+        if host_network {
+            println!("note: the engine has no bridge network: BuildKit builds run with --network host");
+        }
+        let b = Builds { builder, host_network };
+        Ok(*self.builds.get_or_init(|| b))
+    }
+
+    /// Runs `docker build`, its output going line by line to `log` (and, with `echo`, to the
+    /// terminal with that prefix). `cancel` ends the build. Builds must be interruptible and
+    /// streamed, which xshell 0.2 cannot do, so this call uses std::process directly.
+    pub fn build(
+        &self,
+        req: &BuildRequest,
+        log: &Utf8Path,
+        echo: Option<&str>,
+        cancel: &AtomicBool,
+    ) -> Result<BuildEnd> {
+        let builds = self.builds.get().copied().unwrap_or(Builds { builder: Builder::Legacy, host_network: false });
+        let args = build_args(req, builds);
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
+        }
+        let file = std::fs::File::create(log).with_context(|| format!("cannot write {log}"))?;
+        let file = std::sync::Mutex::new(std::io::LineWriter::new(file));
+        let mut command = self.command();
+        command.env("DOCKER_BUILDKIT", if builds.builder == Builder::BuildKit { "1" } else { "0" });
+        command
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().context("cannot run docker build")?;
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let status = std::thread::scope(|s| {
+            let copy = |stream: Box<dyn std::io::Read + Send>| {
+                let file = &file;
+                s.spawn(move || {
+                    use std::io::{BufRead, Write};
+                    for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                        let _ = writeln!(file.lock().unwrap_or_else(|e| e.into_inner()), "{line}");
+                        if let Some(prefix) = echo {
+                            println!("{prefix} | {line}");
+                        }
+                    }
+                })
+            };
+            if let Some(o) = out {
+                copy(Box::new(o));
+            }
+            if let Some(e) = err {
+                copy(Box::new(e));
+            }
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Ok(None);
+                }
+                match child.try_wait() {
+                    Ok(Some(status)) => return Ok(Some(status)),
+                    Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    Err(e) => return Err(anyhow::anyhow!("waiting for docker build: {e}")),
+                }
+            }
+        })?;
+        Ok(match status {
+            None => BuildEnd::Interrupted,
+            Some(s) if s.success() => BuildEnd::Built,
+            Some(_) => BuildEnd::Failed,
+        })
+    }
+
+    /// Pulls an image; the error is the engine's last line.
+    pub fn pull(&self, image: &str) -> Result<()> {
+        self.checked(&format!("docker pull {image}"), &["pull", "--quiet", image]).map(drop)
+    }
+
+    /// `docker manifest inspect -v REF`, asked of the registry by the CLI itself; None when it
+    /// has not answered within `timeout` (the process is then ended).
+    pub fn manifest_inspect(
+        &self,
+        reference: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<std::process::Output>> {
+        let mut command = self.command();
+        command.args(["manifest", "inspect", "-v", reference]);
+        run_bounded(command, timeout).context("cannot run docker manifest inspect")
+    }
+
+    /// `docker save IMAGE` as a running process whose stdout is the tar: the caller streams it
+    /// (hashing it and showing progress) rather than letting the CLI write a file it cannot see.
+    pub fn save(&self, image: &str) -> Result<std::process::Child> {
+        let mut command = self.command();
+        command.args(["save", image]).stdin(std::process::Stdio::null());
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        command.spawn().with_context(|| format!("cannot run docker save {image}"))
+    }
+
+    /// Loads the images of a tar written by `docker save`.
+    pub fn load(&self, file: &Utf8Path) -> Result<()> {
+        self.checked(&format!("docker load -i {file}"), &["load", "--quiet", "-i", file.as_str()]).map(drop)
+    }
+
+    /// Pushes an image name to its registry. A push that prints nothing for
+    /// `AI_INFRA_PUSH_TIMEOUT` seconds (default 120) is ended: the registry stopped answering.
+    pub fn push(&self, image: &str) -> Result<()> {
+        let idle = push_timeout()?;
+        let mut command = self.command();
+        command.args(["push", image]);
+        let registry = reference::host(image);
+        let Some(out) = run_bounded(command, idle).context("cannot run docker push")? else {
+            bail!(
+                "docker push {image}: the registry stopped answering (no progress for {} s; AI_INFRA_PUSH_TIMEOUT sets the bound); the local image is kept",
+                idle.as_secs()
+            );
+        };
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if stderr.contains("unauthorized")
+                || stderr.contains("authentication required")
+                || stderr.contains("denied")
+            {
+                bail!("docker push {image}: the registry refused it: run `docker login {registry}`");
+            }
+            return Err(failure(&format!("docker push {image}"), &self.host, &stderr));
+        }
+        Ok(())
+    }
+
+    /// Every tagged image: (repository:tag, ID), from one engine call.
+    pub fn list(&self) -> Result<Vec<(String, String)>> {
+        if let Some(api) = &self.api {
+            return api.tagged();
+        }
+        let out = self.checked("docker image ls", &["image", "ls", "--format", "{{json .}}"])?;
+        let mut images = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line)
+                .map_err(|_| anyhow::anyhow!("docker image ls printed something that is not JSON: {line:?}"))?;
+            let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let (repo, tag) = (field("Repository"), field("Tag"));
+            if repo != "<none>" && tag != "<none>" && !repo.is_empty() {
+                images.push((format!("{repo}:{tag}"), field("ID")));
+            }
+        }
+        Ok(images)
+    }
+
+    /// One listing of the images with these names, through the engine's API: how many it
+    /// lists. For the bench's floor; an error where the API is not spoken.
+    pub fn list_raw(&self, names: &[String]) -> Result<usize> {
+        let Some(api) = &self.api else {
+            bail!("the engine's API is not spoken here (ssh://, a context, TLS, Podman or AI_INFRA_ENGINE_CLIENT=cli)")
+        };
+        Ok(api.list(Some(&crate::world::api::literal_patterns(names)))?.len())
+    }
+
+    /// Every tagged image whose name's last component starts with `prefix`, by name: one
+    /// listing, then one inspection (through the API, only of images not seen before).
+    pub fn inspect_named(&self, prefix: &str) -> Result<BTreeMap<String, Image>> {
+        let ours = |n: &str| Reference::parse(n).name().starts_with(prefix);
+        if let Some(api) = &self.api {
+            // The filter's `*` stays within one path component: one pattern per depth.
+            let patterns: Vec<String> = (0..5).map(|d| format!("{}{prefix}*", "*/".repeat(d))).collect();
+            let mut out = BTreeMap::new();
+            for v in api.images(&patterns)? {
+                let image = Image::from_json(&v);
+                for t in image.repo_tags.iter().filter(|t| ours(t)) {
+                    out.insert(t.clone(), image.clone());
+                }
+            }
+            return Ok(out);
+        }
+        let names: Vec<String> = self.list()?.into_iter().map(|(n, _)| n).filter(|n| ours(n)).collect();
+        self.inspect(&names)
+    }
+
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        self.checked(&format!("docker tag {source} {target}"), &["tag", source, target]).map(drop)
+    }
+
+    /// Removes images by name, in one engine call; returns each name that is still there
+    /// afterwards, with the engine's reason.
+    pub fn remove(&self, names: &[String]) -> Result<Vec<(String, String)>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sh = self.sh()?;
+        let out = cmd!(sh, "docker image rm {names...}").quiet().ignore_status().output()?;
+        if out.status.success() {
+            return Ok(Vec::new());
+        }
+        // The outcome of each removal is what the engine holds now, not a guess from the words
+        // of its messages.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let left = self.inspect(names)?;
+        Ok(names
+            .iter()
+            .filter(|n| left.contains_key(*n))
+            .map(|n| {
+                let why = stderr.lines().find(|l| l.contains(n.as_str())).or_else(|| stderr.lines().next_back());
+                (n.clone(), why.unwrap_or("not removed").trim().to_string())
+            })
+            .collect())
+    }
+}
+
+/// The bound on a push's silence: `AI_INFRA_PUSH_TIMEOUT` seconds, default 120.
+pub fn push_timeout() -> Result<std::time::Duration> {
+    match std::env::var("AI_INFRA_PUSH_TIMEOUT") {
+        Err(_) => Ok(std::time::Duration::from_secs(120)),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n)),
+            _ => bail!("AI_INFRA_PUSH_TIMEOUT={v:?} is not a whole number of seconds (at least 1): fix or unset it"),
+        },
+    }
+}
+
+/// Runs a command to its end, reading its output while it runs, so that a large answer never
+/// fills the pipe and stalls it; ends it and returns None when it prints nothing for `idle`.
+pub fn run_bounded(
+    mut command: std::process::Command,
+    idle: std::time::Duration,
+) -> Result<Option<std::process::Output>> {
+    use std::io::Read;
+    use std::time::Instant;
+    // A bounded wait needs a child process to end, which xshell 0.2 cannot give.
+    command.stdin(std::process::Stdio::null());
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn()?;
+    let out: Option<Box<dyn Read + Send>> = child.stdout.take().map(|o| Box::new(o) as _);
+    let err: Option<Box<dyn Read + Send>> = child.stderr.take().map(|e| Box::new(e) as _);
+    let last = std::sync::Mutex::new(Instant::now());
+    std::thread::scope(|s| {
+        let read = |stream: Option<Box<dyn Read + Send>>| {
+            let last = &last;
+            s.spawn(move || {
+                let mut all = Vec::new();
+                let Some(mut stream) = stream else { return all };
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    *last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                }
+                all
+            })
+        };
+        let (stdout, stderr) = (read(out), read(err));
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if last.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > idle {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+        Ok(status.map(|status| std::process::Output { status, stdout, stderr }))
+    })
+}
+
+/// Reads `docker image inspect` output: a JSON array of the images found, one stderr line per
+/// missing name. Anything else is an error that says so.
+pub fn parse_inspect(
+    names: &[String],
+    stdout: &str,
+    stderr: &str,
+    success: bool,
+    host: &str,
+) -> Result<BTreeMap<String, Image>> {
+    let missing_line = |l: &str| l.to_lowercase().contains("no such image");
+    let parsed: Value = match serde_json::from_str(stdout.trim()) {
+        Ok(v @ Value::Array(_)) => v,
+        _ if !success && stdout.trim().is_empty() && !stderr.lines().any(missing_line) => {
+            return Err(failure("docker image inspect", host, stderr));
+        }
+        _ => {
+            let head: String = stdout.trim().chars().take(60).collect();
+            bail!("docker image inspect printed something that is not the expected JSON array ({head:?}): check that DOCKER_HOST ({host}) is a Docker engine");
+        }
+    };
+    let unexpected: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !missing_line(l)).collect();
+    if !unexpected.is_empty() && !success {
+        return Err(failure("docker image inspect", host, &unexpected.join("\n")));
+    }
+    Ok(matching(names, parsed.as_array().map_or(&[][..], Vec::as_slice)))
+}
+
+/// Which of the inspected images each requested name names (by its familiar form).
+fn matching(names: &[String], inspected: &[Value]) -> BTreeMap<String, Image> {
+    let wanted: BTreeSet<&str> = names.iter().map(|n| reference::familiar(n)).collect();
+    let mut found = BTreeMap::new();
+    for v in inspected {
+        let image = Image::from_json(v);
+        for name in image.repo_tags.iter().chain(&image.repo_digests) {
+            let f = reference::familiar(name);
+            if wanted.contains(f) {
+                for n in names.iter().filter(|n| reference::familiar(n) == f) {
+                    found.insert(n.clone(), image.clone());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// How a build ended.
+#[derive(Debug, PartialEq)]
+pub enum BuildEnd {
+    Built,
+    Failed,
+    Interrupted,
+}
+
+pub struct BuildRequest<'a> {
+    pub context: &'a Utf8Path,
+    pub dockerfile: &'a Utf8Path,
+    pub target: Option<&'a str>,
+    pub args: &'a BTreeMap<String, String>,
+    pub labels: &'a [(String, String)],
+    pub tags: &'a [String],
+    pub no_cache: bool,
+    pub iidfile: &'a Utf8Path,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_json_with_missing_fields() {
+        let v: Value = serde_json::from_str(
+            r#"{"Id":"sha256:1","RepoTags":["a:b"],"Size":0,"RootFS":{"Type":"layers"},"Config":{}}"#,
+        )
+        .unwrap();
+        let i = Image::from_json(&v);
+        assert_eq!(i.id.as_deref(), Some("sha256:1"));
+        assert_eq!(i.size, Some(0));
+        assert_eq!(i.layers, None);
+        assert!(i.labels.is_empty() && i.os.is_none() && i.created.is_none());
+        let i = Image::from_json(&Value::Null);
+        assert!(i.id.is_none() && i.repo_tags.is_empty());
+    }
+
+    #[test]
+    fn inspect_output() {
+        let names = vec!["ai-infra-a:t".to_string(), "python:3.11".to_string(), "ai-infra-b:t".to_string()];
+        let out = r#"[{"Id":"sha256:1","RepoTags":["ai-infra-a:t"]},{"Id":"sha256:2","RepoTags":["python:3.11"]}]"#;
+        let found = parse_inspect(&names, out, "Error: No such image: ai-infra-b:t\n", false, "h").unwrap();
+        assert_eq!(found.keys().collect::<Vec<_>>(), vec!["ai-infra-a:t", "python:3.11"]);
+        assert!(parse_inspect(&names, "[]", "", true, "h").unwrap().is_empty());
+        let err = parse_inspect(&names, "<html>oops</html>", "", true, "h").unwrap_err().to_string();
+        assert!(err.contains("not the expected JSON") && err.contains("<html>"), "{err}");
+        let err = parse_inspect(&names, "{\"Id\": 1}", "", true, "h").unwrap_err().to_string();
+        assert!(err.contains("not the expected JSON"), "{err}");
+        let err =
+            parse_inspect(&names, "", "permission denied while trying to connect", false, "h").unwrap_err().to_string();
+        assert!(err.contains("permission denied"), "{err}");
+    }
+
+    #[test]
+    fn the_builder_is_chosen_as_docker_would() {
+        use Builder::*;
+        let c = |f: Option<&str>, e: Option<&str>, cli: &str, bx: bool| choose_builder(f, e, cli, bx);
+        assert_eq!(c(None, None, "28.2.2", true).unwrap(), BuildKit);
+        assert_eq!(c(None, None, "28.2.2", false).unwrap(), Legacy);
+        assert_eq!(c(None, None, "20.10.24+dfsg1", false).unwrap(), Legacy);
+        assert_eq!(c(None, Some("1"), "20.10.24+dfsg1", false).unwrap(), BuildKit);
+        assert_eq!(c(None, Some("0"), "28.2.2", true).unwrap(), Legacy);
+        assert_eq!(c(Some("legacy"), Some("1"), "28.2.2", true).unwrap(), Legacy);
+        assert_eq!(c(Some("BuildKit"), None, "20.10.24", false).unwrap(), BuildKit);
+        let e = c(Some("buildkit"), None, "28.2.2", false).unwrap_err().to_string();
+        assert!(e.contains("no buildx plugin") && e.contains("AI_INFRA_BUILDER=legacy"), "{e}");
+        assert!(c(None, Some("1"), "28.2.2", false).is_err());
+        assert!(c(Some("kaniko"), None, "28.2.2", true).unwrap_err().to_string().contains("not a builder"));
+    }
+
+    #[test]
+    fn bounded_runs_read_large_answers_and_end_silent_ones() {
+        // 1 MiB is far beyond a pipe's buffer: read only after the exit, it would never end.
+        let mut big = std::process::Command::new("sh");
+        big.args(["-c", "head -c 1048576 /dev/zero; echo done >&2"]);
+        let out = run_bounded(big, std::time::Duration::from_secs(5)).unwrap().expect("it ends");
+        assert!(out.status.success());
+        assert_eq!((out.stdout.len(), out.stderr.as_slice()), (1_048_576, &b"done\n"[..]));
+        let mut silent = std::process::Command::new("sleep");
+        silent.arg("30");
+        let t = std::time::Instant::now();
+        assert!(run_bounded(silent, std::time::Duration::from_millis(300)).unwrap().is_none());
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // Output keeps it going: the bound is on silence, not on the whole run.
+        let mut talking = std::process::Command::new("sh");
+        talking.args(["-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done"]);
+        let out = run_bounded(talking, std::time::Duration::from_millis(600)).unwrap().expect("it talks");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n2\n3\n4\n5\n");
+    }
+
+    #[test]
+    fn build_argv() {
+        let args: BTreeMap<String, String> = [("IMAGE_TAG".to_string(), "v1".to_string())].into();
+        let labels = [("ai-infra.inputs".to_string(), "{}".to_string())];
+        let tags = ["r.io/ai-infra-app:v1".to_string(), "ai-infra-app:v1".to_string()];
+        let req = BuildRequest {
+            context: Utf8Path::new("/ctx"),
+            dockerfile: Utf8Path::new("/ctx/Dockerfile"),
+            target: Some("app"),
+            args: &args,
+            labels: &labels,
+            tags: &tags,
+            no_cache: true,
+            iidfile: Utf8Path::new("/iid"),
+        };
+        let legacy = build_args(&req, Builds { builder: Builder::Legacy, host_network: false });
+        assert_eq!(
+            legacy.join(" "),
+            "build -f /ctx/Dockerfile --build-arg IMAGE_TAG=v1 --target app --label ai-infra.inputs={} \
+             -t r.io/ai-infra-app:v1 -t ai-infra-app:v1 --no-cache --force-rm --iidfile /iid /ctx"
+        );
+        let kit = build_args(
+            &BuildRequest { target: None, no_cache: false, ..req },
+            Builds { builder: Builder::BuildKit, host_network: true },
+        );
+        assert_eq!(
+            kit.join(" "),
+            "build -f /ctx/Dockerfile --build-arg IMAGE_TAG=v1 --label ai-infra.inputs={} \
+             -t r.io/ai-infra-app:v1 -t ai-infra-app:v1 --progress=plain --network host --force-rm --iidfile /iid /ctx"
+        );
+    }
+
+    #[test]
+    fn tails_skip_builder_noise() {
+        let log = "Step 1/2 : FROM scratch\nDEPRECATED: The legacy builder is deprecated\n            Install the buildx component to build images with BuildKit:\n            https://docs.docker.com/go/buildx/\n\nCOPY failed: file not found\n";
+        assert_eq!(tail(log, 2), "Step 1/2 : FROM scratch\nCOPY failed: file not found");
+    }
+
+    #[test]
+    fn failures_point_to_the_fix() {
+        let e = failure(
+            "x",
+            "unix:///s",
+            "Cannot connect to the Docker daemon at unix:///s. Is the docker daemon running?",
+        )
+        .to_string();
+        assert!(e.contains("cargo xtask engine up") && e.contains("DOCKER_HOST"), "{e}");
+        let e = failure("x", "tcp://127.0.0.1:5000", "Error response from daemon: 404 page not found").to_string();
+        assert!(e.contains("not as a Docker engine"), "{e}");
+    }
+}
