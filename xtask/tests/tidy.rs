@@ -153,24 +153,19 @@ fn flags_are_found_in_text() {
     assert_eq!(f, ["--force", "--format", "--jobs"].into_iter().map(String::from).collect());
 }
 
-/// The modules that hold the repository's knowledge and the decisions (ARCHITECTURE.md): they
-/// may read files, but never run a process or talk over a network; that is the outer layer's job.
-const PURE: &[&str] = &[
-    "base/atomic.rs",
-    "repo/context.rs",
-    "decide/digest.rs",
-    "repo/dockerfile.rs",
-    "repo/env.rs",
-    "repo/hashcache.rs",
-    "repo/ignore.rs",
-    "decide/plan.rs",
-    "repo/project.rs",
-    "repo/record.rs",
-    "repo/reference.rs",
-    "repo/render.rs",
-    "decide/report.rs",
-    "decide/schedule.rs",
-];
+/// The layers, lowest first (ARCHITECTURE.md): a module imports from its own layer and the
+/// ones below, never from one above; `main.rs` is above them all.
+const LAYERS: &[&str] = &["base", "repo", "world", "decide", "cmd"];
+
+/// The folders whose modules hold the repository's knowledge and the decisions: they may read
+/// files, but never run a process or talk over a network; that is the world's job.
+const PURE: &[&str] = &["base", "repo", "decide"];
+
+/// The world's answers, which a pure module may hold as data (it never asks for them).
+const ANSWERS: &[&str] = &["crate::world::docker::Image", "crate::world::registry::Lookup"];
+
+/// What the decisions never do: they are functions of the gathered facts (`cmd/gather.rs`).
+const FILE_EFFECTS: &[&str] = &["std::fs", "File::", "atomic::", "state_dir", "::load(", ".save("];
 
 const EFFECTS: &[&str] = &[
     "std::process::Command",
@@ -183,32 +178,202 @@ const EFFECTS: &[&str] = &[
     "TcpListener",
     "UnixStream",
     "UdpSocket",
-    "crate::docker::",
-    "crate::registry::",
-    "crate::engine::",
-    "crate::api::",
-    "crate::http::",
+    "crate::world::",
 ];
+
+/// The source files under `src/`, each with its path relative to `src/` and its text up to its
+/// unit tests (which may use anything).
+fn sources() -> Vec<(String, String)> {
+    let src = crate_dir().join("src");
+    rust_files(&src)
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+            let text = std::fs::read_to_string(&f).unwrap();
+            let tests = ["#[cfg(test)]\nmod tests", "#[cfg(test)]\npub mod tests"];
+            let end = tests.iter().filter_map(|t| text.find(t)).min().unwrap_or(text.len());
+            let code = text[..end].to_string();
+            (rel, code)
+        })
+        .collect()
+}
 
 #[test]
 fn pure_modules_run_no_process_and_use_no_network() {
-    let src = crate_dir().join("src");
     let mut found = Vec::new();
-    for name in PURE {
-        let Ok(text) = std::fs::read_to_string(src.join(name)) else {
-            found.push(format!("{name}: listed as pure but not found (moved? update PURE)"));
+    let mut checked = 0;
+    for (rel, text) in sources() {
+        if !PURE.iter().any(|p| rel.starts_with(&format!("{p}/"))) {
             continue;
-        };
+        }
+        checked += 1;
+        let decides = rel.starts_with("decide/");
         for (n, line) in text.lines().enumerate() {
             if line.trim_start().starts_with("//") {
                 continue;
             }
-            for e in EFFECTS {
+            let line = ANSWERS.iter().fold(line.to_string(), |l, a| l.replace(a, ""));
+            let effects = EFFECTS.iter().chain(if decides { FILE_EFFECTS } else { &[] });
+            for e in effects {
                 if line.contains(e) {
-                    found.push(format!("{name}:{}: {e}", n + 1));
+                    found.push(format!("{rel}:{}: {e}", n + 1));
                 }
             }
         }
     }
+    assert!(checked >= 15, "only {checked} pure modules found: were the folders renamed? update PURE");
     assert!(found.is_empty(), "pure modules reach the outside world:\n{}", found.join("\n"));
+}
+
+/// The modules a piece of code names through `crate::`, as `folder/module` (or `folder` for a
+/// folder's own items), with the line: `crate::repo::env::Values` and
+/// `use crate::repo::{env, project}` both count.
+fn imports(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        for (i, _) in line.match_indices("crate::") {
+            let path: String = line[i + 7..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | ':' | '{' | '}' | ',' | ' '))
+                .collect();
+            let mut parts = path.splitn(2, "::");
+            let folder = parts.next().unwrap_or_default().trim().to_string();
+            let rest = parts.next().unwrap_or_default();
+            let modules: Vec<String> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|m| m.trim().split("::").next().unwrap_or_default().to_string())
+                    .collect(),
+                None => vec![rest.split("::").next().unwrap_or_default().trim().to_string()],
+            };
+            for m in modules {
+                let is_module = m.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && m != "self";
+                out.push((n + 1, if is_module { format!("{folder}/{m}") } else { folder.clone() }));
+            }
+        }
+    }
+    out
+}
+
+/// A source file's module, as `imports` names it (`repo/env`, `base` for `base/mod.rs`).
+fn module_of(rel: &str) -> String {
+    rel.trim_end_matches(".rs").trim_end_matches("/mod").to_string()
+}
+
+fn rank(module: &str) -> Option<usize> {
+    let folder = module.split('/').next().unwrap_or_default();
+    if module == "main" {
+        return Some(LAYERS.len());
+    }
+    LAYERS.iter().position(|l| *l == folder)
+}
+
+#[test]
+fn imports_run_only_downwards() {
+    let mut up = Vec::new();
+    let mut layered = 0;
+    for (rel, text) in sources() {
+        let Some(own) = rank(&module_of(&rel)) else { continue };
+        layered += 1;
+        for (line, target) in imports(&text) {
+            if rank(&target).is_some_and(|r| r > own) {
+                up.push(format!("{rel}:{line}: imports {target}, a higher layer"));
+            }
+        }
+    }
+    assert!(layered >= 30, "only {layered} modules in the layers {LAYERS:?}: were the folders renamed?");
+    assert!(
+        up.is_empty(),
+        "imports from a lower layer to a higher one (layers, lowest first: {LAYERS:?}):\n{}",
+        up.join("\n")
+    );
+}
+
+#[test]
+fn no_module_imports_itself_through_others() {
+    let mut graph: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (rel, text) in sources() {
+        let own = module_of(&rel);
+        let to: BTreeSet<String> = imports(&text).into_iter().map(|(_, m)| m).filter(|m| *m != own).collect();
+        graph.insert(own, to);
+    }
+    // Depth-first search; a module met again on the current path closes a cycle.
+    fn visit(
+        m: &str,
+        graph: &std::collections::BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == m) {
+            return Some(path[i..].iter().cloned().chain([m.to_string()]).collect());
+        }
+        if !done.insert(m.to_string()) {
+            return None;
+        }
+        path.push(m.to_string());
+        for next in graph.get(m).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in graph.keys() {
+        if let Some(cycle) = visit(m, &graph, &mut Vec::new(), &mut done) {
+            panic!("an import cycle: {}", cycle.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn layering_is_read_from_the_code() {
+    let found = imports("use crate::repo::{env, project::Project};\nlet x = crate::world::docker::tail(a);\n// crate::cmd::x\nuse crate::base::UsageError;");
+    let names: Vec<&str> = found.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(names, ["repo/env", "repo/project", "world/docker", "base"]);
+    assert_eq!(module_of("base/mod.rs"), "base");
+    assert!(rank("cmd/flags") > rank("decide/plan") && rank("main") > rank("cmd/flags"));
+}
+
+/// Functions longer than this need a comment, beside them, that says why (`long because`).
+const LONG: usize = 80;
+
+#[test]
+fn long_functions_say_why() {
+    let mut long = Vec::new();
+    for (rel, text) in sources() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            let indent = &line[..line.len() - t.len()];
+            let signature =
+                ["fn ", "pub fn ", "pub(crate) fn ", "const fn ", "pub const fn "].iter().any(|p| t.starts_with(p));
+            if !signature {
+                continue;
+            }
+            let close = format!("{indent}}}");
+            let Some(end) = lines[i..].iter().position(|l| *l == close) else { continue };
+            let mut k = i;
+            let mut said = false;
+            while k > 0 && lines[k - 1].trim_start().starts_with(['/', '#']) {
+                k -= 1;
+                said |= lines[k].to_lowercase().contains("long because");
+            }
+            if end + 1 > LONG && !said {
+                long.push(format!("{rel}:{}: {} lines", i + 1, end + 1));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {LONG} lines without a comment saying why (`long because ...`):\n{}",
+        long.join("\n")
+    );
 }

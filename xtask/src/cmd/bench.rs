@@ -150,6 +150,9 @@ fn copy_tree(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
 }
 
 /// check-status --remote against asking the registry for the services one after the other.
+///
+/// Long because it sets up one registry with its images and times both approaches against it: the
+/// figures it prints must share that one setup.
 fn remote_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf, n: usize) -> Result<()> {
     let registry = crate::world::engine::Registry::start(root)?;
     let result = (|| -> Result<()> {

@@ -377,6 +377,8 @@ fn wanted(
     Ok((out, notes))
 }
 
+/// `cargo xtask export DIR [TAG]`. Long because the bundle's steps (check, choose, save, hash,
+/// rename, manifest) are one sequence over the same images and manifest, read top to bottom.
 pub fn run(root: &Utf8Path, o: crate::cmd::flags::Export) -> Result<i32> {
     let docker = crate::world::engine::connect(root)?;
     let tag = crate::cmd::flags::tag(root, o.tag.as_deref())?;

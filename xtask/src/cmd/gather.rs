@@ -100,6 +100,9 @@ fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
 /// reads are listed: a context shared by many services is walked and hashed once for all.
 /// `rendered` are template outputs as they would be written now: they stand in for the files
 /// on disk, so that a changed `.env` value shows before `render` runs.
+///
+/// Long because the walks, one per context on every core, share one thread scope and one hash
+/// cache per context.
 pub fn contexts(
     root: &Utf8Path,
     services: &[Resolved],

@@ -295,6 +295,10 @@ pub fn records(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: Hash
     Ok(finish(vec![listing], &mut [cache])?.remove(0))
 }
 
+/// Lists a folder of the context, and every folder below it, into `listing`.
+///
+/// Long because the walk is one loop over a stack of folders that uses the ignore rules, the hash
+/// cache and the wanted paths at every entry.
 fn walk(
     dir: &Utf8Path,
     rel: &str,

@@ -24,6 +24,9 @@ pub struct Parsed {
 }
 
 /// Splits a Dockerfile into instructions, the way Docker's parser does.
+///
+/// Long because it is one state machine over the lines (directives, escape, continuations,
+/// heredocs), as Docker's own parser is.
 pub fn parse(text: &str) -> Result<Parsed> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
@@ -282,28 +285,9 @@ pub fn expand(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) ->
             continue;
         }
         if i + 1 < chars.len() && chars[i + 1] == '{' {
-            // The matching brace: a default may hold variables of its own (`${A:-${B}}`).
-            let mut depth = 1;
-            let mut j = i + 2;
-            while j < chars.len() {
-                if chars[j] == escape && j + 1 < chars.len() {
-                    j += 2;
-                    continue;
-                }
-                if chars[j] == '$' && chars.get(j + 1) == Some(&'{') {
-                    depth += 1;
-                    j += 1;
-                } else if chars[j] == '}' {
-                    depth -= 1;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                j += 1;
-            }
-            if depth != 0 {
+            let Some(j) = closing_brace(&chars, i + 2, escape) else {
                 bail!("unclosed ${{ in {s:?}");
-            }
+            };
             let close = j - (i + 2);
             let inner: String = chars[i + 2..i + 2 + close].iter().collect();
             let (name, modifier) = match inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
@@ -356,6 +340,30 @@ pub fn expand(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) ->
         }
     }
     Ok(out)
+}
+
+/// The index of the brace that closes a `${` whose name starts at `start`: a default may hold
+/// variables of its own (`${A:-${B}}`).
+fn closing_brace(chars: &[char], start: usize, escape: char) -> Option<usize> {
+    let mut depth = 1;
+    let mut j = start;
+    while j < chars.len() {
+        if chars[j] == escape && j + 1 < chars.len() {
+            j += 2;
+            continue;
+        }
+        if chars[j] == '$' && chars.get(j + 1) == Some(&'{') {
+            depth += 1;
+            j += 1;
+        } else if chars[j] == '}' {
+            depth -= 1;
+            if depth == 0 {
+                return Some(j);
+            }
+        }
+        j += 1;
+    }
+    None
 }
 
 /// Whether an instruction's text mentions a variable by name (`$NAME` or `${NAME...}`).

@@ -240,6 +240,8 @@ impl Pattern {
 
 /// How moby turns a cleaned pattern into a matcher, in one dialect: the kind of match, and
 /// the Go regular expression it builds (empty for the literal kinds).
+///
+/// Long because it follows moby's own function step by step, so that the two can be compared.
 fn moby_matcher(pattern: &str, dialect: Dialect) -> (Result<Matcher, String>, String) {
     let literal: &[char] = match dialect {
         Dialect::Current => &['.', '+', '(', ')', '$'],
@@ -332,6 +334,9 @@ fn first_line(s: &str) -> String {
 /// the two differ in `[` inside a class (a character in Go, a nested class here), `&&`/`~~`
 /// inside a class, `{` that is no repetition (a character in Go, an error here), and `\d`,
 /// `\w`, `\s` (ASCII in Go).
+///
+/// Long because it is one scanner over the pattern's characters, whose state (inside a class
+/// or not) every case reads.
 fn go_regex(go: &str) -> Result<String, String> {
     let c: Vec<char> = go.chars().collect();
     let mut out = String::new();

@@ -95,6 +95,9 @@ impl Write for Stream {
 
 /// One request without a body (`GET`, `HEAD`, `DELETE`), answered within `timeout` in all.
 /// `host` is the Host header. The error says what failed, in words for a person.
+///
+/// Long because one deadline covers connecting, writing and reading: the steps share the socket
+/// and the time left.
 pub fn request(
     address: &Address,
     method: &str,
