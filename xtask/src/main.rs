@@ -48,9 +48,9 @@ fn run() -> Result<i32> {
         Command::Build(f) => cmd::pipeline::run(&root, f),
         Command::CleanAll { tag, force } => cmd::clean::run(&root, tag.as_deref(), force),
         Command::History(service) => cmd::history::run(&root, service.as_deref()),
-        Command::SyncEnv { check } => repo::env::sync(&root, check, false),
+        Command::SyncEnv { check } => cmd::sync_env::run(&root, check, false),
         Command::Render { check } => {
-            repo::render::run(&root, &repo::project::Project::load(&root)?.names(), check, false)
+            cmd::render::run(&root, &repo::project::Project::load(&root)?.names(), check, false)
         }
         Command::PullDeps => cmd::deps::pull(&root),
         Command::PushDeps(registry) => cmd::deps::push(&root, &registry),

@@ -16,3 +16,5 @@ pub mod import;
 pub mod pipeline;
 pub mod prefetch;
 pub mod push;
+pub mod render;
+pub mod sync_env;

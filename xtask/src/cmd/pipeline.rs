@@ -358,9 +358,9 @@ impl Run<'_> {
             plan = self.plan(&snap)?;
         }
         heading(2, "sync config (.env from .env.example)");
-        crate::repo::env::sync(self.root, false, false)?;
+        crate::cmd::sync_env::run(self.root, false, false)?;
         heading(3, "render templates");
-        crate::repo::render::run(self.root, &project.names(), false, false)?;
+        crate::cmd::render::run(self.root, &project.names(), false, false)?;
         // `.env` may be new now, and a build that copies the whole context reads it: the labels
         // record the inputs as the builds will read them.
         if let Ok(now) = self.snapshot() {
