@@ -512,8 +512,10 @@ mod tests {
     fn a_rendered_file_counts_with_the_mode_its_write_gives_it() {
         // Whatever the umask, the digest taken before `render` writes a new file must equal
         // the one taken after (else the image is STALE once, then OK, for nothing).
+        // SAFETY: umask only swaps the process's mask; the first one is put back at the end.
+        let before = unsafe { libc::umask(0o022) };
         for umask in [0o002, 0o027, 0o022] {
-            // SAFETY: umask only swaps the process's mask; each test runs in its own process.
+            // SAFETY: as above.
             unsafe { libc::umask(umask) };
             let dir = crate::testutil::TempDir::new("ctx-render-mode");
             let written = dir.path().join("c/new.conf");
@@ -528,6 +530,8 @@ mod tests {
             });
             assert_eq!(predicted, Some(on_disk), "umask {umask:03o}");
         }
+        // SAFETY: as above.
+        unsafe { libc::umask(before) };
     }
 
     #[test]

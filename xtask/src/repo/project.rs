@@ -40,7 +40,9 @@ pub fn root() -> Result<Utf8PathBuf> {
                 "AI_INFRA_ROOT={r} has no services/ folder: point it at a root laid out like the ai-infra repository"
             );
         }
-        return Ok(r);
+        // One spelling of the root (`.`, a path through a link, the absolute path): the engine
+        // `engine up` starts is known by it, and must be found again however it is named.
+        return Ok(r.canonicalize_utf8().unwrap_or(r));
     }
     let manifest = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
     Ok(manifest.parent().unwrap_or(manifest).to_path_buf())
@@ -324,6 +326,19 @@ pub fn with_ancestors<'a>(services: &'a [Resolved], name: &str) -> Vec<&'a Resol
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_a_root_is_one_root() {
+        let tmp = crate::testutil::TempDir::new("root-spelling");
+        std::fs::create_dir_all(tmp.path().join("real/services")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
+        let real = tmp.path().join("real").canonicalize_utf8().unwrap();
+        for spelling in [tmp.path().join("link"), tmp.path().join("real/services/.."), tmp.path().join("real")] {
+            // SAFETY: this test runs in its own process (nextest) and reads the variable back at once.
+            unsafe { std::env::set_var("AI_INFRA_ROOT", &spelling) };
+            assert_eq!(root().unwrap(), real, "{spelling}");
+        }
+    }
 
     fn svc(name: &str) -> Service {
         Service {

@@ -138,17 +138,26 @@ fn check_inside(root: &Utf8Path, service: &str, path: &Utf8Path) -> Result<()> {
     let folder = root.join("services").join(service);
     let folder = folder.canonicalize_utf8().with_context(|| format!("cannot resolve {folder}"))?;
     // Where the write really goes: a link at the output path, dangling or not, is followed as
-    // the write follows it; then the deepest part of that path that exists decides.
-    let mut existing = crate::base::atomic::resolve(&root.join(path))?;
-    while !existing.exists() {
-        match existing.parent() {
-            Some(p) => existing = p.to_path_buf(),
-            None => break,
+    // the write follows it; the deepest part of that path that exists (a dangling link counts)
+    // decides, and below it the folders the write creates must not climb back out with `..`.
+    let target = crate::base::atomic::resolve(&root.join(path))?;
+    let mut existing = target.clone();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(p), Some(_)) => existing = p.to_path_buf(),
+            _ => break,
         }
     }
-    let real = existing.canonicalize_utf8().with_context(|| format!("cannot resolve {existing}"))?;
+    let outside = || {
+        anyhow::anyhow!(
+            "{path} would be written outside services/{service} (to {target}): remove the link or rename the template"
+        )
+    };
+    // A `..` after a folder that does not exist yet stops the walk (it has no file name) and
+    // cannot be resolved: refused, as the folders the write would create lead who knows where.
+    let real = existing.canonicalize_utf8().map_err(|_| outside())?;
     if !real.starts_with(&folder) || path.components().any(|c| c.as_str() == "..") {
-        bail!("{path} would be written outside services/{service} (through {existing}): remove the link or rename the template");
+        return Err(outside());
     }
     Ok(())
 }
@@ -250,5 +259,17 @@ mod tests {
         assert!(e.contains("outside services/web"), "{e}");
         assert!(crate::cmd::render::run(root, &["web"], false, true).is_err());
         assert!(!root.join("elsewhere/made.conf").exists(), "nothing is written outside");
+        // The same through a folder that does not exist yet and `..` parts.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("sub/../../../../elsewhere/made.conf", &file).unwrap();
+        let e = outputs(root, &["web"]).unwrap_err().to_string();
+        assert!(e.contains("outside services/web"), "{e}");
+        assert!(crate::cmd::render::run(root, &["web"], false, true).is_err());
+        assert!(!root.join("elsewhere/made.conf").exists(), "nothing is written outside");
+        // A link that stays inside still renders.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("real.conf", &file).unwrap();
+        crate::cmd::render::run(root, &["web"], false, true).unwrap();
+        assert!(file.parent().unwrap().join("real.conf").exists());
     }
 }

@@ -40,12 +40,20 @@ enum Stream {
 }
 
 /// Connects to the first of a name's addresses that answers, in the resolver's order (a
-/// `localhost` that resolves to ::1 first reaches a server on 127.0.0.1); the last error
-/// when none does.
+/// `localhost` that resolves to ::1 first reaches a server on 127.0.0.1), all within
+/// `timeout`: each address gets an even share of the time left, so that one that drops
+/// packets leaves time for the next. The last error when none answers.
 fn connect_any(addrs: impl Iterator<Item = std::net::SocketAddr>, timeout: Duration) -> std::io::Result<TcpStream> {
+    let addrs: Vec<std::net::SocketAddr> = addrs.collect();
+    let deadline = Instant::now() + timeout;
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address");
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
+    for (i, addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no address answered in time"));
+        }
+        let share = (left / (addrs.len() - i) as u32).max(Duration::from_millis(1));
+        match TcpStream::connect_timeout(addr, share) {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
@@ -240,6 +248,47 @@ pub fn query_escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback address that drops connection attempts: a listener with a full queue.
+    fn unanswered() -> (std::os::fd::OwnedFd, std::net::SocketAddr, Vec<TcpStream>) {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a socket this test owns, with buffers of the right size.
+        let (fd, port) = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len), 0);
+            assert_eq!(libc::listen(fd, 0), 0);
+            let mut len = len;
+            assert_eq!(libc::getsockname(fd, &mut addr as *mut _ as *mut libc::sockaddr, &mut len), 0);
+            (std::os::fd::OwnedFd::from_raw_fd(fd), u16::from_be(addr.sin_port))
+        };
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        // Fill the queue until a connection attempt goes unanswered.
+        let mut held = Vec::new();
+        while let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            held.push(s);
+            assert!(held.len() < 64, "the queue never filled");
+        }
+        (fd, addr, held)
+    }
+
+    #[test]
+    fn an_address_that_drops_packets_leaves_time_for_the_next() {
+        let (_fd, silent, _held) = unanswered();
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let t = Instant::now();
+        let s = connect_any([silent, open.local_addr().unwrap()].into_iter(), Duration::from_secs(2)).unwrap();
+        assert_eq!(s.peer_addr().unwrap(), open.local_addr().unwrap());
+        assert!(t.elapsed() < Duration::from_millis(1800), "a share of the time, not all of it: {:?}", t.elapsed());
+        // Alone, it is bounded by the whole timeout.
+        let t = Instant::now();
+        assert!(connect_any([silent].into_iter(), Duration::from_millis(500)).is_err());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
 
     #[test]
     fn every_address_of_a_name_is_tried() {

@@ -126,12 +126,15 @@ pub fn lookup_all(docker: &Docker, registry: &str, refs: &[(String, String)]) ->
     let silent = std::sync::OnceLock::new();
     crate::repo::context::parallel_at_most(refs.len(), LOOKUPS_AT_ONCE, |i| {
         if let Some(e) = silent.get() {
-            return Lookup::Error(String::clone(e));
+            return Lookup::Error(format!("not asked, as an earlier lookup got: {e}"));
         }
         let (repo, tag) = &refs[i];
         let found = lookup(docker, registry, repo, tag);
         if let Lookup::Error(e) = &found {
-            if e.contains("does not answer") || e.starts_with("no answer for") {
+            // Only a registry that is not there or keeps silent; one bad answer is that
+            // lookup's own.
+            let silent_or_down = ["no answer within", "timed out", "Connection refused", "no answer for"];
+            if silent_or_down.iter().any(|s| e.contains(s)) {
                 let _ = silent.set(e.clone());
             }
         }
@@ -264,6 +267,8 @@ mod tests {
         assert!(t.elapsed() < 2 * TIMEOUT, "one timeout, not three: {:?}", t.elapsed());
         assert_eq!(found.len(), 40);
         assert!(found.iter().all(|l| matches!(l, Lookup::Error(e) if e.contains("does not answer"))), "{found:?}");
+        let copied = found.iter().filter(|l| matches!(l, Lookup::Error(e) if e.starts_with("not asked"))).count();
+        assert!(copied >= 40 - LOOKUPS_AT_ONCE, "{found:?}");
     }
 
     #[test]
