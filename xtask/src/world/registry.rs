@@ -145,7 +145,7 @@ pub fn lookup_all(docker: &Docker, registry: &str, refs: &[(String, String)]) ->
 /// How many registry lookups run at once: enough to overlap round trips to a distant
 /// registry, few enough that a large project neither floods it (registries limit requests
 /// per client) nor starts a hundred `docker manifest inspect` processes at once.
-pub const LOOKUPS_AT_ONCE: usize = 16;
+pub const LOOKUPS_AT_ONCE: usize = 32;
 
 /// The answers one run has had from its registry, by (repository, tag). The registry changes
 /// only through the run's own pushes, which come last: what the plan asked, the push does not
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_silent_registry_costs_one_timeout_however_many_lookups() {
-        // 40 lookups, 16 at a time: without the shared answer they would wait three rounds.
+        // 40 lookups, 32 at a time: without the shared answer they would wait two rounds.
         let silent = server(None);
         let docker = Docker::with_host(Some("unix:///nonexistent"));
         let refs: Vec<(String, String)> = (0..40).map(|i| (format!("ai-infra-s{i}"), "v1".to_string())).collect();
