@@ -112,33 +112,31 @@ pub fn push(
         let s = &services[i];
         let r = &remote[s];
         let tag_name = reference::image_name(s, &snap.tag, Some(registry));
-        let Some(content) = content_tag(snap, s) else {
+        let result = match content_tag(snap, s) {
             // No content tag for inputs not known here: TAG alone goes up, and says so.
-            let result = match &r.tag {
+            None => match &r.tag {
                 Lookup::Error(e) => Err(e.clone()),
                 _ => docker.push(&tag_name).map_err(|e| format!("{e:#}")).map(|()| {
                     format!("pushed {tag_name} only: its inputs are not known here (a base image is not present locally), so it gets no content tag")
                 }),
-            };
-            return match result {
-                Ok(what) => Pushed { service: s.clone(), ok: true, what },
-                Err(what) => Pushed { service: s.clone(), ok: false, what },
-            };
-        };
-        let content_name = reference::image_name(s, &content, Some(registry));
-        let result = match (&r.tag, &r.content) {
-            (_, Lookup::Error(e)) | (Lookup::Error(e), _) => Err(e.clone()),
-            (tag, content) if same_manifest(tag, content) => Ok("already in registry".to_string()),
-            (_, Lookup::Found(_)) => docker
-                .push(&tag_name)
-                .map(|()| format!("pushed {tag_name}; the registry already held a build of these inputs as {content}"))
-                .map_err(|e| format!("{e:#}")),
-            (_, Lookup::Absent) => docker
-                .tag(&tag_name, &content_name)
-                .and_then(|()| docker.push(&content_name))
-                .and_then(|()| docker.push(&tag_name))
-                .map(|()| format!("pushed {tag_name} and {content}"))
-                .map_err(|e| format!("{e:#}")),
+            },
+            Some(content) => match (&r.tag, &r.content) {
+                (_, Lookup::Error(e)) | (Lookup::Error(e), _) => Err(e.clone()),
+                (tag, found) if same_manifest(tag, found) => Ok("already in registry".to_string()),
+                (_, Lookup::Found(_)) => docker
+                    .push(&tag_name)
+                    .map(|()| format!("pushed {tag_name}; the registry already held a build of these inputs as {content}"))
+                    .map_err(|e| format!("{e:#}")),
+                (_, Lookup::Absent) => {
+                    let content_name = reference::image_name(s, &content, Some(registry));
+                    docker
+                        .tag(&tag_name, &content_name)
+                        .and_then(|()| docker.push(&content_name))
+                        .and_then(|()| docker.push(&tag_name))
+                        .map(|()| format!("pushed {tag_name} and {content}"))
+                        .map_err(|e| format!("{e:#}"))
+                }
+            },
         };
         match result {
             Ok(what) => Pushed { service: s.clone(), ok: true, what },
