@@ -121,7 +121,7 @@ pub fn followed_links(
         let mut targets = Vec::new();
         follow(&top, String::new(), &parts, false, 0, &mut targets);
         for t in targets {
-            let source = if t.is_empty() || t.contains(['*', '?', '[', '\\']) { ".".to_string() } else { t };
+            let source = if t.is_empty() || t.contains(crate::repo::reads::WILDCARDS) { ".".to_string() } else { t };
             if source != r.source
                 && !out.iter().chain(reads).any(|o: &crate::repo::dockerfile::Read| o.source == source)
             {
@@ -146,7 +146,7 @@ fn follow(top: &Utf8Path, at: String, rest: &[String], followed: bool, hops: usi
         return;
     };
     let join = |name: &str| if at.is_empty() { name.to_string() } else { format!("{at}/{name}") };
-    let names: Vec<String> = if name.contains(['*', '?', '[', '\\']) {
+    let names: Vec<String> = if name.contains(crate::repo::reads::WILDCARDS) {
         let Ok(pattern) = crate::repo::ignore::Pattern::new(name) else { return };
         let Ok(entries) = std::fs::read_dir(top.join(&at)) else { return };
         let mut names: Vec<String> = entries

@@ -5,6 +5,9 @@
 use crate::repo::dockerfile::Read;
 use crate::repo::ignore::Pattern;
 
+/// The characters that make a COPY or ADD source a wildcard pattern.
+pub const WILDCARDS: [char; 4] = ['*', '?', '[', '\\'];
+
 /// The reads of one build, ready to match context paths against.
 pub struct Reads {
     sources: Vec<(Matcher, Read)>,
@@ -39,8 +42,8 @@ impl Reads {
             .map(|r| {
                 let m = if r.source == "." {
                     Matcher::Whole
-                } else if r.source.contains(['*', '?', '[', '\\']) {
-                    let upto = r.source.find(['*', '?', '[', '\\']).unwrap_or(0);
+                } else if r.source.contains(WILDCARDS) {
+                    let upto = r.source.find(WILDCARDS).unwrap_or(0);
                     let prefix = r.source[..upto].rfind('/').map_or("", |p| &r.source[..p]).to_string();
                     // A pattern Docker could not match reads nothing here; the build says why.
                     match Pattern::new(&r.source) {
