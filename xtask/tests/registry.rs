@@ -144,7 +144,10 @@ fn base_images_come_through_a_mirror() {
     ws.write("seed/f", "base\n");
     let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
     let mirrored = format!("{reg}/{base}");
-    assert!(docker(&["build", "-q", "-t", &mirrored, ws.path("seed").to_str().unwrap()]).status.success());
+    // --no-cache: the legacy builder's cache lookup of this common layer raced with another
+    // test's removal of the same layer in a suite run (the build failed in 0.4 s).
+    let b = docker(&["build", "--no-cache", "-q", "-t", &mirrored, ws.path("seed").to_str().unwrap()]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     assert!(docker(&["push", &mirrored]).status.success());
     docker(&["image", "rm", &mirrored]);
     ws.write(".env", &format!("BASE_IMAGE_MIRROR={reg}\n"));
