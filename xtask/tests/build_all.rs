@@ -33,7 +33,7 @@ fn first_build_then_nothing_then_three_changes() {
 
     // Three changes: exactly those and their descendants.
     ws.write("services/mid/mid.txt", "mid v2\n");
-    ws.write("services/solo/solo.txt", "solo v2\n");
+    ws.write("services/solo/solo.txt", &format!("solo v2 {}\n", ws.tag));
     ws.write("services/other/app.conf", "port=81\n");
     let dry = ws.ok(&["build-all", &ws.tag, "--dry-run", "--format", "json"]);
     let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
@@ -150,26 +150,17 @@ fn history_and_clean_all() {
     // clean-all lists, and only with --force removes, this project's images of the tag.
     let keep = format!("{}-keep", ws.tag);
     ws.also_tag(&keep);
-    std::process::Command::new("docker")
-        .args(["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("ai-infra-solo:{keep}")])
-        .output()
-        .unwrap();
-    std::process::Command::new("docker")
-        .args(["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("not-ours-{}:x", ws.tag)])
-        .output()
-        .unwrap();
+    ws.cli(&["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("ai-infra-solo:{keep}")]);
+    ws.cli(&["tag", &format!("ai-infra-solo:{}", ws.tag), &format!("not-ours-{}:x", ws.tag)]);
     let o = ws.ok(&["clean-all", &ws.tag]);
     assert!(o.stdout.contains("5 images of this project") && o.stdout.contains("nothing removed"), "{o:?}");
     ws.expect(&[("solo", "OK")]);
     let o = ws.ok(&["clean-all", &ws.tag, "--force"]);
     assert!(o.stdout.contains("removed 5 of 5 images"), "{o:?}");
     ws.expect(&[("solo", "MISSING"), ("base", "MISSING")]);
-    let other = std::process::Command::new("docker")
-        .args(["image", "inspect", &format!("ai-infra-solo:{keep}"), &format!("not-ours-{}:x", ws.tag)])
-        .output()
-        .unwrap();
+    let other = ws.cli(&["image", "inspect", &format!("ai-infra-solo:{keep}"), &format!("not-ours-{}:x", ws.tag)]);
     assert!(other.status.success(), "other tags and other images are untouched");
-    let _ = std::process::Command::new("docker").args(["image", "rm", &format!("not-ours-{}:x", ws.tag)]).output();
+    let _ = ws.cli(&["image", "rm", &format!("not-ours-{}:x", ws.tag)]);
 }
 
 #[test]
@@ -200,12 +191,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_builds_only_what_is_left() {
     // Interrupt once slow is building and quick has finished.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::fs::read_to_string(ws.path("target/xtask/history.jsonl")).is_err() {
-        let quick_done = std::process::Command::new("docker")
-            .args(["image", "inspect", &format!("ai-infra-quick:{}", ws.tag)])
-            .output()
-            .unwrap()
-            .status
-            .success();
+        let quick_done = ws.cli(&["image", "inspect", &format!("ai-infra-quick:{}", ws.tag)]).status.success();
         if quick_done && ws.path("target/xtask/logs/slow.log").exists() {
             break;
         }
@@ -234,9 +220,11 @@ fn verbose_shows_the_engine_output_live() {
     let ws = Workspace::stack("verbose");
     let o = ws.ok(&["build", "solo", &ws.tag, "--verbose"]);
     // Each builder's own output: BuildKit's plain progress (which may list loading the
-    // .dockerignore before the build definition), the legacy builder's steps.
+    // .dockerignore before the build definition), the legacy builder's and Buildah's steps.
     let (first, says, marker) = if builder() == "buildkit" {
         ("solo | #", "[internal] load build definition", " | #")
+    } else if builder() == "buildah" {
+        ("solo | STEP 1/", "", " | STEP ")
     } else {
         ("solo | Step 1/", "", " | Step ")
     };
@@ -245,8 +233,8 @@ fn verbose_shows_the_engine_output_live() {
     assert!(!quiet.stdout.contains(marker), "{quiet:?}");
 }
 
-/// The builder this run of the suite uses: `cargo xtask test` runs the build tests once with
-/// the legacy builder and once with BuildKit.
+/// The builder this run of the suite uses: `cargo xtask test` runs the build tests with the
+/// legacy builder, with BuildKit, and under Podman with Buildah.
 fn builder() -> String {
     std::env::var("AI_INFRA_TEST_BUILDER").unwrap_or_else(|_| "legacy".into())
 }
@@ -275,10 +263,7 @@ fn run_mount_cache_and_copy_from_under_each_builder() {
     let o = ws.run(&["build", "multi", &ws.tag]);
     assert_eq!(o.code, 0, "{o:?}");
     ws.expect(&[("multi", "OK")]);
-    let history = std::process::Command::new("docker")
-        .args(["history", "--no-trunc", "--format", "{{.Comment}}", &format!("ai-infra-multi:{}", ws.tag)])
-        .output()
-        .unwrap();
+    let history = ws.cli(&["history", "--no-trunc", "--format", "{{.Comment}}", &format!("ai-infra-multi:{}", ws.tag)]);
     let history = String::from_utf8_lossy(&history.stdout);
     let o2 = ws.run(&["build", "cached", &ws.tag]);
     if builder() == "buildkit" {
@@ -291,6 +276,12 @@ fn run_mount_cache_and_copy_from_under_each_builder() {
         ws.expect(&[("cached", "OK")]);
         let o = ws.ok(&["build", "cached", &ws.tag, "--force"]);
         assert!(o.stdout.contains("built cached"), "{o:?}");
+        ws.expect(&[("cached", "OK")]);
+    } else if builder() == "buildah" {
+        // Podman: Buildah on the host network, never BuildKit's settings; it mounts caches too.
+        assert!(o.stdout.contains("builder: Buildah (podman ") && o.stdout.contains("--network host"), "{o:?}");
+        assert!(!history.contains("buildkit"), "{history}");
+        assert_eq!(o2.code, 0, "{o2:?}");
         ws.expect(&[("cached", "OK")]);
     } else {
         assert!(o.stdout.contains("builder: the legacy builder"), "{o:?}");

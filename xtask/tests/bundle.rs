@@ -216,3 +216,64 @@ fn a_folder_that_is_not_a_bundle_is_refused_clearly() {
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stderr.contains("dependency-images.txt line 1: NOT_SET_ANYWHERE is not set"), "{o:?}");
 }
+
+/// Removes a workspace's images from one engine however the test ends (the harness removes
+/// only the suite engine's after the run).
+struct RemoveUnder<'a>(&'a Workspace, &'static str);
+
+impl Drop for RemoveUnder<'_> {
+    fn drop(&mut self) {
+        self.0.remove_own_images_under(self.1);
+    }
+}
+
+/// The `kind|STATE` of each line, sorted, of `check-status --deps --format plain` under one engine.
+fn states_under(ws: &Workspace, engine: &str) -> Vec<String> {
+    let o = ws.run_env(&["check-status", &ws.tag, "--deps", "--format", "plain"], &[("AI_INFRA_ENGINE", engine)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut lines: Vec<String> = o.stdout.lines().map(|l| l.split('|').take(2).collect::<Vec<_>>().join("|")).collect();
+    lines.sort();
+    lines
+}
+
+/// A bundle made with one engine imports into the other: exported from the suite's Docker
+/// engine and imported under Podman, every image OK there (Podman keeps them as `localhost/`
+/// names); then exported under Podman and imported back into Docker, where this test's images
+/// were removed first: every image OK again.
+#[test]
+fn a_bundle_from_docker_imports_under_podman_and_back() {
+    let mut ws = Workspace::stack_under("docker", "xengine");
+    let deps = with_deps(&mut ws);
+    let _podman = RemoveUnder(&ws, "podman");
+    ws.ok(&["build-all", &ws.tag]);
+    let all_ok =
+        vec!["base|OK", "dependency|PRESENT", "dependency|PRESENT", "leaf|OK", "mid|OK", "other|OK", "solo|OK"];
+    assert_eq!(states_under(&ws, "docker"), all_ok);
+    let from_docker = ws.path("from-docker");
+    let o = ws.ok(&["export", from_docker.to_str().unwrap(), &ws.tag]);
+    assert!(o.stdout.contains("wrote 7 files"), "{o:?}");
+
+    let podman = [("AI_INFRA_ENGINE", "podman")];
+    let o = ws.run_env(&["import", from_docker.to_str().unwrap()], &podman);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("7 loaded, 0 refused; 7/7 OK") && o.stdout.contains("podman"), "{o:?}");
+    assert_eq!(states_under(&ws, "podman"), all_ok, "every image OK under Podman");
+    let names = ws.cli_under("podman", &["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(names.contains(&format!("localhost/ai-infra-leaf:{}\n", ws.tag)), "{names}");
+
+    // Podman's export of the same images, into Docker, which no longer has them.
+    let from_podman = ws.path("from-podman");
+    let o = ws.run_env(&["export", from_podman.to_str().unwrap(), &ws.tag], &podman);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("wrote 7 files"), "{o:?}");
+    ws.remove_own_images_under("docker");
+    for d in &deps {
+        docker(&["image", "rm", d]);
+    }
+    let missing = states_under(&ws, "docker");
+    assert!(missing.iter().all(|l| l.ends_with("|MISSING")), "{missing:?}");
+    let o = ws.run_env(&["import", from_podman.to_str().unwrap()], &[("AI_INFRA_ENGINE", "docker")]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("7 loaded, 0 refused; 7/7 OK"), "{o:?}");
+    assert_eq!(states_under(&ws, "docker"), all_ok, "every image OK under Docker again");
+}

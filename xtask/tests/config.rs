@@ -139,16 +139,13 @@ fn build_args_come_from_env() {
     );
     ws.write("services/app/app.txt", "app for the build-args test\n");
     ws.ok(&["build", "app", &ws.tag]);
-    let out = std::process::Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            "{{index .Config.Labels \"version\"}}",
-            &format!("ai-infra-app:{}", ws.tag),
-        ])
-        .output()
-        .unwrap();
+    let out = ws.cli(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"version\"}}",
+        &format!("ai-infra-app:{}", ws.tag),
+    ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.0");
     ws.write(".env", "APP_VERSION=2.0\n");
     ws.expect(&[("app", "STALE")]);

@@ -30,10 +30,7 @@ fn the_project_stack_builds_and_rebuilds_precisely() {
     }
     // The two targets of backend's Dockerfile are different images.
     let ids = |svc: &str| {
-        let o = std::process::Command::new("docker")
-            .args(["image", "inspect", "--format", "{{.Id}}", &format!("ai-infra-{svc}:{}", ws.tag)])
-            .output()
-            .unwrap();
+        let o = ws.cli(&["image", "inspect", "--format", "{{.Id}}", &format!("ai-infra-{svc}:{}", ws.tag)]);
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     assert_ne!(ids("backend"), ids("backend-init"));

@@ -122,7 +122,7 @@ fn a_content_tag_with_another_digest_is_never_trusted() {
         .to_string();
     let impostor = format!("{reg}/ai-infra-solo:inputs-{}", digest.trim_start_matches("sha256:"));
     ws.ok(&["build", "base", &ws.tag]);
-    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    let docker = |args: &[&str]| ws.cli(args);
     assert!(docker(&["tag", &format!("ai-infra-base:{}", ws.tag), &impostor]).status.success());
     assert!(docker(&["push", &impostor]).status.success());
     docker(&["image", "rm", &impostor]);
@@ -142,7 +142,7 @@ fn base_images_come_through_a_mirror() {
     let base = format!("mirrortest-{}:1", std::process::id());
     ws.write("seed/Dockerfile", "FROM scratch\nCOPY f /f\n");
     ws.write("seed/f", "base\n");
-    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    let docker = |args: &[&str]| ws.cli(args);
     let mirrored = format!("{reg}/{base}");
     // --no-cache: the legacy builder's cache lookup of this common layer raced with another
     // test's removal of the same layer in a suite run (the build failed in 0.4 s).

@@ -25,11 +25,7 @@ fn a_size_zero_image_is_invalid() {
     ws.write("services/empty/Dockerfile", "FROM scratch\nLABEL purpose=nothing\n");
     // Built by hand, without this tool's input record: nothing says it is what was meant.
     let image = format!("ai-infra-empty:{}", ws.tag);
-    let b = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", &image])
-        .arg(ws.path("services/empty"))
-        .output()
-        .unwrap();
+    let b = ws.cli(&["build", "-q", "-t", &image, ws.path("services/empty").to_str().unwrap()]);
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     ws.expect(&[("empty", "INVALID")]);
     let reason = ws.reason("empty");

@@ -9,10 +9,10 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
+use crate::world::docker::{Docker, Engine};
 use crate::cmd::flags::Bench;
 use crate::cmd::gather;
 use crate::repo::project;
-use crate::world::docker::Docker;
 
 /// This xtask, run on a generated workspace.
 struct Xtask<'a> {
@@ -22,8 +22,11 @@ struct Xtask<'a> {
 }
 
 impl<'a> Xtask<'a> {
+    /// The xtask on `root`, run under `docker`'s engine.
     fn on(docker: &Docker, root: &'a Utf8Path) -> Result<Xtask<'a>> {
-        Ok(Xtask { sh: docker.sh()?, exe: std::env::current_exe()?, root })
+        let sh = docker.sh()?;
+        sh.set_var("AI_INFRA_ENGINE", docker.program());
+        Ok(Xtask { sh, exe: std::env::current_exe()?, root })
     }
 
     /// Runs it; its output is not wanted.
@@ -98,13 +101,31 @@ pub fn generate(dir: &Utf8Path, n: usize, files: usize, size: usize) -> Result<(
     Ok(())
 }
 
+/// The engines the status and no-op figures compare: the chosen one, and Podman beside
+/// Docker when it is installed and answers.
+fn engines(docker: Docker) -> Vec<Docker> {
+    let podman = (docker.engine == Engine::Docker && crate::world::engine::on_path("podman"))
+        .then(Docker::podman)
+        .filter(|p| p.platform().is_ok());
+    std::iter::once(docker).chain(podman).collect()
+}
+
+/// One row of figures, a column per engine.
+fn row(label: &str, figures: &[String]) -> String {
+    let cells: String = figures.iter().map(|f| format!("{f:>14}")).collect();
+    format!("  {label:<30}{cells}")
+}
+
 pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     let base = crate::base::state_dir(root).join("bench");
     let docker = crate::world::engine::connect(root)?;
     let want = |name: &str| f.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == name));
     let (services, files) = (f.services.unwrap_or(20), f.files.unwrap_or(1000));
     if want("status") {
-        check_status_figures(&docker, &base.join("status"), services, files)?;
+        let (api, cli) = check_status_figures(&docker, &base.join("status"), services, files)?;
+        if docker.engine == Engine::Docker {
+            podman_status_figures(&base.join("status-podman"), services, files, (api, cli))?;
+        }
     }
     if want("scale") {
         scale_figures(&docker, &base.join("scale"))?;
@@ -115,7 +136,7 @@ pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
         digest_figures(&docker, &base.join("digest"), services, files, f.file_kib * 1024)?;
     }
     if want("noop") {
-        noop_figures(&docker, root, &base.join("noop"))?;
+        noop_figures(&engines(crate::world::engine::docker(root)?), root, &base.join("noop"))?;
     }
     if want("remote") {
         remote_figures(&docker, root, &base.join("remote"), services)?;
@@ -337,28 +358,41 @@ export of the project's {} images (median of 3 runs):",
 }
 
 /// A no-op build-all on the project's own stack against building it all without cache.
-fn noop_figures(docker: &Docker, root: &Utf8Path, dir: &Utf8PathBuf) -> Result<()> {
+/// A no-op build-all of the project's stack against build-all --force, under each engine
+/// (Docker, and Podman beside it where it answers), in one run.
+fn noop_figures(engines: &[Docker], root: &Utf8Path, dir: &Utf8PathBuf) -> Result<()> {
     copy_stack(root, dir)?;
     let tag = format!("bench-noop-{}", std::process::id());
-    let xtask = Xtask::on(docker, dir)?;
-    eprintln!("building the project's stack for the no-op figures");
-    xtask.run(&["build-all", &tag])?;
-    let noop = median(3, || {
-        let out = xtask.read(&["build-all", &tag])?;
-        if !out.contains("nothing to build") {
-            bail!("the no-op run built something:\n{out}");
-        }
-        Ok(())
-    })?;
-    let t = Instant::now();
-    xtask.run(&["build-all", &tag, "--force"])?;
-    let forced = t.elapsed().as_secs_f64();
+    let mut figures = Vec::new();
+    for docker in engines {
+        let xtask = Xtask::on(docker, dir)?;
+        eprintln!("building the project's stack for the no-op figures ({})", docker.program());
+        let measured = (|| -> Result<(f64, f64)> {
+            xtask.run(&["build-all", &tag])?;
+            let noop = median(3, || {
+                let out = xtask.read(&["build-all", &tag])?;
+                if !out.contains("nothing to build") {
+                    bail!("the no-op run built something:\n{out}");
+                }
+                Ok(())
+            })?;
+            let t = Instant::now();
+            xtask.run(&["build-all", &tag, "--force"])?;
+            Ok((noop, t.elapsed().as_secs_f64()))
+        })();
+        remove_own(docker, &own_images(dir, &tag)?);
+        figures.push(measured?);
+    }
     let services = crate::repo::project::Project::load(dir)?.services.len();
-    remove_own(docker, &own_images(dir, &tag)?);
+    let col = |f: &dyn Fn(&(f64, f64)) -> String| figures.iter().map(f).collect::<Vec<_>>();
     println!("\nbuild-all on the project's {services} services:");
-    println!("  no-op build-all (all OK)       {noop:>8.3} s   (median of 3)");
-    println!("  build-all --force (no cache)   {forced:>8.3} s");
-    println!("  speed-up                       {:>8.1}x  (target: at least 50x)", forced / noop);
+    println!("{}", row("", &engines.iter().map(|d| d.program().to_string()).collect::<Vec<_>>()));
+    println!("{}", row("no-op build-all (all OK)", &col(&|(n, _)| format!("{n:.3} s"))));
+    println!("{}", row("build-all --force (no cache)", &col(&|(_, f)| format!("{f:.3} s"))));
+    println!("{}   (target: at least 50x)", row("speed-up", &col(&|(n, f)| format!("{:.1}x", f / n))));
+    if let [(noop_d, forced_d), (noop_p, forced_p)] = figures[..] {
+        println!("  Podman against Docker: build-all --force {:.2}, no-op {:.2}", forced_p / forced_d, noop_p / noop_d);
+    }
     Ok(())
 }
 
@@ -444,7 +478,7 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
 
 /// check-status against the old script's approach: four engine calls per service; check-status
 /// through the engine's API and through the docker CLI side by side, taking turns.
-fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize) -> Result<()> {
+fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize) -> Result<(f64, f64)> {
     let tag = format!("bench-{}", std::process::id());
     generate(dir, n, files, 256)?;
     let snap = gather::snapshot(docker, dir, &tag, None)?;
@@ -484,17 +518,8 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usi
         floor.push(median(1, &walk)?);
     }
     let (api, cli, floor) = (middle(api), middle(cli), middle(floor));
-    let (size, tags, created) = ("{{.Size}}", "{{.RepoTags}}", "{{.Created}}");
     let c = children_cpu();
-    let old = median(3, || {
-        for name in &names {
-            cmd!(sh, "docker image inspect {name}").quiet().ignore_stdout().run()?;
-            cmd!(sh, "docker image inspect --format {size} {name}").quiet().ignore_stdout().run()?;
-            cmd!(sh, "docker image inspect --format {tags} {name}").quiet().ignore_stdout().run()?;
-            cmd!(sh, "docker image inspect --format {created} {name}").quiet().ignore_stdout().run()?;
-        }
-        Ok(())
-    })?;
+    let old = old_approach(sh, docker.program(), &names)?;
     let old_cpu = (children_cpu() - c) / 3.0;
     remove_own(docker, &names);
     println!(
@@ -513,6 +538,63 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usi
         "  CPU per run (processes run; the engine's own not counted): API {api_cpu:.3} s, CLI {cli_cpu:.3} s, old {old_cpu:.3} s: API / old {:.3}",
         api_cpu / old_cpu
     );
+    Ok((api, cli))
+}
+
+/// The old script's check: four engine calls per image, one image after another.
+fn old_approach(sh: &Shell, program: &str, names: &[String]) -> Result<f64> {
+    let (size, tags, created) = ("{{.Size}}", "{{.RepoTags}}", "{{.Created}}");
+    median(3, || {
+        for name in names {
+            cmd!(sh, "{program} image inspect {name}").quiet().ignore_stdout().run()?;
+            cmd!(sh, "{program} image inspect --format {size} {name}").quiet().ignore_stdout().run()?;
+            cmd!(sh, "{program} image inspect --format {tags} {name}").quiet().ignore_stdout().run()?;
+            cmd!(sh, "{program} image inspect --format {created} {name}").quiet().ignore_stdout().run()?;
+        }
+        Ok(())
+    })
+}
+
+/// The same status figures under Podman, beside Docker's (`docker`: its API and CLI
+/// figures, measured in the same run): the same workspace, check-status and the old approach,
+/// where Podman answers. Its images carry a tag of this run and are removed by name.
+fn podman_status_figures(dir: &Utf8PathBuf, n: usize, files: usize, docker: (f64, f64)) -> Result<()> {
+    let podman = Docker::podman();
+    if !crate::world::engine::on_path("podman") || podman.platform().is_err() {
+        println!("  under Podman: not measured (podman is not installed or does not answer)");
+        return Ok(());
+    }
+    let tag = format!("bench-podman-{}", std::process::id());
+    generate(dir, n, files, 256)?;
+    let names = own_images(dir, &tag)?;
+    eprintln!("building {n} services of {files} files for the status figures under Podman");
+    let xtask = Xtask::on(&podman, dir)?;
+    let measured = (|| -> Result<(f64, f64)> {
+        xtask.run(&["build-all", &tag])?;
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let check = || -> Result<()> {
+            let out = xtask.read(&["check-status", &tag, "--format", "plain"])?;
+            if out.lines().any(|l| !l.contains("|OK|")) {
+                bail!("bench images are not all OK under Podman:\n{out}");
+            }
+            Ok(())
+        };
+        check()?;
+        Ok((median(7, check)?, old_approach(&xtask.sh, "podman", &names)?))
+    })();
+    remove_own(&podman, &names);
+    let (ours, old) = measured?;
+    println!("the same under Podman (its CLI; no daemon, no API):");
+    println!("{}", row("", &["docker API".into(), "docker CLI".into(), "podman".into()]));
+    let (api, cli) = docker;
+    let secs = |v: f64| format!("{v:.3} s");
+    println!("{}", row("check-status", &[secs(api), secs(cli), secs(ours)]));
+    println!(
+        "  old per-service approach, Podman {old:>8.3} s   ({} podman calls); Podman / old {:.3}",
+        4 * n,
+        ours / old
+    );
+    println!("  Podman against Docker, check-status: {:.1}x (API), {:.1}x (CLI)", ours / api, ours / cli);
     Ok(())
 }
 

@@ -56,7 +56,11 @@ impl Outcome {
 /// Whether a failed build log shows the engine's cache-lookup race with a concurrent image
 /// removal (legacy builder: "unable to find image" for an image it was itself listing).
 fn engine_race(log: &str) -> bool {
-    log.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| l.contains("unable to find image \"sha256:"))
+    // Podman's builder says the same as "checking if cached image exists ...: layer not known".
+    log.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| {
+        l.contains("unable to find image \"sha256:")
+            || (l.contains("checking if cached image exists") && l.contains("not known"))
+    })
 }
 
 /// The names a service's image gets: the plain local name, and the registry name.
@@ -442,6 +446,13 @@ pub fn check_service(project: &crate::repo::project::Project, name: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn podman_cache_lookup_race_is_retried() {
+        let log = "STEP 2/3: COPY solo.txt /\nError: checking if cached image exists from a previous build: getting top layer info: layer not known\n";
+        assert!(engine_race(log));
+        assert!(!engine_race("STEP 2/3: COPY solo.txt /\nError: building at STEP \"COPY x /\": no such file\n"));
+    }
 
     #[test]
     fn the_cache_race_is_recognised_and_nothing_else() {

@@ -69,7 +69,7 @@ pub fn run(root: &Utf8Path, tag: Option<&str>, force: bool) -> Result<i32> {
     let mut mine: Vec<String> =
         docker.list()?.into_iter().map(|(n, _)| n).filter(|n| ours(n, &names, tag, &registries)).collect();
     mine.sort();
-    let which = tag.map_or("all tags".to_string(), |t| format!("tag {t}"));
+    let which = format!("{}, engine {}", tag.map_or("all tags".to_string(), |t| format!("tag {t}")), docker.describe());
     if mine.is_empty() {
         println!("no images of this project ({which})");
         return Ok(0);

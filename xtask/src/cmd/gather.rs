@@ -88,6 +88,7 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         digests,
         statuses,
         platform: (os, arch),
+        engine: docker.describe(),
     })
 }
 
@@ -115,10 +116,12 @@ pub fn contexts(
             unique.push(r);
         }
     }
+    // Each engine's builder reads its own ignore files.
+    let engine = crate::world::docker::Engine::current();
     let ignores = unique
         .iter()
         .map(|r| {
-            let ignore = context::read_ignore(root, &r.service.context, &r.service.dockerfile)?;
+            let ignore = context::read_ignore(root, &r.service.context, &r.service.dockerfile, engine.ignore_files())?;
             // Which CLI sends the context is asked only where a pattern means different
             // things to different CLIs (see `ignore::Dialect`).
             if !ignore.dialect_matters() {

@@ -2,7 +2,8 @@
 //! is missing (as root), starts an engine unless one answers and a registry on loopback, runs
 //! nextest with DOCKER_HOST and AI_INFRA_TEST_REGISTRY set (every test with the legacy builder,
 //! then the status tests through the docker CLI instead of the engine's API, then the build
-//! tests again with BuildKit), and stops what it started.
+//! tests again with BuildKit, then the engine-facing tests under Podman), and stops what it
+//! started.
 
 use anyhow::Result;
 use camino::Utf8Path;
@@ -16,6 +17,7 @@ pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
         ("dockerd", "docker.io"),
         ("docker-registry", "docker-registry"),
         ("busybox", "busybox-static"),
+        ("podman", "podman"),
     ])
     .or_else(|e| if std::env::var_os("DOCKER_HOST").is_some() { Ok(()) } else { Err(e) })?;
     // Ctrl-C reaches the test runner (same process group), which stops; this process lives on
@@ -62,23 +64,23 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     // First with the legacy builder (the docker CLI on PATH, DOCKER_BUILDKIT=0), then every
     // build test again with BuildKit: Debian's docker 20.10 CLI with DOCKER_BUILDKIT=1.
     command.env("DOCKER_BUILDKIT", "0").env("AI_INFRA_TEST_BUILDER", "legacy");
-    eprintln!("test run 1 of 3: every test, legacy builder");
+    eprintln!("test run 1 of 4: every test, legacy builder");
     let docker = crate::world::docker::Docker::with_host(host);
     let planted = plant_sentinel(&docker)?;
     let mut status = command.status();
     if args.is_empty() && status.as_ref().is_ok_and(|s| s.success()) {
         // The first run's images go first: an image of the same inputs would be reused in the
         // second run instead of built.
-        remove_test_images(host, &cleanup);
+        remove_test_images(&docker, &cleanup);
         // The status tests once more through the docker CLI, which the tool uses where it
         // cannot speak the engine's API (ssh://, contexts, TLS): both must answer alike.
-        eprintln!("test run 2 of 3: the status tests again, through the docker CLI (AI_INFRA_ENGINE_CLIENT=cli)");
+        eprintln!("test run 2 of 4: the status tests again, through the docker CLI (AI_INFRA_ENGINE_CLIENT=cli)");
         command.args(["--test", "status"]).env("AI_INFRA_ENGINE_CLIENT", "cli");
         status = command.status();
     }
     // The first runs' images go before the BuildKit run: an image of the same inputs would be
     // reused there instead of built.
-    remove_test_images(host, &cleanup);
+    remove_test_images(&docker, &cleanup);
     let status = match status {
         Ok(first) => buildkit_run(root, runner, args, &registry.addr, &cleanup, host).map(|second| {
             if first.success() {
@@ -89,7 +91,20 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
         }),
         Err(e) => Err(e),
     };
-    remove_test_images(host, &cleanup);
+    remove_test_images(&docker, &cleanup);
+    // The engine-facing tests once more under Podman, whose storage is the machine's: only
+    // this run's images (by their run-unique tags) are removed afterwards.
+    let status = match status {
+        Ok(before) => podman_run(root, runner, args, &registry.addr, &cleanup, host).map(|podman| {
+            if before.success() {
+                podman
+            } else {
+                before
+            }
+        }),
+        Err(e) => Err(e),
+    };
+    remove_test_images(&docker, &cleanup);
     let kept = docker.inspect(&[SENTINEL.to_string()]).is_ok_and(|found| found.contains_key(SENTINEL));
     if planted && kept {
         let _ = docker.remove(&[SENTINEL.to_string()]);
@@ -127,14 +142,7 @@ fn buildkit_run(
     std::os::unix::fs::symlink(cli, &link)?;
     let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
     let mut command = std::process::Command::new("cargo");
-    command.args(runner);
-    if runner[0] == "nextest" {
-        command.args(["-E", BUILD_TESTS_FILTER]);
-    } else {
-        for t in BUILD_TESTS {
-            command.args(["--test", t]);
-        }
-    }
+    command.args(runner).args(select(runner, &BUILD_TESTS, &[]));
     command
         .args(args)
         .current_dir(root)
@@ -146,13 +154,69 @@ fn buildkit_run(
     if let Some(h) = host {
         command.env("DOCKER_HOST", h);
     }
-    eprintln!("test run 3 of 3: the build tests ({}), BuildKit", BUILD_TESTS.join(", "));
+    eprintln!("test run 3 of 4: the build tests ({}), BuildKit", BUILD_TESTS.join(", "));
     command.status()
 }
 
-/// The test binaries that build images: they run under both builders.
+/// The test binaries that build images: they run under both builders, and under Podman.
 const BUILD_TESTS: [&str; 6] = ["build_all", "config", "project_stack", "registry", "root_context", "status"];
-const BUILD_TESTS_FILTER: &str = "binary(build_all) | binary(config) | binary(project_stack) | binary(registry) | binary(root_context) | binary(status)";
+
+/// Tests of those binaries that are about Docker alone, left out of the Podman run: the
+/// Docker engine's HTTP API against its CLI (under Podman the API is never spoken).
+const DOCKER_ONLY_TESTS: [&str; 1] = ["the_engine_api_and_the_cli_agree"];
+
+/// The runner's arguments that select these test binaries, but not the tests `except`.
+fn select(runner: &[&str], binaries: &[&str], except: &[&str]) -> Vec<String> {
+    if runner[0] == "nextest" {
+        let expr: Vec<String> = binaries.iter().map(|b| format!("binary({b})")).collect();
+        let mut expr = format!("({})", expr.join(" | "));
+        for t in except {
+            expr.push_str(&format!(" - test(={t})"));
+        }
+        vec!["-E".into(), expr]
+    } else {
+        let mut args: Vec<String> = binaries.iter().flat_map(|b| ["--test".to_string(), b.to_string()]).collect();
+        if !except.is_empty() {
+            args.extend(["--".to_string(), "--exact".to_string()]);
+            args.extend(except.iter().flat_map(|t| ["--skip".to_string(), t.to_string()]));
+        }
+        args
+    }
+}
+
+/// The build tests under Podman (AI_INFRA_ENGINE=podman, none of Docker's builder settings),
+/// the images they made there are removed with the others. (tests/podman.rs and the cross-engine bundle test
+/// name their engines themselves and run in the first run.)
+fn podman_run(
+    root: &Utf8Path,
+    runner: &[&str],
+    args: &[String],
+    registry: &str,
+    cleanup: &Utf8Path,
+    host: Option<&str>,
+) -> std::io::Result<std::process::ExitStatus> {
+    if !engine::on_path("podman") {
+        return Err(std::io::Error::other(
+            "podman is missing: the Podman run needs it (as root the suite installs Debian's podman)",
+        ));
+    }
+    let mut command = std::process::Command::new("cargo");
+    command.args(runner).args(select(runner, &BUILD_TESTS, &DOCKER_ONLY_TESTS)).args(args).current_dir(root);
+    command
+        .env("AI_INFRA_ENGINE", "podman")
+        .env("AI_INFRA_TEST_BUILDER", "buildah")
+        .env("AI_INFRA_TEST_REGISTRY", registry)
+        .env("AI_INFRA_TEST_CLEANUP", cleanup)
+        .env_remove("DOCKER_BUILDKIT")
+        .env_remove("AI_INFRA_BUILDER");
+    // DOCKER_HOST stays: the tool must not follow it under Podman (nor speak that engine's
+    // API), and the tests that compare with Docker find the test engine there.
+    if let Some(h) = host {
+        command.env("DOCKER_HOST", h);
+    }
+    eprintln!("test run 4 of 4: the build tests ({}), Podman", BUILD_TESTS.join(", "));
+    command.status()
+}
 
 /// An image of the user's named like the project's images (a service `base` is in many test
 /// workspaces and in the benchmark's): the suite fails when it does not survive.
@@ -177,10 +241,20 @@ fn plant_sentinel(docker: &crate::world::docker::Docker) -> Result<bool> {
 /// Removes the images the tests listed by tag: every ai-infra-* name with one of those tags,
 /// and the content-tag names of the same images. Nothing else, since the engine may be the
 /// developer's own.
-fn remove_test_images(host: Option<&str>, list: &Utf8Path) {
+/// Under Podman too (shared by everyone on the machine): the tags are this run's alone.
+fn remove_test_images(docker: &crate::world::docker::Docker, list: &Utf8Path) {
     let Ok(text) = std::fs::read_to_string(list) else { return };
     let tags: std::collections::BTreeSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-    let docker = crate::world::docker::Docker::with_host(host);
+    remove_tagged(docker, &tags);
+    if engine::on_path("podman") {
+        remove_tagged(&crate::world::docker::Docker::podman(), &tags);
+    }
+    let _ = std::fs::remove_file(list);
+}
+
+/// Removes from one engine every ai-infra-* name with one of these tags, and the content-tag
+/// names of the same images.
+fn remove_tagged(docker: &crate::world::docker::Docker, tags: &std::collections::BTreeSet<&str>) {
     let images: Vec<(String, String)> =
         docker.list().unwrap_or_default().into_iter().filter(|(n, _)| n.contains("ai-infra-")).collect();
     let tag_of = |n: &str| n.rsplit_once(':').map_or("", |(_, t)| t).to_string();
@@ -196,5 +270,4 @@ fn remove_test_images(host: Option<&str>, list: &Utf8Path) {
     if !names.is_empty() {
         let _ = docker.remove(&names);
     }
-    let _ = std::fs::remove_file(list);
 }

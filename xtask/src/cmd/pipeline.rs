@@ -292,12 +292,17 @@ impl Run<'_> {
     fn status_line(&self, snap: &Snapshot) -> String {
         let target = snap.registry.as_deref().map_or("local build".to_string(), |r| format!("registry {r}"));
         if self.o.force && self.o.service.is_none() {
-            return "status: skipped, --force rebuilds every service without cache".to_string();
+            return format!("status: skipped, --force rebuilds every service without cache (engine {})", snap.engine);
         }
         let in_scope: Vec<_> =
             snap.statuses.iter().filter(|s| self.wanted.as_ref().is_none_or(|w| w.contains(&s.name))).collect();
         let not_ok = in_scope.iter().filter(|s| s.state != State::Ok).count();
-        format!("status: {not_ok} of {} images need work (tag {}, {target})", in_scope.len(), self.tag)
+        format!(
+            "status: {not_ok} of {} images need work (tag {}, {target}, engine {})",
+            in_scope.len(),
+            self.tag,
+            snap.engine
+        )
     }
 
     /// The plan; images with the same inputs, here or in the registry, are taken instead of

@@ -205,6 +205,7 @@ mod tests {
             digests: BTreeMap::new(),
             statuses,
             platform: ("linux".into(), "amd64".into()),
+            engine: "docker at unix:///s".into(),
         }
     }
 

@@ -134,6 +134,7 @@ pub fn to_json(snap: &Snapshot) -> Value {
     json!({
         "tag": snap.tag,
         "registry": snap.registry,
+        "engine": snap.engine,
         "counts": {
             "OK": count(State::Ok), "MISSING": count(State::Missing),
             "INVALID": count(State::Invalid), "STALE": count(State::Stale), "ERROR": count(State::Error),
@@ -147,7 +148,7 @@ fn human(snap: &Snapshot, style: &Style) -> String {
     let mut out = String::new();
     let total = snap.statuses.len();
     let target = snap.registry.as_deref().map_or("local build".to_string(), |r| format!("registry {r}"));
-    let _ = writeln!(out, "ai-infra images: tag {}, {target}", snap.tag);
+    let _ = writeln!(out, "ai-infra images: tag {}, {target}, engine {}", snap.tag, snap.engine);
     for st in State::ALL {
         let n = snap.statuses.iter().filter(|s| s.state == st).count();
         if st == State::Error && n == 0 {

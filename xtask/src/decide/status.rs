@@ -65,6 +65,8 @@ pub struct Snapshot {
     pub statuses: Vec<ServiceStatus>,
     /// The engine's OS and architecture, as the check used them.
     pub platform: (String, String),
+    /// The engine asked, as reports name it (`docker at ADDRESS`, `podman (no daemon)`).
+    pub engine: String,
 }
 
 impl Snapshot {

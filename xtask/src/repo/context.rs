@@ -84,23 +84,27 @@ pub fn field(out: &mut String, s: &str) {
     out.push(',');
 }
 
-/// Reads the `.dockerignore` of a context. A Dockerfile-specific ignore file is refused: BuildKit
-/// reads it and the legacy builder does not, so the context would depend on the builder.
-pub fn read_ignore(root: &Utf8Path, context: &Utf8Path, dockerfile: &Utf8Path) -> Result<Ignore> {
+/// Reads the first of the engine's ignore files (`names`: `.dockerignore`; under Podman,
+/// `.containerignore` first) that a context has. A Dockerfile-specific ignore file is
+/// refused: BuildKit reads it and the legacy builder does not, so the context would depend
+/// on the builder.
+pub fn read_ignore(root: &Utf8Path, context: &Utf8Path, dockerfile: &Utf8Path, names: &[&str]) -> Result<Ignore> {
     let specific = Utf8PathBuf::from(format!("{dockerfile}.dockerignore"));
     if root.join(&specific).exists() {
         bail!("{specific}: BuildKit reads this file and the legacy builder ignores it; move its patterns into {context}/.dockerignore");
     }
-    let path = context.join(".dockerignore");
-    let abs = root.join(&path);
-    match std::fs::read(&abs) {
-        Ok(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path} is not UTF-8 text"))?;
-            Ignore::parse(&text).with_context(|| format!("{path}"))
+    for name in names {
+        let path = context.join(name);
+        match std::fs::read(root.join(&path)) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path} is not UTF-8 text"))?;
+                return Ignore::parse(&text).with_context(|| format!("{path}"));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ignore::default()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {path}")),
     }
+    Ok(Ignore::default())
 }
 
 /// What the builders read through symbolic links: a COPY, ADD or bind-mount source that is a
@@ -601,6 +605,24 @@ mod tests {
     }
 
     #[test]
+    fn the_first_ignore_file_found_is_the_only_one_read() {
+        let dir = crate::testutil::TempDir::new("ctx-ignore-files");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("c")).unwrap();
+        std::fs::write(root.join("c/.dockerignore"), "*.tmp\n").unwrap();
+        std::fs::write(root.join("c/.containerignore"), "*.log\n").unwrap();
+        let docker = read_ignore(root, "c".into(), "c/Dockerfile".into(), &[".dockerignore"]).unwrap();
+        assert!(docker.excludes("a.tmp") && !docker.excludes("a.log"));
+        // Podman's builder reads .containerignore first, and then only that file.
+        let podman = [".containerignore", ".dockerignore"];
+        let ignore = read_ignore(root, "c".into(), "c/Dockerfile".into(), &podman).unwrap();
+        assert!(ignore.excludes("a.log") && !ignore.excludes("a.tmp"));
+        std::fs::remove_file(root.join("c/.containerignore")).unwrap();
+        let ignore = read_ignore(root, "c".into(), "c/Dockerfile".into(), &podman).unwrap();
+        assert!(ignore.excludes("a.tmp") && !ignore.excludes("a.log"));
+    }
+
+    #[test]
     fn lists_what_docker_sends() {
         let dir = crate::testutil::TempDir::new("ctx-list");
         let root = dir.path();
@@ -624,7 +646,7 @@ mod tests {
         chmod("c/a.txt", 0o640).unwrap();
         chmod("c/logs/keep.log", 0o4644).unwrap();
         chmod("c/sub", 0o2750).unwrap();
-        let ignore = read_ignore(root, "c".into(), "c/Dockerfile".into()).unwrap();
+        let ignore = read_ignore(root, "c".into(), "c/Dockerfile".into(), &[".dockerignore"]).unwrap();
         let recs = records(root, "c".into(), &ignore, HashCache::in_memory()).unwrap();
         let lines: String = recs.iter().map(|r| r.line()).collect();
         let sha_a = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
@@ -652,7 +674,7 @@ mod tests {
         assert!(lines.contains(" 5:a.txt,\n"), "{lines}");
 
         std::fs::write(root.join("c/Dockerfile.dockerignore"), "x").unwrap();
-        let err = read_ignore(root, "c".into(), "c/Dockerfile".into()).unwrap_err().to_string();
+        let err = read_ignore(root, "c".into(), "c/Dockerfile".into(), &[".dockerignore"]).unwrap_err().to_string();
         assert!(err.contains("legacy builder"), "{err}");
     }
 }

@@ -263,7 +263,7 @@ fn resolve_one(
     let followed = crate::repo::context::followed_links(&project.root, &s.context, &analysis.reads);
     analysis.reads.extend(followed);
     // A .dockerignore the builders would reject makes this service ERROR, not the whole check.
-    crate::repo::context::read_ignore(&project.root, &s.context, &s.dockerfile)?;
+    crate::repo::context::read_ignore(&project.root, &s.context, &s.dockerfile, &[".dockerignore"])?;
     Ok(Resolved { service: s.clone(), dockerfile: bytes, analysis, build_args: args })
 }
 

@@ -190,7 +190,7 @@ pub fn host(registry: &str) -> &str {
 
 /// The familiar form of a reference, as RepoTags shows it: no `docker.io/library/`.
 pub fn familiar(name: &str) -> &str {
-    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"] {
+    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/", "localhost/"] {
         if let Some(rest) = name.strip_prefix(prefix) {
             return rest;
         }
@@ -331,6 +331,8 @@ mod tests {
         let r = Reference::parse("me/x");
         assert_eq!((r.domain, r.path, r.tag), (None, "me/x", None));
         assert_eq!(host("127.0.0.1:5000/team"), "127.0.0.1:5000");
+        assert_eq!(familiar("localhost/ai-infra-base:v1"), "ai-infra-base:v1");
+        assert_eq!(familiar("localhost:5000/ai-infra-base:v1"), "localhost:5000/ai-infra-base:v1");
         assert_eq!(familiar("docker.io/library/python:3.11"), "python:3.11");
         assert_eq!(familiar("docker.io/me/x:1"), "me/x:1");
         assert_eq!(familiar("127.0.0.1:5000/x:1"), "127.0.0.1:5000/x:1");

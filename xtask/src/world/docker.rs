@@ -1,7 +1,8 @@
-//! The one module that talks to the Docker engine: connect (engine reachable, its platform),
-//! inspect many images in one call, list them, build, tag, push, pull, remove. The questions
-//! asked on every run (version, inspect, list) go to the engine's API where `api.rs` can reach
-//! it, else to the `docker` CLI; everything else goes through the CLI.
+//! The one module that talks to the engine: connect (engine reachable, its platform), inspect
+//! many images in one call, list them, build, tag, push, pull, remove. The engine is Docker, or
+//! Podman (AI_INFRA_ENGINE=podman, or where only Podman is installed), always through its CLI.
+//! Docker's questions asked on every run (version, inspect, list) go to the engine's API where
+//! `api.rs` can reach it, else to the `docker` CLI; everything else goes through the CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,9 +15,56 @@ use xshell::{cmd, Shell};
 
 use crate::repo::reference::{self, Reference};
 
-/// The engine: where it is, and (once asked) what it says of itself. Each call makes its own
-/// shell, so calls can run from several threads at once.
+/// Which engine's CLI the tool runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Podman,
+}
+
+impl Engine {
+    /// AI_INFRA_ENGINE when set (a value other than docker or podman is a usage error); else
+    /// Docker, unless only Podman is installed.
+    pub fn chosen() -> Result<Engine> {
+        match std::env::var("AI_INFRA_ENGINE").ok().filter(|v| !v.is_empty()).as_deref() {
+            Some("docker") => Ok(Engine::Docker),
+            Some("podman") => Ok(Engine::Podman),
+            Some(other) => Err(crate::UsageError(format!(
+                "AI_INFRA_ENGINE={other:?} is not an engine this tool knows: set it to docker or podman, or unset it"
+            ))
+            .into()),
+            None if !crate::world::engine::on_path("docker") && crate::world::engine::on_path("podman") => Ok(Engine::Podman),
+            None => Ok(Engine::Docker),
+        }
+    }
+
+    /// The chosen engine; an invalid AI_INFRA_ENGINE (refused by `main` first) means Docker.
+    pub fn current() -> Engine {
+        Engine::chosen().unwrap_or(Engine::Docker)
+    }
+
+    /// The engine's command-line program, also its name in reports.
+    pub fn program(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
+
+    /// The ignore files of a build context, the first found wins: Buildah (Podman's builder)
+    /// reads `.containerignore` before `.dockerignore`; Docker reads only `.dockerignore`.
+    pub fn ignore_files(self) -> &'static [&'static str] {
+        match self {
+            Engine::Docker => &[".dockerignore"],
+            Engine::Podman => &[".containerignore", ".dockerignore"],
+        }
+    }
+}
+
+/// The engine: which one, where it is, and (once asked) what it says of itself. Each call
+/// makes its own shell, so calls can run from several threads at once.
 pub struct Docker {
+    pub engine: Engine,
     /// DOCKER_HOST for the docker CLI, when not the default.
     host_env: Option<String>,
     /// Where the engine is, for messages.
@@ -28,12 +76,13 @@ pub struct Docker {
     builds: std::sync::OnceLock<Builds>,
 }
 
-/// How the docker CLI on PATH reads `.dockerignore` when it sends a build context (asked once
-/// per run, and only where a pattern makes it matter; `docker --version` needs no engine).
+/// How the engine's CLI on PATH reads `.dockerignore` when it sends a build context (asked once
+/// per run, and only where a pattern makes it matter; `docker --version` needs no engine;
+/// `podman --version` reads as Podman's dialect).
 pub fn ignore_dialect() -> crate::repo::ignore::Dialect {
     static DIALECT: std::sync::OnceLock<crate::repo::ignore::Dialect> = std::sync::OnceLock::new();
     *DIALECT.get_or_init(|| {
-        let version = std::process::Command::new("docker")
+        let version = std::process::Command::new(Engine::current().program())
             .arg("--version")
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -44,11 +93,12 @@ pub fn ignore_dialect() -> crate::repo::ignore::Dialect {
     })
 }
 
-/// The builder `docker build` uses.
+/// The builder `docker build` uses; Podman always builds with Buildah.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builder {
     BuildKit,
     Legacy,
+    Buildah,
 }
 
 impl Builder {
@@ -56,12 +106,14 @@ impl Builder {
         match self {
             Builder::BuildKit => "BuildKit",
             Builder::Legacy => "the legacy builder",
+            Builder::Buildah => "Buildah",
         }
     }
 }
 
 /// How this run's builds are made: the builder, and whether RUN needs the host network (an
-/// engine without a bridge network, which BuildKit needs for RUN by default).
+/// engine without a bridge network, which BuildKit needs for RUN by default; Podman, which
+/// would otherwise create a bridge of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Builds {
     pub builder: Builder,
@@ -124,16 +176,21 @@ impl Image {
                 .and_then(Value::as_array)
                 .map_or_else(Vec::new, |a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
         };
+        let layers = v.pointer("/RootFS/Layers").and_then(Value::as_array).map(Vec::len);
+        // Podman prints the ID without its algorithm, and counts an image's config in its
+        // size, so that an image of no layers has a size; both read here as Docker says them.
+        let id = s("/Id").map(|id| if id.contains(':') { id } else { format!("sha256:{id}") });
+        let size = v.pointer("/Size").and_then(Value::as_u64).map(|n| if layers.unwrap_or(0) == 0 { 0 } else { n });
         Image {
-            id: s("/Id"),
+            id,
             repo_tags: list("/RepoTags"),
             repo_digests: list("/RepoDigests"),
             created: s("/Created"),
-            size: v.pointer("/Size").and_then(Value::as_u64),
+            size,
             os: s("/Os"),
             arch: s("/Architecture"),
             labels: v.pointer("/Config/Labels").and_then(Value::as_object).cloned().unwrap_or_default(),
-            layers: v.pointer("/RootFS/Layers").and_then(Value::as_array).map(Vec::len),
+            layers,
         }
     }
 }
@@ -158,6 +215,10 @@ pub fn tail(log: &str, n: usize) -> String {
 /// The arguments of `docker build` for a request, under the run's builder.
 fn build_args(req: &BuildRequest, builds: Builds) -> Vec<String> {
     let mut args: Vec<String> = vec!["build".into(), "-f".into(), req.dockerfile.to_string()];
+    if builds.builder == Builder::Buildah {
+        // Docker's image format keeps SHELL, HEALTHCHECK and ONBUILD.
+        args.push("--format=docker".into());
+    }
     for (k, v) in req.args {
         args.push("--build-arg".into());
         args.push(format!("{k}={v}"));
@@ -192,11 +253,6 @@ fn build_args(req: &BuildRequest, builds: Builds) -> Vec<String> {
     args
 }
 
-/// The docker CLI cannot be run at all.
-fn no_cli(e: xshell::Error) -> anyhow::Error {
-    anyhow::anyhow!("cannot run the docker command ({e}): install a Docker client, or run `cargo xtask engine up` (as root it installs Debian's docker.io)")
-}
-
 /// Turns a failed docker command into an error a person can act on.
 fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
     let line =
@@ -219,7 +275,7 @@ impl Docker {
         Docker::at(host, Some(&crate::base::state_dir(root)))
     }
 
-    /// The engine at this address (None: the default socket), without calling it yet.
+    /// The Docker engine at this address (None: the default socket), without calling it yet.
     pub fn with_host(host: Option<&str>) -> Docker {
         Docker::at(host, None)
     }
@@ -232,6 +288,7 @@ impl Docker {
         let api = crate::world::api::endpoint(host, &|k| std::env::var(k).ok(), context.as_deref())
             .map(|a| crate::world::api::Api::new(a, &shown, state));
         Docker {
+            engine: Engine::Docker,
             host_env: host.map(str::to_string),
             host: shown,
             server: std::sync::OnceLock::new(),
@@ -240,10 +297,57 @@ impl Docker {
         }
     }
 
-    /// `docker ARGS`, reaching this engine; a failure is an error about `what`.
+    /// Podman, which runs without a daemon: its CLI is the engine, on the local storage. The
+    /// engine's HTTP API (`api.rs`) is never used for it.
+    pub fn podman() -> Docker {
+        Docker {
+            engine: Engine::Podman,
+            host_env: None,
+            host: "podman (no daemon, local storage)".to_string(),
+            server: std::sync::OnceLock::new(),
+            api: None,
+            builds: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The engine as every report names it on its first line: `docker at ADDRESS` or
+    /// `podman (no daemon)`.
+    pub fn describe(&self) -> String {
+        match self.engine {
+            Engine::Docker => format!("docker at {}", self.host),
+            Engine::Podman => "podman (no daemon)".to_string(),
+        }
+    }
+
+    /// The CLI program of this engine.
+    pub fn program(&self) -> &'static str {
+        self.engine.program()
+    }
+
+    /// The engine's CLI cannot be run at all.
+    fn no_cli(&self, e: xshell::Error) -> anyhow::Error {
+        match self.engine {
+            Engine::Docker => anyhow::anyhow!("cannot run the docker command ({e}): install a Docker client, or run `cargo xtask engine up` (as root it installs Debian's docker.io)"),
+            Engine::Podman => anyhow::anyhow!("cannot run the podman command ({e}): install Podman (Debian: `apt-get install podman`), or unset AI_INFRA_ENGINE to use Docker"),
+        }
+    }
+
+    /// Podman asks a plain-HTTP registry only with `--tls-verify=false`; Docker's engine
+    /// decides that itself (loopback, or its insecure-registries).
+    fn tls_flags(&self, image: &str) -> Vec<&'static str> {
+        let plain = image.contains('/') && crate::world::registry::plain_http(reference::host(image));
+        if self.engine == Engine::Podman && plain {
+            vec!["--tls-verify=false"]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// `docker ARGS` (or `podman ARGS`), reaching this engine; a failure is an error about `what`.
     fn checked(&self, what: &str, args: &[&str]) -> Result<std::process::Output> {
         let sh = self.sh()?;
-        let out = cmd!(sh, "docker {args...}").quiet().ignore_status().output().map_err(no_cli)?;
+        let program = self.program();
+        let out = cmd!(sh, "{program} {args...}").quiet().ignore_status().output().map_err(|e| self.no_cli(e))?;
         if !out.status.success() {
             return Err(failure(what, &self.host, &String::from_utf8_lossy(&out.stderr)));
         }
@@ -252,7 +356,7 @@ impl Docker {
 
     /// A `docker` process reaching this engine, for the calls that must stream or be ended.
     fn command(&self) -> std::process::Command {
-        let mut command = std::process::Command::new("docker");
+        let mut command = std::process::Command::new(self.program());
         if let Some(h) = &self.host_env {
             command.env("DOCKER_HOST", h);
         }
@@ -300,6 +404,11 @@ impl Docker {
         if let Some(s) = self.server.get() {
             return Ok(s.clone());
         }
+        if self.engine == Engine::Podman {
+            let s = self.podman_server()?;
+            let _ = self.server.set(s.clone());
+            return Ok(s);
+        }
         if let Some(api) = &self.api {
             let (version, os, arch) = api.version()?;
             let s = Server { version, os, arch };
@@ -311,7 +420,7 @@ impl Docker {
         let format = "{{json .}}";
         let out = match cmd!(sh, "docker version --format {format}").quiet().ignore_status().output() {
             Ok(o) => o,
-            Err(e) => return Err(no_cli(e)),
+            Err(e) => return Err(self.no_cli(e)),
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -325,6 +434,27 @@ impl Docker {
         let s = Server { version: field("Version"), os: field("Os"), arch: field("Arch") };
         let _ = self.server.set(s.clone());
         Ok(s)
+    }
+
+    /// Podman in local mode has no server: its client is the engine, so `podman version`
+    /// names the platform under Client.
+    fn podman_server(&self) -> Result<Server> {
+        let sh = self.sh()?;
+        let out =
+            cmd!(sh, "podman version --format json").quiet().ignore_status().output().map_err(|e| self.no_cli(e))?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let side =
+            v.get("Server").filter(|s| !s.is_null()).or_else(|| v.get("Client")).filter(|_| out.status.success());
+        let Some(side) = side else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let line = stderr.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no answer");
+            bail!("podman does not answer ({line}): check `podman info`, or unset AI_INFRA_ENGINE to use Docker");
+        };
+        let field = |k: &str| side.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let os_arch = field("OsArch");
+        let (os, arch) = os_arch.split_once('/').unwrap_or(("", ""));
+        let os = if os.is_empty() { field("Os") } else { os.to_string() };
+        Ok(Server { version: field("Version"), os, arch: arch.to_string() })
     }
 
     /// Inspects many images in one engine call; the result maps each requested name that
@@ -347,7 +477,12 @@ impl Docker {
             return Ok(BTreeMap::new());
         }
         let sh = self.sh()?;
-        let out = cmd!(sh, "docker image inspect {names...}").quiet().ignore_status().output().map_err(no_cli)?;
+        let program = self.program();
+        let out = cmd!(sh, "{program} image inspect {names...}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .map_err(|e| self.no_cli(e))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host)
@@ -358,6 +493,16 @@ impl Docker {
     pub fn prepare_builds(&self) -> Result<Builds> {
         if let Some(b) = self.builds.get() {
             return Ok(*b);
+        }
+        if self.engine == Engine::Podman {
+            // BuildKit and the legacy builder are Docker's: Podman builds with Buildah only,
+            // and DOCKER_BUILDKIT means nothing to it.
+            if let Some(f) = std::env::var("AI_INFRA_BUILDER").ok().filter(|f| !f.trim().is_empty()) {
+                bail!("AI_INFRA_BUILDER={f:?} is not a builder under Podman, which builds with Buildah only: unset AI_INFRA_BUILDER, or set AI_INFRA_ENGINE=docker for buildkit or legacy");
+            }
+            let version = self.server().map(|s| s.version).unwrap_or_default();
+            println!("builder: Buildah (podman {version}); builds run with --network host");
+            return Ok(*self.builds.get_or_init(|| self.default_builds()));
         }
         let sh = self.sh()?;
         let client = "{{.Client.Version}}";
@@ -382,6 +527,15 @@ impl Docker {
         Ok(*self.builds.get_or_init(|| b))
     }
 
+    /// How builds run when `prepare_builds` was not asked: the legacy builder under Docker,
+    /// Buildah on the host network under Podman.
+    fn default_builds(&self) -> Builds {
+        match self.engine {
+            Engine::Docker => Builds { builder: Builder::Legacy, host_network: false },
+            Engine::Podman => Builds { builder: Builder::Buildah, host_network: true },
+        }
+    }
+
     /// Runs `docker build`, its output going line by line to `log` (and, with `echo`, to the
     /// terminal with that prefix). `cancel` ends the build. Builds must be interruptible and
     /// streamed, which xshell 0.2 cannot do, so this call uses std::process directly.
@@ -392,7 +546,7 @@ impl Docker {
         echo: Option<&str>,
         cancel: &AtomicBool,
     ) -> Result<BuildEnd> {
-        let builds = self.builds.get().copied().unwrap_or(Builds { builder: Builder::Legacy, host_network: false });
+        let builds = self.builds.get().copied().unwrap_or_else(|| self.default_builds());
         let args = build_args(req, builds);
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
@@ -400,13 +554,15 @@ impl Docker {
         let file = std::fs::File::create(log).with_context(|| format!("cannot write {log}"))?;
         let file = std::sync::Mutex::new(std::io::LineWriter::new(file));
         let mut command = self.command();
-        command.env("DOCKER_BUILDKIT", if builds.builder == Builder::BuildKit { "1" } else { "0" });
+        if self.engine == Engine::Docker {
+            command.env("DOCKER_BUILDKIT", if builds.builder == Builder::BuildKit { "1" } else { "0" });
+        }
         command
             .args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let mut child = command.spawn().context("cannot run docker build")?;
+        let mut child = command.spawn().with_context(|| format!("cannot run {} build", self.program()))?;
         let (out, err) = (child.stdout.take(), child.stderr.take());
         let status = std::thread::scope(|s| {
             let copy = |stream: Box<dyn std::io::Read + Send>| {
@@ -436,7 +592,7 @@ impl Docker {
                 match child.try_wait() {
                     Ok(Some(status)) => return Ok(Some(status)),
                     Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                    Err(e) => return Err(anyhow::anyhow!("waiting for docker build: {e}")),
+                    Err(e) => return Err(anyhow::anyhow!("waiting for {} build: {e}", self.program())),
                 }
             }
         })?;
@@ -449,7 +605,10 @@ impl Docker {
 
     /// Pulls an image; the error is the engine's last line.
     pub fn pull(&self, image: &str) -> Result<()> {
-        self.checked(&format!("docker pull {image}"), &["pull", "--quiet", image]).map(drop)
+        let mut args = vec!["pull", "--quiet"];
+        args.extend(self.tls_flags(image));
+        args.push(image);
+        self.checked(&format!("{} pull {image}", self.program()), &args).map(drop)
     }
 
     /// `docker manifest inspect -v REF`, asked of the registry by the CLI itself; None when it
@@ -460,8 +619,10 @@ impl Docker {
         timeout: std::time::Duration,
     ) -> Result<Option<std::process::Output>> {
         let mut command = self.command();
-        command.args(["manifest", "inspect", "-v", reference]);
-        run_bounded(command, timeout).context("cannot run docker manifest inspect")
+        // Podman's `manifest inspect` reads the registry itself and has no -v.
+        let verbose: &[&str] = if self.engine == Engine::Podman { &[] } else { &["-v"] };
+        command.args(["manifest", "inspect"]).args(verbose).arg(reference);
+        run_bounded(command, timeout).with_context(|| format!("cannot run {} manifest inspect", self.program()))
     }
 
     /// `docker save IMAGE` as a running process whose stdout is the tar: the caller streams it
@@ -470,24 +631,25 @@ impl Docker {
         let mut command = self.command();
         command.args(["save", image]).stdin(std::process::Stdio::null());
         command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        command.spawn().with_context(|| format!("cannot run docker save {image}"))
+        command.spawn().with_context(|| format!("cannot run {} save {image}", self.program()))
     }
 
     /// Loads the images of a tar written by `docker save`.
     pub fn load(&self, file: &Utf8Path) -> Result<()> {
-        self.checked(&format!("docker load -i {file}"), &["load", "--quiet", "-i", file.as_str()]).map(drop)
+        self.checked(&format!("{} load -i {file}", self.program()), &["load", "--quiet", "-i", file.as_str()]).map(drop)
     }
 
     /// Pushes an image name to its registry. A push that prints nothing for
     /// `AI_INFRA_PUSH_TIMEOUT` seconds (default 120) is ended: the registry stopped answering.
     pub fn push(&self, image: &str) -> Result<()> {
         let idle = push_timeout()?;
+        let program = self.program();
         let mut command = self.command();
-        command.args(["push", image]);
+        command.arg("push").args(self.tls_flags(image)).arg(image);
         let registry = reference::host(image);
-        let Some(out) = run_bounded(command, idle).context("cannot run docker push")? else {
+        let Some(out) = run_bounded(command, idle).with_context(|| format!("cannot run {program} push"))? else {
             bail!(
-                "docker push {image}: the registry stopped answering (no progress for {} s; AI_INFRA_PUSH_TIMEOUT sets the bound); the local image is kept",
+                "{program} push {image}: the registry stopped answering (no progress for {} s; AI_INFRA_PUSH_TIMEOUT sets the bound); the local image is kept",
                 idle.as_secs()
             );
         };
@@ -497,9 +659,9 @@ impl Docker {
                 || stderr.contains("authentication required")
                 || stderr.contains("denied")
             {
-                bail!("docker push {image}: the registry refused it: run `docker login {registry}`");
+                bail!("{program} push {image}: the registry refused it: run `{program} login {registry}`");
             }
-            return Err(failure(&format!("docker push {image}"), &self.host, &stderr));
+            return Err(failure(&format!("{program} push {image}"), &self.host, &stderr));
         }
         Ok(())
     }
@@ -508,6 +670,19 @@ impl Docker {
     pub fn list(&self) -> Result<Vec<(String, String)>> {
         if let Some(api) = &self.api {
             return api.tagged();
+        }
+        if self.engine == Engine::Podman {
+            // Podman's listing fails as a whole when another process removes an image while it
+            // reads the storage ("image not known"): the listing is asked again.
+            let mut tries = 0;
+            let out = loop {
+                match self.checked("podman image ls", &["image", "ls", "--format", "json"]) {
+                    Err(e) if tries < 5 && format!("{e:#}").contains("image not known") => tries += 1,
+                    other => break other?,
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            return parse_podman_list(&String::from_utf8_lossy(&out.stdout));
         }
         let out = self.checked("docker image ls", &["image", "ls", "--format", "{{json .}}"])?;
         let mut images = Vec::new();
@@ -553,7 +728,7 @@ impl Docker {
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
-        self.checked(&format!("docker tag {source} {target}"), &["tag", source, target]).map(drop)
+        self.checked(&format!("{} tag {source} {target}", self.program()), &["tag", source, target]).map(drop)
     }
 
     /// Removes images by name, in one engine call; returns each name that is still there
@@ -563,7 +738,8 @@ impl Docker {
             return Ok(Vec::new());
         }
         let sh = self.sh()?;
-        let out = cmd!(sh, "docker image rm {names...}").quiet().ignore_status().output()?;
+        let program = self.program();
+        let out = cmd!(sh, "{program} image rm {names...}").quiet().ignore_status().output()?;
         if out.status.success() {
             return Ok(Vec::new());
         }
@@ -642,8 +818,28 @@ pub fn run_bounded(
     })
 }
 
+/// Reads `podman image ls --format json`: one array of images, each with its Names (every
+/// repository:tag, `localhost/` for what it built, listed here as Docker would) and its Id.
+pub fn parse_podman_list(stdout: &str) -> Result<Vec<(String, String)>> {
+    let v: Value = serde_json::from_str(stdout.trim()).map_err(|_| {
+        let head: String = stdout.trim().chars().take(60).collect();
+        anyhow::anyhow!("podman image ls printed something that is not a JSON array: {head:?}")
+    })?;
+    let mut images = Vec::new();
+    for i in v.as_array().into_iter().flatten() {
+        let id = i.get("Id").and_then(Value::as_str).unwrap_or_default();
+        for n in i.get("Names").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            let pair = (reference::familiar(n).to_string(), id.to_string());
+            if !images.contains(&pair) {
+                images.push(pair);
+            }
+        }
+    }
+    Ok(images)
+}
+
 /// Reads `docker image inspect` output: a JSON array of the images found, one stderr line per
-/// missing name. Anything else is an error that says so.
+/// missing name (Podman: "image not known"). Anything else is an error that says so.
 pub fn parse_inspect(
     names: &[String],
     stdout: &str,
@@ -651,7 +847,10 @@ pub fn parse_inspect(
     success: bool,
     host: &str,
 ) -> Result<BTreeMap<String, Image>> {
-    let missing_line = |l: &str| l.to_lowercase().contains("no such image");
+    let missing_line = |l: &str| {
+        let l = l.to_lowercase();
+        l.contains("no such image") || l.contains("image not known")
+    };
     let parsed: Value = match serde_json::from_str(stdout.trim()) {
         Ok(v @ Value::Array(_)) => v,
         _ if !success && stdout.trim().is_empty() && !stderr.lines().any(missing_line) => {
@@ -814,6 +1013,41 @@ mod tests {
     fn tails_skip_builder_noise() {
         let log = "Step 1/2 : FROM scratch\nDEPRECATED: The legacy builder is deprecated\n            Install the buildx component to build images with BuildKit:\n            https://docs.docker.com/go/buildx/\n\nCOPY failed: file not found\n";
         assert_eq!(tail(log, 2), "Step 1/2 : FROM scratch\nCOPY failed: file not found");
+    }
+
+    #[test]
+    fn podman_inspect_reads_as_docker_does() {
+        // Podman 4.3: an ID without its algorithm, names under localhost/, exit 125 and "image
+        // not known" for a missing name, and a size (its config) for an image of no layers.
+        let names = vec!["ai-infra-a:t".to_string(), "ai-infra-b:t".to_string(), "ai-infra-e:t".to_string()];
+        let out = format!(
+            r#"[{{"Id":"{a}","RepoTags":["localhost/ai-infra-a:t"],"Size":1992972,"RootFS":{{"Type":"layers","Layers":["sha256:1"]}},"Config":{{"Labels":{{"k":"v"}}}}}},
+               {{"Id":"{e}","RepoTags":["localhost/ai-infra-e:t"],"Size":1068,"RootFS":{{"Type":"layers","Layers":[]}}}}]"#,
+            a = "ab".repeat(32),
+            e = "cd".repeat(32)
+        );
+        let found =
+            parse_inspect(&names, &out, "Error: inspecting object: ai-infra-b:t: image not known\n", false, "podman")
+                .unwrap();
+        assert_eq!(found.keys().collect::<Vec<_>>(), vec!["ai-infra-a:t", "ai-infra-e:t"]);
+        let a = &found["ai-infra-a:t"];
+        assert_eq!(a.id, Some(format!("sha256:{}", "ab".repeat(32))));
+        assert_eq!((a.size, a.labels["k"].as_str()), (Some(1992972), Some("v")));
+        assert_eq!((found["ai-infra-e:t"].size, found["ai-infra-e:t"].layers), (Some(0), Some(0)));
+        let err = parse_inspect(&names, "", "Error: database is locked\n", false, "podman").unwrap_err();
+        assert!(err.to_string().contains("database is locked"), "{err}");
+    }
+
+    #[test]
+    fn podman_image_list() {
+        let out = r#"[{"Id":"aa","Names":["localhost/ai-infra-a:t","127.0.0.1:5000/ai-infra-a:t"]},
+                      {"Id":"aa","Names":["localhost/ai-infra-a:t"]},{"Id":"bb"}]"#;
+        let list = parse_podman_list(out).unwrap();
+        assert_eq!(
+            list,
+            vec![("ai-infra-a:t".into(), "aa".into()), ("127.0.0.1:5000/ai-infra-a:t".into(), "aa".into())]
+        );
+        assert!(parse_podman_list("Error: oops").unwrap_err().to_string().contains("not a JSON array"));
     }
 
     #[test]

@@ -90,15 +90,21 @@ fn socket_answers(path: &Utf8Path) -> bool {
     std::os::unix::net::UnixStream::connect(path).is_ok()
 }
 
-/// Whether the user chose an engine: DOCKER_HOST, a docker context (DOCKER_CONTEXT, or a
-/// current context in the CLI's config), or AI_INFRA_ENGINE.
-fn configured() -> bool {
+/// Whether the user chose where the Docker engine is: DOCKER_HOST, or a docker context
+/// (DOCKER_CONTEXT, or a current context in the CLI's config).
+fn address_chosen() -> bool {
     let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
-    if set("DOCKER_HOST") || set("DOCKER_CONTEXT") || set("AI_INFRA_ENGINE") {
+    if set("DOCKER_HOST") || set("DOCKER_CONTEXT") {
         return true;
     }
     let current = crate::world::api::current_context();
     current.is_some_and(|c| !c.is_empty() && c != "default")
+}
+
+/// Whether the user chose an engine: its address, or AI_INFRA_ENGINE. No private engine is
+/// started by itself then.
+fn configured() -> bool {
+    address_chosen() || std::env::var("AI_INFRA_ENGINE").is_ok_and(|v| !v.is_empty())
 }
 
 /// The engine address for this root: DOCKER_HOST when set; else the CLI's own choice when a
@@ -108,7 +114,9 @@ pub fn docker_host(root: &Utf8Path) -> Option<String> {
     if let Some(h) = docker_host_env() {
         return Some(h);
     }
-    if configured() || socket_answers(Utf8Path::new(DEFAULT_SOCKET)) {
+    // AI_INFRA_ENGINE=docker names the engine, not its address: the engine `engine up` started
+    // for this root is still found.
+    if address_chosen() || socket_answers(Utf8Path::new(DEFAULT_SOCKET)) {
         return None;
     }
     let s = read_state(&state_dir(root).join("state.json"))?;
@@ -119,6 +127,10 @@ pub fn docker_host(root: &Utf8Path) -> Option<String> {
 /// tool can start one (as root, with dockerd or apt-get), it starts the private engine as
 /// `engine up` does and says so in one line; elsewhere the first engine call says what to do.
 pub fn docker(root: &Utf8Path) -> Result<crate::world::docker::Docker> {
+    if crate::world::docker::Engine::current() == crate::world::docker::Engine::Podman {
+        // Podman runs without a daemon: nothing to start, and no Docker address to look for.
+        return Ok(crate::world::docker::Docker::podman());
+    }
     let host = docker_host(root);
     let only_podman = on_path("podman") && !on_path("docker");
     let can_start = is_root() && (on_path("dockerd") || on_path("apt-get")) && !only_podman;
@@ -157,7 +169,8 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
-fn on_path(program: &str) -> bool {
+/// Whether `program` is a file in one of PATH's folders.
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false)
 }
 
@@ -407,8 +420,34 @@ impl Drop for Registry {
     }
 }
 
+/// Under Podman there is no engine to start: `up` and `status` say so. `down` still stops a
+/// Docker engine that `up` started earlier for this root.
+fn podman(action: &str) -> Result<i32> {
+    let why = match std::env::var("AI_INFRA_ENGINE") {
+        Ok(v) if !v.is_empty() => "AI_INFRA_ENGINE=podman",
+        _ => "only Podman is installed",
+    };
+    let podman = crate::world::docker::Docker::podman();
+    match (action, podman.server()) {
+        ("up", Ok(s)) => {
+            println!("engine podman {} ({why}) runs without a daemon: no engine needs starting; `engine up` starts a Docker engine only under AI_INFRA_ENGINE=docker", s.version);
+            Ok(0)
+        }
+        (_, Ok(s)) => {
+            println!("engine podman {} ({why}) answers: it runs without a daemon, on the local storage", s.version);
+            Ok(0)
+        }
+        (_, Err(e)) => {
+            println!("{e:#}");
+            Ok(1)
+        }
+    }
+}
+
 pub fn run(root: &Utf8Path, action: &str) -> Result<i32> {
+    let podman_chosen = crate::world::docker::Engine::chosen()? == crate::world::docker::Engine::Podman;
     match action {
+        "up" | "status" if podman_chosen => podman(action),
         "up" => up(root, false).map(|_| 0),
         "down" => down(root, false).map(|_| 0),
         "status" => status(root),

@@ -12,6 +12,8 @@ use std::process::Command;
 pub struct Workspace {
     pub root: PathBuf,
     pub tag: String,
+    /// The engine's CLI the tool runs here: `docker`, or `podman`.
+    pub engine: &'static str,
     extra_tags: Vec<String>,
 }
 
@@ -27,16 +29,23 @@ impl std::fmt::Debug for Output {
     }
 }
 
+/// The engine the tests run under: Podman in the harness's Podman pass (AI_INFRA_ENGINE),
+/// else Docker.
+pub fn engine() -> &'static str {
+    match std::env::var("AI_INFRA_ENGINE").as_deref() {
+        Ok("podman") => "podman",
+        _ => "docker",
+    }
+}
+
 /// Fails the test with a clear message when no engine answers: run `cargo xtask test`.
-pub fn require_engine() {
-    let ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+pub fn require_engine(engine: &str) {
+    // Podman in local mode has no server: its client answering is the engine answering.
+    let format = if engine == "podman" { "{{.Client.Version}}" } else { "{{.Server.Version}}" };
+    let ok = Command::new(engine).args(["version", "--format", format]).output().is_ok_and(|o| o.status.success());
     assert!(
         ok,
-        "no Docker engine answers (DOCKER_HOST={:?}): run the suite with `cargo xtask test`",
+        "no {engine} engine answers (DOCKER_HOST={:?}): run the suite with `cargo xtask test`, which installs and starts what it needs",
         std::env::var("DOCKER_HOST")
     );
 }
@@ -47,19 +56,29 @@ pub fn registry() -> Option<String> {
 }
 
 impl Workspace {
-    /// An empty root (with a services/ folder) for the test `name`.
+    /// An empty root (with a services/ folder) for the test `name`, under the suite's engine.
     pub fn new(name: &str) -> Workspace {
-        require_engine();
+        Workspace::under(engine(), name)
+    }
+
+    /// An empty root for the test `name` whose commands run under `engine`.
+    pub fn under(engine: &'static str, name: &str) -> Workspace {
+        require_engine(engine);
         let tag = format!("t-{name}-{}", std::process::id());
         let root = std::env::temp_dir().join(format!("xtask-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("services")).unwrap();
-        Workspace { root, tag, extra_tags: Vec::new() }
+        Workspace { root, tag, engine, extra_tags: Vec::new() }
     }
 
     /// A small stack: base <- mid <- leaf, base <- other (with a .dockerignore), solo (scratch).
     pub fn stack(name: &str) -> Workspace {
-        let ws = Workspace::new(name);
+        Workspace::stack_under(engine(), name)
+    }
+
+    /// The small stack, its commands running under `engine`.
+    pub fn stack_under(engine: &'static str, name: &str) -> Workspace {
+        let ws = Workspace::under(engine, name);
         ws.write("services/base/Dockerfile", "ARG IMAGE_TAG=latest\nFROM scratch\nCOPY rootfs/ /\n");
         ws.write("services/base/rootfs/etc/base.conf", "base=1\n");
         // Layers from scratch that were the same in every test would be shared through the
@@ -140,6 +159,13 @@ impl Workspace {
         }
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
         c.args(args).env("AI_INFRA_ROOT", &self.root).env_remove("FORCE_REBUILD").env("NO_COLOR", "1");
+        // Under Docker the tool's own choice is what most tests are about (an engine started
+        // where none answers, for one): AI_INFRA_ENGINE is set only for Podman.
+        if self.engine == "podman" {
+            c.env("AI_INFRA_ENGINE", "podman");
+        } else {
+            c.env_remove("AI_INFRA_ENGINE");
+        }
         if own_engine {
             c.env_remove("DOCKER_HOST");
         }
@@ -210,6 +236,26 @@ impl Workspace {
         }
     }
 
+    /// Runs the workspace's engine CLI (`docker ARGS` or `podman ARGS`); under Podman, a push
+    /// or pull reaches the plain-HTTP test registry only with `--tls-verify=false`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new(self.engine);
+        match args.split_first() {
+            Some((verb, rest)) if self.engine == "podman" && (*verb == "push" || *verb == "pull") => {
+                c.arg(verb).arg("--tls-verify=false").args(rest)
+            }
+            _ => c.args(args),
+        };
+        c.output().expect("run the engine CLI")
+    }
+
+    /// The stdout of `ENGINE ARGS`, asserting that it succeeds.
+    pub fn cli_under(&self, engine: &str, args: &[&str]) -> String {
+        let o = Command::new(engine).args(args).output().expect("run the engine CLI");
+        assert!(o.status.success(), "{engine} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     /// Remembers a further tag whose images this test makes, for clean-up.
     pub fn also_tag(&mut self, tag: &str) {
         self.extra_tags.push(tag.to_string());
@@ -218,8 +264,8 @@ impl Workspace {
 
 /// Every ai-infra-* name with one of these tags, and every other ai-infra-* name of the same
 /// images (the content tags a push adds).
-fn images_with_tags(tags: &[String]) -> Vec<String> {
-    let Ok(o) = Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]).output()
+fn images_with_tags(engine: &str, tags: &[String]) -> Vec<String> {
+    let Ok(o) = Command::new(engine).args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]).output()
     else {
         return Vec::new();
     };
@@ -240,9 +286,14 @@ impl Workspace {
     /// Removes this workspace's images, as a fresh machine would not have them; never
     /// another test's (tests share the engine).
     pub fn remove_own_images(&self) {
-        let names = images_with_tags(&self.all_tags());
+        self.remove_own_images_under(self.engine);
+    }
+
+    /// Removes this workspace's images from one engine (a test that uses both).
+    pub fn remove_own_images_under(&self, engine: &str) {
+        let names = images_with_tags(engine, &self.all_tags());
         if !names.is_empty() {
-            let _ = Command::new("docker").args(["image", "rm", "--force"]).args(&names).output();
+            let _ = Command::new(engine).args(["image", "rm", "--force"]).args(&names).output();
         }
     }
 
