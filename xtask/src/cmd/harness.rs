@@ -81,29 +81,11 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     // The first runs' images go before the BuildKit run: an image of the same inputs would be
     // reused there instead of built.
     remove_test_images(&docker, &cleanup);
-    let status = match status {
-        Ok(first) => buildkit_run(root, runner, args, &registry.addr, &cleanup, host).map(|second| {
-            if first.success() {
-                second
-            } else {
-                first
-            }
-        }),
-        Err(e) => Err(e),
-    };
+    let status = then(status, || buildkit_run(root, runner, args, &registry.addr, &cleanup, host));
     remove_test_images(&docker, &cleanup);
     // The engine-facing tests once more under Podman, whose storage is the machine's: only
     // this run's images (by their run-unique tags) are removed afterwards.
-    let status = match status {
-        Ok(before) => podman_run(root, runner, args, &registry.addr, &cleanup, host).map(|podman| {
-            if before.success() {
-                podman
-            } else {
-                before
-            }
-        }),
-        Err(e) => Err(e),
-    };
+    let status = then(status, || podman_run(root, runner, args, &registry.addr, &cleanup, host));
     remove_test_images(&docker, &cleanup);
     let kept = docker.inspect(&[SENTINEL.to_string()]).is_ok_and(|found| found.contains_key(SENTINEL));
     if planted && kept {
@@ -117,6 +99,17 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     }
     stopped?;
     Ok(code)
+}
+
+/// Runs the next test run after one that could run at all; the suite's status is the first
+/// failure's, else the last run's.
+fn then(
+    before: std::io::Result<std::process::ExitStatus>,
+    next: impl FnOnce() -> std::io::Result<std::process::ExitStatus>,
+) -> std::io::Result<std::process::ExitStatus> {
+    let before = before?;
+    let after = next()?;
+    Ok(if before.success() { after } else { before })
 }
 
 /// The build-facing tests again under BuildKit: a `docker` first on PATH that is Debian's
