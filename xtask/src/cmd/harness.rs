@@ -81,11 +81,12 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     // The first runs' images go before the BuildKit run: an image of the same inputs would be
     // reused there instead of built.
     remove_test_images(&docker, &cleanup);
-    let status = then(status, || buildkit_run(root, runner, args, &registry.addr, &cleanup, host));
+    let suite = Suite { root, runner, args, registry: &registry.addr, cleanup: &cleanup, host };
+    let status = then(status, || buildkit_run(&suite));
     remove_test_images(&docker, &cleanup);
     // The engine-facing tests once more under Podman, whose storage is the machine's: only
     // this run's images (by their run-unique tags) are removed afterwards.
-    let status = then(status, || podman_run(root, runner, args, &registry.addr, &cleanup, host));
+    let status = then(status, || podman_run(&suite));
     remove_test_images(&docker, &cleanup);
     let kept = docker.inspect(&[SENTINEL.to_string()]).is_ok_and(|found| found.contains_key(SENTINEL));
     if planted && kept {
@@ -101,6 +102,31 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     Ok(code)
 }
 
+/// What the test runs after the first are given.
+struct Suite<'a> {
+    root: &'a Utf8Path,
+    runner: &'a [&'a str],
+    args: &'a [String],
+    registry: &'a str,
+    cleanup: &'a Utf8Path,
+    host: Option<&'a str>,
+}
+
+impl Suite<'_> {
+    /// The runner on the build tests (but not `except`), with the registry, the clean-up list
+    /// and the test engine's DOCKER_HOST.
+    fn cargo(&self, except: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new("cargo");
+        command.args(self.runner).args(select(self.runner, &BUILD_TESTS, except)).args(self.args);
+        command.current_dir(self.root);
+        command.env("AI_INFRA_TEST_REGISTRY", self.registry).env("AI_INFRA_TEST_CLEANUP", self.cleanup);
+        if let Some(h) = self.host {
+            command.env("DOCKER_HOST", h);
+        }
+        command
+    }
+}
+
 /// Runs the next test run after one that could run at all; the suite's status is the first
 /// failure's, else the last run's.
 fn then(
@@ -114,39 +140,21 @@ fn then(
 
 /// The build-facing tests again under BuildKit: a `docker` first on PATH that is Debian's
 /// 20.10 CLI (which builds with the engine's BuildKit when DOCKER_BUILDKIT=1).
-fn buildkit_run(
-    root: &Utf8Path,
-    runner: &[&str],
-    args: &[String],
-    registry: &str,
-    cleanup: &Utf8Path,
-    host: Option<&str>,
-) -> std::io::Result<std::process::ExitStatus> {
+fn buildkit_run(s: &Suite) -> std::io::Result<std::process::ExitStatus> {
     let cli = Utf8Path::new("/usr/bin/docker");
     if !cli.exists() {
         return Err(std::io::Error::other(
             "Debian's docker CLI (/usr/bin/docker, package docker.io) is missing: the BuildKit run needs it",
         ));
     }
-    let bin = crate::base::state_dir(root).join("buildkit-cli");
+    let bin = crate::base::state_dir(s.root).join("buildkit-cli");
     std::fs::create_dir_all(&bin)?;
     let link = bin.join("docker");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(cli, &link)?;
     let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
-    let mut command = std::process::Command::new("cargo");
-    command.args(runner).args(select(runner, &BUILD_TESTS, &[]));
-    command
-        .args(args)
-        .current_dir(root)
-        .env("PATH", path)
-        .env("DOCKER_BUILDKIT", "1")
-        .env("AI_INFRA_TEST_BUILDER", "buildkit")
-        .env("AI_INFRA_TEST_REGISTRY", registry)
-        .env("AI_INFRA_TEST_CLEANUP", cleanup);
-    if let Some(h) = host {
-        command.env("DOCKER_HOST", h);
-    }
+    let mut command = s.cargo(&[]);
+    command.env("PATH", path).env("DOCKER_BUILDKIT", "1").env("AI_INFRA_TEST_BUILDER", "buildkit");
     eprintln!("test run 3 of 4: the build tests ({}), BuildKit", BUILD_TESTS.join(", "));
     command.status()
 }
@@ -178,35 +186,19 @@ fn select(runner: &[&str], binaries: &[&str], except: &[&str]) -> Vec<String> {
 }
 
 /// The build tests under Podman (AI_INFRA_ENGINE=podman, none of Docker's builder settings),
-/// the images they made there are removed with the others. (tests/podman.rs and the cross-engine bundle test
-/// name their engines themselves and run in the first run.)
-fn podman_run(
-    root: &Utf8Path,
-    runner: &[&str],
-    args: &[String],
-    registry: &str,
-    cleanup: &Utf8Path,
-    host: Option<&str>,
-) -> std::io::Result<std::process::ExitStatus> {
+/// the images they made there are removed with the others. (tests/podman.rs and the
+/// cross-engine bundle test name their engines themselves and run in the first run.)
+fn podman_run(s: &Suite) -> std::io::Result<std::process::ExitStatus> {
     if !engine::on_path("podman") {
         return Err(std::io::Error::other(
             "podman is missing: the Podman run needs it (as root the suite installs Debian's podman)",
         ));
     }
-    let mut command = std::process::Command::new("cargo");
-    command.args(runner).args(select(runner, &BUILD_TESTS, &DOCKER_ONLY_TESTS)).args(args).current_dir(root);
-    command
-        .env("AI_INFRA_ENGINE", "podman")
-        .env("AI_INFRA_TEST_BUILDER", "buildah")
-        .env("AI_INFRA_TEST_REGISTRY", registry)
-        .env("AI_INFRA_TEST_CLEANUP", cleanup)
-        .env_remove("DOCKER_BUILDKIT")
-        .env_remove("AI_INFRA_BUILDER");
-    // DOCKER_HOST stays: the tool must not follow it under Podman (nor speak that engine's
-    // API), and the tests that compare with Docker find the test engine there.
-    if let Some(h) = host {
-        command.env("DOCKER_HOST", h);
-    }
+    // DOCKER_HOST stays (see `Suite::cargo`): the tool must not follow it under Podman (nor
+    // speak that engine's API), and the tests that compare with Docker find the test engine.
+    let mut command = s.cargo(&DOCKER_ONLY_TESTS);
+    command.env("AI_INFRA_ENGINE", "podman").env("AI_INFRA_TEST_BUILDER", "buildah");
+    command.env_remove("DOCKER_BUILDKIT").env_remove("AI_INFRA_BUILDER");
     eprintln!("test run 4 of 4: the build tests ({}), Podman", BUILD_TESTS.join(", "));
     command.status()
 }
