@@ -693,7 +693,8 @@ fn digest_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize, si
     let project = project::Project::load(dir)?;
     let cache = crate::base::state_dir(dir).join("hash-cache");
     let digest_all = || -> Result<()> {
-        let (resolved, _) = project::resolve(&project, "bench", &Default::default(), &[])?;
+        let ignore_files = crate::world::docker::Engine::current().ignore_files();
+        let (resolved, _) = project::resolve(&project, "bench", &Default::default(), &[], ignore_files)?;
         gather::inputs(dir, resolved, &Default::default())?;
         Ok(())
     };

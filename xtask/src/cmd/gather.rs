@@ -26,7 +26,7 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     let project = Project::load(root)?;
     let values = crate::repo::env::Values::load(root)?;
     let rendered = crate::repo::render::outputs(root, &project.names())?;
-    let (services, broken) = project::resolve(&project, tag, &values, &rendered)?;
+    let (services, broken) = project::resolve(&project, tag, &values, &rendered, docker.engine.ignore_files())?;
     let image_names: BTreeMap<String, String> =
         project.services.iter().map(|s| (s.name.clone(), reference::image_name(&s.name, tag, registry))).collect();
     for name in image_names.values() {

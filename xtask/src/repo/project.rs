@@ -205,6 +205,7 @@ pub fn resolve(
     tag: &str,
     values: &crate::repo::env::Values,
     rendered: &[crate::repo::render::Output],
+    ignore_files: &[&str],
 ) -> Result<(Vec<Resolved>, Vec<Broken>)> {
     let names: BTreeSet<&str> = project.names().into_iter().collect();
     let is_service = |n: &str| names.contains(n);
@@ -212,7 +213,7 @@ pub fn resolve(
     let mut out = Vec::new();
     let mut broken = Vec::new();
     for s in &project.services {
-        match resolve_one(project, s, tag, values, rendered, &internal) {
+        match resolve_one(project, s, tag, values, rendered, &internal, ignore_files) {
             Ok(r) => out.push(r),
             Err(e) => broken.push(Broken { service: s.clone(), reason: format!("{e:#}") }),
         }
@@ -240,6 +241,7 @@ fn resolve_one(
     values: &crate::repo::env::Values,
     rendered: &[crate::repo::render::Output],
     internal: &dockerfile::Internal,
+    ignore_files: &[&str],
 ) -> Result<Resolved> {
     let bytes = match rendered.iter().find(|o| o.path == s.dockerfile) {
         Some(o) => o.bytes.clone(),
@@ -263,7 +265,7 @@ fn resolve_one(
     let followed = crate::repo::context::followed_links(&project.root, &s.context, &analysis.reads);
     analysis.reads.extend(followed);
     // A .dockerignore the builders would reject makes this service ERROR, not the whole check.
-    crate::repo::context::read_ignore(&project.root, &s.context, &s.dockerfile, &[".dockerignore"])?;
+    crate::repo::context::read_ignore(&project.root, &s.context, &s.dockerfile, ignore_files)?;
     Ok(Resolved { service: s.clone(), dockerfile: bytes, analysis, build_args: args })
 }
 
