@@ -172,7 +172,9 @@ fn a_syntax_frontend_is_a_base_image_pulled_through_the_mirror() {
     // A "Docker Hub" frontend that only the mirror has, made here (no network): two versions.
     let frontend = format!("frontendtest-{}/dockerfile:1", std::process::id());
     let mirrored = format!("{reg}/{frontend}");
-    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    // The engine under test: under Podman the frontend is pulled into Podman's storage, and
+    // Buildah, like the legacy builder, reads `# syntax=` as a comment.
+    let docker = |args: &[&str]| ws.cli(args);
     let make = |version: &str| {
         ws.write(&format!("fe{version}/Dockerfile"), "FROM scratch\nCOPY f /f\n");
         ws.write(&format!("fe{version}/f"), &format!("frontend {version} {}\n", ws.tag));

@@ -10,11 +10,11 @@ use anyhow::{bail, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::decide::digest;
+use crate::world::docker::{BuildEnd, BuildRequest, Docker, Engine};
 use crate::decide::plan::{Action, Plan, Step};
+use crate::repo::reference;
 use crate::decide::schedule::{self, Decision};
 use crate::decide::status::Snapshot;
-use crate::repo::reference;
-use crate::world::docker::{BuildEnd, BuildRequest, Docker};
 
 /// What happened to one planned service.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +37,8 @@ pub struct Outcome {
     pub log: Option<Utf8PathBuf>,
     /// The last lines of a failed build's log.
     pub tail: String,
+    /// The ID of the image the service now names, where known (see `restore_names`).
+    pub image: Option<String>,
 }
 
 impl Outcome {
@@ -49,6 +51,7 @@ impl Outcome {
             seconds: 0.0,
             log: None,
             tail: String::new(),
+            image: None,
         }
     }
 }
@@ -97,6 +100,10 @@ fn build_one(
     };
     let labels = digest::labels(name, d);
     let tags = tags(snap, name);
+    // Buildah names an image it finds in its cache by rewriting that image's names outside
+    // any lock (see `docker::podman_names_lock`): under Podman the build makes the image
+    // unnamed, and the names are given under the lock afterwards.
+    let podman = docker.engine == Engine::Podman;
     let iidfile = dir.join("iid").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::create_dir_all(dir.join("iid"));
     let req = BuildRequest {
@@ -105,7 +112,7 @@ fn build_one(
         target: r.service.target.as_deref(),
         args: &r.build_args,
         labels: &labels,
-        tags: &tags,
+        tags: if podman { &[] } else { &tags },
         no_cache,
         iidfile: &iidfile,
     };
@@ -130,6 +137,13 @@ fn build_one(
         // Success is docker's exit code; the ID file only confirms it, and may be empty on a
         // full disk.
         Ok(BuildEnd::Built) => built(&mut outcome),
+    }
+    if outcome.result == Ended::Built {
+        let id = std::fs::read_to_string(&iidfile).unwrap_or_default().trim().to_string();
+        outcome.image = Some(id).filter(|id| id.starts_with("sha256:"));
+        if podman {
+            name_built(docker, &mut outcome, &tags, &iidfile);
+        }
     }
     let _ = std::fs::remove_file(&iidfile);
     if outcome.result == Ended::Built {
@@ -188,6 +202,48 @@ fn build_once_more_after_a_race(
     (end, text)
 }
 
+/// Under Podman, gives back the names that a concurrent change of the same image's names took
+/// (see `docker::podman_names_lock`: a process that does not hold the lock, such as another
+/// program's `podman tag`), once every job has ended: each image built, reused or pulled
+/// carries all its names again. Says what it named again.
+pub fn restore_names(docker: &Docker, snap: &Snapshot, outcomes: &[Outcome]) {
+    if docker.engine != Engine::Podman {
+        return;
+    }
+    let wanted: Vec<(String, &str)> = outcomes
+        .iter()
+        .filter_map(|o| o.image.as_deref().map(|id| (o, id)))
+        .flat_map(|(o, id)| tags(snap, &o.service).into_iter().map(move |t| (t, id)))
+        .collect();
+    let names: Vec<String> = wanted.iter().map(|(t, _)| t.clone()).collect();
+    let Ok(found) = docker.inspect(&names) else { return };
+    for (t, id) in &wanted {
+        if found.get(t).and_then(|i| i.id.as_deref()) == Some(*id) {
+            continue;
+        }
+        match docker.tag(id, t) {
+            Ok(()) => println!("{t}: podman lost this name in a concurrent change of the image's names; named again"),
+            Err(e) => println!("{t}: podman lost this name in a concurrent change of the image's names: {e:#}"),
+        }
+    }
+}
+
+/// Gives an image Podman built unnamed its names; a failure to do so fails the service.
+fn name_built(docker: &Docker, outcome: &mut Outcome, tags: &[String], iidfile: &camino::Utf8Path) {
+    let Some(id) = outcome.image.clone() else {
+        outcome.result = Ended::Failed;
+        outcome.reason = format!("podman build wrote no image ID to {iidfile}: run again");
+        return;
+    };
+    for t in tags {
+        if let Err(e) = docker.tag(&id, t) {
+            outcome.result = Ended::Failed;
+            outcome.reason = format!("{e:#}");
+            return;
+        }
+    }
+}
+
 fn built(outcome: &mut Outcome) {
     outcome.result = Ended::Built;
     outcome.reason.clear();
@@ -205,8 +261,14 @@ fn made_anyway(docker: &Docker, name: &str, before: Option<&str>, total: &str) -
 fn reuse_one(docker: &Docker, snap: &Snapshot, name: &str, image: &str) -> Outcome {
     let started = Instant::now();
     let mut outcome = Outcome::new(name, Ended::Reused, format!("tagged {image}"));
+    // Under Podman the ID is kept (see `restore_names`), and names it rather than the name a
+    // concurrent change may have taken from it.
+    if docker.engine == Engine::Podman {
+        outcome.image = docker.inspect(&[image.to_string()]).ok().and_then(|f| f.get(image).and_then(|i| i.id.clone()));
+    }
+    let source = outcome.image.clone().unwrap_or_else(|| image.to_string());
     for t in tags(snap, name) {
-        if let Err(e) = docker.tag(image, &t) {
+        if let Err(e) = docker.tag(&source, &t) {
             outcome.result = Ended::Failed;
             outcome.reason = format!("{e:#}");
             break;
@@ -331,7 +393,10 @@ pub fn execute(
                 };
                 progress.say(&format!("{verb} {} ({})", step.service, step.reason));
                 let tx = tx.clone();
-                s.spawn(move || tx.send(guarded(&step.service, || act(docker, snap, step, verbose, cancel))));
+                s.spawn(move || {
+                    // The receiver is gone only when the run itself has ended.
+                    let _ = tx.send(guarded(&step.service, || act(docker, snap, step, verbose, cancel)));
+                });
             }
             if running == 0 {
                 break;

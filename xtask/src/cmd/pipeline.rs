@@ -413,6 +413,7 @@ impl Run<'_> {
             step.action = Action::Skip;
         }
         outcomes.extend(build::execute(&self.docker, snap, &runnable, self.o.jobs, self.o.verbose, &CANCEL));
+        build::restore_names(&self.docker, snap, &outcomes);
         Ok(outcomes)
     }
 

@@ -268,6 +268,18 @@ fn failure(what: &str, host: &str, stderr: &str) -> anyhow::Error {
     anyhow::anyhow!("{what} failed: {line}")
 }
 
+/// Podman 4's storage changes an image's names by reading them and writing them back whole:
+/// two processes that name the same image at once lose one of the names (eight `podman tag`
+/// of one image at once keep two of them). Under Podman every change of names this tool makes
+/// (tag, removal, pull, load) holds this machine-wide lock, since the storage is the machine's;
+/// Docker's daemon orders them itself. The lock is released when the guard is dropped.
+pub fn podman_names_lock() -> Option<std::fs::File> {
+    let path = std::env::temp_dir().join("ai-infra-podman-names.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).ok()?;
+    file.lock().ok()?;
+    Some(file)
+}
+
 impl Docker {
     /// The engine at this address (None: the default socket) for a root, whose state folder
     /// remembers what the engine's API said of images by ID; without calling it yet.
@@ -322,6 +334,12 @@ impl Docker {
     /// The CLI program of this engine.
     pub fn program(&self) -> &'static str {
         self.engine.program()
+    }
+
+    /// Held while this engine's image names change: the machine-wide lock under Podman
+    /// (`podman_names_lock`), nothing under Docker.
+    fn names_guard(&self) -> Option<std::fs::File> {
+        (self.engine == Engine::Podman).then(podman_names_lock).flatten()
     }
 
     /// The engine's CLI cannot be run at all.
@@ -608,6 +626,7 @@ impl Docker {
         let mut args = vec!["pull", "--quiet"];
         args.extend(self.tls_flags(image));
         args.push(image);
+        let _names = self.names_guard();
         self.checked(&format!("{} pull {image}", self.program()), &args).map(drop)
     }
 
@@ -636,6 +655,7 @@ impl Docker {
 
     /// Loads the images of a tar written by `docker save`.
     pub fn load(&self, file: &Utf8Path) -> Result<()> {
+        let _names = self.names_guard();
         self.checked(&format!("{} load -i {file}", self.program()), &["load", "--quiet", "-i", file.as_str()]).map(drop)
     }
 
@@ -728,6 +748,7 @@ impl Docker {
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let _names = self.names_guard();
         self.checked(&format!("{} tag {source} {target}", self.program()), &["tag", source, target]).map(drop)
     }
 
@@ -739,7 +760,9 @@ impl Docker {
         }
         let sh = self.sh()?;
         let program = self.program();
+        let names_guard = self.names_guard();
         let out = cmd!(sh, "{program} image rm {names...}").quiet().ignore_status().output()?;
+        drop(names_guard);
         if out.status.success() {
             return Ok(Vec::new());
         }
