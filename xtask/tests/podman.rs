@@ -92,17 +92,27 @@ fn containerignore_takes_precedence_over_dockerignore() {
     // The build itself fails unless Podman sent exactly what .containerignore lets through.
     ws.write(
         "services/app/Dockerfile",
-        "FROM scratch\nCOPY . /c/\nRUN [\"/c/busybox\", \"sh\", \"-c\", \"test -f /c/docker-only.txt && test ! -e /c/container-only.txt\"]\n",
+        "FROM scratch\nCOPY . /c/\nRUN [\"/c/busybox\", \"sh\", \"-c\", \"test -f /c/docker-only.txt && test ! -e /c/container-only.txt && test -f /c/a+b.txt && test ! -e /c/aab.txt\"]\n",
     );
     ws.write("services/app/.dockerignore", "docker-only.txt\n");
-    ws.write("services/app/.containerignore", "container-only.txt\n");
+    // `a+b.txt` as Podman 4 reads it (`podman --version` asked): a regular expression that
+    // excludes aab.txt and keeps the file a+b.txt (docker 23+ would read it literally).
+    ws.write("services/app/.containerignore", "container-only.txt\na+b.txt\n");
     ws.write("services/app/docker-only.txt", "excluded by .dockerignore only\n");
     ws.write("services/app/container-only.txt", "excluded by .containerignore only\n");
+    ws.write("services/app/a+b.txt", "sent\n");
+    ws.write("services/app/aab.txt", "excluded by the pattern a+b.txt\n");
     let o = ws.run(&["build", "app", &ws.tag]);
     assert_eq!(o.code, 0, "{o:?}\n{}", ws.read_opt("target/xtask/logs/app.log"));
     ws.expect(&[("app", "OK")]);
     // What .containerignore excludes does not count; what only .dockerignore excludes does.
     ws.write("services/app/container-only.txt", "changed\n");
+    ws.write("services/app/aab.txt", "changed\n");
+    ws.expect(&[("app", "OK")]);
+    ws.write("services/app/a+b.txt", "changed\n");
+    ws.expect(&[("app", "STALE")]);
+    assert!(ws.reason("app").contains("a+b.txt"), "{}", ws.reason("app"));
+    ws.write("services/app/a+b.txt", "sent\n");
     ws.expect(&[("app", "OK")]);
     ws.write("services/app/docker-only.txt", "changed\n");
     ws.expect(&[("app", "STALE")]);
