@@ -388,7 +388,8 @@ fn a_child_is_not_ok_while_its_unknowable_parent_is_stale() {
     let ws = Workspace::new("unknowable");
     let base = format!("xtask-base-{}:1", ws.tag);
     ws.write("base/Dockerfile", &format!("FROM scratch\nLABEL t={}\n", ws.tag));
-    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    // The engine under test (under Podman the base is in Podman's storage).
+    let docker = |args: &[&str]| ws.cli(args);
     let b = docker(&["build", "-q", "-t", &base, ws.path("base").to_str().unwrap()]);
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     ws.write("services/parent/Dockerfile", &format!("FROM {base}\nCOPY p.txt /\n"));

@@ -327,13 +327,16 @@ pub fn exists(p: &Path) -> bool {
 
 /// A service whose build takes `seconds` (a RUN sleep in an image that carries busybox).
 pub fn slow_service(ws: &Workspace, name: &str, from: Option<&str>, seconds: f64) {
+    // The RUN names the workspace: a builder's cache never gives another test's step in its
+    // place (Podman's storage, and so Buildah's cache, is the machine's and outlives a run).
+    let run = format!("RUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep {seconds} # {}\"]\n", ws.tag);
     let dockerfile = match from {
         None => {
             std::fs::create_dir_all(ws.path(&format!("services/{name}"))).unwrap();
             std::fs::copy(busybox(), ws.path(&format!("services/{name}/busybox"))).unwrap();
-            format!("ARG IMAGE_TAG=latest\nFROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\n")
+            format!("ARG IMAGE_TAG=latest\nFROM scratch\nCOPY busybox /bin/busybox\n{run}")
         }
-        Some(parent) => format!("ARG IMAGE_TAG=latest\nFROM ai-infra-{parent}:${{IMAGE_TAG}}\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\n"),
+        Some(parent) => format!("ARG IMAGE_TAG=latest\nFROM ai-infra-{parent}:${{IMAGE_TAG}}\n{run}"),
     };
     // The workspace's own label: another test's service of the same shape must never be
     // reused in its place (an image of identical inputs is tagged instead of built).
