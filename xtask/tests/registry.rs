@@ -239,7 +239,8 @@ fn a_build_whose_inputs_are_not_known_here_is_pushed_without_a_content_tag() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("127.0.0.1:{port}/pushbase-{}:1", ws.tag);
     ws.write("seed/Dockerfile", &format!("FROM scratch\nLABEL t={}\n", ws.tag));
-    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    // The engine under test (under Podman the base is in Podman's storage).
+    let docker = |args: &[&str]| ws.cli(args);
     let b = docker(&["build", "-q", "-t", &base, ws.path("seed").to_str().unwrap()]);
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     ws.write("services/app/Dockerfile", &format!("FROM {base}\nCOPY app.txt /\n"));
