@@ -9,10 +9,10 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::{cmd, Shell};
 
-use crate::world::docker::{Docker, Engine};
 use crate::cmd::flags::Bench;
 use crate::cmd::gather;
 use crate::repo::project;
+use crate::world::docker::{Docker, Engine};
 
 /// This xtask, run on a generated workspace.
 struct Xtask<'a> {
@@ -104,7 +104,7 @@ pub fn generate(dir: &Utf8Path, n: usize, files: usize, size: usize) -> Result<(
 /// The engines the status and no-op figures compare: the chosen one, and Podman beside
 /// Docker when it is installed and answers.
 fn engines(docker: Docker) -> Vec<Docker> {
-    let podman = (docker.engine == Engine::Docker && crate::world::engine::on_path("podman"))
+    let podman = (docker.engine == Engine::Docker && crate::world::docker::on_path("podman"))
         .then(Docker::podman)
         .filter(|p| p.platform().is_ok());
     std::iter::once(docker).chain(podman).collect()
@@ -560,7 +560,7 @@ fn old_approach(sh: &Shell, program: &str, names: &[String]) -> Result<f64> {
 /// where Podman answers. Its images carry a tag of this run and are removed by name.
 fn podman_status_figures(dir: &Utf8PathBuf, n: usize, files: usize, docker: (f64, f64)) -> Result<()> {
     let podman = Docker::podman();
-    if !crate::world::engine::on_path("podman") || podman.platform().is_err() {
+    if !crate::world::docker::on_path("podman") || podman.platform().is_err() {
         println!("  under Podman: not measured (podman is not installed or does not answer)");
         return Ok(());
     }

@@ -10,11 +10,11 @@ use anyhow::{bail, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::decide::digest;
-use crate::world::docker::{BuildEnd, BuildRequest, Docker, Engine};
 use crate::decide::plan::{Action, Plan, Step};
-use crate::repo::reference;
 use crate::decide::schedule::{self, Decision};
 use crate::decide::status::Snapshot;
+use crate::repo::reference;
+use crate::world::docker::{BuildEnd, BuildRequest, Docker, Engine};
 
 /// What happened to one planned service.
 #[derive(Debug, Clone, PartialEq)]

@@ -189,7 +189,7 @@ fn select(runner: &[&str], binaries: &[&str], except: &[&str]) -> Vec<String> {
 /// the images they made there are removed with the others. (tests/podman.rs and the
 /// cross-engine bundle test name their engines themselves and run in the first run.)
 fn podman_run(s: &Suite) -> std::io::Result<std::process::ExitStatus> {
-    if !engine::on_path("podman") {
+    if !crate::world::docker::on_path("podman") {
         return Err(std::io::Error::other(
             "podman is missing: the Podman run needs it (as root the suite installs Debian's podman)",
         ));
@@ -231,7 +231,7 @@ fn remove_test_images(docker: &crate::world::docker::Docker, list: &Utf8Path) {
     let Ok(text) = std::fs::read_to_string(list) else { return };
     let tags: std::collections::BTreeSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     remove_tagged(docker, &tags);
-    if engine::on_path("podman") {
+    if crate::world::docker::on_path("podman") {
         remove_tagged(&crate::world::docker::Docker::podman(), &tags);
     }
     let _ = std::fs::remove_file(list);

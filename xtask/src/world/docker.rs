@@ -15,6 +15,11 @@ use xshell::{cmd, Shell};
 
 use crate::repo::reference::{self, Reference};
 
+/// Whether `program` is a file in one of PATH's folders.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false)
+}
+
 /// Which engine's CLI the tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -33,7 +38,7 @@ impl Engine {
                 "AI_INFRA_ENGINE={other:?} is not an engine this tool knows: set it to docker or podman, or unset it"
             ))
             .into()),
-            None if !crate::world::engine::on_path("docker") && crate::world::engine::on_path("podman") => Ok(Engine::Podman),
+            None if !on_path("docker") && on_path("podman") => Ok(Engine::Podman),
             None => Ok(Engine::Docker),
         }
     }
@@ -353,7 +358,7 @@ impl Docker {
     /// Podman asks a plain-HTTP registry only with `--tls-verify=false`; Docker's engine
     /// decides that itself (loopback, or its insecure-registries).
     fn tls_flags(&self, image: &str) -> Vec<&'static str> {
-        let plain = image.contains('/') && crate::world::registry::plain_http(reference::host(image));
+        let plain = image.contains('/') && reference::plain_http(reference::host(image));
         if self.engine == Engine::Podman && plain {
             vec!["--tls-verify=false"]
         } else {

@@ -10,6 +10,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{json, Value};
 use xshell::{cmd, Shell};
 
+use crate::world::docker::on_path;
+
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
 fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
@@ -167,11 +169,6 @@ fn docker_host_env() -> Option<String> {
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
-}
-
-/// Whether `program` is a file in one of PATH's folders.
-pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false)
 }
 
 /// Installs Debian packages whose programs are missing, when running as root.

@@ -36,32 +36,9 @@ impl Lookup {
     }
 }
 
-/// Whether the registry is spoken to over plain HTTP: loopback addresses always (as the engine
-/// does), others only when named in AI_INFRA_INSECURE_REGISTRIES (comma-separated host:port).
-pub fn plain_http(registry: &str) -> bool {
-    let host = crate::repo::reference::host(registry);
-    let opted_in =
-        std::env::var("AI_INFRA_INSECURE_REGISTRIES").map(|v| v.split(',').any(|r| r.trim() == host)).unwrap_or(false);
-    loopback(host) || opted_in
-}
-
-/// Whether `host[:port]` names this machine by itself: an IP literal in 127.0.0.0/8,
-/// `localhost` or `[::1]`. A name such as `127.example.com` is resolved by DNS and can be
-/// anywhere: it is not loopback.
-pub fn loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => {
-            let addr = v6.split_once(']').and_then(|(a, _)| a.parse::<std::net::Ipv6Addr>().ok());
-            return addr.is_some_and(|a| a.is_loopback());
-        }
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name == "localhost" || name.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
-}
-
 /// Asks for `REGISTRY/repo:tag`.
 pub fn lookup(docker: &Docker, registry: &str, repo: &str, tag: &str) -> Lookup {
-    if plain_http(registry) {
+    if crate::repo::reference::plain_http(registry) {
         http_lookup(registry, repo, tag)
     } else {
         cli_lookup(docker, &format!("{registry}/{repo}:{tag}"))
@@ -187,23 +164,6 @@ mod tests {
         let t = content_tag(&format!("sha256:{}", "ab".repeat(32)));
         assert_eq!(t.len(), 71);
         assert!(crate::repo::reference::validate_tag(&t).is_ok());
-    }
-
-    #[test]
-    fn plain_http_only_for_loopback_or_opt_in() {
-        assert!(plain_http("127.0.0.1:5000"));
-        assert!(plain_http("localhost:5000/team"));
-        assert!(!plain_http("registry.example.com"));
-        assert!(!plain_http("10.0.0.5:5000"));
-        // Only IP literals in 127.0.0.0/8, localhost and [::1]: names are resolved by DNS.
-        for yes in ["127.0.0.1", "127.255.3.4:443/x", "localhost", "[::1]:5000", "[::1]"] {
-            assert!(plain_http(yes), "{yes}");
-        }
-        for no in
-            ["127.example.com:5000", "127.0.0.1.nip.io", "127.0.0.256:5000", "localhost.evil.com", "[::2]:5000", "[::1"]
-        {
-            assert!(!plain_http(no), "{no}");
-        }
     }
 
     /// A server on loopback that answers every request with `answer`, or never answers.
