@@ -218,10 +218,11 @@ fn a_dockerfile_template_renders_and_counts_as_rendered() {
     ws.expect(&[("app", "OK")]);
 }
 
-/// Step 2 appends a key to `.env`, which one service copies: that service, OK when the run
-/// began and not in the first plan, is planned again and rebuilt, and the run ends all OK.
+/// Step 2 appends a key to `.env`, which one service copies: the check before the run already
+/// reads `.env` as step 2 will write it, so that service is STALE at once, in the plan made
+/// before anything runs, and the run ends all OK.
 #[test]
-fn a_service_whose_input_step_2_changes_is_rebuilt_in_the_same_run() {
+fn a_service_whose_input_step_2_changes_is_in_the_first_plan() {
     let ws = Workspace::new("envplan");
     ws.write(".env.example", "A=1\n");
     ws.write(
@@ -235,12 +236,17 @@ fn a_service_whose_input_step_2_changes_is_rebuilt_in_the_same_run() {
     ws.write("src/other/o.txt", "1\n");
     ws.ok(&["build-all", &ws.tag]);
     ws.expect(&[("reader", "OK"), ("other", "OK")]);
-    // A new default, and a change that makes `other` (only) need a build at step 0.
+    // A new default, and a change that makes `other` need a build.
     ws.write(".env.example", "A=1\nB=2\n");
     ws.write("src/other/o.txt", "2\n");
+    assert_eq!(ws.statuses()["reader"], "STALE");
+    let why = ws.reason("reader");
+    assert!(why.contains("files changed: .env (modified, read by COPY"), "{why}");
+    assert!(!ws.read(".env").contains("B=2"), "a check writes nothing");
     let o = ws.run(&["build-all", &ws.tag]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("the plan is now"), "{o:?}");
+    let first_plan = o.stdout.split("[step 1/5]").next().unwrap_or_default();
+    assert!(first_plan.contains("plan: 2 to build"), "{o:?}");
     let mut built = Workspace::built(&o.stdout);
     built.sort();
     assert_eq!(built, ["other", "reader"], "{o:?}");

@@ -160,6 +160,45 @@ fn base_images_come_through_a_mirror() {
     assert_eq!(Workspace::built(&o.stdout), vec!["app"]);
 }
 
+/// On a fresh machine the plan, made before anything runs, pulls the missing base first (through
+/// the mirror) and says that the service waits for it; once the base is here the service's
+/// inputs are known, and the registry's build of them is pulled instead of building.
+#[test]
+fn a_fresh_machine_pulls_the_base_then_the_registry_build_of_its_inputs() {
+    let reg = registry();
+    let ws = Workspace::new("settle");
+    let base = format!("settletest-{}:1", std::process::id());
+    ws.write("seed/Dockerfile", "FROM scratch\nCOPY f /f\n");
+    ws.write("seed/f", "settle base\n");
+    let mirrored = format!("{reg}/{base}");
+    let b = ws.cli(&["build", "--no-cache", "-q", "-t", &mirrored, ws.path("seed").to_str().unwrap()]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(ws.cli(&["push", &mirrored]).status.success());
+    ws.cli(&["image", "rm", &mirrored]);
+    ws.write(".env", &format!("BASE_IMAGE_MIRROR={reg}\n"));
+    ws.write("services/app/Dockerfile", &format!("FROM {base}\nCOPY app.txt /\n"));
+    ws.write("services/app/app.txt", "app\n");
+    let first = ws.run(&["build-all", &ws.tag, &reg]);
+    // The second machine: neither the base nor the service's image.
+    ws.remove_own_images();
+    ws.cli(&["image", "rm", &base, &mirrored]);
+    let dry = ws.run(&["build-all", &ws.tag, &reg, "--dry-run"]);
+    let o = ws.run(&["build-all", &ws.tag, &reg]);
+    ws.cli(&["image", "rm", &base, &mirrored]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(Workspace::built(&first.stdout), vec!["app"]);
+    let pull_base = format!("pull base        {base} (through {mirrored} first): for app;");
+    assert!(dry.stdout.contains(&pull_base), "{dry:?}");
+    assert!(dry.stdout.contains(&format!("its inputs are known once {base} is pulled")), "{dry:?}");
+    assert_eq!(o.code, 0, "{o:?}");
+    let plan = o.stdout.split("[step 1/5]").next().unwrap_or_default();
+    assert!(plan.contains(&pull_base), "the plan before anything runs: {o:?}");
+    assert!(o.stdout.contains(&format!("pulled {base} through the mirror as {mirrored}")), "{o:?}");
+    assert!(o.stdout.contains("app: pull instead of building: the registry has this build as"), "{o:?}");
+    assert!(Workspace::built(&o.stdout).is_empty(), "nothing is built: {o:?}");
+    ws.expect(&[("app", "OK")]);
+}
+
 /// The builder this run of the suite uses (`cargo xtask test` runs this binary under both).
 fn builder() -> String {
     std::env::var("AI_INFRA_TEST_BUILDER").unwrap_or_else(|_| "legacy".into())

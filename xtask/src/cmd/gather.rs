@@ -25,7 +25,11 @@ use crate::world::docker::Docker;
 pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&str>) -> Result<Snapshot> {
     let project = Project::load(root)?;
     let values = crate::repo::env::Values::load(root)?;
-    let rendered = crate::repo::render::outputs(root, &project.names())?;
+    let mut rendered = crate::repo::render::outputs(root, &project.names())?;
+    // `.env` as step 2 would leave it: a build that copies it reads it so.
+    if let Some(pending) = crate::repo::env::pending(root)? {
+        rendered.extend(crate::repo::env::synced_files(root, &pending));
+    }
     let (services, broken) = project::resolve(&project, tag, &values, &rendered, docker.engine.ignore_files())?;
     let image_names: BTreeMap<String, String> =
         project.services.iter().map(|s| (s.name.clone(), reference::image_name(&s.name, tag, registry))).collect();
@@ -89,6 +93,8 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         statuses,
         platform: (os, arch),
         engine: docker.describe(),
+        base_ids,
+        mirror: crate::cmd::prefetch::mirror_in(&values),
     })
 }
 
@@ -191,10 +197,10 @@ pub fn contexts(
             rendered
                 .iter()
                 .filter(|o| {
-                    let rel = o.path.strip_prefix(&r.service.context).map_or("", |p| p.as_str());
+                    let rel = context::within(&o.path, &r.service.context).unwrap_or_default();
                     reads::want_any(reads, rel, false) == Want::Yes
                 })
-                .map(|o| (o.path.as_path(), o.bytes.as_slice())),
+                .map(|o| (o.path.as_path(), o.bytes.as_slice(), o.mode)),
         );
     }
     // Saving the cache is an optimisation: a read-only target/ must not fail the check, but

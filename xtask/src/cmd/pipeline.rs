@@ -308,19 +308,36 @@ impl Run<'_> {
     /// The plan; images with the same inputs, here or in the registry, are taken instead of
     /// built.
     fn plan(&self, snap: &Snapshot) -> Result<Plan> {
-        let plan = plan::make(snap, self.wanted.as_ref(), &self.force, &BTreeMap::new(), &BTreeMap::new());
+        // Whether the builder builds stages the targets do not need is asked only where such a
+        // stage's base is missing.
+        let unneeded_missing = snap
+            .services
+            .iter()
+            .any(|r| r.analysis.bases.difference(&r.analysis.needed_bases).any(|b| !snap.base_ids.contains_key(b)));
+        let legacy = unneeded_missing && self.docker.builds()?.builder == crate::world::docker::Builder::Legacy;
+        let make = |reuse: &BTreeMap<String, String>, pull: &BTreeMap<String, String>| {
+            plan::make(snap, self.wanted.as_ref(), &self.force, reuse, pull, legacy)
+        };
+        let plan = make(&BTreeMap::new(), &BTreeMap::new());
         if plan.is_empty() {
             return Ok(plan);
         }
-        let reuse = reusable(&self.docker, snap, &plan)?;
+        let (reuse, pull) = self.same_inputs(snap, &plan)?;
+        Ok(if reuse.is_empty() && pull.is_empty() { plan } else { make(&reuse, &pull) })
+    }
+
+    /// The images here (`reusable`) and the registry's builds (`pullable`) of the inputs of the
+    /// steps that would build.
+    fn same_inputs(
+        &self,
+        snap: &Snapshot,
+        plan: &Plan,
+    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+        let reuse = reusable(&self.docker, snap, plan)?;
         let pull = self
             .registry()
-            .map_or_else(BTreeMap::new, |r| pullable(&self.docker, snap, &plan, &reuse, r, &self.answers));
-        Ok(if reuse.is_empty() && pull.is_empty() {
-            plan
-        } else {
-            plan::make(snap, self.wanted.as_ref(), &self.force, &reuse, &pull)
-        })
+            .map_or_else(BTreeMap::new, |r| pullable(&self.docker, snap, plan, &reuse, r, &self.answers));
+        Ok((reuse, pull))
     }
 
     /// Nothing to build: say so, record it, push what the registry lacks; the exit code.
@@ -348,7 +365,10 @@ impl Run<'_> {
     }
 
     /// Steps 1 to 3: prefetch, sync config, render. Returns the snapshot and plan the builds
-    /// use, and the services whose base image could not be pulled (why).
+    /// use, and the services whose base image could not be pulled (why). The bases pulled only
+    /// complete the digests of the steps that waited for them, which then take an image or a
+    /// registry build of the same inputs where one exists (`plan::settle`); the gather step
+    /// already counted `.env` and the templates as steps 2 and 3 write them.
     fn prepare(
         &self,
         project: &project::Project,
@@ -357,33 +377,19 @@ impl Run<'_> {
     ) -> Result<(Snapshot, Plan, BTreeMap<String, String>)> {
         heading(1, "prefetch external base images");
         let prefetched = prefetch::run(&self.docker, &snap, &plan, &CANCEL)?;
-        if !prefetched.failed.is_empty() || prefetched.pulled {
-            // New base IDs change digests: plan again on what is there now.
-            snap = self.snapshot()?;
-            plan = self.plan(&snap)?;
+        if !prefetched.ids.is_empty() {
+            status::with_bases(&mut snap, &prefetched.ids);
+            let (reuse, pull) = self.same_inputs(&snap, &plan)?;
+            let said;
+            (plan, said) = plan::settle(plan, &reuse, &pull);
+            for line in said {
+                println!("{line}");
+            }
         }
         heading(2, "sync config (.env from .env.example)");
         crate::cmd::sync_env::run(self.root, false, false)?;
         heading(3, "render templates");
         crate::cmd::render::run(self.root, &project.names(), false, false)?;
-        // `.env` may be new now, and a build that copies the whole context reads it: the labels
-        // record the inputs as the builds will read them.
-        if let Ok(now) = self.snapshot() {
-            if plan.work().all(|s| now.digests.contains_key(&s.service)) {
-                let changed = now.digests != snap.digests;
-                snap = now;
-                if changed {
-                    // What steps 2 and 3 wrote is read by some build: an image that was OK may
-                    // not be any more. Plan again on the inputs the builds will read.
-                    let again = self.plan(&snap)?;
-                    if plan::human(&again) != plan::human(&plan) {
-                        println!("steps 2-3 changed inputs some builds read; the plan is now:");
-                        print!("{}", plan::human(&again));
-                    }
-                    plan = again;
-                }
-            }
-        }
         Ok((snap, plan, prefetched.failed))
     }
 

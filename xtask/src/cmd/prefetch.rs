@@ -10,53 +10,29 @@ use crate::decide::plan::Plan;
 use crate::decide::status::Snapshot;
 use crate::world::docker::Docker;
 
-/// The missing bases of the planned services, each with the services that need it.
-pub fn missing(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for step in plan.work() {
-        if let Some(record) = snap.records.get(&step.service) {
-            for (base, id) in &record.bases {
-                if id.is_none() {
-                    out.entry(base.clone()).or_default().push(step.service.clone());
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The bases of stages that the planned builds' targets do not need but the legacy builder
-/// builds (they come before the target), each with the services whose builds read it.
-fn unneeded_bases(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for step in plan.work().filter(|s| matches!(s.action, crate::decide::plan::Action::Build { .. })) {
-        let Some(r) = snap.services.iter().find(|r| r.service.name == step.service) else { continue };
-        for base in r.analysis.bases.difference(&r.analysis.needed_bases) {
-            out.entry(base.clone()).or_default().push(step.service.clone());
-        }
-    }
-    out
-}
-
 /// The mirror or private-registry prefix that Docker Hub base images are pulled through:
 /// BASE_IMAGE_MIRROR from the environment or `.env`.
 pub fn mirror(root: &camino::Utf8Path) -> Result<Option<String>> {
-    let value = crate::repo::env::Values::load(root)?.get("BASE_IMAGE_MIRROR");
-    Ok(value.map(|v| v.trim_end_matches('/').to_string()).filter(|v| !v.is_empty()))
+    Ok(mirror_in(&crate::repo::env::Values::load(root)?))
 }
 
-/// The mirror's name for a base image, when the image is a Docker Hub one (no registry host).
-pub fn mirrored(mirror: &str, image: &str) -> Option<String> {
-    let familiar = crate::repo::reference::familiar(image);
-    let has_host = crate::repo::reference::Reference::parse(familiar).domain.is_some();
-    (!has_host).then(|| format!("{mirror}/{familiar}"))
+/// The mirror among these values.
+pub fn mirror_in(values: &crate::repo::env::Values) -> Option<String> {
+    let value = values.get("BASE_IMAGE_MIRROR");
+    value.map(|v| v.trim_end_matches('/').to_string()).filter(|v| !v.is_empty())
 }
 
 /// Pulls `image` through the mirror first (a Docker Hub image, when a mirror is set), tagging
 /// it with the name as written, then as written; says how it came.
 pub fn pull_through(docker: &Docker, mirror: Option<&str>, image: &str) -> Result<String> {
-    if let Some(m) = mirror.and_then(|m| mirrored(m, image)) {
-        match docker.pull(&m).and_then(|()| docker.tag(&m, image)) {
+    let through = mirror.and_then(|m| crate::repo::reference::mirrored(m, image));
+    pull_via(docker, through.as_deref(), image)
+}
+
+/// Pulls `image` as `through` names it first (then tags it as written), else as written.
+fn pull_via(docker: &Docker, through: Option<&str>, image: &str) -> Result<String> {
+    if let Some(m) = through {
+        match docker.pull(m).and_then(|()| docker.tag(m, image)) {
             Ok(()) => return Ok(format!("pulled {image} through the mirror as {m}")),
             Err(e) => println!("could not pull {m} from the mirror ({e:#}); trying {image}"),
         }
@@ -69,68 +45,38 @@ pub fn pull_through(docker: &Docker, mirror: Option<&str>, image: &str) -> Resul
 pub struct Prefetched {
     /// Services that cannot build, with the reason.
     pub failed: BTreeMap<String, String>,
-    /// Whether any base image was pulled (its ID now counts in the digests).
-    pub pulled: bool,
+    /// The bases pulled, with their IDs (which now count in the digests).
+    pub ids: BTreeMap<String, String>,
 }
 
-/// Pulls what is missing, through the mirror first when one is set.
+/// Pulls the plan's bases, as the plan says (through the mirror first where it names one); a
+/// base that cannot be pulled fails the services the plan names for it.
 pub fn run(docker: &Docker, snap: &Snapshot, plan: &Plan, cancel: &AtomicBool) -> Result<Prefetched> {
-    let mirror = mirror(&snap.root)?;
-    let mut missing = missing(snap, plan);
-    // The legacy builder builds every stage before the target, also those the target does not
-    // need: their bases must be here too, or the engine would pull them itself, past the mirror.
-    let unneeded = unneeded_bases(snap, plan);
-    if !unneeded.is_empty() && docker.prepare_builds()?.builder == crate::world::docker::Builder::Legacy {
-        let present = docker.inspect(&unneeded.keys().cloned().collect::<Vec<_>>())?;
-        for (base, services) in unneeded.into_iter().filter(|(b, _)| !present.contains_key(b)) {
-            missing.entry(base).or_default().extend(services);
-        }
-    }
-    let needed: usize = plan.work().map(|s| snap.records.get(&s.service).map_or(0, |r| r.bases.len())).sum();
-    if missing.is_empty() {
-        println!(
-            "{}",
-            if needed == 0 {
-                "no external base images needed".to_string()
-            } else {
-                "every base image is present".to_string()
-            }
-        );
-        return Ok(Prefetched { failed: BTreeMap::new(), pulled: false });
-    }
     let mut failed = BTreeMap::new();
-    let mut pulled = false;
-    for (base, services) in missing {
+    if plan.bases.is_empty() {
+        let needed = plan.work().any(|s| snap.records.get(&s.service).is_some_and(|r| !r.bases.is_empty()));
+        println!("{}", if needed { "every base image is present" } else { "no external base images needed" });
+        return Ok(Prefetched { failed, ids: BTreeMap::new() });
+    }
+    let mut pulled = Vec::new();
+    for base in &plan.bases {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
-        match pull_through(docker, mirror.as_deref(), &base) {
+        match pull_via(docker, base.through.as_deref(), &base.image) {
             Ok(how) => {
                 println!("{how}");
-                pulled = true;
+                pulled.push(base.image.clone());
             }
             Err(e) => {
-                println!("could not pull {base}: {e:#}");
-                for s in services {
-                    failed.insert(s, format!("base image {base} could not be pulled: {e:#}"));
+                println!("could not pull {}: {e:#}", base.image);
+                for s in &base.services {
+                    failed.insert(s.clone(), format!("base image {} could not be pulled: {e:#}", base.image));
                 }
             }
         }
     }
-    Ok(Prefetched { failed, pulled })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_hub_images_go_through_the_mirror() {
-        assert_eq!(super::mirrored("m.io/hub", "python:3.11").as_deref(), Some("m.io/hub/python:3.11"));
-        assert_eq!(
-            super::mirrored("m.io/hub", "docker.io/library/python:3.11").as_deref(),
-            Some("m.io/hub/python:3.11")
-        );
-        assert_eq!(super::mirrored("m.io/hub", "me/tool:1").as_deref(), Some("m.io/hub/me/tool:1"));
-        assert_eq!(super::mirrored("m.io/hub", "quay.io/x/y:1"), None);
-        assert_eq!(super::mirrored("m.io/hub", "127.0.0.1:5000/x:1"), None);
-    }
+    let found = if pulled.is_empty() { BTreeMap::new() } else { docker.inspect(&pulled)? };
+    let ids = found.into_iter().filter_map(|(name, image)| Some((name, image.id?))).collect();
+    Ok(Prefetched { failed, ids })
 }

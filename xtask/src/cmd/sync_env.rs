@@ -1,31 +1,26 @@
 //! `cargo xtask sync-env [--check]`, also step 2 of a build: `.env` created from `.env.example`
 //! or given the keys it lacks (`env::plan_sync` decides), never a value the user set.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use camino::Utf8Path;
 
-use crate::repo::env::{duplicates, parse, plan_sync, read, shown};
+use crate::repo::env::{duplicates, last_example, pending, shown, Pending};
 
 /// `cargo xtask sync-env [--check]`; also step 2 of every build. Returns the exit code.
 pub fn run(root: &Utf8Path, check: bool, quiet: bool) -> Result<i32> {
-    let example_path = root.join(".env.example");
-    let Some((example_text, example)) = read(&example_path)? else {
+    let Some(pending) = pending(root)? else {
         if !quiet {
             println!("no .env.example in {root}: nothing to sync");
         }
         return Ok(0);
     };
     let env_path = root.join(".env");
-    let current = read(&env_path)?;
-    if let Some((text, _)) = &current {
+    if let Some((text, _)) = &pending.current {
         for d in duplicates(text) {
             eprintln!("warning: {env_path}: {d}; remove one of them");
         }
     }
-    let last_path = crate::base::state_dir(root).join("env.example.last");
-    let last = std::fs::read_to_string(&last_path).ok().and_then(|t| parse(&t).ok());
-    let plan = plan_sync(&example, current.as_ref().map(|(t, _)| t.as_str()), last.as_deref(), &example_text)
-        .with_context(|| format!("{env_path}"))?;
+    let Pending { example_text, current, plan } = pending;
     for (key, old, new) in &plan.defaults_moved {
         println!(
             ".env: the default of {key} moved in .env.example ({} -> {}); your value is kept",
@@ -63,6 +58,6 @@ pub fn run(root: &Utf8Path, check: bool, quiet: bool) -> Result<i32> {
     } else if !quiet {
         println!(".env is in sync with .env.example");
     }
-    let _ = crate::base::atomic::write(&last_path, example_text.as_bytes());
+    let _ = crate::base::atomic::write(&last_example(root), example_text.as_bytes());
     Ok(0)
 }

@@ -1,5 +1,7 @@
-//! The build plan, made as data before anything runs: for every service whether to build it,
-//! reuse an image with the same input digest, or skip it, why, and after which parents.
+//! The build plan, made as data before anything runs: the external base images step 1 pulls
+//! (and what fails when one cannot be pulled), and for every service whether to build it,
+//! reuse an image with the same input digest, pull the registry's build of it, or skip it, why,
+//! after which parents, and what it does once step 1 has brought the bases its inputs need.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,10 +43,31 @@ pub struct Step {
     /// What runs instead when the action fails: a pull that fails (or brings an image that
     /// does not carry the expected input digest) is a build.
     pub otherwise: Option<Action>,
+    /// External bases that are not here yet and whose IDs are inputs of this service (its own,
+    /// or its parents'): its input digest is known once step 1 has pulled them, and then an
+    /// image or a registry build of the same inputs is taken instead of building (`settle`).
+    pub waits: Vec<String>,
+}
+
+/// An external base image that step 1 pulls before any build: a planned build needs it and
+/// the engine does not hold it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasePull {
+    pub image: String,
+    /// The mirror's name for it (BASE_IMAGE_MIRROR), tried first; then the image as written.
+    pub through: Option<String>,
+    /// The services that cannot build without it: when it cannot be pulled they fail, and
+    /// their children do not start.
+    pub services: Vec<String>,
+    /// Only the legacy builder needs it: the base of a stage before the target that the
+    /// target does not need, which that builder builds anyway.
+    pub unneeded_stage: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// Step 1's pulls, in name order.
+    pub bases: Vec<BasePull>,
     /// Parents before children.
     pub steps: Vec<Step>,
 }
@@ -61,16 +84,19 @@ impl Plan {
 
 /// Plans a build. `wanted` limits it to some services (with their parents); `force` rebuilds
 /// those without cache (all of them for build-all); `reusable` maps a service to an image that
-/// already carries its expected input digest; `pullable` to the registry's content tag of it.
+/// already carries its expected input digest; `pullable` to the registry's content tag of it;
+/// `legacy` says the builder builds the stages a target does not need (their bases are pulled).
 pub fn make(
     snap: &Snapshot,
     wanted: Option<&BTreeSet<String>>,
     force: &BTreeSet<String>,
     reusable: &BTreeMap<String, String>,
     pullable: &BTreeMap<String, String>,
+    legacy: bool,
 ) -> Plan {
     let mut steps: Vec<Step> = Vec::new();
     let mut acting: BTreeSet<String> = BTreeSet::new();
+    let mut waiting: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for r in &snap.services {
         let name = &r.service.name;
         if wanted.is_some_and(|w| !w.contains(name)) {
@@ -103,9 +129,79 @@ pub fn make(
         }
         let after = r.analysis.parents.iter().filter(|p| acting.contains(*p) && *p != name).cloned().collect();
         let otherwise = matches!(action, Action::Pull { .. }).then_some(Action::Build { no_cache: false });
-        steps.push(Step { service: name.clone(), action, reason, after, otherwise });
+        // The bases not here whose IDs this service's digest needs: its own, and its parents'.
+        let mut waits: BTreeSet<String> = snap
+            .records
+            .get(name)
+            .map(|rec| rec.bases.iter().filter(|(_, id)| id.is_none()).map(|(b, _)| b.clone()).collect())
+            .unwrap_or_default();
+        for p in &r.analysis.needed_parents {
+            waits.extend(waiting.get(p.as_str()).into_iter().flatten().cloned());
+        }
+        let waits: Vec<String> =
+            if matches!(action, Action::Build { .. }) { waits.into_iter().collect() } else { Vec::new() };
+        let mut reason = reason;
+        if action == (Action::Build { no_cache: false }) && !waits.is_empty() {
+            reason.push_str(&format!(
+                "; its inputs are known once {} {} pulled, and then an image or registry build of them is taken if one exists",
+                waits.join(", "),
+                if waits.len() == 1 { "is" } else { "are" }
+            ));
+        }
+        waiting.insert(name.as_str(), waits.iter().cloned().collect());
+        steps.push(Step { service: name.clone(), action, reason, after, otherwise, waits });
     }
-    Plan { steps }
+    let bases = bases(snap, &steps, legacy);
+    Plan { bases, steps }
+}
+
+/// Step 1's pulls: the bases the planned builds need and the engine lacks, and under the
+/// legacy builder the missing bases of the stages before a target that it does not need.
+fn bases(snap: &Snapshot, steps: &[Step], legacy: bool) -> Vec<BasePull> {
+    let mut out: BTreeMap<String, BasePull> = BTreeMap::new();
+    for step in steps.iter().filter(|s| matches!(s.action, Action::Build { .. })) {
+        let Some(r) = snap.services.iter().find(|r| r.service.name == step.service) else { continue };
+        for base in &r.analysis.bases {
+            let needed = r.analysis.needed_bases.contains(base);
+            if snap.base_ids.contains_key(base) || (!needed && !legacy) {
+                continue;
+            }
+            let pull = out.entry(base.clone()).or_insert_with(|| BasePull {
+                image: base.clone(),
+                through: snap.mirror.as_deref().and_then(|m| crate::repo::reference::mirrored(m, base)),
+                services: Vec::new(),
+                unneeded_stage: true,
+            });
+            pull.services.push(step.service.clone());
+            pull.unneeded_stage &= !needed;
+        }
+    }
+    out.into_values().collect()
+}
+
+/// The plan once step 1 has pulled bases: each step that waited for them and now has an
+/// image (`reusable`) or a registry build (`pullable`) of its inputs takes it instead of
+/// building. Nothing else changes. Returns the plan and a line for each step that changed.
+pub fn settle(
+    mut plan: Plan,
+    reusable: &BTreeMap<String, String>,
+    pullable: &BTreeMap<String, String>,
+) -> (Plan, Vec<String>) {
+    let mut said = Vec::new();
+    for step in plan.steps.iter_mut().filter(|s| !s.waits.is_empty() && s.action == Action::Build { no_cache: false }) {
+        let (action, why) = match (reusable.get(&step.service), pullable.get(&step.service)) {
+            (Some(image), _) => (Action::Reuse { image: image.clone() }, format!("{image} has the same inputs")),
+            (None, Some(image)) => {
+                (Action::Pull { image: image.clone() }, format!("the registry has this build as {image}"))
+            }
+            (None, None) => continue,
+        };
+        said.push(format!("{}: {} instead of building: {why}", step.service, action.name()));
+        step.otherwise = matches!(action, Action::Pull { .. }).then_some(Action::Build { no_cache: false });
+        step.reason = format!("{}; {why}", step.reason.split("; its inputs are known once").next().unwrap_or_default());
+        step.action = action;
+    }
+    (plan, said)
 }
 
 pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
@@ -123,23 +219,53 @@ pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
             if let (Some(o), Some(otherwise)) = (v.as_object_mut(), &s.otherwise) {
                 o.insert("otherwise".into(), json!(otherwise.name()));
             }
+            if let (Some(o), false) = (v.as_object_mut(), s.waits.is_empty()) {
+                o.insert("waits_for_bases".into(), json!(s.waits));
+            }
             if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
                 o.extend(e.clone());
             }
             v
         })
         .collect();
-    json!({ "tag": snap.tag, "registry": snap.registry, "steps": steps })
+    let bases: Vec<Value> = plan
+        .bases
+        .iter()
+        .map(|b| {
+            json!({ "image": b.image, "through": b.through, "services": b.services, "unneeded_stage": b.unneeded_stage })
+        })
+        .collect();
+    json!({ "tag": snap.tag, "registry": snap.registry, "bases": bases, "steps": steps })
 }
 
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
     let work: Vec<&Step> = plan.work().collect();
     out.push_str(&format!(
-        "plan: {} to build, reuse or pull, {} up to date\n",
+        "plan: {} to build, reuse or pull, {} up to date",
         work.len(),
         plan.steps.len() - work.len()
     ));
+    match plan.bases.len() {
+        0 => out.push('\n'),
+        1 => out.push_str("; 1 base image to pull first\n"),
+        n => out.push_str(&format!("; {n} base images to pull first\n")),
+    }
+    for b in &plan.bases {
+        let through = b.through.as_deref().map_or(String::new(), |m| format!(" (through {m} first)"));
+        let stage = if b.unneeded_stage {
+            ", a stage the legacy builder builds though the target does not need it"
+        } else {
+            ""
+        };
+        let they = if b.services.len() == 1 { "it fails" } else { "they fail" };
+        out.push_str(&format!(
+            "  {:<16} {}{through}: for {}{stage}; if it cannot be pulled, {they} and their children do not start\n",
+            "pull base",
+            b.image,
+            b.services.join(", ")
+        ));
+    }
     for s in &plan.steps {
         let verb = match &s.action {
             Action::Build { no_cache: true } => "build (no cache)",
@@ -206,6 +332,8 @@ mod tests {
             statuses,
             platform: ("linux".into(), "amd64".into()),
             engine: "docker at unix:///s".into(),
+            base_ids: BTreeMap::new(),
+            mirror: None,
         }
     }
 
@@ -221,7 +349,7 @@ mod tests {
             ("solo", &[], State::Ok),
             ("x", &["base"], State::Missing),
         ]);
-        let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new());
+        let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new(), false);
         let build = Action::Build { no_cache: false };
         assert_eq!(actions(&p), vec![("base", &build), ("mid", &build), ("solo", &Action::Skip), ("x", &build)]);
         assert_eq!(p.steps[1].after, vec!["base"]);
@@ -237,23 +365,105 @@ mod tests {
     fn nothing_to_do_force_wanted_and_reuse() {
         let snap = snapshot(&[("base", &[], State::Ok), ("mid", &["base"], State::Missing)]);
         let ok = snapshot(&[("base", &[], State::Ok)]);
-        assert!(make(&ok, None, &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new()).is_empty());
+        assert!(make(&ok, None, &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new(), false).is_empty());
         let all: BTreeSet<String> = ["base".into(), "mid".into()].into();
-        let p = make(&snap, None, &all, &BTreeMap::new(), &BTreeMap::new());
+        let p = make(&snap, None, &all, &BTreeMap::new(), &BTreeMap::new(), false);
         assert!(p.steps.iter().all(|s| s.action == Action::Build { no_cache: true }));
         assert_eq!(p.steps[1].after, vec!["base"]);
         let wanted: BTreeSet<String> = ["base".into()].into();
-        assert_eq!(make(&snap, Some(&wanted), &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new()).steps.len(), 1);
+        assert_eq!(
+            make(&snap, Some(&wanted), &BTreeSet::new(), &BTreeMap::new(), &BTreeMap::new(), false).steps.len(),
+            1
+        );
         let reuse: BTreeMap<String, String> = [("mid".to_string(), "ai-infra-mid:v0".to_string())].into();
         let pull: BTreeMap<String, String> = [("mid".to_string(), "r.io/ai-infra-mid:inputs-1".to_string())].into();
-        let p = make(&snap, None, &BTreeSet::new(), &reuse, &pull);
+        let p = make(&snap, None, &BTreeSet::new(), &reuse, &pull, false);
         assert_eq!(p.steps[1].action, Action::Reuse { image: "ai-infra-mid:v0".into() }, "a local image beats a pull");
         assert!(p.steps[1].reason.contains("ai-infra-mid:v0 has the same inputs"));
-        let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &pull);
+        let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &pull, false);
         assert_eq!(p.steps[1].action, Action::Pull { image: "r.io/ai-infra-mid:inputs-1".into() });
         assert_eq!(p.steps[1].otherwise, Some(Action::Build { no_cache: false }), "a failed pull builds");
         assert!(human(&p).contains("pull, else build mid"), "{}", human(&p));
         assert_eq!(to_json(&p, &snap)["steps"][1]["otherwise"], "build");
         assert!(p.steps[1].reason.contains("the registry has this build as r.io/ai-infra-mid:inputs-1"));
+    }
+
+    /// `api` builds FROM python:3 (absent) with a stage `old` FROM old:1 (absent) its target
+    /// does not need; `web` builds FROM api; `solo` FROM scratch.
+    fn waiting() -> Snapshot {
+        let mut snap =
+            snapshot(&[("api", &[], State::Missing), ("web", &["api"], State::Missing), ("solo", &[], State::Stale)]);
+        let internal = crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "api" };
+        let analyze =
+            |text: &str, target| crate::repo::dockerfile::analyze(text, target, &BTreeMap::new(), &internal).unwrap();
+        snap.services[0].analysis = analyze("FROM old:1 AS old\nFROM python:3 AS app\n", Some("app"));
+        snap.services[1].analysis = analyze("FROM ai-infra-api:t\n", None);
+        for (name, bases) in [("api", vec!["python:3"]), ("web", vec![]), ("solo", vec![])] {
+            let bases = bases.into_iter().map(|b: &str| (b.to_string(), None)).collect();
+            snap.records.insert(name.into(), crate::repo::record::Record { bases, ..Default::default() });
+        }
+        snap.mirror = Some("m.io/hub".into());
+        snap
+    }
+
+    #[test]
+    fn missing_bases_are_pulled_first_and_their_builds_wait_for_them() {
+        let snap = waiting();
+        let none = BTreeMap::new();
+        let p = make(&snap, None, &BTreeSet::new(), &none, &none, false);
+        let python = BasePull {
+            image: "python:3".into(),
+            through: Some("m.io/hub/python:3".into()),
+            services: vec!["api".into()],
+            unneeded_stage: false,
+        };
+        assert_eq!(p.bases, vec![python.clone()], "the legacy builder's unneeded stage is not pulled for BuildKit");
+        let waits: Vec<(&str, &[String])> = p.steps.iter().map(|s| (s.service.as_str(), s.waits.as_slice())).collect();
+        let py = ["python:3".to_string()];
+        assert_eq!(waits, vec![("api", &py[..]), ("web", &py[..]), ("solo", &[][..])], "a child waits with its parent");
+        assert!(p.steps[1].reason.contains("its inputs are known once python:3 is pulled"), "{}", p.steps[1].reason);
+        let h = human(&p);
+        assert!(h.contains("; 1 base image to pull first"), "{h}");
+        assert!(
+            h.contains("python:3 (through m.io/hub/python:3 first): for api; if it cannot be pulled, it fails"),
+            "{h}"
+        );
+        let j = to_json(&p, &snap);
+        assert_eq!(j["bases"][0]["services"][0], "api");
+        assert_eq!(j["steps"][1]["waits_for_bases"][0], "python:3");
+        // The legacy builder builds `old` too: its base is pulled, for api alone.
+        let p = make(&snap, None, &BTreeSet::new(), &none, &none, true);
+        assert_eq!(p.bases.len(), 2);
+        assert_eq!((p.bases[0].image.as_str(), p.bases[0].unneeded_stage), ("old:1", true));
+        assert!(human(&p).contains("a stage the legacy builder builds though the target does not need it"));
+        // Nothing to build, nothing to pull.
+        let wanted: BTreeSet<String> = ["solo".into()].into();
+        assert!(make(&snap, Some(&wanted), &BTreeSet::new(), &none, &none, true).bases.is_empty());
+    }
+
+    #[test]
+    fn settling_changes_only_the_steps_that_waited() {
+        let snap = waiting();
+        let none = BTreeMap::new();
+        let p = make(&snap, None, &BTreeSet::new(), &none, &none, false);
+        let reuse: BTreeMap<String, String> =
+            [("api".to_string(), "ai-infra-api:old".to_string()), ("solo".to_string(), "ai-infra-solo:x".to_string())]
+                .into();
+        let pull: BTreeMap<String, String> = [("web".to_string(), "r.io/ai-infra-web:inputs-1".to_string())].into();
+        let (settled, said) = settle(p.clone(), &reuse, &pull);
+        assert_eq!(settled.steps[0].action, Action::Reuse { image: "ai-infra-api:old".into() });
+        assert_eq!(settled.steps[1].action, Action::Pull { image: "r.io/ai-infra-web:inputs-1".into() });
+        assert_eq!(settled.steps[1].otherwise, Some(Action::Build { no_cache: false }));
+        assert_eq!(settled.steps[2], p.steps[2], "solo did not wait: the plan made before step 1 stands");
+        assert_eq!(
+            said,
+            [
+                "api: reuse instead of building: ai-infra-api:old has the same inputs",
+                "web: pull instead of building: the registry has this build as r.io/ai-infra-web:inputs-1"
+            ]
+        );
+        assert!(!settled.steps[0].reason.contains("its inputs are known once"), "{}", settled.steps[0].reason);
+        let (same, said) = settle(p.clone(), &none, &none);
+        assert_eq!((same, said.len()), (p, 0));
     }
 }

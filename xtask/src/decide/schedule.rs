@@ -54,6 +54,7 @@ mod tests {
             reason: String::new(),
             after: after.iter().map(|a| a.to_string()).collect(),
             otherwise: None,
+            waits: Vec::new(),
         }
     }
 

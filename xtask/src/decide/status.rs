@@ -67,6 +67,10 @@ pub struct Snapshot {
     pub platform: (String, String),
     /// The engine asked, as reports name it (`docker at ADDRESS`, `podman (no daemon)`).
     pub engine: String,
+    /// The external bases of every stage (needed or not) that the engine holds, with their IDs.
+    pub base_ids: BTreeMap<String, String>,
+    /// The mirror that Docker Hub bases are pulled through first (BASE_IMAGE_MIRROR).
+    pub mirror: Option<String>,
 }
 
 impl Snapshot {
@@ -131,6 +135,35 @@ pub fn digests(
         records.insert(s.name.clone(), record);
     }
     Inputs { services, records, digests }
+}
+
+/// The digests once step 1 has pulled bases: their IDs go into the records of the builds that
+/// need them, and every digest that changes with them is computed again (parents first, as the
+/// services are ordered). Statuses are left as they were: the verify step classifies anew.
+pub fn with_bases(snap: &mut Snapshot, ids: &BTreeMap<String, String>) {
+    snap.base_ids.extend(ids.iter().map(|(b, id)| (b.clone(), id.clone())));
+    for r in &snap.services {
+        let name = &r.service.name;
+        let Some(record) = snap.records.get_mut(name) else { continue };
+        let mut changed = false;
+        for (base, id) in record.bases.iter_mut() {
+            if let (None, Some(new)) = (&id, ids.get(base)) {
+                *id = Some(new.clone());
+                changed = true;
+            }
+        }
+        for (parent, total) in record.parents.iter_mut() {
+            let now = snap.digests.get(parent).and_then(|d| d.total.clone());
+            if *total != now {
+                *total = now;
+                changed = true;
+            }
+        }
+        if changed {
+            let files = snap.digests.get(name).and_then(|d| d.part(Category::Files)).unwrap_or_default().to_string();
+            snap.digests.insert(name.clone(), record.digest_with(files));
+        }
+    }
 }
 
 /// What the registry holds for one service.
@@ -427,5 +460,50 @@ mod tests {
         assert!(why.starts_with("dockerfile changed"), "{why}");
         let (_, why) = stale_or_ok(&d, &labels(&other), &|_, _| Some("Dockerfile changed".into()));
         assert_eq!(why, "Dockerfile changed");
+    }
+
+    #[test]
+    fn pulled_bases_complete_the_digests_as_a_gather_after_the_pull_would() {
+        let internal = crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "api" };
+        let services = || {
+            [("api", "FROM python:3\n"), ("web", "FROM ai-infra-api:t\n"), ("solo", "FROM scratch\n")]
+                .into_iter()
+                .map(|(name, text)| Resolved {
+                    service: project::Service {
+                        name: name.into(),
+                        context: "c".into(),
+                        dockerfile: "d".into(),
+                        target: None,
+                    },
+                    dockerfile: text.as_bytes().to_vec(),
+                    analysis: crate::repo::dockerfile::analyze(text, None, &BTreeMap::new(), &internal).unwrap(),
+                    build_args: BTreeMap::new(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let files = BTreeMap::new();
+        let ids: BTreeMap<String, String> = [("python:3".to_string(), "sha256:py".to_string())].into();
+        let before = digests(services(), &files, &BTreeMap::new());
+        let after = digests(services(), &files, &ids);
+        assert!(before.digests["api"].total.is_none() && before.digests["web"].total.is_none());
+        let mut snap = Snapshot {
+            root: "/r".into(),
+            tag: "t".into(),
+            registry: None,
+            services: before.services,
+            records: before.records,
+            digests: before.digests.clone(),
+            statuses: Vec::new(),
+            platform: ("linux".into(), "amd64".into()),
+            engine: String::new(),
+            base_ids: BTreeMap::new(),
+            mirror: None,
+        };
+        with_bases(&mut snap, &ids);
+        assert_eq!(snap.digests, after.digests, "the base's ID, and the parent's digest through it");
+        assert!(snap.digests["web"].total.is_some());
+        assert_eq!(snap.digests["solo"], before.digests["solo"]);
+        assert_eq!(snap.records["web"], after.records["web"]);
+        assert_eq!(snap.base_ids, ids);
     }
 }

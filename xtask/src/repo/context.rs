@@ -249,29 +249,37 @@ pub fn finish(mut listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Ve
     Ok(out)
 }
 
+/// A path relative to the root, made relative to a build context (`.` is the root itself);
+/// None when it is not inside that context.
+pub fn within<'a>(path: &'a Utf8Path, context: &Utf8Path) -> Option<&'a str> {
+    let context: Utf8PathBuf = context.components().filter(|c| !matches!(c, camino::Utf8Component::CurDir)).collect();
+    path.strip_prefix(&context).ok().map(Utf8Path::as_str)
+}
+
 /// Puts generated files (path relative to the root, content) into a context's records, in place
 /// of what is on disk, with the folders that lead to them.
 pub fn overlay<'a>(
     records: &mut Vec<FileRecord>,
     context: &Utf8Path,
     ignore: &Ignore,
-    files: impl Iterator<Item = (&'a Utf8Path, &'a [u8])>,
+    files: impl Iterator<Item = (&'a Utf8Path, &'a [u8], Option<u32>)>,
 ) {
     use sha2::Digest;
     let mut changed = false;
     let (file_mode, dir_mode) = (crate::base::atomic::new_file_mode(), crate::base::atomic::created_mode(0o777));
-    for (path, bytes) in files {
-        let Ok(rel) = path.strip_prefix(context) else { continue };
-        let rel = rel.as_str();
+    for (path, bytes, new_mode) in files {
+        let Some(rel) = within(path, context) else { continue };
         if rel.is_empty() || ignore.excludes(rel) {
             continue;
         }
-        // A file written over another keeps its mode; a new one gets the default.
-        let mode = records
-            .iter()
-            .find_map(|r| match r.what {
-                What::File { mode, .. } if r.path == rel => Some(mode),
-                _ => None,
+        // A file written over another keeps its mode; a new one gets the default, or the mode
+        // the writer gives it (`.env.bak` takes `.env`'s).
+        let mode = new_mode
+            .or_else(|| {
+                records.iter().find_map(|r| match r.what {
+                    What::File { mode, .. } if r.path == rel => Some(mode),
+                    _ => None,
+                })
             })
             .unwrap_or(file_mode);
         records.retain(|r| r.path != rel);
@@ -453,6 +461,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn generated_files_reach_a_root_context() {
+        assert_eq!(within("services/a/x".into(), ".".into()), Some("services/a/x"));
+        assert_eq!(within("services/a/x".into(), "./services".into()), Some("a/x"));
+        assert_eq!(within("services/a/x".into(), "services/b".into()), None);
+        let mut recs = Vec::new();
+        overlay(&mut recs, ".".into(), &Ignore::default(), [(Utf8Path::new(".env"), &b"A=1\n"[..], None)].into_iter());
+        assert_eq!(recs.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), [".env"]);
+        overlay(
+            &mut recs,
+            ".".into(),
+            &Ignore::default(),
+            [(Utf8Path::new(".env.bak"), &b"A=0\n"[..], Some(0o600))].into_iter(),
+        );
+        assert!(recs.iter().any(|r| r.path == ".env.bak" && matches!(r.what, What::File { mode: 0o600, .. })));
+    }
+
+    #[test]
     fn no_file_name_can_pass_for_another_context() {
         let sha = |c: char| Sha::parse(&c.to_string().repeat(64)).unwrap();
         let file =
@@ -527,7 +552,12 @@ mod tests {
             let on_disk = std::fs::metadata(&written).unwrap().mode() & 0o7777;
             let mut recs = Vec::new();
             let gen = [(Utf8PathBuf::from("c/other.conf"), b"y".to_vec())];
-            overlay(&mut recs, "c".into(), &Ignore::default(), gen.iter().map(|(p, b)| (p.as_path(), b.as_slice())));
+            overlay(
+                &mut recs,
+                "c".into(),
+                &Ignore::default(),
+                gen.iter().map(|(p, b)| (p.as_path(), b.as_slice(), None)),
+            );
             let predicted = recs.iter().find_map(|r| match r.what {
                 What::File { mode, .. } => Some(mode),
                 _ => None,
@@ -663,7 +693,7 @@ mod tests {
         let mut with = recs.clone();
         let gen: Vec<(Utf8PathBuf, Vec<u8>)> =
             vec![("c/new/dir/gen.conf".into(), b"a".to_vec()), ("c/a.txt".into(), b"b".to_vec())];
-        overlay(&mut with, "c".into(), &ignore, gen.iter().map(|(p, b)| (p.as_path(), b.as_slice())));
+        overlay(&mut with, "c".into(), &ignore, gen.iter().map(|(p, b)| (p.as_path(), b.as_slice(), None)));
         let lines: String = with.iter().map(|r| r.line()).collect();
         // A new file and its folders get the modes the tool's writes give them; a file written
         // over keeps its mode.

@@ -340,6 +340,51 @@ pub fn plan_sync(example: &[Entry], env: Option<&str>, last: Option<&[Entry]>, e
     Ok(sync)
 }
 
+/// What `sync-env` would find and do now: `.env.example` (None when there is none), `.env` as
+/// it is, and the plan. Reads the files; writes nothing.
+pub struct Pending {
+    pub example_text: String,
+    pub current: Option<(String, Vec<Entry>)>,
+    pub plan: Sync,
+}
+
+/// Reads `.env.example`, `.env` and the example as it was at the last sync (kept under the
+/// tool's state folder), and plans the sync; None when there is no `.env.example`.
+pub fn pending(root: &Utf8Path) -> Result<Option<Pending>> {
+    let Some((example_text, example)) = read(&root.join(".env.example"))? else { return Ok(None) };
+    let env_path = root.join(".env");
+    let current = read(&env_path)?;
+    let last = std::fs::read_to_string(last_example(root)).ok().and_then(|t| parse(&t).ok());
+    let plan = plan_sync(&example, current.as_ref().map(|(t, _)| t.as_str()), last.as_deref(), &example_text)
+        .with_context(|| format!("{env_path}"))?;
+    Ok(Some(Pending { example_text, current, plan }))
+}
+
+/// Where `.env.example` is kept as it was at the last sync.
+pub fn last_example(root: &Utf8Path) -> camino::Utf8PathBuf {
+    crate::base::state_dir(root).join("env.example.last")
+}
+
+/// The files step 2 would write, as render outputs (paths relative to the root, through links
+/// as `base::atomic::write` follows them), so that a check counts them as the builds will read
+/// them: `.env`, and `.env.bak` (what `.env` held, with `.env`'s mode).
+pub fn synced_files(root: &Utf8Path, pending: &Pending) -> Vec<crate::repo::render::Output> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(text) = &pending.plan.text else { return Vec::new() };
+    let file = |name: &str, bytes: &str, mode: Option<u32>| {
+        let written = crate::base::atomic::resolve(&root.join(name)).ok()?;
+        let path = written.strip_prefix(root).ok()?.to_path_buf();
+        let bytes = bytes.as_bytes().to_vec();
+        Some(crate::repo::render::Output { template: ".env.example".into(), path, bytes, mode })
+    };
+    let mut out: Vec<_> = file(".env", text, None).into_iter().collect();
+    if let Some((old, _)) = &pending.current {
+        let mode = std::fs::metadata(root.join(".env")).ok().map(|m| m.permissions().mode() & 0o7777);
+        out.extend(file(".env.bak", old, mode));
+    }
+    out
+}
+
 /// Shows a value unless its key looks secret.
 pub fn shown(key: &str, value: &str) -> String {
     if is_secret(key) {

@@ -278,9 +278,25 @@ pub fn loopback(host: &str) -> bool {
     name == "localhost" || name.parse::<core::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
 }
 
+/// The mirror's name for a base image, when the image is a Docker Hub one (no registry host).
+pub fn mirrored(mirror: &str, image: &str) -> Option<String> {
+    let familiar = familiar(image);
+    let has_host = Reference::parse(familiar).domain.is_some();
+    (!has_host).then(|| format!("{mirror}/{familiar}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hub_images_go_through_the_mirror() {
+        assert_eq!(mirrored("m.io/hub", "python:3.11").as_deref(), Some("m.io/hub/python:3.11"));
+        assert_eq!(mirrored("m.io/hub", "docker.io/library/python:3.11").as_deref(), Some("m.io/hub/python:3.11"));
+        assert_eq!(mirrored("m.io/hub", "me/tool:1").as_deref(), Some("m.io/hub/me/tool:1"));
+        assert_eq!(mirrored("m.io/hub", "quay.io/x/y:1"), None);
+        assert_eq!(mirrored("m.io/hub", "127.0.0.1:5000/x:1"), None);
+    }
 
     #[test]
     fn plain_http_only_for_loopback_or_opt_in() {

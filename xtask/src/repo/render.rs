@@ -68,6 +68,9 @@ pub struct Output {
     /// Relative to the root: `services/<service>/<path>`.
     pub path: Utf8PathBuf,
     pub bytes: Vec<u8>,
+    /// The mode the writer gives the file when it is new (None: the tool's default; a file
+    /// written over keeps its own).
+    pub mode: Option<u32>,
 }
 
 /// Renders every template in memory. All errors are collected; any error means no output.
@@ -102,7 +105,7 @@ pub fn outputs(root: &Utf8Path, services: &[&str]) -> Result<Vec<Output>> {
         let path = Utf8PathBuf::from("services").join(&service).join(&target_rel);
         check_inside(root, &service, &path)?;
         match render(&text, &lookup) {
-            Ok(r) => out.push(Output { template, path, bytes: r.into_bytes() }),
+            Ok(r) => out.push(Output { template, path, bytes: r.into_bytes(), mode: None }),
             Err(e) => errors.push(format!("{template}:{}:{}: {}", e.line, e.column, e.message)),
         }
     }

@@ -77,8 +77,10 @@ pub struct Docker {
     server: std::sync::OnceLock<Server>,
     /// The engine's API, where it is spoken directly (see `api::endpoint`).
     api: Option<crate::world::api::Api>,
-    /// How builds run, once decided for a run that builds.
-    builds: std::sync::OnceLock<Builds>,
+    /// How builds run, once decided for a run that builds, and what to say of it.
+    builds: std::sync::OnceLock<(Builds, String)>,
+    /// Whether that was said.
+    said: std::sync::Once,
 }
 
 /// How the engine's CLI on PATH reads `.dockerignore` when it sends a build context (asked once
@@ -311,6 +313,7 @@ impl Docker {
             server: std::sync::OnceLock::new(),
             api,
             builds: std::sync::OnceLock::new(),
+            said: std::sync::Once::new(),
         }
     }
 
@@ -324,6 +327,7 @@ impl Docker {
             server: std::sync::OnceLock::new(),
             api: None,
             builds: std::sync::OnceLock::new(),
+            said: std::sync::Once::new(),
         }
     }
 
@@ -514,8 +518,20 @@ impl Docker {
     /// Decides how this run builds (the builder; the host network where the engine has no
     /// bridge and BuildKit runs RUN), says so once, and keeps it for every build of the run.
     pub fn prepare_builds(&self) -> Result<Builds> {
+        let (builds, said) = self.decide_builds()?;
+        self.said.call_once(|| println!("{said}"));
+        Ok(*builds)
+    }
+
+    /// How this run builds, decided once without saying so (a plan asks it before the run says
+    /// it builds).
+    pub fn builds(&self) -> Result<Builds> {
+        Ok(self.decide_builds()?.0)
+    }
+
+    fn decide_builds(&self) -> Result<&(Builds, String)> {
         if let Some(b) = self.builds.get() {
-            return Ok(*b);
+            return Ok(b);
         }
         if self.engine == Engine::Podman {
             // BuildKit and the legacy builder are Docker's: Podman builds with Buildah only,
@@ -524,8 +540,8 @@ impl Docker {
                 bail!("AI_INFRA_BUILDER={f:?} is not a builder under Podman, which builds with Buildah only: unset AI_INFRA_BUILDER, or set AI_INFRA_ENGINE=docker for buildkit or legacy");
             }
             let version = self.server().map(|s| s.version).unwrap_or_default();
-            println!("builder: Buildah (podman {version}); builds run with --network host");
-            return Ok(*self.builds.get_or_init(|| self.default_builds()));
+            let said = format!("builder: Buildah (podman {version}); builds run with --network host");
+            return Ok(self.builds.get_or_init(|| (self.default_builds(), said)));
         }
         let sh = self.sh()?;
         let client = "{{.Client.Version}}";
@@ -542,12 +558,11 @@ impl Docker {
             (None, Some(_)) => "DOCKER_BUILDKIT",
             _ => "the docker CLI's default",
         };
-        println!("builder: {} (docker CLI {cli}, {why})", builder.name());
+        let mut said = format!("builder: {} (docker CLI {cli}, {why})", builder.name());
         if host_network {
-            println!("note: the engine has no bridge network: BuildKit builds run with --network host");
+            said.push_str("\nnote: the engine has no bridge network: BuildKit builds run with --network host");
         }
-        let b = Builds { builder, host_network };
-        Ok(*self.builds.get_or_init(|| b))
+        Ok(self.builds.get_or_init(|| (Builds { builder, host_network }, said)))
     }
 
     /// How builds run when `prepare_builds` was not asked: the legacy builder under Docker,
@@ -569,7 +584,7 @@ impl Docker {
         echo: Option<&str>,
         cancel: &AtomicBool,
     ) -> Result<BuildEnd> {
-        let builds = self.builds.get().copied().unwrap_or_else(|| self.default_builds());
+        let builds = self.builds.get().map(|(b, _)| *b).unwrap_or_else(|| self.default_builds());
         let args = build_args(req, builds);
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
