@@ -134,22 +134,28 @@ fn a_content_tag_with_another_digest_is_never_trusted() {
     ws.expect(&[("solo", "OK")]);
 }
 
+/// Makes a "Docker Hub" base image `base` that only the mirror `reg` has (pushed there as
+/// `reg/base`, then removed here); returns the mirror's name for it.
+fn only_in_the_mirror(ws: &Workspace, reg: &str, base: &str) -> String {
+    ws.write("seed/Dockerfile", "FROM scratch\nCOPY f /f\n");
+    ws.write("seed/f", &format!("{base}\n"));
+    let mirrored = format!("{reg}/{base}");
+    // --no-cache: the legacy builder's cache lookup of this common layer raced with another
+    // test's removal of the same layer in a suite run (the build failed in 0.4 s).
+    let b = ws.cli(&["build", "--no-cache", "-q", "-t", &mirrored, ws.path("seed").to_str().unwrap()]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(ws.cli(&["push", &mirrored]).status.success());
+    ws.cli(&["image", "rm", &mirrored]);
+    mirrored
+}
+
 #[test]
 fn base_images_come_through_a_mirror() {
     let reg = registry();
     let ws = Workspace::new("mirror");
-    // A "Docker Hub" base that only the mirror has.
     let base = format!("mirrortest-{}:1", std::process::id());
-    ws.write("seed/Dockerfile", "FROM scratch\nCOPY f /f\n");
-    ws.write("seed/f", "base\n");
+    let mirrored = only_in_the_mirror(&ws, &reg, &base);
     let docker = |args: &[&str]| ws.cli(args);
-    let mirrored = format!("{reg}/{base}");
-    // --no-cache: the legacy builder's cache lookup of this common layer raced with another
-    // test's removal of the same layer in a suite run (the build failed in 0.4 s).
-    let b = docker(&["build", "--no-cache", "-q", "-t", &mirrored, ws.path("seed").to_str().unwrap()]);
-    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
-    assert!(docker(&["push", &mirrored]).status.success());
-    docker(&["image", "rm", &mirrored]);
     ws.write(".env", &format!("BASE_IMAGE_MIRROR={reg}\n"));
     ws.write("services/app/Dockerfile", &format!("FROM {base}\nCOPY app.txt /\n"));
     ws.write("services/app/app.txt", "app\n");
@@ -168,13 +174,7 @@ fn a_fresh_machine_pulls_the_base_then_the_registry_build_of_its_inputs() {
     let reg = registry();
     let ws = Workspace::new("settle");
     let base = format!("settletest-{}:1", std::process::id());
-    ws.write("seed/Dockerfile", "FROM scratch\nCOPY f /f\n");
-    ws.write("seed/f", "settle base\n");
-    let mirrored = format!("{reg}/{base}");
-    let b = ws.cli(&["build", "--no-cache", "-q", "-t", &mirrored, ws.path("seed").to_str().unwrap()]);
-    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
-    assert!(ws.cli(&["push", &mirrored]).status.success());
-    ws.cli(&["image", "rm", &mirrored]);
+    let mirrored = only_in_the_mirror(&ws, &reg, &base);
     ws.write(".env", &format!("BASE_IMAGE_MIRROR={reg}\n"));
     ws.write("services/app/Dockerfile", &format!("FROM {base}\nCOPY app.txt /\n"));
     ws.write("services/app/app.txt", "app\n");
