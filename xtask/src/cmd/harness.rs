@@ -2,8 +2,8 @@
 //! is missing (as root), starts an engine unless one answers and a registry on loopback, runs
 //! nextest with DOCKER_HOST and AI_INFRA_TEST_REGISTRY set (every test with the legacy builder,
 //! then the status tests through the docker CLI instead of the engine's API, then the build
-//! tests again with BuildKit, then the engine-facing tests under Podman), and stops what it
-//! started.
+//! tests again with BuildKit; the engine-facing tests under Podman all the while beside them),
+//! and stops what it started.
 
 use anyhow::Result;
 use camino::Utf8Path;
@@ -64,9 +64,16 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     // First with the legacy builder (the docker CLI on PATH, DOCKER_BUILDKIT=0), then every
     // build test again with BuildKit: Debian's docker 20.10 CLI with DOCKER_BUILDKIT=1.
     command.env("DOCKER_BUILDKIT", "0").env("AI_INFRA_TEST_BUILDER", "legacy");
-    eprintln!("test run 1 of 4: every test, legacy builder");
     let docker = crate::world::docker::Docker::with_host(host);
     let planted = plant_sentinel(&docker)?;
+    // The engine-facing tests under Podman run beside the Docker runs: another engine, images
+    // under this run's own tags (listed apart), and a pass that waits on Podman far more than
+    // on the CPU (it took 15 of 33 minutes after them, at 40 % of two cores).
+    let podman_list = crate::base::state_dir(root).join("test-images-podman");
+    let _ = std::fs::remove_file(&podman_list);
+    let beside = Suite { root, runner, args, registry: &registry.addr, cleanup: &podman_list, host };
+    let podman = podman_run(&beside);
+    eprintln!("test run 1 of 4: every test, legacy builder");
     let mut status = command.status();
     if args.is_empty() && status.as_ref().is_ok_and(|s| s.success()) {
         // The first run's images go first: an image of the same inputs would be reused in the
@@ -84,10 +91,11 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     let suite = Suite { root, runner, args, registry: &registry.addr, cleanup: &cleanup, host };
     let status = then(status, || buildkit_run(&suite));
     remove_test_images(&docker, &cleanup);
-    // The engine-facing tests once more under Podman, whose storage is the machine's: only
-    // this run's images (by their run-unique tags) are removed afterwards.
-    let status = then(status, || podman_run(&suite));
-    remove_test_images(&docker, &cleanup);
+    // Podman's storage is the machine's: only this run's images (by their run-unique tags)
+    // are removed afterwards.
+    let podman = podman.and_then(Beside::wait);
+    let status = then(status, || podman);
+    remove_test_images(&docker, &podman_list);
     let kept = docker.inspect(&[SENTINEL.to_string()]).is_ok_and(|found| found.contains_key(SENTINEL));
     if planted && kept {
         let _ = docker.remove(&[SENTINEL.to_string()]);
@@ -186,9 +194,9 @@ fn select(runner: &[&str], binaries: &[&str], except: &[&str]) -> Vec<String> {
 }
 
 /// The build tests under Podman (AI_INFRA_ENGINE=podman, none of Docker's builder settings),
-/// the images they made there are removed with the others. (tests/podman.rs and the
-/// cross-engine bundle test name their engines themselves and run in the first run.)
-fn podman_run(s: &Suite) -> std::io::Result<std::process::ExitStatus> {
+/// started in the background with their output kept in a log until they end. (tests/podman.rs
+/// and the cross-engine bundle test name their engines themselves and run in the first run.)
+fn podman_run(s: &Suite) -> std::io::Result<Beside> {
     if !crate::world::docker::on_path("podman") {
         return Err(std::io::Error::other(
             "podman is missing: the Podman run needs it (as root the suite installs Debian's podman)",
@@ -199,8 +207,27 @@ fn podman_run(s: &Suite) -> std::io::Result<std::process::ExitStatus> {
     let mut command = s.cargo(&DOCKER_ONLY_TESTS);
     command.env("AI_INFRA_ENGINE", "podman").env("AI_INFRA_TEST_BUILDER", "buildah");
     command.env_remove("DOCKER_BUILDKIT").env_remove("AI_INFRA_BUILDER");
-    eprintln!("test run 4 of 4: the build tests ({}), Podman", BUILD_TESTS.join(", "));
-    command.status()
+    let log = crate::base::state_dir(s.root).join("podman-tests.log");
+    let file = std::fs::File::create(&log)?;
+    command.stdout(file.try_clone()?).stderr(file);
+    eprintln!("test run 4 of 4, beside the others: the build tests ({}), Podman (output in {log} until it ends)", BUILD_TESTS.join(", "));
+    Ok(Beside { child: command.spawn()?, log })
+}
+
+/// A test run going on in the background, its output in a log.
+struct Beside {
+    child: std::process::Child,
+    log: camino::Utf8PathBuf,
+}
+
+impl Beside {
+    /// Waits for the run to end, then shows its output.
+    fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait();
+        eprintln!("test run 4 of 4 (Podman), its output:");
+        eprint!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        status
+    }
 }
 
 /// An image of the user's named like the project's images (a service `base` is in many test
