@@ -14,7 +14,7 @@ fn one_error_line(o: &common::Output) -> &str {
 
 #[test]
 fn usage_errors_exit_2() {
-    let ws = Workspace::stack("usage");
+    let ws = Workspace::stack_offline("usage");
     for (args, needle) in [
         (&["frobnicate"][..], "unknown command"),
         (&["check-status", "--colour"], "unknown flag --colour"),

@@ -6,7 +6,15 @@ use common::Workspace;
 
 /// A stack whose web service COPYs a rendered config; api does not.
 fn configured(name: &str) -> Workspace {
-    let ws = Workspace::new(name);
+    with_config(Workspace::new(name))
+}
+
+/// The same, for sync-env and render, which need no engine (see `Workspace::offline`).
+fn configured_offline(name: &str) -> Workspace {
+    with_config(Workspace::offline(name))
+}
+
+fn with_config(ws: Workspace) -> Workspace {
     ws.write(".env.example", "# ports\nWEB_PORT=80\nAPI_PORT=8000\n");
     ws.write("services/web/Dockerfile", "FROM scratch\nCOPY conf/site.conf /etc/site.conf\n");
     ws.write(
@@ -20,7 +28,7 @@ fn configured(name: &str) -> Workspace {
 
 #[test]
 fn sync_creates_then_appends_and_keeps_hand_edits() {
-    let ws = configured("sync");
+    let ws = configured_offline("sync");
     let o = ws.ok(&["sync-env"]);
     assert!(o.stdout.contains("created .env from .env.example (2 keys)"), "{o:?}");
     assert_eq!(ws.read(".env"), ws.read(".env.example"));
@@ -49,7 +57,7 @@ fn sync_creates_then_appends_and_keeps_hand_edits() {
 
 #[test]
 fn bad_env_files_write_nothing() {
-    let ws = configured("badenv");
+    let ws = configured_offline("badenv");
     ws.write(".env", "WEB_PORT=1\nthis is not a pair\n");
     let o = ws.run(&["sync-env"]);
     assert_eq!(o.code, 1, "{o:?}");
@@ -69,7 +77,7 @@ fn bad_env_files_write_nothing() {
 
 #[test]
 fn render_writes_only_changes_and_keeps_nginx_variables() {
-    let ws = configured("render");
+    let ws = configured_offline("render");
     assert_eq!(ws.run(&["render", "--check"]).code, 1);
     ws.ok(&["render"]);
     let conf = ws.read("services/web/conf/site.conf");
@@ -89,7 +97,7 @@ fn render_writes_only_changes_and_keeps_nginx_variables() {
 
 #[test]
 fn a_failing_template_leaves_the_previous_output() {
-    let ws = configured("failtpl");
+    let ws = configured_offline("failtpl");
     ws.ok(&["render"]);
     let good = ws.read("services/web/conf/site.conf");
     ws.write("templates/web/conf/site.conf.tpl", "listen {{WEB_PORT}};\nroot {{UNDEFINED_ROOT}};\n");

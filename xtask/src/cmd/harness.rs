@@ -210,7 +210,10 @@ fn podman_run(s: &Suite) -> std::io::Result<Beside> {
     let log = crate::base::state_dir(s.root).join("podman-tests.log");
     let file = std::fs::File::create(&log)?;
     command.stdout(file.try_clone()?).stderr(file);
-    eprintln!("test run 4 of 4, beside the others: the build tests ({}), Podman (output in {log} until it ends)", BUILD_TESTS.join(", "));
+    eprintln!(
+        "test run 4 of 4, beside the others: the build tests ({}), Podman (output in {log} until it ends)",
+        BUILD_TESTS.join(", ")
+    );
     Ok(Beside { child: command.spawn()?, log })
 }
 

@@ -15,7 +15,14 @@ pub struct Workspace {
     /// The engine's CLI the tool runs here: `docker`, or `podman`.
     pub engine: &'static str,
     extra_tags: Vec<String>,
+    /// For a test of what needs no engine (sync-env, render, usage errors): none is required,
+    /// and the tool is pointed at an address where none can answer, so that a command that
+    /// asked one would fail the test.
+    offline: bool,
 }
+
+/// Where no engine answers: an offline workspace's DOCKER_HOST.
+const NO_ENGINE: &str = "unix:///nonexistent/ai-infra-tests-no-engine.sock";
 
 pub struct Output {
     pub code: i32,
@@ -64,11 +71,20 @@ impl Workspace {
     /// An empty root for the test `name` whose commands run under `engine`.
     pub fn under(engine: &'static str, name: &str) -> Workspace {
         require_engine(engine);
+        Workspace::unchecked(engine, name, false)
+    }
+
+    /// An empty root for a test that needs no engine: its commands run with none to answer.
+    pub fn offline(name: &str) -> Workspace {
+        Workspace::unchecked("docker", name, true)
+    }
+
+    fn unchecked(engine: &'static str, name: &str, offline: bool) -> Workspace {
         let tag = format!("t-{name}-{}", std::process::id());
         let root = std::env::temp_dir().join(format!("xtask-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("services")).unwrap();
-        Workspace { root, tag, engine, extra_tags: Vec::new() }
+        Workspace { root, tag, engine, extra_tags: Vec::new(), offline }
     }
 
     /// A small stack: base <- mid <- leaf, base <- other (with a .dockerignore), solo (scratch).
@@ -78,7 +94,15 @@ impl Workspace {
 
     /// The small stack, its commands running under `engine`.
     pub fn stack_under(engine: &'static str, name: &str) -> Workspace {
-        let ws = Workspace::under(engine, name);
+        Workspace::with_stack(Workspace::under(engine, name))
+    }
+
+    /// The small stack, for a test that needs no engine (see `offline`).
+    pub fn stack_offline(name: &str) -> Workspace {
+        Workspace::with_stack(Workspace::offline(name))
+    }
+
+    fn with_stack(ws: Workspace) -> Workspace {
         ws.write("services/base/Dockerfile", "ARG IMAGE_TAG=latest\nFROM scratch\nCOPY rootfs/ /\n");
         ws.write("services/base/rootfs/etc/base.conf", "base=1\n");
         // Layers from scratch that were the same in every test would be shared through the
@@ -168,6 +192,9 @@ impl Workspace {
         }
         if own_engine {
             c.env_remove("DOCKER_HOST");
+        }
+        if self.offline {
+            c.env("DOCKER_HOST", NO_ENGINE).env("AI_INFRA_ENGINE", "docker");
         }
         for (k, v) in env {
             c.env(k, v);
@@ -306,6 +333,10 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
+        if self.offline {
+            let _ = std::fs::remove_dir_all(&self.root);
+            return;
+        }
         // Under `cargo xtask test` the harness removes every test's images in one go after the
         // run: removing them while other tests build races the engine's build cache.
         match std::env::var("AI_INFRA_TEST_CLEANUP") {
