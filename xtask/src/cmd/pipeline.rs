@@ -151,7 +151,8 @@ fn pullable(
                 );
             }
             crate::world::registry::Lookup::Error(e) => {
-                println!("registry lookup for {service}: {e}; it is built here")
+                // stderr: a dry run's JSON plan is stdout.
+                eprintln!("registry lookup for {service}: {e}; it is built here")
             }
             crate::world::registry::Lookup::Absent => {}
         }
@@ -308,22 +309,24 @@ impl Run<'_> {
     /// The plan; images with the same inputs, here or in the registry, are taken instead of
     /// built.
     fn plan(&self, snap: &Snapshot) -> Result<Plan> {
-        // Whether the builder builds stages the targets do not need is asked only where such a
-        // stage's base is missing.
-        let unneeded_missing = snap
-            .services
-            .iter()
-            .any(|r| r.analysis.bases.difference(&r.analysis.needed_bases).any(|b| !snap.base_ids.contains_key(b)));
-        let legacy = unneeded_missing && self.docker.builds()?.builder == crate::world::docker::Builder::Legacy;
-        let make = |reuse: &BTreeMap<String, String>, pull: &BTreeMap<String, String>| {
+        let make = |reuse: &BTreeMap<String, String>, pull: &BTreeMap<String, String>, legacy: bool| {
             plan::make(snap, self.wanted.as_ref(), &self.force, reuse, pull, legacy)
         };
-        let plan = make(&BTreeMap::new(), &BTreeMap::new());
+        let plan = make(&BTreeMap::new(), &BTreeMap::new(), false);
         if plan.is_empty() {
             return Ok(plan);
         }
+        // Whether the builder builds stages the targets do not need is asked (three docker
+        // calls) only where a planned build has such a stage whose base is missing.
+        let unneeded_missing = plan.work().filter(|s| matches!(s.action, Action::Build { .. })).any(|s| {
+            snap.services
+                .iter()
+                .filter(|r| r.service.name == s.service)
+                .any(|r| r.analysis.bases.difference(&r.analysis.needed_bases).any(|b| !snap.base_ids.contains_key(b)))
+        });
+        let legacy = unneeded_missing && self.docker.builds()?.builder == crate::world::docker::Builder::Legacy;
         let (reuse, pull) = self.same_inputs(snap, &plan)?;
-        Ok(if reuse.is_empty() && pull.is_empty() { plan } else { make(&reuse, &pull) })
+        Ok(if reuse.is_empty() && pull.is_empty() && !legacy { plan } else { make(&reuse, &pull, legacy) })
     }
 
     /// The images here (`reusable`) and the registry's builds (`pullable`) of the inputs of the
@@ -378,12 +381,23 @@ impl Run<'_> {
         heading(1, "prefetch external base images");
         let prefetched = prefetch::run(&self.docker, &snap, &plan, &CANCEL)?;
         if !prefetched.ids.is_empty() {
-            status::with_bases(&mut snap, &prefetched.ids);
-            let (reuse, pull) = self.same_inputs(&snap, &plan)?;
-            let said;
-            (plan, said) = plan::settle(plan, &reuse, &pull);
-            for line in said {
-                println!("{line}");
+            let changed = status::with_bases(&mut snap, &prefetched.ids);
+            let waited = |s: &String| plan.steps.iter().any(|p| p.service == *s && !p.waits.is_empty());
+            if let Some(s) = changed.iter().find(|s| !waited(s)) {
+                // An image checked without its base (a base not here is "not checked") may
+                // not be up to date once the base is here: its status, not only its digest,
+                // is open again, and so is the plan.
+                println!("{s} was checked without a base image step 1 brought: checking and planning again");
+                snap = self.snapshot()?;
+                plan = self.plan(&snap)?;
+                print!("{}", plan::human(&plan));
+            } else {
+                let (reuse, pull) = self.same_inputs(&snap, &plan)?;
+                let said;
+                (plan, said) = plan::settle(plan, &reuse, &pull);
+                for line in said {
+                    println!("{line}");
+                }
             }
         }
         heading(2, "sync config (.env from .env.example)");
@@ -408,7 +422,7 @@ impl Run<'_> {
         let mut runnable = plan.clone();
         let mut out_of_play: BTreeSet<String> = BTreeSet::new();
         for step in &mut runnable.steps {
-            if let Some(why) = failed_bases.get(&step.service) {
+            if let Some(why) = failed_bases.get(&step.service).filter(|_| matches!(step.action, Action::Build { .. })) {
                 outcomes.push(Outcome::new(&step.service, Ended::Failed, why.clone()));
             } else if let Some(p) = step.after.iter().find(|p| out_of_play.contains(*p)) {
                 outcomes.push(Outcome::new(&step.service, Ended::NotStarted, format!("parent {p} did not build")));

@@ -82,6 +82,9 @@ impl Plan {
     }
 }
 
+/// How the reason of a step that waits for bases goes on.
+const WAITING: &str = "; its inputs are known once";
+
 /// Plans a build. `wanted` limits it to some services (with their parents); `force` rebuilds
 /// those without cache (all of them for build-all); `reusable` maps a service to an image that
 /// already carries its expected input digest; `pullable` to the registry's content tag of it;
@@ -138,42 +141,49 @@ pub fn make(
         for p in &r.analysis.needed_parents {
             waits.extend(waiting.get(p.as_str()).into_iter().flatten().cloned());
         }
+        // Passed down whatever the parent does: a child of an up-to-date parent whose base is
+        // missing cannot know its own digest either.
+        waiting.insert(name.as_str(), waits.clone());
         let waits: Vec<String> =
             if matches!(action, Action::Build { .. }) { waits.into_iter().collect() } else { Vec::new() };
         let mut reason = reason;
         if action == (Action::Build { no_cache: false }) && !waits.is_empty() {
             reason.push_str(&format!(
-                "; its inputs are known once {} {} pulled, and then an image or registry build of them is taken if one exists",
+                "{WAITING} {} {} pulled, and then an image or registry build of them is taken if one exists",
                 waits.join(", "),
                 if waits.len() == 1 { "is" } else { "are" }
             ));
         }
-        waiting.insert(name.as_str(), waits.iter().cloned().collect());
         steps.push(Step { service: name.clone(), action, reason, after, otherwise, waits });
     }
     let bases = bases(snap, &steps, legacy);
     Plan { bases, steps }
 }
 
-/// Step 1's pulls: the bases the planned builds need and the engine lacks, and under the
-/// legacy builder the missing bases of the stages before a target that it does not need.
+/// Step 1's pulls: the bases the planned builds need and the engine lacks (their own, and
+/// their parents'), and under the legacy builder the missing bases of the stages before a
+/// target that it does not need.
 fn bases(snap: &Snapshot, steps: &[Step], legacy: bool) -> Vec<BasePull> {
     let mut out: BTreeMap<String, BasePull> = BTreeMap::new();
     for step in steps.iter().filter(|s| matches!(s.action, Action::Build { .. })) {
         let Some(r) = snap.services.iter().find(|r| r.service.name == step.service) else { continue };
-        for base in &r.analysis.bases {
-            let needed = r.analysis.needed_bases.contains(base);
-            if snap.base_ids.contains_key(base) || (!needed && !legacy) {
-                continue;
-            }
+        let unneeded = r
+            .analysis
+            .bases
+            .difference(&r.analysis.needed_bases)
+            .filter(|b| legacy && !snap.base_ids.contains_key(*b))
+            .map(|b| (b, true));
+        for (base, unneeded_stage) in step.waits.iter().map(|b| (b, false)).chain(unneeded) {
             let pull = out.entry(base.clone()).or_insert_with(|| BasePull {
                 image: base.clone(),
                 through: snap.mirror.as_deref().and_then(|m| crate::repo::reference::mirrored(m, base)),
                 services: Vec::new(),
                 unneeded_stage: true,
             });
-            pull.services.push(step.service.clone());
-            pull.unneeded_stage &= !needed;
+            if !pull.services.contains(&step.service) {
+                pull.services.push(step.service.clone());
+            }
+            pull.unneeded_stage &= unneeded_stage;
         }
     }
     out.into_values().collect()
@@ -189,6 +199,8 @@ pub fn settle(
 ) -> (Plan, Vec<String>) {
     let mut said = Vec::new();
     for step in plan.steps.iter_mut().filter(|s| !s.waits.is_empty() && s.action == Action::Build { no_cache: false }) {
+        // The bases are here now: the reason says what the step does, not what it waited for.
+        step.reason = step.reason.split(WAITING).next().unwrap_or_default().to_string();
         let (action, why) = match (reusable.get(&step.service), pullable.get(&step.service)) {
             (Some(image), _) => (Action::Reuse { image: image.clone() }, format!("{image} has the same inputs")),
             (None, Some(image)) => {
@@ -198,7 +210,7 @@ pub fn settle(
         };
         said.push(format!("{}: {} instead of building: {why}", step.service, action.name()));
         step.otherwise = matches!(action, Action::Pull { .. }).then_some(Action::Build { no_cache: false });
-        step.reason = format!("{}; {why}", step.reason.split("; its inputs are known once").next().unwrap_or_default());
+        step.reason = format!("{}; {why}", step.reason);
         step.action = action;
     }
     (plan, said)
@@ -258,9 +270,9 @@ pub fn human(plan: &Plan) -> String {
         } else {
             ""
         };
-        let they = if b.services.len() == 1 { "it fails" } else { "they fail" };
+        let they = if b.services.len() == 1 { "it fails and its" } else { "they fail and their" };
         out.push_str(&format!(
-            "  {:<16} {}{through}: for {}{stage}; if it cannot be pulled, {they} and their children do not start\n",
+            "  {:<16} {}{through}: for {}{stage}; if it cannot be pulled, {they} children do not start\n",
             "pull base",
             b.image,
             b.services.join(", ")
@@ -414,7 +426,7 @@ mod tests {
         let python = BasePull {
             image: "python:3".into(),
             through: Some("m.io/hub/python:3".into()),
-            services: vec!["api".into()],
+            services: vec!["api".into(), "web".into()],
             unneeded_stage: false,
         };
         assert_eq!(p.bases, vec![python.clone()], "the legacy builder's unneeded stage is not pulled for BuildKit");
@@ -425,7 +437,7 @@ mod tests {
         let h = human(&p);
         assert!(h.contains("; 1 base image to pull first"), "{h}");
         assert!(
-            h.contains("python:3 (through m.io/hub/python:3 first): for api; if it cannot be pulled, it fails"),
+            h.contains("python:3 (through m.io/hub/python:3 first): for api, web; if it cannot be pulled, they fail and their children"),
             "{h}"
         );
         let j = to_json(&p, &snap);
@@ -464,6 +476,23 @@ mod tests {
         );
         assert!(!settled.steps[0].reason.contains("its inputs are known once"), "{}", settled.steps[0].reason);
         let (same, said) = settle(p.clone(), &none, &none);
-        assert_eq!((same, said.len()), (p, 0));
+        assert!(said.is_empty());
+        assert_eq!(
+            same.steps.iter().map(|s| &s.action).collect::<Vec<_>>(),
+            p.steps.iter().map(|s| &s.action).collect::<Vec<_>>()
+        );
+        assert_eq!(same.steps[0].reason, "MISSING: why", "once the base is here, the reason no longer says it waits");
+    }
+
+    #[test]
+    fn a_child_of_an_up_to_date_parent_whose_base_is_missing_waits_for_that_base() {
+        let mut snap = waiting();
+        snap.statuses[0].state = State::Ok;
+        let none = BTreeMap::new();
+        let p = make(&snap, None, &BTreeSet::new(), &none, &none, false);
+        assert_eq!(p.steps[0].action, Action::Skip);
+        assert_eq!(p.steps[1].waits, ["python:3"], "web's digest includes api's, which includes python:3's ID");
+        assert_eq!(p.bases.len(), 1);
+        assert_eq!(p.bases[0].services, ["web"], "pulled for the child that builds");
     }
 }

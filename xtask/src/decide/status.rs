@@ -140,7 +140,9 @@ pub fn digests(
 /// The digests once step 1 has pulled bases: their IDs go into the records of the builds that
 /// need them, and every digest that changes with them is computed again (parents first, as the
 /// services are ordered). Statuses are left as they were: the verify step classifies anew.
-pub fn with_bases(snap: &mut Snapshot, ids: &BTreeMap<String, String>) {
+/// Returns the services whose digest changed.
+pub fn with_bases(snap: &mut Snapshot, ids: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
     snap.base_ids.extend(ids.iter().map(|(b, id)| (b.clone(), id.clone())));
     for r in &snap.services {
         let name = &r.service.name;
@@ -162,8 +164,10 @@ pub fn with_bases(snap: &mut Snapshot, ids: &BTreeMap<String, String>) {
         if changed {
             let files = snap.digests.get(name).and_then(|d| d.part(Category::Files)).unwrap_or_default().to_string();
             snap.digests.insert(name.clone(), record.digest_with(files));
+            out.push(name.clone());
         }
     }
+    out
 }
 
 /// What the registry holds for one service.
@@ -499,7 +503,7 @@ mod tests {
             base_ids: BTreeMap::new(),
             mirror: None,
         };
-        with_bases(&mut snap, &ids);
+        assert_eq!(with_bases(&mut snap, &ids), ["api", "web"]);
         assert_eq!(snap.digests, after.digests, "the base's ID, and the parent's digest through it");
         assert!(snap.digests["web"].total.is_some());
         assert_eq!(snap.digests["solo"], before.digests["solo"]);
