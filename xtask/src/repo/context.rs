@@ -266,7 +266,11 @@ pub fn overlay<'a>(
 ) {
     use sha2::Digest;
     let mut changed = false;
-    let (file_mode, dir_mode) = (crate::base::atomic::new_file_mode(), crate::base::atomic::created_mode(0o777));
+    // The umask is read from /proc, which costs more than the rest of a warm check's overlay:
+    // only when a generated file is put in.
+    let modes = std::cell::OnceCell::new();
+    let modes =
+        || *modes.get_or_init(|| (crate::base::atomic::new_file_mode(), crate::base::atomic::created_mode(0o777)));
     for (path, bytes, new_mode) in files {
         let Some(rel) = within(path, context) else { continue };
         if rel.is_empty() || ignore.excludes(rel) {
@@ -281,7 +285,7 @@ pub fn overlay<'a>(
                     _ => None,
                 })
             })
-            .unwrap_or(file_mode);
+            .unwrap_or_else(|| modes().0);
         records.retain(|r| r.path != rel);
         records.push(FileRecord {
             path: rel.to_string(),
@@ -290,7 +294,7 @@ pub fn overlay<'a>(
         for (i, _) in rel.match_indices('/') {
             let dir = &rel[..i];
             if !records.iter().any(|r| r.path == dir) && !ignore.excludes(dir) {
-                records.push(FileRecord { path: dir.to_string(), what: What::Dir { mode: dir_mode } });
+                records.push(FileRecord { path: dir.to_string(), what: What::Dir { mode: modes().1 } });
             }
         }
         changed = true;
