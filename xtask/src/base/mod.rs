@@ -49,11 +49,13 @@ impl Sha {
         bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')).then_some(Sha(bytes))
     }
 
-    /// 64 ASCII bytes as stored by this tool's own cache, without the digit check: a damaged
-    /// entry can only make a digest differ, never match.
-    pub fn from_cache(bytes: &[u8]) -> Option<Sha> {
-        let bytes: [u8; 64] = bytes.try_into().ok()?;
-        bytes.is_ascii().then_some(Sha(bytes))
+    /// The 32 bytes the hex digits stand for (as this tool's hash cache stores them).
+    pub fn bytes(&self) -> [u8; 32] {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => c - b'0',
+            _ => c.wrapping_sub(b'a' - 10) & 15,
+        };
+        std::array::from_fn(|i| digit(self.0[2 * i]) << 4 | digit(self.0[2 * i + 1]))
     }
 
     pub fn as_str(&self) -> &str {

@@ -593,7 +593,7 @@ mod tests {
         for bad in [&a[1..], &a.to_uppercase(), &format!("{}g", &a[1..]), ""] {
             assert_eq!(Sha::parse(bad), None, "{bad}");
         }
-        assert_eq!(Sha::from_cache(&[0xff; 64]), None);
+        assert_eq!(Sha::of(&sha.bytes()), sha);
     }
 
     #[test]

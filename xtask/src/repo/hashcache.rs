@@ -10,8 +10,11 @@
 //! file the walk is at. Only when the walk and the cache disagree (a file added, removed or
 //! renamed) is an index of the remaining entries built. An unchanged context thus costs one
 //! comparison per file, and writing back happens only when the bytes would differ. The file
-//! ends with the sha256 of everything before it: a damaged file (a digit changed on disk) is
+//! ends with a checksum of everything before it: a damaged file (a bit changed on disk) is
 //! discarded as a whole, so it can neither hide a change nor put a wrong hash in a digest.
+//! The checksum guards against damage, not against an attacker (who could write the whole
+//! file, which is this tool's own state): a 64-bit multiply-rotate hash, which a warm check
+//! computes over every entry at a small part of sha256's cost.
 
 use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
@@ -28,19 +31,35 @@ use crate::base::Sha;
 const RACY_NS: i128 = 2_000_000_000;
 
 /// The first bytes of a cache file; another version is read as an empty cache.
-const MAGIC: &[u8] = b"ai-infra hash cache v3\n";
+const MAGIC: &[u8] = b"ai-infra hash cache v4\n";
 
-/// The checksum that ends the file: the sha256 of the bytes before it.
-const CHECKSUM: usize = 32;
+/// The checksum that ends the file, of the bytes before it.
+const CHECKSUM: usize = 8;
 
+/// Each 8-byte word (the last one padded with zeros) mixed in by a step that is a bijection of
+/// the state for a given word and of the word for a given state, so a change confined to one
+/// word always changes the result; the length and a final avalanche close it.
 fn checksum(data: &[u8]) -> [u8; CHECKSUM] {
-    use sha2::Digest;
-    sha2::Sha256::digest(data).into()
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(w.try_into().unwrap_or_default())).wrapping_mul(K);
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h.rotate_left(23) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^= data.len() as u64;
+    // splitmix64's finaliser.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)).to_le_bytes()
 }
 
-/// One entry: path length (u32), size (u64), mtime and ctime in ns (i128), inode and device
-/// (u64), all little-endian, the sha256 as 64 hex digits, then the path.
-const FIXED: usize = 4 + 8 + 16 + 16 + 8 + 8 + 64;
+/// One entry: path length (u32), size (u64), mtime and ctime in ns (i64: a time outside
+/// 1677 to 2262 is not cached), inode and device (u64), all little-endian, the sha256's 32
+/// bytes, then the path.
+const FIXED: usize = 4 + 8 + 8 + 8 + 8 + 8 + 32;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileKey {
@@ -76,25 +95,28 @@ struct Entry<'a> {
 fn entry_at(data: &[u8], at: usize) -> Option<Entry<'_>> {
     let fixed = data.get(at..at.checked_add(FIXED)?)?;
     let u64_at = |i: usize| u64::from_le_bytes(fixed[i..i + 8].try_into().unwrap_or_default());
-    let i128_at = |i: usize| i128::from_le_bytes(fixed[i..i + 16].try_into().unwrap_or_default());
+    let i64_at = |i: usize| u64_at(i) as i64 as i128;
     let len = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default()) as usize;
-    let key =
-        FileKey { size: u64_at(4), mtime_ns: i128_at(12), ctime_ns: i128_at(28), ino: u64_at(44), dev: u64_at(52) };
-    let sha = &fixed[60..FIXED];
+    let key = FileKey { size: u64_at(4), mtime_ns: i64_at(12), ctime_ns: i64_at(20), ino: u64_at(28), dev: u64_at(36) };
+    let sha = Sha::of(&fixed[44..FIXED]);
     let start = at + FIXED;
     let path = std::str::from_utf8(data.get(start..start.checked_add(len)?)?).ok()?;
-    Some(Entry { path, key, sha256: Sha::from_cache(sha)?, next: start + len })
+    Some(Entry { path, key, sha256: sha, next: start + len })
 }
 
-fn push_entry(out: &mut Vec<u8>, path: &str, key: &FileKey, sha256: &Sha) {
-    out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+/// Appends an entry; false (nothing written) where a time does not fit the layout.
+fn push_entry(out: &mut Vec<u8>, path: &str, key: &FileKey, sha256: &Sha) -> bool {
+    let (Ok(mtime), Ok(ctime)) = (i64::try_from(key.mtime_ns), i64::try_from(key.ctime_ns)) else { return false };
+    let Ok(len) = u32::try_from(path.len()) else { return false };
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&key.size.to_le_bytes());
-    out.extend_from_slice(&key.mtime_ns.to_le_bytes());
-    out.extend_from_slice(&key.ctime_ns.to_le_bytes());
+    out.extend_from_slice(&mtime.to_le_bytes());
+    out.extend_from_slice(&ctime.to_le_bytes());
     out.extend_from_slice(&key.ino.to_le_bytes());
     out.extend_from_slice(&key.dev.to_le_bytes());
-    out.extend_from_slice(sha256.as_str().as_bytes());
+    out.extend_from_slice(&sha256.bytes());
     out.extend_from_slice(path.as_bytes());
+    true
 }
 
 pub struct HashCache {
@@ -192,9 +214,7 @@ impl HashCache {
         data.extend_from_slice(MAGIC);
         for (path, key, sha256) in files {
             let newest = key.mtime_ns.max(key.ctime_ns);
-            let Some(sha256) =
-                sha256.filter(|_| newest <= self.started_ns - RACY_NS && path.len() <= u32::MAX as usize)
-            else {
+            let Some(sha256) = sha256.filter(|_| newest <= self.started_ns - RACY_NS) else {
                 continue;
             };
             push_entry(&mut data, path, key, sha256);
@@ -263,6 +283,26 @@ mod tests {
     }
 
     #[test]
+    fn any_one_bit_of_damage_is_seen_and_far_times_are_not_cached() {
+        let data: Vec<u8> = (0..=200u8).collect();
+        let sum = checksum(&data);
+        for bit in 0..data.len() * 8 {
+            let mut bad = data.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert_ne!(checksum(&bad), sum, "bit {bit}");
+        }
+        assert_ne!(checksum(&[data.as_slice(), &[0]].concat()), sum, "a zero byte more");
+        let dir = crate::testutil::TempDir::new("hashcache");
+        let file = dir.path().join("cache");
+        let mut c = HashCache::load(&file);
+        let far = FileKey { mtime_ns: i128::from(i64::MIN) - 1, ..OLD };
+        c.replace([("x", &far, Some(&sha('a'))), ("y", &OLD, Some(&sha('b')))].into_iter());
+        c.save().unwrap();
+        let c = HashCache::load(&file);
+        assert_eq!((c.lookup("x", &far), c.lookup("y", &OLD)), (None, Some(sha('b'))));
+    }
+
+    #[test]
     fn found_in_any_order_and_written_only_when_changed() {
         let dir = crate::testutil::TempDir::new("hashcache");
         let file = dir.path().join("cache");
@@ -306,16 +346,19 @@ mod tests {
     fn damaged_or_foreign_files_are_an_empty_cache() {
         let dir = crate::testutil::TempDir::new("hashcache");
         let file = dir.path().join("cache");
+        // The previous layout, whole and with its sha256 checksum: another version.
+        let mut v3 = b"ai-infra hash cache v3\n".to_vec();
+        v3.extend_from_slice(&[0; 32]);
         let (a, b) = (sha('a'), sha('b'));
         let mut c = HashCache::load(&file);
         c.replace([("x", &OLD, Some(&a)), ("y", &OLD, Some(&b))].into_iter());
         c.save().unwrap();
         let whole = std::fs::read(&file).unwrap();
         assert_eq!(HashCache::load(&file).lookup("y", &OLD), Some(b));
-        // One digit of a hash changed, still a digit: the whole file is discarded, not trusted.
-        let at = whole.len() - CHECKSUM - 1 - 64 + 10;
+        // One bit of a hash changed: the whole file is discarded, not trusted.
+        let at = whole.len() - CHECKSUM - 1 - 32 + 10;
         let mut bad = whole.clone();
-        bad[at] = if bad[at] == b'b' { b'c' } else { b'b' };
+        bad[at] ^= 4;
         // One byte of a key, and a file cut short.
         let mut key = whole.clone();
         key[MAGIC.len() + 5] ^= 1;
@@ -329,7 +372,7 @@ mod tests {
         c.replace([("x", &OLD, Some(&a)), ("y", &OLD, Some(&b))].into_iter());
         c.save().unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), whole);
-        for foreign in [&b"garbage"[..], b"ai-infra hash cache v2\naaaa 3 1000 1000 7 1 x\n", MAGIC, b""] {
+        for foreign in [&b"garbage"[..], b"ai-infra hash cache v2\naaaa 3 1000 1000 7 1 x\n", MAGIC, b"", &v3] {
             std::fs::write(&file, foreign).unwrap();
             assert_eq!(HashCache::load(&file).lookup("x", &OLD), None);
         }
