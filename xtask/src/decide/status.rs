@@ -91,7 +91,12 @@ fn read_files(all: &Arc<Vec<FileRecord>>, reads: &Reads) -> Arc<Vec<FileRecord>>
     if reads.whole() {
         return all.clone();
     }
-    Arc::new(all.iter().filter(|f| reads.reader(&f.path).is_some()).cloned().collect())
+    let read: Vec<usize> = (0..all.len()).filter(|&i| reads.reader(&all[i].path).is_some()).collect();
+    // A context walked for this service alone holds only what it reads: shared, not copied.
+    if read.len() == all.len() {
+        return all.clone();
+    }
+    Arc::new(read.into_iter().map(|i| all[i].clone()).collect())
 }
 
 /// Computes every service's input record and digest, parents first. `base_ids` gives the local

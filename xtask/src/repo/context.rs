@@ -47,16 +47,15 @@ impl FileRecord {
     /// spares an allocation each. Every field is length-prefixed (`field`), so no file name
     /// (a newline or ` -> ` in it) can make two contexts read the same.
     pub fn write_line(&self, out: &mut String) {
-        use std::fmt::Write;
         match &self.what {
             What::Dir { mode } => {
                 out.push_str("dir ");
-                let _ = write!(out, "{:04o} ", mode & 0o7777);
+                octal_mode(out, *mode);
                 field(out, &self.path);
             }
             What::File { mode, sha256 } => {
                 out.push_str("file ");
-                let _ = write!(out, "{:04o} ", mode & 0o7777);
+                octal_mode(out, *mode);
                 out.push_str(sha256.as_str());
                 out.push(' ');
                 field(out, &self.path);
@@ -75,11 +74,31 @@ impl FileRecord {
     }
 }
 
+/// Permission bits as four octal digits and a space, as `{:04o} ` writes them (whose
+/// formatting machinery cost more than the rest of a line).
+fn octal_mode(out: &mut String, mode: u32) {
+    for shift in [9, 6, 3, 0] {
+        out.push(char::from(b'0' + ((mode >> shift) & 7) as u8));
+    }
+    out.push(' ');
+}
+
 /// One field of a digest line: its length in bytes, `:`, the bytes, then `,`; read back
 /// unambiguously whatever the bytes are.
 pub fn field(out: &mut String, s: &str) {
-    use std::fmt::Write;
-    let _ = write!(out, "{}:", s.len());
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = s.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    out.push(':');
     out.push_str(s);
     out.push(',');
 }
@@ -479,6 +498,21 @@ mod tests {
             [(Utf8Path::new(".env.bak"), &b"A=0\n"[..], Some(0o600))].into_iter(),
         );
         assert!(recs.iter().any(|r| r.path == ".env.bak" && matches!(r.what, What::File { mode: 0o600, .. })));
+    }
+
+    #[test]
+    fn lines_write_modes_and_lengths_as_format_would() {
+        for mode in [0, 0o7, 0o644, 0o755, 0o4644, 0o7777, 0o100644] {
+            let mut out = String::new();
+            octal_mode(&mut out, mode);
+            assert_eq!(out, format!("{:04o} ", mode & 0o7777));
+        }
+        for len in [0, 1, 9, 10, 99, 100, 12345] {
+            let s = "x".repeat(len);
+            let mut out = String::new();
+            field(&mut out, &s);
+            assert_eq!(out, format!("{len}:{s},"));
+        }
     }
 
     #[test]
