@@ -122,12 +122,12 @@ pub fn contexts(
             unique.push(r);
         }
     }
-    // Each engine's builder reads its own ignore files.
-    let engine = crate::world::docker::Engine::current();
+    // Each engine's builder reads its own ignore files: `project::resolve` read the ones of
+    // the engine in use.
     let ignores = unique
         .iter()
         .map(|r| {
-            let ignore = context::read_ignore(root, &r.service.context, &r.service.dockerfile, engine.ignore_files())?;
+            let ignore = r.ignore.clone();
             // Which CLI sends the context is asked only where a pattern means different
             // things to different CLIs (see `ignore::Dialect`).
             if !ignore.dialect_matters() {

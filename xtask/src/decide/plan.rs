@@ -316,6 +316,7 @@ mod tests {
                     },
                     dockerfile: Vec::new(),
                     analysis,
+                    ignore: Default::default(),
                     build_args: BTreeMap::new(),
                 }
             })

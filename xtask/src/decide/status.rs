@@ -487,6 +487,7 @@ mod tests {
                     dockerfile: text.as_bytes().to_vec(),
                     analysis: crate::repo::dockerfile::analyze(text, None, &BTreeMap::new(), &internal).unwrap(),
                     build_args: BTreeMap::new(),
+                    ignore: Default::default(),
                 })
                 .collect::<Vec<_>>()
         };

@@ -186,6 +186,8 @@ pub struct Resolved {
     pub analysis: Analysis,
     /// The build args passed to `docker build`.
     pub build_args: BTreeMap<String, String>,
+    /// Its context's `.dockerignore`, parsed once (the walk uses it as it is).
+    pub ignore: crate::repo::ignore::Ignore,
 }
 
 /// A service whose inputs cannot be read (a Dockerfile that does not parse, a missing target,
@@ -265,8 +267,8 @@ fn resolve_one(
     let followed = crate::repo::context::followed_links(&project.root, &s.context, &analysis.reads);
     analysis.reads.extend(followed);
     // A .dockerignore the builders would reject makes this service ERROR, not the whole check.
-    crate::repo::context::read_ignore(&project.root, &s.context, &s.dockerfile, ignore_files)?;
-    Ok(Resolved { service: s.clone(), dockerfile: bytes, analysis, build_args: args })
+    let ignore = crate::repo::context::read_ignore(&project.root, &s.context, &s.dockerfile, ignore_files)?;
+    Ok(Resolved { service: s.clone(), dockerfile: bytes, analysis, build_args: args, ignore })
 }
 
 /// Parents before children, ties by name; a cycle is an error that names it.
@@ -380,7 +382,13 @@ mod tests {
         let internal = dockerfile::Internal { tag: "t", is_service: &|_| true };
         let mut analysis = dockerfile::analyze(text, None, &BTreeMap::new(), &internal).unwrap();
         analysis.parents = parents.iter().map(|s| s.to_string()).collect();
-        Resolved { service: svc(name), dockerfile: text.into(), analysis, build_args: BTreeMap::new() }
+        Resolved {
+            service: svc(name),
+            dockerfile: text.into(),
+            analysis,
+            build_args: BTreeMap::new(),
+            ignore: Default::default(),
+        }
     }
 
     #[test]
