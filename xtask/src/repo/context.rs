@@ -382,7 +382,10 @@ fn walk(
                 let meta = entry.metadata().with_context(|| format!("cannot read {}", shown(&path)))?;
                 listing.records.push(FileRecord { path: path.clone(), what: What::Dir { mode: meta.mode() & 0o7777 } });
             }
-            walk(&abs(), &path, ignore, context, cache, want, listing)?;
+            // What a build reads of a folder it reads whole is everything below: asked once
+            // per folder, not once per file.
+            let below: &dyn Fn(&str, bool) -> Want = if wanted == Want::Yes { &|_, _| Want::Yes } else { want };
+            walk(&abs(), &path, ignore, context, cache, below, listing)?;
             continue;
         }
         if excluded || want(&path, false) != Want::Yes {
