@@ -280,7 +280,8 @@ fn a_build_whose_inputs_are_not_known_here_is_pushed_without_a_content_tag() {
     ws.write("seed/Dockerfile", &format!("FROM scratch\nLABEL t={}\n", ws.tag));
     // The engine under test (under Podman the base is in Podman's storage).
     let docker = |args: &[&str]| ws.cli(args);
-    let b = docker(&["build", "-q", "-t", &base, ws.path("seed").to_str().unwrap()]);
+    // --no-cache: see only_in_the_mirror.
+    let b = docker(&["build", "--no-cache", "-q", "-t", &base, ws.path("seed").to_str().unwrap()]);
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     ws.write("services/app/Dockerfile", &format!("FROM {base}\nCOPY app.txt /\n"));
     ws.write("services/app/app.txt", "app\n");

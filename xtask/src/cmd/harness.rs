@@ -22,7 +22,7 @@ pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
     .or_else(|e| if std::env::var_os("DOCKER_HOST").is_some() { Ok(()) } else { Err(e) })?;
     // Ctrl-C reaches the test runner (same process group), which stops; this process lives on
     // to stop the engine and registry it started.
-    let _ = ctrlc::set_handler(|| {});
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed));
     let (host, started) = engine::up(root, true)?;
     let result = with_engine(root, host.as_deref(), args);
     if started {
@@ -137,11 +137,17 @@ impl Suite<'_> {
 
 /// Runs the next test run after one that could run at all; the suite's status is the first
 /// failure's, else the last run's.
+/// Set by Ctrl-C (or SIGTERM): no further test run starts, and the engine and registry stop.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn then(
     before: std::io::Result<std::process::ExitStatus>,
     next: impl FnOnce() -> std::io::Result<std::process::ExitStatus>,
 ) -> std::io::Result<std::process::ExitStatus> {
     let before = before?;
+    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(before);
+    }
     let after = next()?;
     Ok(if before.success() { after } else { before })
 }

@@ -173,7 +173,12 @@ fn bases(snap: &Snapshot, steps: &[Step], legacy: bool) -> Vec<BasePull> {
             .difference(&r.analysis.needed_bases)
             .filter(|b| legacy && !snap.base_ids.contains_key(*b))
             .map(|b| (b, true));
-        for (base, unneeded_stage) in step.waits.iter().map(|b| (b, false)).chain(unneeded) {
+        // A base a parent in the plan also waits for is not this step's to fail for: when it
+        // cannot be pulled, the parent fails and this step does not start.
+        let parent_waits =
+            |b: &String| step.after.iter().any(|p| steps.iter().any(|s| s.service == *p && s.waits.contains(b)));
+        let own = step.waits.iter().filter(|b| !parent_waits(b)).map(|b| (b, false));
+        for (base, unneeded_stage) in own.chain(unneeded) {
             let pull = out.entry(base.clone()).or_insert_with(|| BasePull {
                 image: base.clone(),
                 through: snap.mirror.as_deref().and_then(|m| crate::repo::reference::mirrored(m, base)),
@@ -427,7 +432,7 @@ mod tests {
         let python = BasePull {
             image: "python:3".into(),
             through: Some("m.io/hub/python:3".into()),
-            services: vec!["api".into(), "web".into()],
+            services: vec!["api".into()],
             unneeded_stage: false,
         };
         assert_eq!(p.bases, vec![python.clone()], "the legacy builder's unneeded stage is not pulled for BuildKit");
@@ -438,7 +443,7 @@ mod tests {
         let h = human(&p);
         assert!(h.contains("; 1 base image to pull first"), "{h}");
         assert!(
-            h.contains("python:3 (through m.io/hub/python:3 first): for api, web; if it cannot be pulled, they fail and their children"),
+            h.contains("python:3 (through m.io/hub/python:3 first): for api; if it cannot be pulled, it fails and its children"),
             "{h}"
         );
         let j = to_json(&p, &snap);
