@@ -253,7 +253,8 @@ fn a_damaged_hash_cache_is_discarded_and_the_check_stays_right() {
 }
 
 /// The engine's API and the docker CLI say the same of the same images (OK, MISSING, INVALID,
-/// STALE, reasons, sizes, dates) and plan the same reuse; and the API is really what answers:
+/// STALE, reasons, sizes, dates), through a listing or inspections by name, and plan the same
+/// reuse; and the API is really what answers:
 /// with no docker CLI on PATH the check still works, while the forced CLI path cannot run.
 #[test]
 fn the_engine_api_and_the_cli_agree() {
@@ -276,6 +277,24 @@ fn the_engine_api_and_the_cli_agree() {
         assert_eq!((a.code, c.code), (0, 0), "{a:?}\n{c:?}");
         assert_eq!(a.stdout, c.stdout, "the API and the CLI disagree");
     }
+    // An engine measured to list slowly is asked one inspection per name: the same answers.
+    let costs_file = ws.path("target/xtask/engine-costs.json");
+    let mut costs: serde_json::Value = serde_json::from_slice(&std::fs::read(&costs_file).unwrap()).unwrap();
+    assert!(costs["listing"].as_f64().unwrap() > 0.0, "the listing was measured: {costs}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    costs["listing"] = 10.0.into();
+    costs["listed_at"] = now.into();
+    costs["inspection"] = 0.0001.into();
+    std::fs::write(&costs_file, costs.to_string()).unwrap();
+    for format in ["json", "human"] {
+        let args = ["check-status", &ws.tag, "--format", format];
+        let (a, c) = (ws.run_env(&args, &[api]), ws.run_env(&args, &[cli]));
+        assert_eq!((a.code, c.code), (0, 0), "{a:?}\n{c:?}");
+        assert_eq!(a.stdout, c.stdout, "inspections by name and the CLI disagree");
+    }
+    let after: serde_json::Value = serde_json::from_slice(&std::fs::read(&costs_file).unwrap()).unwrap();
+    assert_eq!(after["listing"].as_f64(), Some(10.0), "no listing ran: {after}");
+    assert!(after["inspection"].as_f64().unwrap() > 0.0001, "the inspections were measured: {after}");
     let report: serde_json::Value =
         serde_json::from_str(&ws.run_env(&["check-status", &ws.tag, "--format", "json"], &[api]).stdout).unwrap();
     let got: std::collections::BTreeMap<&str, &str> = report["services"]

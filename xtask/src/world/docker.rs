@@ -491,8 +491,7 @@ impl Docker {
             return Ok(BTreeMap::new());
         }
         if let Some(api) = &self.api {
-            let found = api.images(&crate::world::api::literal_patterns(names))?;
-            return Ok(matching(names, &found));
+            return Ok(matching(names, &api.named(names)?));
         }
         self.inspect_cli(names)
     }
