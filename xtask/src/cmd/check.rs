@@ -33,5 +33,8 @@ pub fn run(root: &Utf8Path, f: flags::CheckStatus) -> Result<i32> {
     print!("{out}");
     let remote_ok = remote.as_ref().is_none_or(|r| r.values().all(|x| x.state == "OK"));
     let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok) && remote_ok && deps_ok;
+    // Freeing a snapshot of tens of thousands of file records, one allocation at a time, costs
+    // a warm check 1 to 2 ms; the process ends here and its memory goes back whole.
+    std::mem::forget(snap);
     Ok(if f.exit_code && !all_ok { 1 } else { 0 })
 }

@@ -91,17 +91,28 @@ struct Entry<'a> {
     next: usize,
 }
 
-/// Reads the entry at `at`; None at the end or where the bytes are not a whole, valid entry.
-fn entry_at(data: &[u8], at: usize) -> Option<Entry<'_>> {
+/// The entry at `at` as bytes: its fixed part, its path, and where the next entry starts;
+/// None at the end or where the bytes are not a whole entry.
+fn raw_at(data: &[u8], at: usize) -> Option<(&[u8], &[u8], usize)> {
     let fixed = data.get(at..at.checked_add(FIXED)?)?;
+    let len = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default()) as usize;
+    let start = at + FIXED;
+    let path = data.get(start..start.checked_add(len)?)?;
+    Some((fixed, path, start + len))
+}
+
+/// An entry from its fixed part and its path.
+fn entry_of<'a>(fixed: &[u8], path: &'a str, next: usize) -> Entry<'a> {
     let u64_at = |i: usize| u64::from_le_bytes(fixed[i..i + 8].try_into().unwrap_or_default());
     let i64_at = |i: usize| u64_at(i) as i64 as i128;
-    let len = u32::from_le_bytes(fixed[0..4].try_into().unwrap_or_default()) as usize;
     let key = FileKey { size: u64_at(4), mtime_ns: i64_at(12), ctime_ns: i64_at(20), ino: u64_at(28), dev: u64_at(36) };
-    let sha = Sha::of(&fixed[44..FIXED]);
-    let start = at + FIXED;
-    let path = std::str::from_utf8(data.get(start..start.checked_add(len)?)?).ok()?;
-    Some(Entry { path, key, sha256: sha, next: start + len })
+    Entry { path, key, sha256: Sha::of(&fixed[44..FIXED]), next }
+}
+
+/// Reads the entry at `at`; None at the end or where the bytes are not a whole, valid entry.
+fn entry_at(data: &[u8], at: usize) -> Option<Entry<'_>> {
+    let (fixed, path, next) = raw_at(data, at)?;
+    Some(entry_of(fixed, std::str::from_utf8(path).ok()?, next))
 }
 
 /// Appends an entry; false (nothing written) where a time does not fit the layout.
@@ -179,8 +190,9 @@ impl HashCache {
     /// The cached hash of the file at `path` (relative to the context), if its key still
     /// matches. Cheapest when asked in the order of the last walk.
     pub fn lookup(&self, path: &str, key: &FileKey) -> Option<Sha> {
-        let (found, at_cursor) = match entry_at(&self.data, self.cursor.get()) {
-            Some(e) if e.path == path => (Some(e), true),
+        // The path at the cursor is compared as bytes first: equal to `path`, it is UTF-8.
+        let (found, at_cursor) = match raw_at(&self.data, self.cursor.get()) {
+            Some((fixed, p, next)) if p == path.as_bytes() => (Some(entry_of(fixed, path, next)), true),
             _ => (self.index().get(path).and_then(|at| entry_at(&self.data, *at)), false),
         };
         let hit = found.as_ref().is_some_and(|e| e.key == *key);
