@@ -137,6 +137,40 @@ fn a_changed_env_value_makes_exactly_the_copying_service_stale() {
     ws.expect(&[("web", "OK"), ("api", "OK")]);
 }
 
+/// Generated files reached through symbolic links count where their writes land: a template
+/// whose output folder is a link, and a `.env` that is a dangling link (sync-env creates the
+/// file it points to). The first build is OK, and one value change costs exactly one build.
+#[test]
+fn generated_files_through_links_count_where_they_land() {
+    let ws = Workspace::new("genlinks");
+    ws.write("services/conf/Dockerfile", "FROM scratch\nCOPY . /\n");
+    ws.write("services/conf/etc/keep", "kept\n");
+    std::os::unix::fs::symlink("etc", ws.path("services/conf/live")).unwrap();
+    ws.write("templates/conf/live/app.conf.tpl", "port={{GL_PORT}}\n");
+    ws.write("services.toml", "[envcopy]\ncontext = \".\"\n");
+    ws.write(".dockerignore", "*\n!.env\n!envs\n");
+    ws.write("services/envcopy/Dockerfile", "FROM scratch\nCOPY .env /\n");
+    std::fs::create_dir_all(ws.path("envs")).unwrap();
+    std::os::unix::fs::symlink("envs/dev.env", ws.path(".env")).unwrap();
+    ws.write(".env.example", "GL_PORT=80\n");
+    ws.expect(&[("conf", "MISSING"), ("envcopy", "MISSING")]);
+    let o = ws.ok(&["build-all", &ws.tag]);
+    assert!(!o.stdout.contains("not OK after the build"), "{o:?}");
+    assert_eq!(ws.read("services/conf/etc/app.conf"), "port=80\n");
+    assert!(ws.read("envs/dev.env").contains("GL_PORT=80"), "sync-env wrote through the link");
+    ws.expect(&[("conf", "OK"), ("envcopy", "OK")]);
+    // A new value: both STALE before anything is written, both OK after one build each.
+    ws.write("envs/dev.env", "GL_PORT=81\n");
+    ws.expect(&[("conf", "STALE"), ("envcopy", "STALE")]);
+    let o = ws.ok(&["build-all", &ws.tag]);
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, ["conf", "envcopy"], "{o:?}");
+    assert!(!o.stdout.contains("not OK after the build"), "{o:?}");
+    assert_eq!(ws.read("services/conf/etc/app.conf"), "port=81\n");
+    ws.expect(&[("conf", "OK"), ("envcopy", "OK")]);
+}
+
 #[test]
 fn build_args_come_from_env() {
     let ws = Workspace::new("buildargs");

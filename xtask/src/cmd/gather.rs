@@ -194,13 +194,15 @@ pub fn contexts(
             records,
             &r.service.context,
             ignore,
+            // Each generated file goes where its write lands, through any link on the way.
             rendered
                 .iter()
-                .filter(|o| {
-                    let rel = context::within(&o.path, &r.service.context).unwrap_or_default();
+                .filter_map(|o| Some((o.lands.as_deref()?, o)))
+                .filter(|(lands, _)| {
+                    let rel = context::within(lands, &r.service.context).unwrap_or_default();
                     reads::want_any(reads, rel, false) == Want::Yes
                 })
-                .map(|o| (o.path.as_path(), o.bytes.as_slice(), o.mode)),
+                .map(|(lands, o)| (lands, o.bytes.as_slice(), o.mode)),
         );
     }
     // Saving the cache is an optimisation: a read-only target/ must not fail the check, but

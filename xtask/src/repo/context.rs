@@ -132,17 +132,21 @@ pub fn read_ignore(root: &Utf8Path, context: &Utf8Path, dockerfile: &Utf8Path, n
 /// below a copied folder is copied as a link. Returns a read of each target reached that way,
 /// so that its content counts too. A wildcard is matched against the folder's names, as the
 /// builders expand it. A target whose name holds a wildcard character counts the whole context.
+/// `generated` are the files a run writes before it builds (paths relative to the context, as
+/// their writes land): a link to one of them that does not exist yet reads it all the same.
 pub fn followed_links(
     root: &Utf8Path,
     context: &Utf8Path,
     reads: &[crate::repo::dockerfile::Read],
+    generated: &[&str],
 ) -> Vec<crate::repo::dockerfile::Read> {
     let top = root.join(context);
     let mut out = Vec::new();
     for r in reads.iter().filter(|r| r.source != ".") {
         let parts: Vec<String> = r.source.split('/').map(str::to_string).collect();
         let mut targets = Vec::new();
-        follow(&top, String::new(), &parts, false, 0, &mut targets);
+        let at = At { top: &top, generated };
+        at.follow(String::new(), &parts, false, 0, &mut targets);
         for t in targets {
             let source = if t.is_empty() || t.contains(crate::repo::reads::WILDCARDS) { ".".to_string() } else { t };
             if source != r.source
@@ -155,46 +159,61 @@ pub fn followed_links(
     out
 }
 
-/// Resolves `rest` below the real (link-free) folder `at` of the context `top`; pushes the
-/// real path of what it names when a link was passed on the way (`followed`).
-fn follow(top: &Utf8Path, at: String, rest: &[String], followed: bool, hops: usize, out: &mut Vec<String>) {
-    // Linux gives up after 40 links; so do the builders.
-    if hops > 40 {
-        return;
-    }
-    let Some((name, rest)) = rest.split_first() else {
-        if followed {
-            out.push(at);
+/// The context a link is followed in, with the files a run will have written by the build.
+struct At<'a> {
+    top: &'a Utf8Path,
+    generated: &'a [&'a str],
+}
+
+impl At<'_> {
+    /// Resolves `rest` below the real (link-free) folder `at` of the context; pushes the real
+    /// path of what it names when a link was passed on the way (`followed`).
+    fn follow(&self, at: String, rest: &[String], followed: bool, hops: usize, out: &mut Vec<String>) {
+        // Linux gives up after 40 links; so do the builders.
+        if hops > 40 {
+            return;
         }
-        return;
-    };
-    let join = |name: &str| if at.is_empty() { name.to_string() } else { format!("{at}/{name}") };
-    let names: Vec<String> = if name.contains(crate::repo::reads::WILDCARDS) {
-        let Ok(pattern) = crate::repo::ignore::Pattern::new(name) else { return };
-        let Ok(entries) = std::fs::read_dir(top.join(&at)) else { return };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| pattern.matches_or_parent(n))
-            .collect();
-        names.sort();
-        names
-    } else {
-        vec![name.clone()]
-    };
-    for name in names {
-        let path = join(&name);
-        let Ok(meta) = std::fs::symlink_metadata(top.join(&path)) else { continue };
-        if meta.file_type().is_symlink() {
-            let Ok(target) = std::fs::read_link(top.join(&path)) else { continue };
-            let target = target.to_string_lossy();
-            let real = if target.starts_with('/') { target.to_string() } else { format!("/{at}/{target}") };
-            let real = crate::repo::ignore::clean(&real);
-            let mut parts: Vec<String> =
-                real.trim_start_matches('/').split('/').filter(|p| !p.is_empty()).map(str::to_string).collect();
-            parts.extend(rest.iter().cloned());
-            follow(top, String::new(), &parts, true, hops + 1, out);
-        } else if meta.is_dir() || rest.is_empty() {
-            follow(top, path, rest, followed, hops, out);
+        let Some((name, rest)) = rest.split_first() else {
+            if followed {
+                out.push(at);
+            }
+            return;
+        };
+        let join = |name: &str| if at.is_empty() { name.to_string() } else { format!("{at}/{name}") };
+        let names: Vec<String> = if name.contains(crate::repo::reads::WILDCARDS) {
+            let Ok(pattern) = crate::repo::ignore::Pattern::new(name) else { return };
+            let Ok(entries) = std::fs::read_dir(self.top.join(&at)) else { return };
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| pattern.matches_or_parent(n))
+                .collect();
+            names.sort();
+            names
+        } else {
+            vec![name.clone()]
+        };
+        for name in names {
+            let path = join(&name);
+            let Ok(meta) = std::fs::symlink_metadata(self.top.join(&path)) else {
+                // Not there yet, but written before the build: a file, or a folder on its way.
+                let below = |g: &&str| g.strip_prefix(path.as_str()).is_some_and(|r| r.starts_with('/'));
+                if self.generated.contains(&path.as_str()) || self.generated.iter().any(below) {
+                    self.follow(path, rest, followed, hops, out);
+                }
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                let Ok(target) = std::fs::read_link(self.top.join(&path)) else { continue };
+                let target = target.to_string_lossy();
+                let real = if target.starts_with('/') { target.to_string() } else { format!("/{at}/{target}") };
+                let real = crate::repo::ignore::clean(&real);
+                let mut parts: Vec<String> =
+                    real.trim_start_matches('/').split('/').filter(|p| !p.is_empty()).map(str::to_string).collect();
+                parts.extend(rest.iter().cloned());
+                self.follow(String::new(), &parts, true, hops + 1, out);
+            } else if meta.is_dir() || rest.is_empty() {
+                self.follow(path, rest, followed, hops, out);
+            }
         }
     }
 }
@@ -561,7 +580,7 @@ mod tests {
             |source: &str| crate::repo::dockerfile::Read { line: 3, instruction: "COPY".into(), source: source.into() };
         let followed = |sources: &[&str]| -> Vec<String> {
             let reads: Vec<_> = sources.iter().map(|s| read(s)).collect();
-            followed_links(Utf8Path::new("/"), ctx, &reads).into_iter().map(|r| r.source).collect()
+            followed_links(Utf8Path::new("/"), ctx, &reads, &[]).into_iter().map(|r| r.source).collect()
         };
         assert_eq!(followed(&["top"]), ["real/a.txt"]);
         assert_eq!(followed(&["dlink"]), ["real"]);
@@ -574,8 +593,17 @@ mod tests {
         // loop read nothing more.
         assert!(followed(&["d", "plain.txt", "missing", "loop", "real"]).is_empty());
         // The extra read names the instruction that reads through the link.
-        let extra = followed_links(Utf8Path::new("/"), ctx, &[read("top")]);
+        let extra = followed_links(Utf8Path::new("/"), ctx, &[read("top")], &[]);
         assert_eq!((extra[0].line, extra[0].instruction.as_str()), (3, "COPY"));
+        // A link to a file the run writes before the build reads it, as it will be then.
+        link("gen/out.conf", "to-gen");
+        let reads = [read("to-gen")];
+        assert!(followed_links(Utf8Path::new("/"), ctx, &reads, &[]).is_empty());
+        let sources = |generated: &[&str]| -> Vec<String> {
+            followed_links(Utf8Path::new("/"), ctx, &reads, generated).into_iter().map(|r| r.source).collect()
+        };
+        assert_eq!(sources(&["gen/out.conf"]), ["gen/out.conf"]);
+        assert!(sources(&["gen/other.conf"]).is_empty(), "only the file the link names");
     }
 
     #[test]

@@ -375,7 +375,8 @@ pub fn synced_files(root: &Utf8Path, pending: &Pending) -> Vec<crate::repo::rend
         let written = crate::base::atomic::resolve(&root.join(name)).ok()?;
         let path = written.strip_prefix(root).ok()?.to_path_buf();
         let bytes = bytes.as_bytes().to_vec();
-        Some(crate::repo::render::Output { template: ".env.example".into(), path, bytes, mode })
+        let lands = crate::repo::render::lands(root, Utf8Path::new(name));
+        Some(crate::repo::render::Output { template: ".env.example".into(), path, bytes, mode, lands })
     };
     let mut out: Vec<_> = file(".env", text, None).into_iter().collect();
     if let Some((old, _)) = &pending.current {

@@ -263,8 +263,14 @@ fn resolve_one(
     }
     let mut analysis =
         dockerfile::analyze(text, s.target.as_deref(), &args, internal).with_context(|| format!("{}", s.dockerfile))?;
-    // A source that is (or passes through) a symbolic link reads what the link points to.
-    let followed = crate::repo::context::followed_links(&project.root, &s.context, &analysis.reads);
+    // A source that is (or passes through) a symbolic link reads what the link points to,
+    // including a file the run writes before it builds.
+    let generated: Vec<&str> = rendered
+        .iter()
+        .filter_map(|o| crate::repo::context::within(o.lands.as_deref()?, &s.context))
+        .filter(|rel| !rel.is_empty())
+        .collect();
+    let followed = crate::repo::context::followed_links(&project.root, &s.context, &analysis.reads, &generated);
     analysis.reads.extend(followed);
     // A .dockerignore the builders would reject makes this service ERROR, not the whole check.
     let ignore = crate::repo::context::read_ignore(&project.root, &s.context, &s.dockerfile, ignore_files)?;

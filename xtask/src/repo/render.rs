@@ -71,6 +71,29 @@ pub struct Output {
     /// The mode the writer gives the file when it is new (None: the tool's default; a file
     /// written over keeps its own).
     pub mode: Option<u32>,
+    /// Where the write lands, relative to the root, as a walk of the folders finds it (see
+    /// `lands`); None outside the root.
+    pub lands: Option<Utf8PathBuf>,
+}
+
+/// Where a write to `path` (relative to the root) really lands, relative to the root: every link
+/// on the way followed, as the write follows them (a dangling one at the end included), so
+/// that `services/a/conf/app.conf` with `conf -> etc` lands at `services/a/etc/app.conf`, where
+/// the context walk finds it. None outside the root, or where a `..` follows a folder the
+/// write would create.
+pub fn lands(root: &Utf8Path, path: &Utf8Path) -> Option<Utf8PathBuf> {
+    let target = crate::base::atomic::resolve(&root.join(path)).ok()?;
+    let mut existing = target;
+    let mut created = Vec::new();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        created.push(existing.file_name()?.to_string());
+        existing = existing.parent()?.to_path_buf();
+    }
+    let mut real = existing.canonicalize_utf8().ok()?;
+    for part in created.iter().rev() {
+        real.push(part);
+    }
+    real.strip_prefix(root.canonicalize_utf8().ok()?).ok().map(Utf8Path::to_path_buf)
 }
 
 /// Renders every template in memory. All errors are collected; any error means no output.
@@ -105,7 +128,7 @@ pub fn outputs(root: &Utf8Path, services: &[&str]) -> Result<Vec<Output>> {
         let path = Utf8PathBuf::from("services").join(&service).join(&target_rel);
         check_inside(root, &service, &path)?;
         match render(&text, &lookup) {
-            Ok(r) => out.push(Output { template, path, bytes: r.into_bytes(), mode: None }),
+            Ok(r) => out.push(Output { template, lands: lands(root, &path), path, bytes: r.into_bytes(), mode: None }),
             Err(e) => errors.push(format!("{template}:{}:{}: {}", e.line, e.column, e.message)),
         }
     }
@@ -168,6 +191,26 @@ fn check_inside(root: &Utf8Path, service: &str, path: &Utf8Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_lands_where_the_links_on_its_way_lead() {
+        let t = crate::testutil::TempDir::new("lands");
+        let root = t.path();
+        std::fs::create_dir_all(root.join("services/a/etc")).unwrap();
+        std::os::unix::fs::symlink("etc", root.join("services/a/conf")).unwrap();
+        std::os::unix::fs::symlink("../../envs/dev.env", root.join("services/a/env")).unwrap();
+        std::os::unix::fs::symlink("/nowhere/x", root.join("services/a/out")).unwrap();
+        let lands = |p: &str| lands(root, Utf8Path::new(p)).map(|p| p.to_string());
+        assert_eq!(lands("services/a/plain.conf").as_deref(), Some("services/a/plain.conf"));
+        // A linked folder on the way, and folders the write creates below it.
+        assert_eq!(lands("services/a/conf/app.conf").as_deref(), Some("services/a/etc/app.conf"));
+        assert_eq!(lands("services/a/conf/new/x.conf").as_deref(), Some("services/a/etc/new/x.conf"));
+        // A dangling link is written through: the file it names, folders and all.
+        assert_eq!(lands("services/a/env").as_deref(), Some("envs/dev.env"));
+        // Outside the root, or climbing out of a folder not there yet: nowhere in a context.
+        assert_eq!(lands("services/a/out"), None);
+        assert_eq!(lands("services/a/new/../../x"), None);
+    }
 
     fn vars(n: &str) -> Option<String> {
         match n {
