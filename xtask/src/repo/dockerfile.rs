@@ -300,22 +300,24 @@ pub fn expand(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) ->
             // The modifiers both builders accept (a probe of each): an empty value counts as
             // unset; `${v-w}` and `${v+w}` they refuse ("missing ':' in substitution").
             let value = lookup(name).filter(|v| !v.is_empty());
-            let word = |m: &str| expand(&m[2..], escape, lookup);
+            // Both builders expand the word whether it is used or not (a probe of each:
+            // `${A:-${E:?x}}` stops the build with A set and E not).
+            let word = match modifier {
+                Some(m) if [":-", ":+", ":?"].iter().any(|k| m.starts_with(k)) => expand(&m[2..], escape, lookup)?,
+                _ => String::new(),
+            };
             match modifier {
                 None => out.push_str(value.as_deref().unwrap_or("")),
-                Some(m) if m.starts_with(":-") => match value {
-                    Some(v) => out.push_str(&v),
-                    None => out.push_str(&word(m)?),
-                },
+                Some(m) if m.starts_with(":-") => out.push_str(value.as_deref().unwrap_or(&word)),
                 Some(m) if m.starts_with(":+") => {
                     if value.is_some() {
-                        out.push_str(&word(m)?);
+                        out.push_str(&word);
                     }
                 }
                 Some(m) if m.starts_with(":?") => match value {
                     Some(v) => out.push_str(&v),
                     None => {
-                        let message = word(m)?;
+                        let message = word;
                         bail!(
                             "{name}: {} (the builders stop there)",
                             if message.is_empty() { "is not set" } else { &message }
@@ -1027,6 +1029,12 @@ mod tests {
         assert!(stop.contains("E: need e"), "{stop}");
         assert!(expand("${U:-${A}", '\\', &vars).is_err());
         assert!(expand("${A-d}", '\\', &vars).is_err() && expand("${A+d}", '\\', &vars).is_err());
+        // A word is expanded even where it is not used, and its `:?` stops the build all the
+        // same (probed: "failed to process \"${A:-${E:?boom}}\": E: boom" under both).
+        for unused in ["${A:-${E:?boom}}", "${U:+${E:?boom}}", "${A:?${E:?boom}}"] {
+            let stop = expand(unused, '\\', &vars).unwrap_err().to_string();
+            assert!(stop.contains("E: boom"), "{unused}: {stop}");
+        }
     }
 
     #[test]
