@@ -235,8 +235,10 @@ fn a_registry_that_accepts_and_stalls_fails_the_push_in_bounded_time() {
     assert!(t.elapsed() < Duration::from_secs(90), "bounded: {:?}", t.elapsed());
     assert!(o.stdout.contains("push FAILED one") && o.stdout.contains("the registry stopped answering"), "{o:?}");
     assert!(image_exists(&format!("ai-infra-one:{}", ws.tag)), "the local image stays");
+    // A bad bound is a usage error, said before anything runs.
     let bad = ws.run_env(&["build-all", &ws.tag, &reg], &[("AI_INFRA_PUSH_TIMEOUT", "soon")]);
-    assert!(bad.stdout.contains("AI_INFRA_PUSH_TIMEOUT=\"soon\" is not a whole number"), "{bad:?}");
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("AI_INFRA_PUSH_TIMEOUT=\"soon\" is not a whole number"), "{bad:?}");
 }
 
 /// A registry on loopback that answers the version check and manifest lookups (nothing is
@@ -268,6 +270,81 @@ fn stalling_registry() -> String {
                         "HTTP/1.1 200 OK\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: 0\r\n\r\n"
                     } else if path.contains("/manifests/") {
                         "HTTP/1.1 404 Not Found\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: 0\r\n\r\n"
+                    } else {
+                        std::thread::sleep(Duration::from_secs(600));
+                        return;
+                    };
+                    if c.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A pull that starts and then hears nothing more (the registry serves the manifest, then
+/// stalls on the layers) is ended after AI_INFRA_PULL_TIMEOUT seconds, and the service is
+/// built instead.
+#[test]
+fn a_registry_that_stalls_mid_pull_ends_the_pull_in_bounded_time() {
+    let ws = Workspace::new("pullstall");
+    ws.write("services/one/Dockerfile", "FROM scratch\nCOPY one.txt /\n");
+    ws.write("services/one/one.txt", &ws.tag);
+    let reg = registry_that_stalls_on_layers();
+    let t = Instant::now();
+    let o = ws.run_env(&["build-all", &ws.tag, &reg], &[("AI_INFRA_PULL_TIMEOUT", "3"), ("AI_INFRA_PUSH_TIMEOUT", "3")]);
+    assert!(t.elapsed() < Duration::from_secs(120), "bounded: {:?}", t.elapsed());
+    assert!(o.stdout.contains("the registry stopped answering (no progress for 3 s; AI_INFRA_PULL_TIMEOUT"), "{o:?}");
+    assert!(o.stdout.contains("building it instead") && Workspace::built(&o.stdout) == ["one"], "{o:?}");
+    assert!(image_exists(&format!("ai-infra-one:{}", ws.tag)), "built here");
+    let bad = ws.run_env(&["build-all", &ws.tag, &reg], &[("AI_INFRA_PULL_TIMEOUT", "0")]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("AI_INFRA_PULL_TIMEOUT=\"0\" is not a whole number"), "{bad:?}");
+}
+
+/// A registry on loopback that says it holds every tag (one small manifest, under its digest)
+/// and stalls every other request: the layers of a pull and every upload.
+fn registry_that_stalls_on_layers() -> String {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    let config = format!("sha256:{}", "c".repeat(64));
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"config\":{{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"size\":2,\"digest\":\"{config}\"}},\"layers\":[]}}"
+    );
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(manifest.as_bytes()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let (manifest, digest) = (manifest.clone(), digest.clone());
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    match c.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                    if head == [0x16] {
+                        return; // TLS: the engine then speaks plain HTTP
+                    }
+                    if !head.ends_with(b"\r\n\r\n") {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    head.clear();
+                    let (method, path) = (text.split(' ').next().unwrap_or(""), text.split(' ').nth(1).unwrap_or(""));
+                    let api = "Docker-Distribution-API-Version: registry/2.0";
+                    let answer = if path == "/v2/" {
+                        format!("HTTP/1.1 200 OK\r\n{api}\r\nContent-Length: 0\r\n\r\n")
+                    } else if path.contains("/manifests/") && (method == "HEAD" || method == "GET") {
+                        let body = if method == "GET" { manifest.as_str() } else { "" };
+                        format!(
+                            "HTTP/1.1 200 OK\r\n{api}\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nDocker-Content-Digest: {digest}\r\nContent-Length: {}\r\n\r\n{body}",
+                            manifest.len()
+                        )
                     } else {
                         std::thread::sleep(Duration::from_secs(600));
                         return;

@@ -640,13 +640,26 @@ impl Docker {
         })
     }
 
-    /// Pulls an image; the error is the engine's last line.
+    /// Pulls an image; the error is the engine's last line. A pull that prints nothing for
+    /// `AI_INFRA_PULL_TIMEOUT` seconds (default 300: a layer of a gigabyte on a slow link
+    /// downloads in silence) is ended: the registry stopped answering.
     pub fn pull(&self, image: &str) -> Result<()> {
-        let mut args = vec!["pull", "--quiet"];
-        args.extend(self.tls_flags(image));
-        args.push(image);
+        let idle = pull_timeout()?;
+        let program = self.program();
+        let mut command = self.command();
+        // Not --quiet: the progress lines are what shows the pull is still moving.
+        command.arg("pull").args(self.tls_flags(image)).arg(image);
         let _names = self.names_guard();
-        self.checked(&format!("{} pull {image}", self.program()), &args).map(drop)
+        let Some(out) = run_bounded(command, idle).with_context(|| format!("cannot run {program} pull"))? else {
+            bail!(
+                "{program} pull {image}: the registry stopped answering (no progress for {} s; AI_INFRA_PULL_TIMEOUT sets the bound)",
+                idle.as_secs()
+            );
+        };
+        if !out.status.success() {
+            return Err(failure(&format!("{program} pull {image}"), &self.host, &String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
     }
 
     /// `docker manifest inspect -v REF`, asked of the registry by the CLI itself; None when it
@@ -802,11 +815,24 @@ impl Docker {
 
 /// The bound on a push's silence: `AI_INFRA_PUSH_TIMEOUT` seconds, default 120.
 pub fn push_timeout() -> Result<std::time::Duration> {
-    match std::env::var("AI_INFRA_PUSH_TIMEOUT") {
-        Err(_) => Ok(std::time::Duration::from_secs(120)),
+    bound("AI_INFRA_PUSH_TIMEOUT", 120)
+}
+
+/// The bound on a pull's silence: `AI_INFRA_PULL_TIMEOUT` seconds, default 300.
+pub fn pull_timeout() -> Result<std::time::Duration> {
+    bound("AI_INFRA_PULL_TIMEOUT", 300)
+}
+
+/// A bound in whole seconds from the environment variable `var`, or `default`.
+fn bound(var: &str, default: u64) -> Result<std::time::Duration> {
+    match std::env::var(var) {
+        Err(_) => Ok(std::time::Duration::from_secs(default)),
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n)),
-            _ => bail!("AI_INFRA_PUSH_TIMEOUT={v:?} is not a whole number of seconds (at least 1): fix or unset it"),
+            _ => Err(crate::base::UsageError(format!(
+                "{var}={v:?} is not a whole number of seconds (at least 1): fix or unset it"
+            ))
+            .into()),
         },
     }
 }
