@@ -244,11 +244,28 @@ fn a_registry_that_accepts_and_stalls_fails_the_push_in_bounded_time() {
 /// A registry on loopback that answers the version check and manifest lookups (nothing is
 /// there) and then stalls every upload: it accepts the request and never answers.
 fn stalling_registry() -> String {
+    let api = "Docker-Distribution-API-Version: registry/2.0";
+    loopback_registry(move |_, path| {
+        if path == "/v2/" {
+            Some(format!("HTTP/1.1 200 OK\r\n{api}\r\nContent-Length: 0\r\n\r\n"))
+        } else if path.contains("/manifests/") {
+            Some(format!("HTTP/1.1 404 Not Found\r\n{api}\r\nContent-Length: 0\r\n\r\n"))
+        } else {
+            None
+        }
+    })
+}
+
+/// A plain-HTTP server on loopback that answers each request (method, path) as `answer` says,
+/// and stalls it, never answering, where `answer` gives None.
+fn loopback_registry(answer: impl Fn(&str, &str) -> Option<String> + Send + Sync + 'static) -> String {
     use std::io::{Read, Write};
+    let answer = std::sync::Arc::new(answer);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         for mut c in listener.incoming().flatten() {
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -265,16 +282,12 @@ fn stalling_registry() -> String {
                     }
                     let text = String::from_utf8_lossy(&head).into_owned();
                     head.clear();
-                    let path = text.split(' ').nth(1).unwrap_or("");
-                    let answer = if path == "/v2/" {
-                        "HTTP/1.1 200 OK\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: 0\r\n\r\n"
-                    } else if path.contains("/manifests/") {
-                        "HTTP/1.1 404 Not Found\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: 0\r\n\r\n"
-                    } else {
+                    let (method, path) = (text.split(' ').next().unwrap_or(""), text.split(' ').nth(1).unwrap_or(""));
+                    let Some(reply) = answer(method, path) else {
                         std::thread::sleep(Duration::from_secs(600));
                         return;
                     };
-                    if c.write_all(answer.as_bytes()).is_err() {
+                    if c.write_all(reply.as_bytes()).is_err() {
                         return;
                     }
                 }
@@ -284,9 +297,6 @@ fn stalling_registry() -> String {
     addr
 }
 
-/// A pull that starts and then hears nothing more (the registry serves the manifest, then
-/// stalls on the layers) is ended after AI_INFRA_PULL_TIMEOUT seconds, and the service is
-/// built instead.
 #[test]
 fn a_registry_that_stalls_mid_pull_ends_the_pull_in_bounded_time() {
     let ws = Workspace::new("pullstall");
@@ -308,55 +318,25 @@ fn a_registry_that_stalls_mid_pull_ends_the_pull_in_bounded_time() {
 /// and stalls every other request: the layers of a pull and every upload.
 fn registry_that_stalls_on_layers() -> String {
     use sha2::Digest;
-    use std::io::{Read, Write};
     let config = format!("sha256:{}", "c".repeat(64));
     let manifest = format!(
         "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"config\":{{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"size\":2,\"digest\":\"{config}\"}},\"layers\":[]}}"
     );
     let digest = format!("sha256:{:x}", sha2::Sha256::digest(manifest.as_bytes()));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for mut c in listener.incoming().flatten() {
-            let (manifest, digest) = (manifest.clone(), digest.clone());
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                loop {
-                    match c.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                    if head == [0x16] {
-                        return; // TLS: the engine then speaks plain HTTP
-                    }
-                    if !head.ends_with(b"\r\n\r\n") {
-                        continue;
-                    }
-                    let text = String::from_utf8_lossy(&head).into_owned();
-                    head.clear();
-                    let (method, path) = (text.split(' ').next().unwrap_or(""), text.split(' ').nth(1).unwrap_or(""));
-                    let api = "Docker-Distribution-API-Version: registry/2.0";
-                    let answer = if path == "/v2/" {
-                        format!("HTTP/1.1 200 OK\r\n{api}\r\nContent-Length: 0\r\n\r\n")
-                    } else if path.contains("/manifests/") && (method == "HEAD" || method == "GET") {
-                        let body = if method == "GET" { manifest.as_str() } else { "" };
-                        format!(
-                            "HTTP/1.1 200 OK\r\n{api}\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nDocker-Content-Digest: {digest}\r\nContent-Length: {}\r\n\r\n{body}",
-                            manifest.len()
-                        )
-                    } else {
-                        std::thread::sleep(Duration::from_secs(600));
-                        return;
-                    };
-                    if c.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    let api = "Docker-Distribution-API-Version: registry/2.0";
+    loopback_registry(move |method, path| {
+        if path == "/v2/" {
+            Some(format!("HTTP/1.1 200 OK\r\n{api}\r\nContent-Length: 0\r\n\r\n"))
+        } else if path.contains("/manifests/") && (method == "HEAD" || method == "GET") {
+            let body = if method == "GET" { manifest.as_str() } else { "" };
+            Some(format!(
+                "HTTP/1.1 200 OK\r\n{api}\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nDocker-Content-Digest: {digest}\r\nContent-Length: {}\r\n\r\n{body}",
+                manifest.len()
+            ))
+        } else {
+            None
         }
-    });
-    addr
+    })
 }
 
 #[test]

@@ -407,15 +407,7 @@ fn remembered(v: &Value) -> Value {
 /// A name as a path segment the engine's router takes whole: reference characters as they are
 /// (the docker CLI sends names so), anything else escaped.
 fn path_escape(name: &str) -> String {
-    let mut out = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:/@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    http::escape(name, b"-._~:/@")
 }
 
 fn strings(v: &Value, key: &str) -> Vec<String> {

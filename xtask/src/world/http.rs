@@ -234,9 +234,14 @@ pub fn parse_head(text: &str) -> Result<Response, String> {
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
 pub fn query_escape(value: &str) -> String {
+    escape(value, b"-._~")
+}
+
+/// `value` percent-encoded, but for ASCII letters, digits and the bytes in `safe`.
+pub fn escape(value: &str, safe: &[u8]) -> String {
     let mut out = String::new();
     for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        if b.is_ascii_alphanumeric() || safe.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
