@@ -171,6 +171,27 @@ fn generated_files_through_links_count_where_they_land() {
     ws.expect(&[("conf", "OK"), ("envcopy", "OK")]);
 }
 
+/// A services folder reached through a link (`services -> src/services`): a generated file is
+/// still counted in its service's context, whose path resolves through the same link.
+#[test]
+fn a_linked_services_folder_counts_its_generated_files() {
+    let ws = Workspace::new("linkedsvc");
+    std::fs::create_dir_all(ws.path("src/services")).unwrap();
+    std::fs::remove_dir_all(ws.path("services")).ok();
+    std::os::unix::fs::symlink("src/services", ws.path("services")).unwrap();
+    ws.write("services/a/Dockerfile", "FROM scratch\nCOPY app.conf /\n");
+    ws.write("templates/a/app.conf.tpl", "port={{LS_PORT}}\n");
+    ws.write(".env.example", "LS_PORT=80\n");
+    let o = ws.ok(&["build-all", &ws.tag]);
+    assert!(!o.stdout.contains("not OK after the build"), "{o:?}");
+    ws.expect(&[("a", "OK")]);
+    ws.write(".env", &ws.read(".env").replace("LS_PORT=80", "LS_PORT=82"));
+    ws.expect(&[("a", "STALE")]);
+    let o = ws.ok(&["build-all", &ws.tag]);
+    assert_eq!(Workspace::built(&o.stdout), ["a"], "{o:?}");
+    ws.expect(&[("a", "OK")]);
+}
+
 #[test]
 fn build_args_come_from_env() {
     let ws = Workspace::new("buildargs");

@@ -325,6 +325,43 @@ fn the_engine_api_and_the_cli_agree() {
     assert!(o.stderr.contains("cannot run the docker command"), "{o:?}");
 }
 
+/// The engine's API asked two ways (one listing, or one inspection per name, as the measured
+/// costs choose) and the docker CLI give the same report, for names the listing's filter and
+/// the inspections treat differently: a `localhost/` name (another repository under Docker),
+/// registry names with a port, and a base whose digest the engine refuses to parse.
+#[test]
+fn a_listing_and_inspections_by_name_agree() {
+    let ws = Workspace::stack("byname");
+    ws.build(&["base", "other"]);
+    // Under Docker, localhost/ai-infra-solo is not ai-infra-solo: solo stays MISSING.
+    let o = ws.cli(&["tag", &format!("ai-infra-other:{}", ws.tag), &format!("localhost/ai-infra-solo:{}", ws.tag)]);
+    assert!(o.status.success(), "{o:?}");
+    ws.write("services/pinned/Dockerfile", &format!("FROM busybox@sha256:{}\n", "0".repeat(40)));
+    let costs_file = ws.path("target/xtask/engine-costs.json");
+    let engine = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let costs = |listing: f64| {
+        let c = serde_json::json!({"engine": engine, "listing": listing, "listed_at": now, "inspection": 0.0001});
+        std::fs::write(&costs_file, c.to_string()).unwrap();
+    };
+    for args in [vec!["check-status", &ws.tag, "--format", "json"], vec!["check-status", &ws.tag, "127.0.0.1:5999", "--format", "json"]] {
+        costs(0.000001);
+        let listed = ws.run_env(&args, &[("AI_INFRA_ENGINE_CLIENT", "api")]);
+        costs(10.0);
+        let by_name = ws.run_env(&args, &[("AI_INFRA_ENGINE_CLIENT", "api")]);
+        let cli = ws.run_env(&args, &[("AI_INFRA_ENGINE_CLIENT", "cli")]);
+        assert_eq!((listed.code, by_name.code, cli.code), (0, 0, 0), "{listed:?}\n{by_name:?}\n{cli:?}");
+        assert_eq!(listed.stdout, by_name.stdout, "a listing and inspections by name disagree");
+        assert_eq!(listed.stdout, cli.stdout, "the API and the CLI disagree");
+    }
+    let after: serde_json::Value = serde_json::from_slice(&std::fs::read(&costs_file).unwrap()).unwrap();
+    assert_eq!(after["listing"].as_f64(), Some(10.0), "the last runs inspected by name: {after}");
+    let statuses = ws.statuses();
+    assert_eq!(statuses.get("solo").map(String::as_str), Some("MISSING"), "{statuses:?}");
+    assert_eq!(statuses.get("other").map(String::as_str), Some("OK"), "{statuses:?}");
+    assert_eq!(statuses.get("pinned").map(String::as_str), Some("ERROR"), "{statuses:?}");
+}
+
 #[test]
 fn a_shift_in_run_is_not_a_heredoc() {
     let ws = Workspace::new("shift");

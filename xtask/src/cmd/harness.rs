@@ -178,7 +178,7 @@ const BUILD_TESTS: [&str; 6] = ["build_all", "config", "project_stack", "registr
 
 /// Tests of those binaries left out of the Podman run: the Docker engine's HTTP API against
 /// its CLI (under Podman the API is never spoken).
-const DOCKER_ONLY_TESTS: [&str; 1] = ["the_engine_api_and_the_cli_agree"];
+const DOCKER_ONLY_TESTS: [&str; 2] = ["the_engine_api_and_the_cli_agree", "a_listing_and_inspections_by_name_agree"];
 
 /// The runner's arguments that select these test binaries, but not the tests `except`.
 fn select(runner: &[&str], binaries: &[&str], except: &[&str]) -> Vec<String> {

@@ -294,6 +294,14 @@ pub fn within<'a>(path: &'a Utf8Path, context: &Utf8Path) -> Option<&'a str> {
     path.strip_prefix(&context).ok().map(Utf8Path::as_str)
 }
 
+/// Where a generated file that lands at `lands` (`render::lands`: absolute, links resolved)
+/// sits in the context whose resolved path is `real_context`; None outside it. Resolved paths
+/// on both sides: a context reached through a link (or under a linked `services/`) still
+/// finds the files written into it.
+pub fn landed_within(real_context: &Utf8Path, lands: &Utf8Path) -> Option<String> {
+    lands.strip_prefix(real_context).ok().map(|p| p.to_string())
+}
+
 /// Puts generated files (path relative to the root, content) into a context's records, in place
 /// of what is on disk, with the folders that lead to them.
 pub fn overlay<'a>(

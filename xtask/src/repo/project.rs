@@ -265,11 +265,13 @@ fn resolve_one(
         dockerfile::analyze(text, s.target.as_deref(), &args, internal).with_context(|| format!("{}", s.dockerfile))?;
     // A source that is (or passes through) a symbolic link reads what the link points to,
     // including a file the run writes before it builds.
-    let generated: Vec<&str> = rendered
+    let real = project.root.join(&s.context).canonicalize_utf8().ok();
+    let generated: Vec<String> = rendered
         .iter()
-        .filter_map(|o| crate::repo::context::within(o.lands.as_deref()?, &s.context))
+        .filter_map(|o| crate::repo::context::landed_within(real.as_deref()?, o.lands.as_deref()?))
         .filter(|rel| !rel.is_empty())
         .collect();
+    let generated: Vec<&str> = generated.iter().map(String::as_str).collect();
     let followed = crate::repo::context::followed_links(&project.root, &s.context, &analysis.reads, &generated);
     analysis.reads.extend(followed);
     // A .dockerignore the builders would reject makes this service ERROR, not the whole check.

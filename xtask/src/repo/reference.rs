@@ -190,7 +190,13 @@ pub fn host(registry: &str) -> &str {
 
 /// The familiar form of a reference, as RepoTags shows it: no `docker.io/library/`.
 pub fn familiar(name: &str) -> &str {
-    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/", "localhost/"] {
+    docker_familiar(name.strip_prefix("localhost/").unwrap_or(name))
+}
+
+/// A name as Docker shortens it: Docker Hub's prefixes dropped, `localhost/` kept (for Docker it
+/// names another repository; Podman names its own builds so, see `familiar`).
+pub fn docker_familiar(name: &str) -> &str {
+    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"] {
         if let Some(rest) = name.strip_prefix(prefix) {
             return rest;
         }
@@ -238,10 +244,22 @@ pub fn normalize_external(image: &str) -> String {
 pub fn is_valid_reference(image: &str) -> bool {
     let r = Reference::parse(image);
     if let Some(d) = r.digest {
+        // The digests Docker takes: a registered algorithm and its exact length in lowercase hex.
         let Some((algo, hex)) = d.split_once(':') else { return false };
-        if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let length = match algo {
+            "sha256" => 64,
+            "sha384" => 96,
+            "sha512" => 128,
+            _ => return false,
+        };
+        if hex.len() != length || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return false;
         }
+    }
+    // A repository of 64 hex digits would pass for an image ID: Docker refuses it.
+    let last = r.repository.rsplit('/').next().unwrap_or_default();
+    if last.len() == 64 && last.bytes().all(|b| b.is_ascii_hexdigit()) && r.domain.is_none() && !r.repository.contains('/') {
+        return false;
     }
     if r.tag.is_some_and(|tag| validate_tag(tag).is_err()) {
         return false;
@@ -404,5 +422,19 @@ mod tests {
         for bad in ["", "Python", "a b", "x:", ":x", "x@sha256:12"] {
             assert!(!is_valid_reference(bad), "{bad}");
         }
+        // Digests as Docker takes them, and no repository that passes for an image ID (each
+        // of these makes the engine answer 400, "invalid reference format" or the like).
+        assert!(is_valid_reference(&format!("python@sha512:{}", "0".repeat(128))));
+        for bad in [
+            format!("alpine@sha256:{}", "0".repeat(40)),
+            format!("alpine@sha256:{}", "A".repeat(64)),
+            format!("alpine@md5:{}", "0".repeat(32)),
+            format!("alpine@sha384:{}", "0".repeat(64)),
+            "ab".repeat(32),
+        ] {
+            assert!(!is_valid_reference(&bad), "{bad}");
+        }
+        assert_eq!(docker_familiar("localhost/ai-infra-b:t"), "localhost/ai-infra-b:t");
+        assert_eq!(docker_familiar("docker.io/library/python:3"), "python:3");
     }
 }

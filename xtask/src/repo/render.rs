@@ -71,15 +71,15 @@ pub struct Output {
     /// The mode the writer gives the file when it is new (None: the tool's default; a file
     /// written over keeps its own).
     pub mode: Option<u32>,
-    /// Where the write lands, relative to the root, as a walk of the folders finds it (see
-    /// `lands`); None outside the root.
+    /// Where the write lands, as an absolute path with every link resolved (see `lands`).
     pub lands: Option<Utf8PathBuf>,
 }
 
-/// Where a write to `path` (relative to the root) really lands, relative to the root: every link
-/// on the way followed, as the write follows them (a dangling one at the end included), so
-/// that `services/a/conf/app.conf` with `conf -> etc` lands at `services/a/etc/app.conf`, where
-/// the context walk finds it. None outside the root, or where a `..` follows a folder the
+/// Where a write to `path` (relative to the root) really lands, as an absolute path with every
+/// link resolved: every link on the way followed, as the write follows them (a dangling one at
+/// the end included), so that `services/a/conf/app.conf` with `conf -> etc` lands at
+/// `<root>/services/a/etc/app.conf`, where the context walk finds it (`context::landed_within`
+/// compares it with a context's own resolved path). None where a `..` follows a folder the
 /// write would create.
 pub fn lands(root: &Utf8Path, path: &Utf8Path) -> Option<Utf8PathBuf> {
     let target = crate::base::atomic::resolve(&root.join(path)).ok()?;
@@ -93,7 +93,7 @@ pub fn lands(root: &Utf8Path, path: &Utf8Path) -> Option<Utf8PathBuf> {
     for part in created.iter().rev() {
         real.push(part);
     }
-    real.strip_prefix(root.canonicalize_utf8().ok()?).ok().map(Utf8Path::to_path_buf)
+    Some(real)
 }
 
 /// Renders every template in memory. All errors are collected; any error means no output.
@@ -200,15 +200,18 @@ mod tests {
         std::os::unix::fs::symlink("etc", root.join("services/a/conf")).unwrap();
         std::os::unix::fs::symlink("../../envs/dev.env", root.join("services/a/env")).unwrap();
         std::os::unix::fs::symlink("/nowhere/x", root.join("services/a/out")).unwrap();
-        let lands = |p: &str| lands(root, Utf8Path::new(p)).map(|p| p.to_string());
+        let top = root.canonicalize_utf8().unwrap();
+        let lands = |p: &str| {
+            lands(root, Utf8Path::new(p)).map(|p| p.strip_prefix(&top).map_or(p.to_string(), |r| r.to_string()))
+        };
         assert_eq!(lands("services/a/plain.conf").as_deref(), Some("services/a/plain.conf"));
         // A linked folder on the way, and folders the write creates below it.
         assert_eq!(lands("services/a/conf/app.conf").as_deref(), Some("services/a/etc/app.conf"));
         assert_eq!(lands("services/a/conf/new/x.conf").as_deref(), Some("services/a/etc/new/x.conf"));
         // A dangling link is written through: the file it names, folders and all.
         assert_eq!(lands("services/a/env").as_deref(), Some("envs/dev.env"));
-        // Outside the root, or climbing out of a folder not there yet: nowhere in a context.
-        assert_eq!(lands("services/a/out"), None);
+        // Outside the root it lands outside; climbing out of a folder not there yet, nowhere.
+        assert_eq!(lands("services/a/out").as_deref(), Some("/nowhere/x"));
         assert_eq!(lands("services/a/new/../../x"), None);
     }
 

@@ -50,7 +50,8 @@ impl Costs {
     /// not yet measured is taken to cost `ASSUMED_INSPECTION`.
     pub fn by_name(&self, n: usize, now: u64) -> bool {
         match (self.listing, self.listed_at) {
-            (Some(listing), Some(at)) if now.saturating_sub(at) < LISTING_TRUSTED_SECS => {
+            // A measure from the future (the clock went back) is not trusted either.
+            (Some(listing), Some(at)) if at <= now && now - at < LISTING_TRUSTED_SECS => {
                 (n as f64) * self.inspection.unwrap_or(ASSUMED_INSPECTION) < 0.8 * listing
             }
             _ => false,
@@ -154,8 +155,8 @@ impl Api {
         }
     }
 
-    /// `GET path`; a JSON answer, or None for 404 when `absent_ok`. Errors say what to do.
-    fn get(&self, what: &str, path: &str, absent_ok: bool) -> Result<Option<Value>> {
+    /// `GET path`; a JSON answer, or None for an HTTP status in `absent`. Errors say what to do.
+    fn get(&self, what: &str, path: &str, absent: &[u16]) -> Result<Option<Value>> {
         let host = &self.shown;
         let r = match http::request(&self.address, "GET", "docker", path, &[], TIMEOUT) {
             Ok(r) => r,
@@ -169,7 +170,7 @@ impl Api {
             let line = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no API version in the answer");
             bail!("{host} answers, but not as a Docker engine (HTTP {}: {line}): point DOCKER_HOST at an engine, or run `cargo xtask engine up`", r.status);
         }
-        if r.status == 404 && absent_ok {
+        if absent.contains(&r.status) {
             return Ok(None);
         }
         let v: Option<Value> = serde_json::from_str(&body).ok();
@@ -185,7 +186,7 @@ impl Api {
 
     /// `GET /version`: the engine's version, OS and architecture.
     pub fn version(&self) -> Result<(String, String, String)> {
-        let v = self.get("asking the engine's version", "/version", false)?.unwrap_or_default();
+        let v = self.get("asking the engine's version", "/version", &[])?.unwrap_or_default();
         let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         Ok((field("Version"), field("Os"), field("Arch")))
     }
@@ -196,7 +197,7 @@ impl Api {
             Some(p) => format!("/images/json?filters={}", http::query_escape(&json!({ "reference": p }).to_string())),
             None => "/images/json".to_string(),
         };
-        match self.get("listing images", &path, false)? {
+        match self.get("listing images", &path, &[])? {
             Some(Value::Array(a)) => Ok(a),
             _ => bail!("listing images: the engine at {} answered something that is not a list", self.shown),
         }
@@ -229,8 +230,10 @@ impl Api {
         }
         let paths: Vec<String> = literal.iter().map(|n| format!("/images/{}/json", path_escape(n))).collect();
         let started = Instant::now();
-        let found = self.each(&paths, |i| format!("inspecting image {}", literal[i]))?;
-        self.measured(Costs { inspection: Some(per_inspection(started, paths.len())), ..self.costs() });
+        // 400: a name the engine cannot parse names no image, as `docker image inspect` says.
+        let found = self.each(&paths, &[400, 404], |i| format!("inspecting image {}", literal[i]))?;
+        let each = per_inspection(started, paths.len());
+        self.measured(|c| c.inspection = Some(each));
         Ok(found.into_iter().map(|(_, v)| v).collect())
     }
 
@@ -244,10 +247,10 @@ impl Api {
         }
         let started = Instant::now();
         let listed = self.list(Some(patterns))?;
-        self.measured(Costs {
-            listing: Some(started.elapsed().as_secs_f64()),
-            listed_at: Some(now_secs()),
-            ..self.costs()
+        let listing = started.elapsed().as_secs_f64();
+        self.measured(|c| {
+            c.listing = Some(listing);
+            c.listed_at = Some(now_secs());
         });
         let ids: BTreeSet<String> =
             listed.iter().filter_map(|s| s.get("Id").and_then(Value::as_str).map(str::to_string)).collect();
@@ -279,32 +282,40 @@ impl Api {
 
     /// What asking costs, as last measured on this engine (nothing measured: list).
     fn costs(&self) -> Costs {
-        let mut costs = self.costs.lock().unwrap_or_else(|e| e.into_inner());
-        *costs.get_or_insert_with(|| {
-            let Some(file) = &self.costs_file else { return Costs::default() };
-            let v: Value = std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-            // Another engine at the same path holds other images.
-            if v.get("engine").and_then(Value::as_str) != Some(self.shown.as_str()) {
-                return Costs::default();
-            }
-            Costs::from_json(&v)
-        })
+        *self.costs.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| self.load_costs())
     }
 
-    /// Keeps a new measure; the file is written only where the choice could change (a cost
-    /// moved by a quarter, or the listing's measure is half its trust old). A file that
-    /// cannot be written costs only time.
-    fn measured(&self, new: Costs) {
-        let old = self.costs.lock().unwrap_or_else(|e| e.into_inner()).replace(new);
+    fn load_costs(&self) -> Costs {
+        let Some(file) = &self.costs_file else { return Costs::default() };
+        let v: Value = std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        // Another engine at the same path holds other images.
+        if v.get("engine").and_then(Value::as_str) != Some(self.shown.as_str()) {
+            return Costs::default();
+        }
+        Costs::from_json(&v)
+    }
+
+    /// Keeps a new measure, changed in place under one lock (concurrent inspections lose no
+    /// measure); the file is written only where the choice could change (a cost moved by a
+    /// quarter, or the listing's measure is half its trust old). A file that cannot be
+    /// written costs only time.
+    fn measured(&self, update: impl FnOnce(&mut Costs)) {
+        let (old, new) = {
+            let mut costs = self.costs.lock().unwrap_or_else(|e| e.into_inner());
+            let costs = costs.get_or_insert_with(|| self.load_costs());
+            let old = *costs;
+            update(costs);
+            (old, *costs)
+        };
         let near = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => (a - b).abs() <= 0.25 * a.max(b),
             (a, b) => a.is_none() && b.is_none(),
         };
-        let recent = match (old.and_then(|o| o.listed_at), new.listed_at) {
-            (Some(a), Some(b)) => b.saturating_sub(a) < LISTING_TRUSTED_SECS / 2,
+        let recent = match (old.listed_at, new.listed_at) {
+            (Some(a), Some(b)) => b >= a && b - a < LISTING_TRUSTED_SECS / 2,
             (a, b) => a == b,
         };
-        if old.is_some_and(|o| near(o.listing, new.listing) && near(o.inspection, new.inspection)) && recent {
+        if near(old.listing, new.listing) && near(old.inspection, new.inspection) && recent {
             return;
         }
         let Some(file) = &self.costs_file else { return };
@@ -321,15 +332,20 @@ impl Api {
     }
 
     /// `GET` each path, `CONCURRENT` at a time: each answer with its index, in order; a path
-    /// the engine does not know (an image gone or never there) is left out.
-    fn each(&self, paths: &[String], what: impl Fn(usize) -> String + Sync) -> Result<Vec<(usize, Value)>> {
+    /// answered with a status in `absent` (an image gone or never there) is left out.
+    fn each(
+        &self,
+        paths: &[String],
+        absent: &[u16],
+        what: impl Fn(usize) -> String + Sync,
+    ) -> Result<Vec<(usize, Value)>> {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let fetch = || {
             let mut got = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(path) = paths.get(i) else { return got };
-                got.push(self.get(&what(i), path, true).map(|v| v.map(|v| (i, v))));
+                got.push(self.get(&what(i), path, absent).map(|v| v.map(|v| (i, v))));
             }
         };
         let mut out = std::thread::scope(|s| {
@@ -354,8 +370,9 @@ impl Api {
         }
         let paths: Vec<String> = ids.iter().map(|id| format!("/images/{id}/json")).collect();
         let started = Instant::now();
-        let got = self.each(&paths, |i| format!("inspecting image {}", ids[i]))?;
-        self.measured(Costs { inspection: Some(per_inspection(started, ids.len())), ..self.costs() });
+        let got = self.each(&paths, &[404], |i| format!("inspecting image {}", ids[i]))?;
+        let each = per_inspection(started, ids.len());
+        self.measured(|c| c.inspection = Some(each));
         Ok(got.into_iter().map(|(i, v)| (ids[i].clone(), remembered(&v))).collect())
     }
 
@@ -422,7 +439,7 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
 pub fn literal_patterns(names: &[String]) -> Vec<String> {
     let set: BTreeMap<&str, ()> = names
         .iter()
-        .map(|n| crate::repo::reference::familiar(n))
+        .map(|n| crate::repo::reference::docker_familiar(n))
         .filter(|n| !n.is_empty() && !n.contains(['*', '?', '[', '\\']))
         .map(|n| (n, ()))
         .collect();
@@ -455,6 +472,8 @@ mod tests {
         // A listing measured too long ago may have become cheap: list again, to measure.
         assert!(!measured(0.1, LISTING_TRUSTED_SECS, Some(0.0015)).by_name(20, now));
         assert!(measured(0.1, LISTING_TRUSTED_SECS - 1, Some(0.0015)).by_name(20, now));
+        let future = Costs { listing: Some(0.1), listed_at: Some(now + 60), inspection: Some(0.0015) };
+        assert!(!future.by_name(20, now), "a measure from the future is measured again");
     }
 
     #[test]

@@ -491,7 +491,7 @@ impl Docker {
             return Ok(BTreeMap::new());
         }
         if let Some(api) = &self.api {
-            return Ok(matching(names, &api.named(names)?));
+            return Ok(matching(names, &api.named(names)?, false));
         }
         self.inspect_cli(names)
     }
@@ -511,7 +511,7 @@ impl Docker {
             .map_err(|e| self.no_cli(e))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host)
+        parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host, self.engine == Engine::Podman)
     }
 
     /// Decides how this run builds (the builder; the host network where the engine has no
@@ -932,6 +932,7 @@ pub fn parse_inspect(
     stderr: &str,
     success: bool,
     host: &str,
+    podman: bool,
 ) -> Result<BTreeMap<String, Image>> {
     let missing_line = |l: &str| {
         let l = l.to_lowercase();
@@ -951,19 +952,21 @@ pub fn parse_inspect(
     if !unexpected.is_empty() && !success {
         return Err(failure("docker image inspect", host, &unexpected.join("\n")));
     }
-    Ok(matching(names, parsed.as_array().map_or(&[][..], Vec::as_slice)))
+    Ok(matching(names, parsed.as_array().map_or(&[][..], Vec::as_slice), podman))
 }
 
-/// Which of the inspected images each requested name names (by its familiar form).
-fn matching(names: &[String], inspected: &[Value]) -> BTreeMap<String, Image> {
-    let wanted: BTreeSet<&str> = names.iter().map(|n| reference::familiar(n)).collect();
+/// Which of the inspected images each requested name names (by its familiar form: under
+/// Docker `localhost/x` is another repository than `x`, under Podman it is where `x` is built).
+fn matching(names: &[String], inspected: &[Value], podman: bool) -> BTreeMap<String, Image> {
+    let familiar = if podman { reference::familiar } else { reference::docker_familiar };
+    let wanted: BTreeSet<&str> = names.iter().map(|n| familiar(n)).collect();
     let mut found = BTreeMap::new();
     for v in inspected {
         let image = Image::from_json(v);
         for name in image.repo_tags.iter().chain(&image.repo_digests) {
-            let f = reference::familiar(name);
+            let f = familiar(name);
             if wanted.contains(f) {
-                for n in names.iter().filter(|n| reference::familiar(n) == f) {
+                for n in names.iter().filter(|n| familiar(n) == f) {
                     found.insert(n.clone(), image.clone());
                 }
             }
@@ -1014,15 +1017,15 @@ mod tests {
     fn inspect_output() {
         let names = vec!["ai-infra-a:t".to_string(), "python:3.11".to_string(), "ai-infra-b:t".to_string()];
         let out = r#"[{"Id":"sha256:1","RepoTags":["ai-infra-a:t"]},{"Id":"sha256:2","RepoTags":["python:3.11"]}]"#;
-        let found = parse_inspect(&names, out, "Error: No such image: ai-infra-b:t\n", false, "h").unwrap();
+        let found = parse_inspect(&names, out, "Error: No such image: ai-infra-b:t\n", false, "h", false).unwrap();
         assert_eq!(found.keys().collect::<Vec<_>>(), vec!["ai-infra-a:t", "python:3.11"]);
-        assert!(parse_inspect(&names, "[]", "", true, "h").unwrap().is_empty());
-        let err = parse_inspect(&names, "<html>oops</html>", "", true, "h").unwrap_err().to_string();
+        assert!(parse_inspect(&names, "[]", "", true, "h", false).unwrap().is_empty());
+        let err = parse_inspect(&names, "<html>oops</html>", "", true, "h", false).unwrap_err().to_string();
         assert!(err.contains("not the expected JSON") && err.contains("<html>"), "{err}");
-        let err = parse_inspect(&names, "{\"Id\": 1}", "", true, "h").unwrap_err().to_string();
+        let err = parse_inspect(&names, "{\"Id\": 1}", "", true, "h", false).unwrap_err().to_string();
         assert!(err.contains("not the expected JSON"), "{err}");
         let err =
-            parse_inspect(&names, "", "permission denied while trying to connect", false, "h").unwrap_err().to_string();
+            parse_inspect(&names, "", "permission denied while trying to connect", false, "h", false).unwrap_err().to_string();
         assert!(err.contains("permission denied"), "{err}");
     }
 
@@ -1113,14 +1116,14 @@ mod tests {
             e = "cd".repeat(32)
         );
         let found =
-            parse_inspect(&names, &out, "Error: inspecting object: ai-infra-b:t: image not known\n", false, "podman")
+            parse_inspect(&names, &out, "Error: inspecting object: ai-infra-b:t: image not known\n", false, "podman", true)
                 .unwrap();
         assert_eq!(found.keys().collect::<Vec<_>>(), vec!["ai-infra-a:t", "ai-infra-e:t"]);
         let a = &found["ai-infra-a:t"];
         assert_eq!(a.id, Some(format!("sha256:{}", "ab".repeat(32))));
         assert_eq!((a.size, a.labels["k"].as_str()), (Some(1992972), Some("v")));
         assert_eq!((found["ai-infra-e:t"].size, found["ai-infra-e:t"].layers), (Some(0), Some(0)));
-        let err = parse_inspect(&names, "", "Error: database is locked\n", false, "podman").unwrap_err();
+        let err = parse_inspect(&names, "", "Error: database is locked\n", false, "podman", true).unwrap_err();
         assert!(err.to_string().contains("database is locked"), "{err}");
     }
 
