@@ -622,7 +622,8 @@ impl Docker {
             }
             loop {
                 if cancel.load(Ordering::Relaxed) {
-                    stop_gently(&mut child);
+                    let _ = child.kill();
+                    let _ = child.wait();
                     return Ok(None);
                 }
                 match child.try_wait() {
@@ -810,25 +811,6 @@ impl Docker {
             })
             .collect())
     }
-}
-
-/// Ends a build: SIGTERM first, which both CLIs answer by stopping the build and cleaning up
-/// (Podman has no daemon to do it: killed outright, it leaves Buildah's working container and
-/// its storage behind), then SIGKILL after 10 s.
-fn stop_gently(child: &mut std::process::Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill(2) on our own child's PID, which it keeps until we wait for it.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// The bound on a push's silence: `AI_INFRA_PUSH_TIMEOUT` seconds, default 120.
