@@ -118,6 +118,12 @@ fn row(label: &str, figures: &[String]) -> String {
 
 pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     let base = crate::base::state_dir(root).join("bench");
+    // Podman's figures are taken on a storage of the bench's own, as the suite's are (its
+    // images, and the intermediate ones Buildah keeps, go with it when this returns): the
+    // machine's shared storage, full of other runs' images, would measure those instead.
+    let _podman_storage = crate::world::docker::on_path("podman")
+        .then(|| crate::cmd::podstore::PodStore::open(&base.join("podman-storage")))
+        .transpose()?;
     let docker = crate::world::engine::connect(root)?;
     let want = |name: &str| f.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == name));
     let (services, files) = (f.services.unwrap_or(20), f.files.unwrap_or(1000));
@@ -557,7 +563,8 @@ fn old_approach(sh: &Shell, program: &str, names: &[String]) -> Result<f64> {
 
 /// The same status figures under Podman, beside Docker's (`docker`: its API and CLI
 /// figures, measured in the same run): the same workspace, check-status and the old approach,
-/// where Podman answers. Its images carry a tag of this run and are removed by name.
+/// where Podman answers, on the bench's own Podman storage. Its images carry a tag of this run
+/// and are removed by name.
 fn podman_status_figures(dir: &Utf8PathBuf, n: usize, files: usize, docker: (f64, f64)) -> Result<()> {
     let podman = Docker::podman();
     if !crate::world::docker::on_path("podman") || podman.platform().is_err() {

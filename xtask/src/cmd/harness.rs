@@ -9,6 +9,7 @@ use anyhow::Result;
 use camino::Utf8Path;
 use xshell::{cmd, Shell};
 
+use crate::cmd::podstore::{self, PodStore};
 use crate::world::engine;
 
 pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
@@ -20,20 +21,38 @@ pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
         ("podman", "podman"),
     ])
     .or_else(|e| if std::env::var_os("DOCKER_HOST").is_some() { Ok(()) } else { Err(e) })?;
+    // Every podman of the suite (the tool's, the tests', this harness's) uses a storage of
+    // this run's own, set in this process's environment before any thread starts.
+    let store = PodStore::open(&crate::base::state_dir(root).join("podman-storage"))?;
+    match store.driver() {
+        Ok(driver) => eprintln!("test Podman storage: {driver}"),
+        Err(e) => eprintln!("warning: podman does not describe the test storage: {e:#}"),
+    }
     // Ctrl-C reaches the test runner (same process group), which stops; this process lives on
-    // to stop the engine and registry it started.
+    // to stop the engine and registry it started, and to remove the Podman storage.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed));
     let (host, started) = engine::up(root, true)?;
-    let result = with_engine(root, host.as_deref(), args);
+    let result = with_engine(root, host.as_deref(), args, &store);
     if started {
         if let Err(e) = engine::down(root, true) {
             eprintln!("warning: could not stop the test engine: {e:#}");
         }
     }
-    result
+    let graph = store.graph_root();
+    let removed = store.remove();
+    let code = result?;
+    if let Err(e) = removed {
+        eprintln!("error: the test Podman storage is left behind: {e:#}");
+        return Ok(code.max(1));
+    }
+    if graph.exists() {
+        eprintln!("error: the test Podman storage {graph} is still there after its removal");
+        return Ok(code.max(1));
+    }
+    Ok(code)
 }
 
-fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i32> {
+fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String], store: &PodStore) -> Result<i32> {
     let registry = engine::Registry::start(root)?;
     eprintln!("test engine: {}; test registry: {}", host.unwrap_or("unix:///var/run/docker.sock"), registry.addr);
     let sh = Shell::new()?;
@@ -91,10 +110,10 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
     let suite = Suite { root, runner, args, registry: &registry.addr, cleanup: &cleanup, host };
     let status = then(status, || buildkit_run(&suite));
     remove_test_images(&docker, &cleanup);
-    // Podman's storage is the machine's: only this run's images (by their run-unique tags)
-    // are removed afterwards.
+    // Podman's images are in the run's own storage (`podstore`), removed whole at the end.
     let podman = podman.and_then(Beside::wait);
     let status = then(status, || podman);
+    let own_storage = own_storage(store, &podman_list);
     remove_test_images(&docker, &podman_list);
     let kept = docker.inspect(&[SENTINEL.to_string()]).is_ok_and(|found| found.contains_key(SENTINEL));
     if planted && kept {
@@ -106,8 +125,32 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String]) -> Result<i
         eprintln!("error: {SENTINEL}, an image the tests did not make, is gone: a test or the tool removed it");
         code = code.max(1);
     }
+    if let Err(e) = own_storage {
+        eprintln!("error: {e:#}");
+        code = code.max(1);
+    }
     stopped?;
     Ok(code)
+}
+
+/// Checks that the Podman run's images (named with the tags it listed) are in the run's own
+/// storage, and none of them in the machine's.
+fn own_storage(store: &PodStore, list: &Utf8Path) -> Result<()> {
+    let text = std::fs::read_to_string(list).unwrap_or_default();
+    let tags: std::collections::BTreeSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let private = store.names()?;
+    if podstore::tagged(&private, &tags).is_empty() {
+        anyhow::bail!("none of the Podman run's images is in the run's own storage {}", store.graph_root());
+    }
+    let machine = podstore::machine_names()?;
+    let leaked = podstore::tagged(&machine, &tags);
+    if !leaked.is_empty() {
+        anyhow::bail!("the Podman run put images into the machine's storage: {}", leaked.join(" "));
+    }
+    Ok(())
 }
 
 /// What the test runs after the first are given.
@@ -211,6 +254,10 @@ fn podman_run(s: &Suite) -> std::io::Result<Beside> {
     // DOCKER_HOST stays (see `Suite::cargo`): the tool must not follow it under Podman (nor
     // speak that engine's API), and the tests that compare with Docker find the test engine.
     let mut command = s.cargo(&DOCKER_ONLY_TESTS);
+    if s.runner[0] == "nextest" {
+        // The pass waits on Podman's I/O far more than on the CPU: more tests at once than cores.
+        command.arg(format!("--test-threads={PODMAN_THREADS}"));
+    }
     command.env("AI_INFRA_ENGINE", "podman").env("AI_INFRA_TEST_BUILDER", "buildah");
     command.env_remove("DOCKER_BUILDKIT").env_remove("AI_INFRA_BUILDER");
     let log = crate::base::state_dir(s.root).join("podman-tests.log");
@@ -222,6 +269,9 @@ fn podman_run(s: &Suite) -> std::io::Result<Beside> {
     );
     Ok(Beside { child: command.spawn()?, log })
 }
+
+/// Tests at once in the Podman run (nextest's default is one per core).
+const PODMAN_THREADS: usize = 4;
 
 /// A test run going on in the background, its output in a log.
 struct Beside {
@@ -261,15 +311,11 @@ fn plant_sentinel(docker: &crate::world::docker::Docker) -> Result<bool> {
 
 /// Removes the images the tests listed by tag: every ai-infra-* name with one of those tags,
 /// and the content-tag names of the same images. Nothing else, since the engine may be the
-/// developer's own.
-/// Under Podman too (shared by everyone on the machine): the tags are this run's alone.
+/// developer's own. (Podman's images go with the run's own storage, at the end.)
 fn remove_test_images(docker: &crate::world::docker::Docker, list: &Utf8Path) {
     let Ok(text) = std::fs::read_to_string(list) else { return };
     let tags: std::collections::BTreeSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     remove_tagged(docker, &tags);
-    if crate::world::docker::on_path("podman") {
-        remove_tagged(&crate::world::docker::Docker::podman(), &tags);
-    }
     let _ = std::fs::remove_file(list);
 }
 

@@ -14,6 +14,7 @@ pub mod harness;
 pub mod history;
 pub mod import;
 pub mod pipeline;
+pub mod podstore;
 pub mod prefetch;
 pub mod push;
 pub mod render;

@@ -725,11 +725,16 @@ impl Docker {
         }
         if self.engine == Engine::Podman {
             // Podman's listing fails as a whole when another process removes an image while it
-            // reads the storage ("image not known"): the listing is asked again.
+            // reads the storage ("image not known", or its manifest "file does not exist" while
+            // it looks for an image's parent): the listing is asked again.
             let mut tries = 0;
+            let raced = |e: &anyhow::Error| {
+                let e = format!("{e:#}");
+                e.contains("image not known") || e.contains("file does not exist")
+            };
             let out = loop {
                 match self.checked("podman image ls", &["image", "ls", "--format", "json"]) {
-                    Err(e) if tries < 5 && format!("{e:#}").contains("image not known") => tries += 1,
+                    Err(e) if tries < 5 && raced(&e) => tries += 1,
                     other => break other?,
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
