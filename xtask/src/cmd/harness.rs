@@ -86,18 +86,20 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String], store: &Pod
     let docker = crate::world::docker::Docker::with_host(host);
     let planted = plant_sentinel(&docker)?;
     // The engine-facing tests under Podman run beside the Docker runs: another engine, images
-    // under this run's own tags (listed apart), and a pass that waits on Podman far more than
-    // on the CPU (it took 15 of 33 minutes after them, at 40 % of two cores).
+    // under this run's own tags (listed apart) in the run's own storage, and a pass that waits
+    // on Podman far more than on the CPU (it took 15 of 33 minutes after them, at 40 % of two
+    // cores, two tests at a time on the machine's storage).
     let podman_list = crate::base::state_dir(root).join("test-images-podman");
     let _ = std::fs::remove_file(&podman_list);
     let beside = Suite { root, runner, args, registry: &registry.addr, cleanup: &podman_list, host };
     let podman = podman_run(&beside);
     eprintln!("test run 1 of 4: every test, legacy builder");
+    let mut tags = Tags::new();
     let mut status = command.status();
     if args.is_empty() && status.as_ref().is_ok_and(|s| s.success()) {
         // The first run's images go first: an image of the same inputs would be reused in the
         // second run instead of built.
-        remove_test_images(&docker, &cleanup);
+        tags.extend(remove_test_images(&docker, &cleanup));
         // The status tests once more through the docker CLI, which the tool uses where it
         // cannot speak the engine's API (ssh://, contexts, TLS): both must answer alike.
         eprintln!("test run 2 of 4: the status tests again, through the docker CLI (AI_INFRA_ENGINE_CLIENT=cli)");
@@ -106,14 +108,17 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String], store: &Pod
     }
     // The first runs' images go before the BuildKit run: an image of the same inputs would be
     // reused there instead of built.
-    remove_test_images(&docker, &cleanup);
+    tags.extend(remove_test_images(&docker, &cleanup));
     let suite = Suite { root, runner, args, registry: &registry.addr, cleanup: &cleanup, host };
     let status = then(status, || buildkit_run(&suite));
-    remove_test_images(&docker, &cleanup);
+    tags.extend(remove_test_images(&docker, &cleanup));
     // Podman's images are in the run's own storage (`podstore`), removed whole at the end.
     let podman = podman.and_then(Beside::wait);
     let status = then(status, || podman);
-    let own_storage = own_storage(store, &podman_list);
+    let podman_tags = std::fs::read_to_string(&podman_list).unwrap_or_default();
+    let podman_tags: Tags = tags_in(&podman_tags).map(str::to_string).collect();
+    tags.extend(podman_tags.iter().cloned());
+    let own_storage = own_storage(store, &podman_tags, &tags);
     remove_test_images(&docker, &podman_list);
     let kept = docker.inspect(&[SENTINEL.to_string()]).is_ok_and(|found| found.contains_key(SENTINEL));
     if planted && kept {
@@ -133,20 +138,23 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String], store: &Pod
     Ok(code)
 }
 
+/// The tags of a clean-up list, one a line.
+fn tags_in(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|l| !l.is_empty())
+}
+
 /// Checks that the Podman run's images (named with the tags it listed) are in the run's own
-/// storage, and none of them in the machine's.
-fn own_storage(store: &PodStore, list: &Utf8Path) -> Result<()> {
-    let text = std::fs::read_to_string(list).unwrap_or_default();
-    let tags: std::collections::BTreeSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-    if tags.is_empty() {
+/// storage, and that no image of any test run's tags is in the machine's.
+fn own_storage(store: &PodStore, podman: &Tags, all: &Tags) -> Result<()> {
+    if podman.is_empty() {
         return Ok(());
     }
     let private = store.names()?;
-    if podstore::tagged(&private, &tags).is_empty() {
+    if podstore::tagged(&private, podman).is_empty() {
         anyhow::bail!("none of the Podman run's images is in the run's own storage {}", store.graph_root());
     }
     let machine = podstore::machine_names()?;
-    let leaked = podstore::tagged(&machine, &tags);
+    let leaked = podstore::tagged(&machine, all);
     if !leaked.is_empty() {
         anyhow::bail!("the Podman run put images into the machine's storage: {}", leaked.join(" "));
     }
@@ -312,16 +320,21 @@ fn plant_sentinel(docker: &crate::world::docker::Docker) -> Result<bool> {
 /// Removes the images the tests listed by tag: every ai-infra-* name with one of those tags,
 /// and the content-tag names of the same images. Nothing else, since the engine may be the
 /// developer's own. (Podman's images go with the run's own storage, at the end.)
-fn remove_test_images(docker: &crate::world::docker::Docker, list: &Utf8Path) {
-    let Ok(text) = std::fs::read_to_string(list) else { return };
-    let tags: std::collections::BTreeSet<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+/// Returns the tags it read.
+fn remove_test_images(docker: &crate::world::docker::Docker, list: &Utf8Path) -> Tags {
+    let Ok(text) = std::fs::read_to_string(list) else { return Tags::new() };
+    let tags: Tags = tags_in(&text).map(str::to_string).collect();
     remove_tagged(docker, &tags);
     let _ = std::fs::remove_file(list);
+    tags
 }
+
+/// The tags of the tests' images, unique to a run.
+type Tags = std::collections::BTreeSet<String>;
 
 /// Removes from one engine every ai-infra-* name with one of these tags, and the content-tag
 /// names of the same images.
-fn remove_tagged(docker: &crate::world::docker::Docker, tags: &std::collections::BTreeSet<&str>) {
+fn remove_tagged(docker: &crate::world::docker::Docker, tags: &Tags) {
     let images: Vec<(String, String)> =
         docker.list().unwrap_or_default().into_iter().filter(|(n, _)| n.contains("ai-infra-")).collect();
     let tag_of = |n: &str| n.rsplit_once(':').map_or("", |(_, t)| t).to_string();

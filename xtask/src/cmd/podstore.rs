@@ -75,10 +75,12 @@ impl PodStore {
         names(&[])
     }
 
-    /// Removes the storage: Podman resets it (unmounting what it mounted), whatever is still
-    /// mounted under it is unmounted, then the folder goes. Podman is asked only after it
-    /// confirmed the graph root is this one: a reset of the machine's storage would remove
-    /// everyone's images.
+    /// Removes the storage: Podman removes its containers (unmounting them and freeing their
+    /// locks), whatever is still mounted under the folder (a build's container after Ctrl-C)
+    /// is unmounted, then the folder goes. Podman is asked only after it confirmed the graph
+    /// root is this one. This is `podman system reset` without what that does beyond the
+    /// storage: it also removes every network but the default one and, in Podman 5, the
+    /// machine-wide blob-info cache under /var/lib/containers/cache.
     pub fn remove(mut self) -> Result<()> {
         self.removed = true;
         remove(&self.dir)
@@ -105,8 +107,8 @@ fn remove(dir: &Utf8Path) -> Result<()> {
         let format = "{{.Store.GraphRoot}}";
         let root = cmd!(sh, "podman info --format {format}").quiet().ignore_stderr().read().unwrap_or_default();
         if Utf8Path::new(root.trim()) == dir.join("graph") {
-            if let Err(e) = cmd!(sh, "podman system reset --force").quiet().ignore_stdout().run() {
-                eprintln!("warning: podman system reset of {dir} failed ({e}); unmounting and removing it by hand");
+            if let Err(e) = cmd!(sh, "podman rm --all --force").quiet().ignore_stdout().run() {
+                eprintln!("warning: podman could not remove the containers of {dir} ({e}); unmounting them by hand");
             }
         }
     }
@@ -155,7 +157,7 @@ fn mounts_under(mountinfo: &str, dir: &Utf8Path) -> Vec<String> {
 }
 
 /// The names of `names` with one of `tags`.
-pub fn tagged<'a>(names: &'a [String], tags: &std::collections::BTreeSet<&str>) -> Vec<&'a str> {
+pub fn tagged<'a>(names: &'a [String], tags: &std::collections::BTreeSet<String>) -> Vec<&'a str> {
     names.iter().filter(|n| n.rsplit_once(':').is_some_and(|(_, t)| tags.contains(t))).map(String::as_str).collect()
 }
 
@@ -194,7 +196,7 @@ mod tests {
     #[test]
     fn tagged_matches_the_tag_after_the_last_colon() {
         let names = vec!["localhost/ai-infra-a:t1".to_string(), "localhost:5000/ai-infra-b:t2".into(), "x:t3".into()];
-        let tags = ["t1", "t2"].into_iter().collect();
+        let tags = ["t1".to_string(), "t2".to_string()].into_iter().collect();
         assert_eq!(tagged(&names, &tags), ["localhost/ai-infra-a:t1", "localhost:5000/ai-infra-b:t2"]);
     }
 }

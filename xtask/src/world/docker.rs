@@ -504,11 +504,21 @@ impl Docker {
         }
         let sh = self.sh()?;
         let program = self.program();
-        let out = cmd!(sh, "{program} image inspect {names...}")
-            .quiet()
-            .ignore_status()
-            .output()
-            .map_err(|e| self.no_cli(e))?;
+        let inspect = || cmd!(sh, "{program} image inspect {names...}").quiet().ignore_status().output();
+        let mut out = inspect().map_err(|e| self.no_cli(e))?;
+        // Podman prints `[]` for names it does not know; nothing at all where another process
+        // removed an image while it read it (the race of `list`): it is asked again.
+        for _ in 0..5 {
+            let raced = self.engine == Engine::Podman
+                && !out.status.success()
+                && out.stdout.trim_ascii().is_empty()
+                && podman_raced(&String::from_utf8_lossy(&out.stderr));
+            if !raced {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            out = inspect().map_err(|e| self.no_cli(e))?;
+        }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         parse_inspect(names, &stdout, &stderr, out.status.success(), &self.host, self.engine == Engine::Podman)
@@ -728,13 +738,9 @@ impl Docker {
             // reads the storage ("image not known", or its manifest "file does not exist" while
             // it looks for an image's parent): the listing is asked again.
             let mut tries = 0;
-            let raced = |e: &anyhow::Error| {
-                let e = format!("{e:#}");
-                e.contains("image not known") || e.contains("file does not exist")
-            };
             let out = loop {
                 match self.checked("podman image ls", &["image", "ls", "--format", "json"]) {
-                    Err(e) if tries < 5 && raced(&e) => tries += 1,
+                    Err(e) if tries < 5 && podman_raced(&format!("{e:#}")) => tries += 1,
                     other => break other?,
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
@@ -889,6 +895,12 @@ pub fn run_bounded(
         let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
         Ok(status.map(|status| std::process::Output { status, stdout, stderr }))
     })
+}
+
+/// Whether Podman failed because another process removed an image while it read the storage
+/// (Podman 4 reads an image's record, then its manifest or parent: either may be gone by then).
+fn podman_raced(stderr: &str) -> bool {
+    stderr.contains("image not known") || stderr.contains("file does not exist")
 }
 
 /// Reads `podman image ls --format json`: one array of images, each with its Names (every

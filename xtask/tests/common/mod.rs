@@ -276,9 +276,20 @@ impl Workspace {
         c.output().expect("run the engine CLI")
     }
 
-    /// The stdout of `ENGINE ARGS`, asserting that it succeeds.
+    /// The stdout of `ENGINE ARGS`, asserting that it succeeds. Podman 4 fails a listing when
+    /// another test removes an image while it reads it ("image not known", "file does not
+    /// exist"): that is asked again.
     pub fn cli_under(&self, engine: &str, args: &[&str]) -> String {
-        let o = Command::new(engine).args(args).output().expect("run the engine CLI");
+        let run = || Command::new(engine).args(args).output().expect("run the engine CLI");
+        let mut o = run();
+        for _ in 0..5 {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            if o.status.success() || !(stderr.contains("image not known") || stderr.contains("file does not exist")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            o = run();
+        }
         assert!(o.status.success(), "{engine} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
