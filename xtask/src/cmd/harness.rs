@@ -115,10 +115,7 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String], store: &Pod
     // Podman's images are in the run's own storage (`podstore`), removed whole at the end.
     let podman = podman.and_then(Beside::wait);
     let status = then(status, || podman);
-    let podman_tags = std::fs::read_to_string(&podman_list).unwrap_or_default();
-    let podman_tags: Tags = tags_in(&podman_tags).map(str::to_string).collect();
-    tags.extend(podman_tags.iter().cloned());
-    let own_storage = own_storage(store, &podman_tags, &tags);
+    let own_storage = own_storage(store, &podman_list, &mut tags);
     remove_test_images(&docker, &podman_list);
     let kept = docker.inspect(&[SENTINEL.to_string()]).is_ok_and(|found| found.contains_key(SENTINEL));
     if planted && kept {
@@ -130,10 +127,7 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String], store: &Pod
         eprintln!("error: {SENTINEL}, an image the tests did not make, is gone: a test or the tool removed it");
         code = code.max(1);
     }
-    if let Err(e) = own_storage {
-        eprintln!("error: {e:#}");
-        code = code.max(1);
-    }
+    code = code.max(failed(own_storage));
     stopped?;
     Ok(code)
 }
@@ -143,14 +137,29 @@ fn tags_in(text: &str) -> impl Iterator<Item = &str> {
     text.lines().filter(|l| !l.is_empty())
 }
 
-/// Checks that the Podman run's images (named with the tags it listed) are in the run's own
-/// storage, and that no image of any test run's tags is in the machine's.
-fn own_storage(store: &PodStore, podman: &Tags, all: &Tags) -> Result<()> {
+/// 1 after printing the error, 0 without one.
+fn failed(result: Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+/// Checks that the Podman run's images (named with the tags it listed in `list`, added to
+/// `all`) are in the run's own storage, and that no image of any test run's tags is in the
+/// machine's.
+fn own_storage(store: &PodStore, list: &Utf8Path, all: &mut Tags) -> Result<()> {
+    let text = std::fs::read_to_string(list).unwrap_or_default();
+    let podman: Tags = tags_in(&text).map(str::to_string).collect();
+    all.extend(podman.iter().cloned());
     if podman.is_empty() {
         return Ok(());
     }
     let private = store.names()?;
-    if podstore::tagged(&private, podman).is_empty() {
+    if podstore::tagged(&private, &podman).is_empty() {
         anyhow::bail!("none of the Podman run's images is in the run's own storage {}", store.graph_root());
     }
     let machine = podstore::machine_names()?;
