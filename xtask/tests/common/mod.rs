@@ -276,20 +276,9 @@ impl Workspace {
         c.output().expect("run the engine CLI")
     }
 
-    /// The stdout of `ENGINE ARGS`, asserting that it succeeds. Podman 4 fails a listing when
-    /// another test removes an image while it reads it ("image not known", "file does not
-    /// exist"): that is asked again.
+    /// The stdout of `ENGINE ARGS`, asserting that it succeeds.
     pub fn cli_under(&self, engine: &str, args: &[&str]) -> String {
-        let run = || Command::new(engine).args(args).output().expect("run the engine CLI");
-        let mut o = run();
-        for _ in 0..5 {
-            let stderr = String::from_utf8_lossy(&o.stderr);
-            if o.status.success() || !(stderr.contains("image not known") || stderr.contains("file does not exist")) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            o = run();
-        }
+        let o = engine_output(engine, args);
         assert!(o.status.success(), "{engine} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
@@ -303,10 +292,10 @@ impl Workspace {
 /// Every ai-infra-* name with one of these tags, and every other ai-infra-* name of the same
 /// images (the content tags a push adds).
 fn images_with_tags(engine: &str, tags: &[String]) -> Vec<String> {
-    let Ok(o) = Command::new(engine).args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]).output()
-    else {
+    let o = engine_output(engine, &["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    if !o.status.success() {
         return Vec::new();
-    };
+    }
     let text = String::from_utf8_lossy(&o.stdout);
     let rows: Vec<(&str, &str)> =
         text.lines().filter_map(|l| l.split_once(' ')).filter(|(n, _)| n.contains("ai-infra-")).collect();
@@ -318,6 +307,22 @@ fn images_with_tags(engine: &str, tags: &[String]) -> Vec<String> {
         })
         .map(|(n, _)| n.to_string())
         .collect()
+}
+
+/// `ENGINE ARGS` run to its end. Podman 4 fails a reading command when another test removes an
+/// image while it reads it ("image not known", "file does not exist"): that is asked again.
+fn engine_output(engine: &str, args: &[&str]) -> std::process::Output {
+    let run = || Command::new(engine).args(args).output().expect("run the engine CLI");
+    let mut o = run();
+    for _ in 0..5 {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() || !(stderr.contains("image not known") || stderr.contains("file does not exist")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        o = run();
+    }
+    o
 }
 
 impl Workspace {
