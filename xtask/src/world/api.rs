@@ -229,11 +229,8 @@ impl Api {
             return self.images(&literal);
         }
         let paths: Vec<String> = literal.iter().map(|n| format!("/images/{}/json", path_escape(n))).collect();
-        let started = Instant::now();
         // 400: a name the engine cannot parse names no image, as `docker image inspect` says.
-        let found = self.each(&paths, &[400, 404], |i| format!("inspecting image {}", literal[i]))?;
-        let each = per_inspection(started, paths.len());
-        self.measured(|c| c.inspection = Some(each));
+        let found = self.inspections(&paths, &[400, 404], |i| format!("inspecting image {}", literal[i]))?;
         Ok(found.into_iter().map(|(_, v)| v).collect())
     }
 
@@ -325,10 +322,21 @@ impl Api {
             "listed_at": new.listed_at,
             "inspection": new.inspection,
         });
-        if let Some(parent) = file.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
         let _ = crate::base::atomic::write(file, text.to_string().as_bytes());
+    }
+
+    /// `each` for image inspections, whose cost it keeps for `Costs`.
+    fn inspections(
+        &self,
+        paths: &[String],
+        absent: &[u16],
+        what: impl Fn(usize) -> String + Sync,
+    ) -> Result<Vec<(usize, Value)>> {
+        let started = Instant::now();
+        let found = self.each(paths, absent, what)?;
+        let each = per_inspection(started, paths.len());
+        self.measured(|c| c.inspection = Some(each));
+        Ok(found)
     }
 
     /// `GET` each path, `CONCURRENT` at a time: each answer with its index, in order; a path
@@ -369,10 +377,7 @@ impl Api {
             return Ok(Vec::new());
         }
         let paths: Vec<String> = ids.iter().map(|id| format!("/images/{id}/json")).collect();
-        let started = Instant::now();
-        let got = self.each(&paths, &[404], |i| format!("inspecting image {}", ids[i]))?;
-        let each = per_inspection(started, ids.len());
-        self.measured(|c| c.inspection = Some(each));
+        let got = self.inspections(&paths, &[404], |i| format!("inspecting image {}", ids[i]))?;
         Ok(got.into_iter().map(|(i, v)| (ids[i].clone(), remembered(&v))).collect())
     }
 
