@@ -82,7 +82,12 @@ pub struct Output {
 /// compares it with a context's own resolved path). None where a `..` follows a folder the
 /// write would create.
 pub fn lands(root: &Utf8Path, path: &Utf8Path) -> Option<Utf8PathBuf> {
-    let target = crate::base::atomic::resolve(&root.join(path)).ok()?;
+    landing(crate::base::atomic::resolve(&root.join(path)).ok()?)
+}
+
+/// `target` (a final link already followed) with every link of its deepest existing part
+/// resolved and the folders a write would create appended; None where one of those is `..`.
+fn landing(target: Utf8PathBuf) -> Option<Utf8PathBuf> {
     let mut existing = target;
     let mut created = Vec::new();
     while std::fs::symlink_metadata(&existing).is_err() {
@@ -165,23 +170,15 @@ fn check_inside(root: &Utf8Path, service: &str, path: &Utf8Path) -> Result<()> {
     let folder = folder.canonicalize_utf8().with_context(|| format!("cannot resolve {folder}"))?;
     // Where the write really goes: a link at the output path, dangling or not, is followed as
     // the write follows it; the deepest part of that path that exists (a dangling link counts)
-    // decides, and below it the folders the write creates must not climb back out with `..`.
+    // decides, and below it the folders the write creates must not climb back out with `..`
+    // (such a path does not land anywhere `landing` can tell: refused).
     let target = crate::base::atomic::resolve(&root.join(path))?;
-    let mut existing = target.clone();
-    while std::fs::symlink_metadata(&existing).is_err() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(p), Some(_)) => existing = p.to_path_buf(),
-            _ => break,
-        }
-    }
     let outside = || {
         anyhow::anyhow!(
             "{path} would be written outside services/{service} (to {target}): remove the link or rename the template"
         )
     };
-    // A `..` after a folder that does not exist yet stops the walk (it has no file name) and
-    // cannot be resolved: refused, as the folders the write would create lead who knows where.
-    let real = existing.canonicalize_utf8().map_err(|_| outside())?;
+    let real = landing(target.clone()).ok_or_else(outside)?;
     if !real.starts_with(&folder) || path.components().any(|c| c.as_str() == "..") {
         return Err(outside());
     }
