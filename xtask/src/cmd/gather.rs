@@ -191,22 +191,17 @@ pub fn contexts(
     let mut files = context::finish(listings, &mut caches)?;
     for (((r, ignore), records), reads) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads) {
         // Each generated file goes where its write lands, through any link on the way, compared
-        // with the context's own resolved path.
+        // with the context's own resolved path (asked only where something is generated).
+        if rendered.is_empty() {
+            break;
+        }
         let Ok(real) = root.join(&r.service.context).canonicalize_utf8() else { continue };
-        let base: Utf8PathBuf =
-            r.service.context.components().filter(|c| !matches!(c, camino::Utf8Component::CurDir)).collect();
-        let landed: Vec<(Utf8PathBuf, &Output)> = rendered
+        let landed: Vec<(String, &Output)> = rendered
             .iter()
             .filter_map(|o| Some((context::landed_within(&real, o.lands.as_deref()?)?, o)))
             .filter(|(rel, _)| !rel.is_empty() && reads::want_any(reads, rel, false) == Want::Yes)
-            .map(|(rel, o)| (base.join(rel), o))
             .collect();
-        context::overlay(
-            records,
-            &r.service.context,
-            ignore,
-            landed.iter().map(|(path, o)| (path.as_path(), o.bytes.as_slice(), o.mode)),
-        );
+        context::overlay(records, ignore, landed.iter().map(|(rel, o)| (rel.as_str(), o.bytes.as_slice(), o.mode)));
     }
     // Saving the cache is an optimisation: a read-only target/ must not fail the check, but
     // a check that will stay slow says why, once.

@@ -287,13 +287,6 @@ pub fn finish(mut listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Ve
     Ok(out)
 }
 
-/// A path relative to the root, made relative to a build context (`.` is the root itself);
-/// None when it is not inside that context.
-pub fn within<'a>(path: &'a Utf8Path, context: &Utf8Path) -> Option<&'a str> {
-    let context: Utf8PathBuf = context.components().filter(|c| !matches!(c, camino::Utf8Component::CurDir)).collect();
-    path.strip_prefix(&context).ok().map(Utf8Path::as_str)
-}
-
 /// Where a generated file that lands at `lands` (`render::lands`: absolute, links resolved)
 /// sits in the context whose resolved path is `real_context`; None outside it. Resolved paths
 /// on both sides: a context reached through a link (or under a linked `services/`) still
@@ -302,13 +295,12 @@ pub fn landed_within(real_context: &Utf8Path, lands: &Utf8Path) -> Option<String
     lands.strip_prefix(real_context).ok().map(|p| p.to_string())
 }
 
-/// Puts generated files (path relative to the root, content) into a context's records, in place
-/// of what is on disk, with the folders that lead to them.
+/// Puts generated files (path relative to the context, content) into a context's records, in
+/// place of what is on disk, with the folders that lead to them.
 pub fn overlay<'a>(
     records: &mut Vec<FileRecord>,
-    context: &Utf8Path,
     ignore: &Ignore,
-    files: impl Iterator<Item = (&'a Utf8Path, &'a [u8], Option<u32>)>,
+    files: impl Iterator<Item = (&'a str, &'a [u8], Option<u32>)>,
 ) {
     use sha2::Digest;
     let mut changed = false;
@@ -317,8 +309,7 @@ pub fn overlay<'a>(
     let modes = std::cell::OnceCell::new();
     let modes =
         || *modes.get_or_init(|| (crate::base::atomic::new_file_mode(), crate::base::atomic::created_mode(0o777)));
-    for (path, bytes, new_mode) in files {
-        let Some(rel) = within(path, context) else { continue };
+    for (rel, bytes, new_mode) in files {
         if rel.is_empty() || ignore.excludes(rel) {
             continue;
         }
@@ -515,18 +506,16 @@ mod tests {
 
     #[test]
     fn generated_files_reach_a_root_context() {
-        assert_eq!(within("services/a/x".into(), ".".into()), Some("services/a/x"));
-        assert_eq!(within("services/a/x".into(), "./services".into()), Some("a/x"));
-        assert_eq!(within("services/a/x".into(), "services/b".into()), None);
+        let at = |context: &str| landed_within(context.into(), "/r/services/a/x".into());
+        assert_eq!(at("/r").as_deref(), Some("services/a/x"));
+        assert_eq!(at("/r/services").as_deref(), Some("a/x"));
+        assert_eq!(at("/r/services/b"), None);
+        assert_eq!(at("/r/services/a/x").as_deref(), Some(""));
+        assert_eq!(landed_within("/r/services/a".into(), "/r/services/ab/x".into()), None, "whole names only");
         let mut recs = Vec::new();
-        overlay(&mut recs, ".".into(), &Ignore::default(), [(Utf8Path::new(".env"), &b"A=1\n"[..], None)].into_iter());
+        overlay(&mut recs, &Ignore::default(), [(".env", &b"A=1\n"[..], None)].into_iter());
         assert_eq!(recs.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), [".env"]);
-        overlay(
-            &mut recs,
-            ".".into(),
-            &Ignore::default(),
-            [(Utf8Path::new(".env.bak"), &b"A=0\n"[..], Some(0o600))].into_iter(),
-        );
+        overlay(&mut recs, &Ignore::default(), [(".env.bak", &b"A=0\n"[..], Some(0o600))].into_iter());
         assert!(recs.iter().any(|r| r.path == ".env.bak" && matches!(r.what, What::File { mode: 0o600, .. })));
     }
 
@@ -628,13 +617,7 @@ mod tests {
             crate::base::atomic::write(&written, b"x").unwrap();
             let on_disk = std::fs::metadata(&written).unwrap().mode() & 0o7777;
             let mut recs = Vec::new();
-            let gen = [(Utf8PathBuf::from("c/other.conf"), b"y".to_vec())];
-            overlay(
-                &mut recs,
-                "c".into(),
-                &Ignore::default(),
-                gen.iter().map(|(p, b)| (p.as_path(), b.as_slice(), None)),
-            );
+            overlay(&mut recs, &Ignore::default(), [("other.conf", &b"y"[..], None)].into_iter());
             let predicted = recs.iter().find_map(|r| match r.what {
                 What::File { mode, .. } => Some(mode),
                 _ => None,
@@ -768,9 +751,8 @@ mod tests {
 
         // Generated content stands in for the file on disk, with its folders.
         let mut with = recs.clone();
-        let gen: Vec<(Utf8PathBuf, Vec<u8>)> =
-            vec![("c/new/dir/gen.conf".into(), b"a".to_vec()), ("c/a.txt".into(), b"b".to_vec())];
-        overlay(&mut with, "c".into(), &ignore, gen.iter().map(|(p, b)| (p.as_path(), b.as_slice(), None)));
+        let gen = [("new/dir/gen.conf", &b"a"[..], None), ("a.txt", &b"b"[..], None)];
+        overlay(&mut with, &ignore, gen.into_iter());
         let lines: String = with.iter().map(|r| r.line()).collect();
         // A new file and its folders get the modes the tool's writes give them; a file written
         // over keeps its mode.

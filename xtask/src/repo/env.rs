@@ -365,23 +365,21 @@ pub fn last_example(root: &Utf8Path) -> camino::Utf8PathBuf {
     crate::base::state_dir(root).join("env.example.last")
 }
 
-/// The files step 2 would write, as render outputs (paths relative to the root, through links
-/// as `base::atomic::write` follows them), so that a check counts them as the builds will read
-/// them: `.env`, and `.env.bak` (what `.env` held, with `.env`'s mode).
+/// The files step 2 would write, as render outputs (each with where its write lands through
+/// links, as `base::atomic::write` follows them), so that a check counts them as the builds
+/// will read them: `.env`, and `.env.bak` (what `.env` held, with `.env`'s mode).
 pub fn synced_files(root: &Utf8Path, pending: &Pending) -> Vec<crate::repo::render::Output> {
     use std::os::unix::fs::PermissionsExt;
     let Some(text) = &pending.plan.text else { return Vec::new() };
     let file = |name: &str, bytes: &str, mode: Option<u32>| {
-        let written = crate::base::atomic::resolve(&root.join(name)).ok()?;
-        let path = written.strip_prefix(root).ok()?.to_path_buf();
         let bytes = bytes.as_bytes().to_vec();
         let lands = crate::repo::render::lands(root, Utf8Path::new(name));
-        Some(crate::repo::render::Output { template: ".env.example".into(), path, bytes, mode, lands })
+        crate::repo::render::Output { template: ".env.example".into(), path: name.into(), bytes, mode, lands }
     };
-    let mut out: Vec<_> = file(".env", text, None).into_iter().collect();
+    let mut out = vec![file(".env", text, None)];
     if let Some((old, _)) = &pending.current {
         let mode = std::fs::metadata(root.join(".env")).ok().map(|m| m.permissions().mode() & 0o7777);
-        out.extend(file(".env.bak", old, mode));
+        out.push(file(".env.bak", old, mode));
     }
     out
 }

@@ -265,7 +265,7 @@ fn resolve_one(
         dockerfile::analyze(text, s.target.as_deref(), &args, internal).with_context(|| format!("{}", s.dockerfile))?;
     // A source that is (or passes through) a symbolic link reads what the link points to,
     // including a file the run writes before it builds.
-    let real = project.root.join(&s.context).canonicalize_utf8().ok();
+    let real = (!rendered.is_empty()).then(|| project.root.join(&s.context).canonicalize_utf8().ok()).flatten();
     let generated: Vec<String> = rendered
         .iter()
         .filter_map(|o| crate::repo::context::landed_within(real.as_deref()?, o.lands.as_deref()?))
