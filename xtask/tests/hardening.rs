@@ -235,10 +235,14 @@ fn a_registry_that_accepts_and_stalls_fails_the_push_in_bounded_time() {
     assert!(t.elapsed() < Duration::from_secs(90), "bounded: {:?}", t.elapsed());
     assert!(o.stdout.contains("push FAILED one") && o.stdout.contains("the registry stopped answering"), "{o:?}");
     assert!(image_exists(&format!("ai-infra-one:{}", ws.tag)), "the local image stays");
-    // A bad bound is a usage error, said before anything runs.
-    let bad = ws.run_env(&["build-all", &ws.tag, &reg], &[("AI_INFRA_PUSH_TIMEOUT", "soon")]);
+    a_bad_bound_is_a_usage_error(&ws, &reg, "AI_INFRA_PUSH_TIMEOUT", "soon");
+}
+
+/// A bad bound is a usage error, said before anything runs.
+fn a_bad_bound_is_a_usage_error(ws: &Workspace, reg: &str, var: &str, value: &str) {
+    let bad = ws.run_env(&["build-all", &ws.tag, reg], &[(var, value)]);
     assert_eq!(bad.code, 2, "{bad:?}");
-    assert!(bad.stderr.contains("AI_INFRA_PUSH_TIMEOUT=\"soon\" is not a whole number"), "{bad:?}");
+    assert!(bad.stderr.contains(&format!("{var}={value:?} is not a whole number")), "{bad:?}");
 }
 
 /// A registry on loopback that answers the version check and manifest lookups (nothing is
@@ -309,9 +313,7 @@ fn a_registry_that_stalls_mid_pull_ends_the_pull_in_bounded_time() {
     assert!(o.stdout.contains("the registry stopped answering (no progress for 3 s; AI_INFRA_PULL_TIMEOUT"), "{o:?}");
     assert!(o.stdout.contains("building it instead") && Workspace::built(&o.stdout) == ["one"], "{o:?}");
     assert!(image_exists(&format!("ai-infra-one:{}", ws.tag)), "built here");
-    let bad = ws.run_env(&["build-all", &ws.tag, &reg], &[("AI_INFRA_PULL_TIMEOUT", "0")]);
-    assert_eq!(bad.code, 2, "{bad:?}");
-    assert!(bad.stderr.contains("AI_INFRA_PULL_TIMEOUT=\"0\" is not a whole number"), "{bad:?}");
+    a_bad_bound_is_a_usage_error(&ws, &reg, "AI_INFRA_PULL_TIMEOUT", "0");
 }
 
 /// A registry on loopback that says it holds every tag (one small manifest, under its digest)
