@@ -19,3 +19,4 @@ pub mod prefetch;
 pub mod push;
 pub mod render;
 pub mod sync_env;
+pub mod watch;

@@ -20,9 +20,15 @@ fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
 
 /// A short folder for the engine's sockets: unix socket paths are limited to 107 bytes.
 fn exec_dir(root: &Utf8Path) -> Utf8PathBuf {
+    socket_dir("engine", root)
+}
+
+/// A short folder under /tmp for the sockets of the `kind` of process this tool starts for
+/// `root` (named by a hash of the root's path, since root paths can be long).
+pub fn socket_dir(kind: &str, root: &Utf8Path) -> Utf8PathBuf {
     use sha2::Digest;
     let h = crate::base::Sha::of(&sha2::Sha256::digest(root.as_str().as_bytes()));
-    Utf8PathBuf::from(format!("/tmp/ai-infra-engine-{}", &h.as_str()[..10]))
+    Utf8PathBuf::from(format!("/tmp/ai-infra-{kind}-{}", &h.as_str()[..10]))
 }
 
 /// Makes `dir` (in the shared /tmp) this user's own: created 0700, and refused when it is a
@@ -62,12 +68,13 @@ pub fn private_dir(dir: &Utf8Path) -> Result<()> {
 }
 
 /// A background process this tool started, as recorded in its state file.
-struct Started {
-    pid: u32,
-    host: String,
+pub struct Started {
+    pub pid: u32,
+    /// Where it answers (an engine's DOCKER_HOST, a watcher's socket).
+    pub host: String,
 }
 
-fn read_state(file: &Utf8Path) -> Option<Started> {
+pub fn read_state(file: &Utf8Path) -> Option<Started> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
     Some(Started { pid: v.get("pid")?.as_u64()? as u32, host: v.get("host")?.as_str()?.to_string() })
 }
@@ -201,7 +208,7 @@ pub fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
 static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
 
 /// Starts a program in the background, in its own process group, its output going to `log`.
-fn spawn(program: &str, args: &[String], log: &Utf8Path) -> Result<u32> {
+pub fn spawn(program: &str, args: &[String], log: &Utf8Path) -> Result<u32> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).with_context(|| format!("cannot create {log}"))?;
     // xshell 0.2 cannot leave a process running; this is the one place that needs to.
@@ -221,12 +228,12 @@ fn spawn(program: &str, args: &[String], log: &Utf8Path) -> Result<u32> {
 /// Whether a process this run started has ended. Asked of the child itself: its
 /// `/proc/PID/cmdline` was seen not to name the program yet on a loaded machine, and a
 /// registry that was starting was then taken for one that had exited.
-fn ended(pid: u32) -> bool {
+pub fn ended(pid: u32) -> bool {
     let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
     children.iter_mut().find(|c| c.id() == pid).is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
 }
 
-fn log_tail(log: &Utf8Path) -> String {
+pub fn log_tail(log: &Utf8Path) -> String {
     crate::world::docker::tail(&std::fs::read_to_string(log).unwrap_or_default(), 5)
 }
 
@@ -309,7 +316,7 @@ pub fn down(root: &Utf8Path, quiet: bool) -> Result<bool> {
 
 /// Ends a process this tool started (known by `marker`, see `alive`): SIGTERM, then SIGKILL
 /// after 30 s.
-fn stop(pid: u32, marker: &str) -> Result<bool> {
+pub fn stop(pid: u32, marker: &str) -> Result<bool> {
     if !alive(pid, marker) {
         return Ok(false);
     }

@@ -1,0 +1,158 @@
+//! `cargo xtask watch up|status|down`: the opt-in file watcher (`world/watcher.rs`) started in
+//! the background for this root, so that check-status re-reads only what changed; its state
+//! (pid, log) under `target/watch`, its socket in a private folder under /tmp.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::world::{engine, watcher};
+
+fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
+    root.join("target").join("watch")
+}
+
+fn state_file(root: &Utf8Path) -> Utf8PathBuf {
+    state_dir(root).join("state.json")
+}
+
+/// The root by its real path: the watcher, its socket and its marker are known by it.
+fn real(root: &Utf8Path) -> Result<Utf8PathBuf> {
+    root.canonicalize_utf8().with_context(|| format!("cannot resolve {root}"))
+}
+
+/// `20000` as `20,000`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn watching(s: &watcher::Status, root: &Utf8Path) -> String {
+    format!("watching {} folders and {} files under {root} (pid {})", grouped(s.folders), grouped(s.files), s.pid)
+}
+
+pub fn run(root: &Utf8Path, action: &str, marker: Option<&str>) -> Result<i32> {
+    match action {
+        "up" => up(root),
+        "status" => status(root),
+        "down" => down(root).map(|_| 0),
+        "serve" => serve(root, marker),
+        other => Err(crate::base::UsageError(format!("unknown watch action {other:?}: use up, status or down")).into()),
+    }
+}
+
+fn up(root: &Utf8Path) -> Result<i32> {
+    let real = real(root)?;
+    if let Some(s) = watcher::status(&real) {
+        println!("a watcher already runs: {}", watching(&s, &real));
+        return Ok(0);
+    }
+    let dir = state_dir(&real);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let exe = Utf8PathBuf::from_path_buf(exe).map_err(|p| anyhow::anyhow!("this program's path {p:?} is not UTF-8"))?;
+    let log = dir.join("watch.log");
+    let args = vec!["watch".to_string(), "serve".to_string(), watcher::marker(&real)];
+    let pid = engine::spawn(exe.as_str(), &args, &log)?;
+    let socket = watcher::socket(&real);
+    let state = serde_json::json!({"pid": pid, "host": socket.as_str(), "started_by": "cargo xtask watch up"});
+    crate::base::atomic::write(&state_file(&real), state.to_string().as_bytes())?;
+    // The first scan of a large tree takes a while; the watcher answers only once it is done.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(s) = watcher::status(&real) {
+            println!(
+                "{}; check-status now re-reads only what changed; stop it with cargo xtask watch down",
+                watching(&s, &real)
+            );
+            return Ok(0);
+        }
+        if engine::ended(pid) {
+            let _ = std::fs::remove_file(state_file(&real));
+            let tail = engine::log_tail(&log);
+            bail!("the watcher exited while starting: {}", tail.trim());
+        }
+        if Instant::now() > deadline {
+            let _ = down(&real);
+            bail!("the watcher (pid {pid}) did not answer within 300 s, and was stopped; see {log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status(root: &Utf8Path) -> Result<i32> {
+    let real = real(root)?;
+    match watcher::status(&real) {
+        Some(s) => {
+            println!("{}, at token {}", watching(&s, &real), s.now.to_text());
+            if let Some(why) = &s.broken {
+                println!("it vouches for nothing (check-status walks everything): {why}; restart it with cargo xtask watch down && cargo xtask watch up");
+            }
+            Ok(0)
+        }
+        None => {
+            let recorded = engine::read_state(&state_file(&real));
+            if let Some(s) = recorded.filter(|s| !engine::alive(s.pid, &watcher::marker(&real))) {
+                println!("the watcher `cargo xtask watch up` started (pid {}) is no longer running", s.pid);
+            }
+            println!("no watcher runs for {real}: check-status walks every file; start one with cargo xtask watch up");
+            Ok(1)
+        }
+    }
+}
+
+/// Stops the watcher that `up` recorded for this root, and no other process.
+fn down(root: &Utf8Path) -> Result<bool> {
+    let real = real(root)?;
+    let file = state_file(&real);
+    let Some(s) = engine::read_state(&file) else {
+        println!("no watcher started by `cargo xtask watch up` for {real}; nothing stopped");
+        return Ok(false);
+    };
+    let stopped = engine::stop(s.pid, &watcher::marker(&real))?;
+    let _ = std::fs::remove_file(&file);
+    if stopped {
+        let _ = std::fs::remove_dir_all(engine::socket_dir("watch", &real));
+        println!("stopped the watcher (pid {}) for {real}", s.pid);
+    } else {
+        println!("the watcher recorded in {file} (pid {}) was no longer running", s.pid);
+    }
+    Ok(stopped)
+}
+
+/// The daemon itself, as `up` starts it (with the marker that names this root).
+fn serve(root: &Utf8Path, marker: Option<&str>) -> Result<i32> {
+    let real = real(root)?;
+    if marker != Some(watcher::marker(&real).as_str()) {
+        return Err(crate::base::UsageError(
+            "`watch serve` is started by `cargo xtask watch up`; run that instead".to_string(),
+        )
+        .into());
+    }
+    // A client that hangs up before reading its answer must not end the watcher.
+    // SAFETY: sets a signal's disposition; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let never = std::sync::atomic::AtomicBool::new(false);
+    watcher::serve(&real, &never)?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        let g = super::grouped;
+        assert_eq!(
+            (g(0), g(221), g(1000), g(20000), g(1234567)),
+            ("0".into(), "221".into(), "1,000".into(), "20,000".into(), "1,234,567".into())
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! `cargo xtask watch up|status|down`, run as the binary on generated roots: the watcher starts
+//! once, follows the tree, stops by the pid it recorded, and ends when its root goes away. No
+//! engine needed (what the watcher reports is tested in `world/watcher.rs`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Workspace;
+
+/// The marker on the watcher's command line for a root.
+fn marker(root: &Path) -> String {
+    format!("ai-infra-watch={}", root.canonicalize().unwrap().display())
+}
+
+/// Whether the watcher `pid` runs (its command line holds the root's marker).
+fn running(pid: u32, marker: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).split('\0').any(|a| a == marker))
+}
+
+/// The pid a line like `... (pid 123) ...` names.
+fn pid_in(text: &str) -> u32 {
+    let after = text.split("(pid ").nth(1).unwrap_or_else(|| panic!("no pid in {text:?}"));
+    after.split(')').next().unwrap().parse().unwrap()
+}
+
+/// Stops the watcher a test started, by the pid it recorded, however the test ends.
+struct Down<'a> {
+    ws: &'a Workspace,
+    root: PathBuf,
+    marker: String,
+}
+
+impl<'a> Down<'a> {
+    fn new(ws: &'a Workspace) -> Down<'a> {
+        Down { ws, root: ws.root.clone(), marker: marker(&ws.root) }
+    }
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let state = self.root.join("target/watch/state.json");
+        let pid = std::fs::read_to_string(&state).ok().and_then(|s| {
+            let v: serde_json::Value = serde_json::from_str(&s).ok()?;
+            v.get("pid")?.as_u64()
+        });
+        self.ws.run(&["watch", "down"]);
+        // Should `watch down` itself be what broke: the recorded pid, if it is still ours.
+        if let Some(pid) = pid.filter(|p| running(*p as u32, &self.marker)) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
+#[test]
+fn watch_up_status_and_down() {
+    let ws = Workspace::offline("watch-cli");
+    ws.write("services/a/Dockerfile", "FROM scratch\nCOPY f /\n");
+    ws.write("services/a/f", "1\n");
+    let _down = Down::new(&ws);
+    let real = ws.root.canonicalize().unwrap();
+    let out = ws.run(&["watch", "status"]);
+    assert!(out.code == 1 && out.stdout.contains("no watcher runs"), "{out:?}");
+    let out = ws.run(&["watch", "down"]);
+    assert!(out.code == 0 && out.stdout.contains("nothing stopped"), "{out:?}");
+
+    let out = ws.run(&["watch", "up"]);
+    // The root, services/, services/a/; Dockerfile, f, and the test's own .test-workspace.
+    let line = format!("watching 3 folders and 3 files under {}", real.display());
+    assert!(out.code == 0 && out.stdout.contains(&line), "{out:?}");
+    assert!(out.stdout.contains("cargo xtask watch down"), "{out:?}");
+    let pid = pid_in(&out.stdout);
+    assert!(running(pid, &marker(&ws.root)), "the watcher runs in the background");
+
+    let again = ws.run(&["watch", "up"]);
+    assert!(again.code == 0 && again.stdout.contains("already runs"), "{again:?}");
+    assert_eq!(pid_in(&again.stdout), pid, "no second watcher");
+
+    // It follows the tree: a new folder and its file are watched (target/ never is).
+    ws.write("services/b/deep/g", "2\n");
+    ws.write("target/xtask/cache", "state\n");
+    let out = ws.run(&["watch", "status"]);
+    assert!(out.code == 0 && out.stdout.contains("watching 5 folders and 5 files"), "{out:?}");
+    assert_eq!(pid_in(&out.stdout), pid);
+
+    let out = ws.run(&["watch", "down"]);
+    assert!(out.code == 0 && out.stdout.contains(&format!("stopped the watcher (pid {pid})")), "{out:?}");
+    assert!(!running(pid, &marker(&ws.root)), "stopped");
+    let out = ws.run(&["watch", "status"]);
+    assert!(out.code == 1 && out.stdout.contains("no watcher runs"), "{out:?}");
+    let out = ws.run(&["watch", "down"]);
+    assert!(out.code == 0 && out.stdout.contains("nothing stopped"), "{out:?}");
+}
+
+#[test]
+fn watch_ends_when_its_root_is_moved_away() {
+    let ws = Workspace::offline("watch-moved");
+    let _down = Down::new(&ws);
+    let out = ws.run(&["watch", "up"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pid = pid_in(&out.stdout);
+    let marker = marker(&ws.root);
+    let away = ws.root.with_extension("moved");
+    std::fs::rename(&ws.root, &away).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(pid, &marker) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ended = !running(pid, &marker);
+    std::fs::rename(&away, &ws.root).unwrap();
+    assert!(ended, "the watcher of a root that moved away still runs");
+}
+
+#[test]
+fn watch_mistakes_are_usage_errors() {
+    let ws = Workspace::offline("watch-usage");
+    for (args, says) in [
+        (&["watch", "sideways"][..], "unknown watch action"),
+        (&["watch"][..], "needs an action"),
+        (&["watch", "up", "now"][..], "takes no arguments"),
+        (&["watch", "serve", "ai-infra-watch=/elsewhere"][..], "started by `cargo xtask watch up`"),
+    ] {
+        let out = ws.run(args);
+        assert!(out.code == 2 && out.stderr.contains(says), "{args:?}: {out:?}");
+    }
+    let help = ws.run(&["watch", "--help"]);
+    assert!(help.code == 0 && help.stdout.contains("mmap"), "{help:?}");
+}
