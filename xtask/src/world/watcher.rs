@@ -454,11 +454,17 @@ struct Watcher {
     bound: usize,
     mounts: String,
     root_gone: bool,
+    /// The root's device and inode: a root path that names another folder now (an ancestor
+    /// was renamed, another folder made in its place) is not the tree watched.
+    root_id: (u64, u64),
+    buf: Vec<u8>,
 }
 
 impl Watcher {
     fn start(root: &Utf8Path) -> Result<Watcher> {
+        use std::os::unix::fs::MetadataExt;
         let mounts = mounts(root);
+        let meta = std::fs::metadata(root).with_context(|| format!("cannot read {root}"))?;
         let tree = Tree::scan(root)?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let epoch = (u64::from(std::process::id()) << 32) ^ (nanos as u64);
@@ -475,6 +481,8 @@ impl Watcher {
             bound: LOG_BOUND,
             mounts,
             root_gone: false,
+            root_id: (meta.dev(), meta.ino()),
+            buf: vec![0u8; 256 * 1024],
         })
     }
 
@@ -509,7 +517,7 @@ impl Watcher {
 
     /// Reads every queued event (until EAGAIN) and processes it.
     fn drain(&mut self) {
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
         // A folder moved out (MOVED_FROM) is paired with its MOVED_TO by cookie within a drain;
         // one left unpaired at the end moved out of the tree.
         let mut moved: HashMap<u32, Vec<Utf8PathBuf>> = HashMap::new();
@@ -538,10 +546,16 @@ impl Watcher {
                 at = name_end;
             }
         }
+        self.buf = buf;
         for (_, olds) in moved {
             for old in olds {
                 self.tree.drop_tree(&old);
             }
+        }
+        use std::os::unix::fs::MetadataExt;
+        let here = std::fs::metadata(&self.root).map(|m| (m.dev(), m.ino()));
+        if here.ok() != Some(self.root_id) {
+            self.root_gone = true;
         }
     }
 
@@ -600,11 +614,6 @@ impl Watcher {
             }
             news.push((fs, path));
         }
-        let added = |me: &mut Watcher, r: Result<()>| {
-            if let Err(e) = r {
-                me.broken = Some(format!("{e:#}"));
-            }
-        };
         if is_dir {
             if mask & libc::IN_MOVED_FROM != 0 {
                 moved.insert(cookie, news.into_iter().map(|(_, p)| p).collect());
@@ -619,21 +628,11 @@ impl Watcher {
                         for old in olds.unwrap_or_default() {
                             self.tree.drop_tree(&old);
                         }
-                        for (fs, p) in news {
-                            self.tree.drop_tree(&p);
-                            let root = self.root.clone();
-                            let r = self.tree.add_tree(&fs, &p, &root);
-                            added(self, r);
-                        }
+                        self.arrived(news);
                     }
                 }
             } else if mask & libc::IN_CREATE != 0 {
-                for (fs, p) in news {
-                    self.tree.drop_tree(&p);
-                    let root = self.root.clone();
-                    let r = self.tree.add_tree(&fs, &p, &root);
-                    added(self, r);
-                }
+                self.arrived(news);
             } else if mask & libc::IN_DELETE != 0 {
                 for (_, p) in news {
                     self.tree.drop_tree(&p);
@@ -644,9 +643,22 @@ impl Watcher {
                 self.tree.forget(&p);
                 let arrived = mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0;
                 if arrived && std::fs::symlink_metadata(&fs).is_ok_and(|m| m.is_file()) {
-                    let r = self.tree.add_watch(&fs, &p, false).map(|_| ());
-                    added(self, r);
+                    if let Err(e) = self.tree.add_watch(&fs, &p, false) {
+                        self.broken = Some(format!("{e:#}"));
+                    }
                 }
+            }
+        }
+    }
+
+    /// Watches folders that arrived (created, or moved in from outside), forgetting first
+    /// whatever was at their paths. A watch that cannot be added breaks the watcher's word.
+    fn arrived(&mut self, news: Vec<(PathBuf, Utf8PathBuf)>) {
+        for (fs, p) in news {
+            self.tree.drop_tree(&p);
+            let root = self.root.clone();
+            if let Err(e) = self.tree.add_tree(&fs, &p, &root) {
+                self.broken = Some(format!("{e:#}"));
             }
         }
     }
@@ -675,6 +687,8 @@ impl Watcher {
         let unknown = |why: &str| format!("unknown {}\n", why.replace('\n', " "));
         if root != self.root.as_str() {
             out += &unknown(&format!("this watcher watches {}, not {root}", self.root));
+        } else if self.root_gone {
+            out += &unknown("the watched root was deleted or moved: the watcher stops");
         } else if let Some(why) = &self.broken {
             out += &unknown(why);
         } else if token == "-" {
@@ -770,7 +784,7 @@ fn run(watcher: &mut Watcher, listener: &UnixListener, stop: &AtomicBool) -> Res
             libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: two valid pollfd entries.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, 200) };
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, 500) };
         watcher.drain();
         if watcher.root_gone {
             eprintln!("{} was deleted or moved: the watcher stops", watcher.root);
