@@ -458,6 +458,8 @@ struct Watcher {
     /// was renamed, another folder made in its place) is not the tree watched.
     root_id: (u64, u64),
     buf: Vec<u8>,
+    /// Why the tree must be watched afresh at the end of this drain, if it must.
+    rescan: Option<String>,
 }
 
 impl Watcher {
@@ -483,6 +485,7 @@ impl Watcher {
             root_gone: false,
             root_id: (meta.dev(), meta.ino()),
             buf: vec![0u8; 256 * 1024],
+            rescan: None,
         })
     }
 
@@ -552,6 +555,9 @@ impl Watcher {
                 self.tree.drop_tree(&old);
             }
         }
+        if let Some(why) = self.rescan.take() {
+            self.watch_afresh(why);
+        }
         use std::os::unix::fs::MetadataExt;
         let here = std::fs::metadata(&self.root).map(|m| (m.dev(), m.ino()));
         if here.ok() != Some(self.root_id) {
@@ -562,12 +568,16 @@ impl Watcher {
     // long because: one arm per kind of inotify event, each short, kept together so that what
     // every event does is read in one place.
     fn event(&mut self, wd: i32, mask: u32, cookie: u32, name: &[u8], moved: &mut HashMap<u32, Vec<Utf8PathBuf>>) {
+        // Lost events may have been folders that arrived and are not watched: the whole tree is
+        // watched afresh once the queue is drained.
         if mask & libc::IN_Q_OVERFLOW != 0 {
-            self.lose("events were lost (the inotify queue overflowed; raise fs.inotify.max_queued_events)".into());
+            self.rescan =
+                Some("events were lost (the inotify queue overflowed; raise fs.inotify.max_queued_events)".into());
             return;
         }
         if mask & libc::IN_UNMOUNT != 0 {
-            self.lose("a file system under the root was unmounted".into());
+            self.rescan = Some("a file system under the root was unmounted".into());
+            return;
         }
         let Some(w) = self.tree.watches.get(&wd) else { return };
         let (paths, dir) = (w.paths.clone(), w.dir);
@@ -672,7 +682,13 @@ impl Watcher {
             return;
         }
         self.mounts = now;
-        self.lose("the mount table changed under the root".into());
+        self.watch_afresh("the mount table changed under the root".into());
+    }
+
+    /// Every token given out so far answers Unknown, for `why`, and the whole tree is watched
+    /// again by a new inotify instance (what the old one missed is then watched too).
+    fn watch_afresh(&mut self, why: String) {
+        self.lose(why);
         match Tree::scan(&self.root) {
             Ok(tree) => self.tree = tree,
             Err(e) => self.broken = Some(format!("{e:#}")),
@@ -1092,6 +1108,30 @@ mod tests {
         w.broken = Some("cannot watch x".into());
         let t5 = w.now();
         assert!(ask(&mut w, &t5).contains("unknown cannot watch x"));
+    }
+
+    /// Events lost to a full queue may have been a folder that arrived: the tree is watched
+    /// afresh, so what changes in that folder afterwards is reported.
+    #[test]
+    fn an_overflowed_queue_makes_older_tokens_unknown_and_is_watched_afresh() {
+        let tmp = TempDir::new("watch-overflow");
+        let root = tmp.path().canonicalize_utf8().unwrap();
+        std::fs::create_dir(root.join("many")).unwrap();
+        let mut w = Watcher::start(&root).unwrap();
+        let t0 = w.now();
+        // Each new file queues at least two events (IN_CREATE, IN_CLOSE_WRITE), none merged.
+        let queue: usize =
+            std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events").unwrap().trim().parse().unwrap();
+        for i in 0..queue / 2 + 100 {
+            std::fs::File::create(root.join(format!("many/{i}"))).unwrap();
+        }
+        std::fs::create_dir(root.join("late")).unwrap();
+        let answer = w.since(&t0.to_text(), root.as_str());
+        assert!(answer.contains("unknown events were lost"), "{}", &answer[..answer.len().min(300)]);
+        let t1 = w.now();
+        write(&root.join("late/f"), "after");
+        let answer = w.since(&t1.to_text(), root.as_str());
+        assert!(answer.contains(&format!("path {}\n", root.join("late/f"))), "{answer}");
     }
 
     #[test]
