@@ -137,9 +137,13 @@ fn serve(root: &Utf8Path, marker: Option<&str>) -> Result<i32> {
         )
         .into());
     }
-    // A client that hangs up before reading its answer must not end the watcher.
-    // SAFETY: sets a signal's disposition; no handler runs.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // A client that hangs up before reading its answer must not end the watcher, nor the
+    // terminal `watch up` ran in closing.
+    // SAFETY: sets signals' dispositions before any thread starts; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     let never = std::sync::atomic::AtomicBool::new(false);
     watcher::serve(&real, &never)?;
     Ok(0)

@@ -963,6 +963,27 @@ mod tests {
                 step("link it from outside", &["h2"], |b, o| std::fs::hard_link(b.join("h2"), o.join("h2")).unwrap()),
                 step("write it through the outside link", &["h2"], |_, o| write(&o.join("h2"), "via outside")),
             ],
+            vec![
+                step("replace a file by renaming another over it", &["f.txt"], |b, _| {
+                    write(&b.join("f.new"), "replaced");
+                    std::fs::rename(b.join("f.new"), b.join("f.txt")).unwrap();
+                }),
+                step("link the new file from outside", &["f.txt"], |b, o| {
+                    std::fs::hard_link(b.join("f.txt"), o.join("f2")).unwrap()
+                }),
+                step("write it through that link", &["f.txt"], |_, o| write(&o.join("f2"), "via the link")),
+            ],
+            vec![
+                step("chmod a folder", &["d"], |b, _| {
+                    std::fs::set_permissions(b.join("d"), std::fs::Permissions::from_mode(0o700)).unwrap()
+                }),
+                step("delete the folder", &["d"], |b, _| std::fs::remove_dir_all(b.join("d")).unwrap()),
+                step("make it again and write in it", &["d/g.txt"], |b, _| {
+                    std::fs::create_dir(b.join("d")).unwrap();
+                    write(&b.join("d/g.txt"), "again");
+                }),
+                step("write in it again", &["d/g.txt"], |b, _| write(&b.join("d/g.txt"), "and again")),
+            ],
             vec![step("replace a symlink", &["link"], |b, _| {
                 std::os::unix::fs::symlink("d", b.join("link.new")).unwrap();
                 std::fs::rename(b.join("link.new"), b.join("link")).unwrap();
