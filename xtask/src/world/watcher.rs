@@ -112,6 +112,9 @@ pub fn changes(root: &Utf8Path, since: Option<&Token>) -> Changes {
     if since.is_none() {
         return unknown(Some(now), "no token to compare with".into());
     }
+    if reply.get("since").is_none() {
+        return unknown(Some(now), "the watcher's reply says neither since nor unknown: garbled".into());
+    }
     let mut paths = Vec::new();
     for p in reply.paths {
         let p = Utf8PathBuf::from(p);
@@ -398,7 +401,7 @@ fn check_local(fs: &Path, report: &Utf8Path) -> Result<()> {
         return Ok(());
     }
     if let Some(name) = remote_fs(st.f_type as i64) {
-        bail!("{report} is on a {name} file system, where inotify does not see every change: the watcher cannot vouch for it; use check-status without `watch up`");
+        bail!("{report} is on a file system of type {name}, where inotify does not see every change: the watcher cannot vouch for it; use check-status without `watch up`");
     }
     Ok(())
 }
@@ -788,7 +791,7 @@ pub fn serve(root: &Utf8Path, stop: &AtomicBool) -> Result<()> {
     let listener = UnixListener::bind(&path).with_context(|| format!("cannot listen on {path}"))?;
     listener.set_nonblocking(true)?;
     let result = run(&mut watcher, &listener, stop);
-    // Only our own socket: another watcher may have replaced it after a `watch down`.
+    // The socket goes with the watcher: clients then hear that none answers.
     let _ = std::fs::remove_file(&path);
     result
 }
@@ -1091,6 +1094,47 @@ mod tests {
             .contains("cut short"));
         let r = parse_reply("ai-infra-watch 1 root /r\nnow 1.1\nsince\npath /r/a b\nend\n", root).unwrap();
         assert_eq!((r.get("now"), &r.paths[..]), (Some("1.1"), &["/r/a b".to_string()][..]));
+    }
+
+    /// A socket that answers wrongly, or not at all, is no watcher to trust: Unknown, within
+    /// about a second.
+    #[test]
+    fn garbled_and_missing_answers_are_unknown() {
+        let tmp = TempDir::new("watch-garbled");
+        let root = tmp.path().canonicalize_utf8().unwrap();
+        let path = socket(&root);
+        crate::world::engine::private_dir(path.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let replies = [
+            format!("{PROTOCOL} root {root}\nnow 1.5\npath {root}/a\nend\n"),
+            format!("{PROTOCOL} root {root}\nnow 1.5\nsince\npath /elsewhere\nend\n"),
+            format!("{PROTOCOL} root {root}\nnow 1.5\nsince\npath {root}/a\n"),
+            format!("ai-infra-watch 9 root {root}\nnow 1.5\nsince\nend\n"),
+            format!("{PROTOCOL} root {root}\nsince\nend\n"),
+            String::new(),
+        ];
+        let n = replies.len();
+        let server = std::thread::spawn(move || {
+            for reply in replies {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                std::io::BufReader::new(&s).read_line(&mut line).unwrap();
+                s.write_all(reply.as_bytes()).unwrap();
+            }
+            // One that never answers.
+            let (_s, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let since = Token { epoch: 1, seq: 4 };
+        for i in 0..=n {
+            let started = Instant::now();
+            let c = changes(&root, Some(&since));
+            assert!(matches!(c, Changes::Unknown { .. }), "reply {i}: {c:?}");
+            assert!(started.elapsed() < Duration::from_millis(1500), "reply {i} took {:?}", started.elapsed());
+        }
+        let _ = server.join();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     /// The daemon's bookkeeping, asked directly: lost events, a trimmed log, a mount change.
