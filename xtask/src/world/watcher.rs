@@ -1096,6 +1096,38 @@ mod tests {
         assert_eq!((r.get("now"), &r.paths[..]), (Some("1.1"), &["/r/a b".to_string()][..]));
     }
 
+    /// Unmounts, by its exact path, the file system a test mounted, however the test ends.
+    struct Mounted(Utf8PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0.as_str()).status();
+        }
+    }
+
+    /// A file system mounted inside the root hides what was there with no event: older tokens
+    /// are Unknown, and what is written on the new file system is reported afterwards.
+    #[test]
+    fn a_mount_under_the_root_makes_older_tokens_unknown_and_is_watched() {
+        let served = Served::start("watch-mount", |root| std::fs::create_dir(root.join("m")).unwrap());
+        let point = served.root.join("m");
+        let before = served.now();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "ai-infra-watch-test", point.as_str()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount a tmpfs on {point}: the suite runs as root, as CI does");
+        let _mounted = Mounted(point.clone());
+        match changes(&served.root, Some(&before)) {
+            Changes::Unknown { now: Some(_), why } => assert!(why.contains("mount table"), "{why}"),
+            c => panic!("after a mount: {c:?}"),
+        }
+        let after = served.now();
+        write(&point.join("f"), "on the tmpfs");
+        let Changes::Since { paths, .. } = changes(&served.root, Some(&after)) else { panic!("not Since") };
+        assert!(paths.contains(&point.join("f")), "{paths:?}");
+    }
+
     /// A socket that answers wrongly, or not at all, is no watcher to trust: Unknown, within
     /// about a second.
     #[test]
