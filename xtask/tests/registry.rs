@@ -137,8 +137,14 @@ fn a_content_tag_with_another_digest_is_never_trusted() {
 /// Makes a "Docker Hub" base image `base` that only the mirror `reg` has (pushed there as
 /// `reg/base`, then removed here); returns the mirror's name for it.
 fn only_in_the_mirror(ws: &Workspace, reg: &str, base: &str) -> String {
+    in_the_mirror_holding(ws, reg, base, &format!("{base}\n"))
+}
+
+/// `only_in_the_mirror`, the image holding `content`: pushed again with other content, the
+/// mirror's image of that name is another.
+fn in_the_mirror_holding(ws: &Workspace, reg: &str, base: &str, content: &str) -> String {
     ws.write("seed/Dockerfile", "FROM scratch\nCOPY f /f\n");
-    ws.write("seed/f", &format!("{base}\n"));
+    ws.write("seed/f", content);
     let mirrored = format!("{reg}/{base}");
     // --no-cache: the legacy builder's cache lookup of this common layer raced with another
     // test's removal of the same layer in a suite run (the build failed in 0.4 s).
@@ -197,6 +203,43 @@ fn a_fresh_machine_pulls_the_base_then_the_registry_build_of_its_inputs() {
     assert!(o.stdout.contains("app: pull instead of building: the registry has this build as"), "{o:?}");
     assert!(Workspace::built(&o.stdout).is_empty(), "nothing is built: {o:?}");
     ws.expect(&[("app", "OK")]);
+}
+
+/// An image checked while its base was not here is OK with its base "not checked". When step 1
+/// pulls that base for another service, the image is checked again: the base pulled is another
+/// build than the one it was built on, so it is STALE and rebuilt, never left as OK.
+#[test]
+fn an_image_checked_without_its_base_is_checked_again_once_step_1_pulls_it() {
+    let reg = registry();
+    let ws = Workspace::new("recheck");
+    let base = format!("rechecktest-{}:1", std::process::id());
+    let mirrored = only_in_the_mirror(&ws, &reg, &base);
+    ws.write(".env", &format!("BASE_IMAGE_MIRROR={reg}\n"));
+    ws.write("services/old/Dockerfile", &format!("FROM {base}\nCOPY old.txt /\n"));
+    ws.write("services/old/old.txt", "old\n");
+    let first = ws.run(&["build-all", &ws.tag, "--no-push"]);
+    // The base is gone from here, and the mirror now holds another build under its name.
+    ws.cli(&["image", "rm", &base, &mirrored]);
+    in_the_mirror_holding(&ws, &reg, &base, "the base, rebuilt\n");
+    let checked = ws.reason("old");
+    let before = ws.statuses();
+    // A new service on the same base: step 1 pulls it.
+    ws.write("services/new/Dockerfile", &format!("FROM {base}\nCOPY new.txt /\n"));
+    ws.write("services/new/new.txt", "new\n");
+    let o = ws.run(&["build-all", &ws.tag, "--no-push"]);
+    let after = ws.statuses();
+    ws.cli(&["image", "rm", &base, &mirrored]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(Workspace::built(&first.stdout), ["old"], "{first:?}");
+    assert!(checked.contains("bases not checked"), "{checked}");
+    assert_eq!(before.get("old").map(String::as_str), Some("OK"), "{before:?}");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("old was checked without a base image step 1 brought: checking and planning again"), "{o:?}");
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, ["new", "old"], "old is rebuilt on the base now here: {o:?}");
+    assert_eq!(after.get("old").map(String::as_str), Some("OK"), "{after:?}");
+    assert_eq!(after.get("new").map(String::as_str), Some("OK"), "{after:?}");
 }
 
 /// The builder this run of the suite uses (`cargo xtask test` runs this binary under both).
