@@ -39,7 +39,7 @@ const CHECKSUM: usize = 8;
 /// Each 8-byte word (the last one padded with zeros) mixed in by a step that is a bijection of
 /// the state for a given word and of the word for a given state, so a change confined to one
 /// word always changes the result; the length and a final avalanche close it.
-fn checksum(data: &[u8]) -> [u8; CHECKSUM] {
+pub fn checksum(data: &[u8]) -> [u8; CHECKSUM] {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h: u64 = 0x243f_6a88_85a3_08d3;
     let mut words = data.chunks_exact(8);
