@@ -488,3 +488,111 @@ fn a_source_through_a_link_reads_the_file_it_points_to() {
     let reason = ws.reason("app");
     assert!(reason.contains("shared/lib/x.txt (modified, read by COPY at line 3)"), "{reason}");
 }
+
+/// Stops the watcher a test started (`watch down` stops only the one this root recorded),
+/// however the test ends.
+struct Watcher<'a>(&'a Workspace);
+
+impl Drop for Watcher<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["watch", "down"]);
+    }
+}
+
+#[test]
+fn a_running_watcher_misses_no_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new("watched");
+    ws.write("services/w/Dockerfile", "FROM scratch\nCOPY . /w/\n");
+    ws.write("services/w/.dockerignore", "ignored/\n");
+    ws.write("services/w/a.txt", "a\n");
+    ws.write("services/w/sub/b.txt", "b\n");
+    ws.write("services/w/tool.sh", "echo\n");
+    ws.write("services/w/ignored/x", "x\n");
+    ws.chmod("services/w/tool.sh", 0o644);
+    ws.ok(&["build-all", &ws.tag, "--no-push"]);
+    let up = ws.ok(&["watch", "up"]);
+    let _watcher = Watcher(&ws);
+    assert!(up.stdout.contains("watching"), "{up:?}");
+    // The first check saves the listings; the second takes them, walking nothing.
+    ws.expect(&[("w", "OK")]);
+    let kept = ws.ok(&["check-status", &ws.tag]);
+    assert!(kept.stdout.contains("files: 1 of 1 contexts taken unwalked"), "{kept:?}");
+    let svc = ws.path("services/w");
+    let outside = std::env::temp_dir().join(format!("xtask-it-watched-outside-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outside);
+    std::fs::create_dir_all(&outside).unwrap();
+    let append = |p: &std::path::Path, text: &str| {
+        use std::io::Write;
+        std::fs::OpenOptions::new().append(true).open(p).unwrap().write_all(text.as_bytes()).unwrap();
+    };
+    let set_len = |p: &std::path::Path, n: u64| std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(n).unwrap();
+    // Each change, then undone: STALE, then OK again.
+    let mut changes: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>)> = Vec::new();
+    changes.push(("a file written", Box::new(|| append(&svc.join("a.txt"), "more\n")), Box::new(|| set_len(&svc.join("a.txt"), 2))));
+    changes.push((
+        "a mode changed",
+        Box::new(|| std::fs::set_permissions(svc.join("tool.sh"), std::fs::Permissions::from_mode(0o755)).unwrap()),
+        Box::new(|| std::fs::set_permissions(svc.join("tool.sh"), std::fs::Permissions::from_mode(0o644)).unwrap()),
+    ));
+    changes.push((
+        "a file made at once in new folders",
+        Box::new(|| {
+            std::fs::create_dir_all(svc.join("new/deep/er")).unwrap();
+            std::fs::write(svc.join("new/deep/er/f"), "f\n").unwrap();
+        }),
+        Box::new(|| std::fs::remove_dir_all(svc.join("new")).unwrap()),
+    ));
+    changes.push((
+        "a folder renamed",
+        Box::new(|| std::fs::rename(svc.join("sub"), svc.join("sub2")).unwrap()),
+        Box::new(|| std::fs::rename(svc.join("sub2"), svc.join("sub")).unwrap()),
+    ));
+    changes.push((
+        "a file written in a renamed folder, renamed back",
+        Box::new(|| {
+            std::fs::rename(svc.join("sub"), svc.join("sub2")).unwrap();
+            append(&svc.join("sub2/b.txt"), "more\n");
+            std::fs::rename(svc.join("sub2"), svc.join("sub")).unwrap();
+        }),
+        Box::new(|| set_len(&svc.join("sub/b.txt"), 2)),
+    ));
+    changes.push((
+        "a file written through a hard link outside the root",
+        Box::new(|| {
+            std::fs::hard_link(svc.join("a.txt"), outside.join("alias")).unwrap();
+            append(&outside.join("alias"), "more\n");
+        }),
+        Box::new(|| {
+            set_len(&outside.join("alias"), 2);
+            std::fs::remove_file(outside.join("alias")).unwrap();
+        }),
+    ));
+    changes.push((
+        "a link made",
+        Box::new(|| std::os::unix::fs::symlink("a.txt", svc.join("l")).unwrap()),
+        Box::new(|| std::fs::remove_file(svc.join("l")).unwrap()),
+    ));
+    changes.push((
+        "a file removed",
+        Box::new(|| std::fs::remove_file(svc.join("sub/b.txt")).unwrap()),
+        Box::new(|| std::fs::write(svc.join("sub/b.txt"), "b\n").unwrap()),
+    ));
+    for (what, change, undo) in &changes {
+        change();
+        assert_eq!(ws.statuses()["w"], "STALE", "{what}");
+        undo();
+        assert_eq!(ws.statuses()["w"], "OK", "{what}, undone");
+    }
+    // What the build leaves out changes nothing; what the .dockerignore lets in again does.
+    ws.write("services/w/ignored/x", "changed\n");
+    ws.expect(&[("w", "OK")]);
+    ws.write("services/w/.dockerignore", "");
+    ws.expect(&[("w", "STALE")]);
+    // Without the watcher, the full walk agrees.
+    ws.ok(&["watch", "down"]);
+    ws.expect(&[("w", "STALE")]);
+    ws.write("services/w/.dockerignore", "ignored/\n");
+    ws.expect(&[("w", "OK")]);
+    let _ = std::fs::remove_dir_all(&outside);
+}

@@ -11,7 +11,9 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::decide::status::{self, Inputs, Snapshot};
 use crate::repo::context::{self, FileRecord};
+use crate::base::Sha;
 use crate::repo::hashcache::HashCache;
+use crate::repo::listing;
 use crate::repo::ignore::Dialect;
 use crate::repo::project::{self, Project, Resolved};
 use crate::repo::reads::{self, Reads, Want};
@@ -19,6 +21,7 @@ use crate::repo::record;
 use crate::repo::reference;
 use crate::repo::render::Output;
 use crate::world::docker::Docker;
+use crate::world::watcher::{self, Changes, Token};
 
 /// Gathers the facts for one tag (the engine asked once, while the contexts are walked) and
 /// decides every image's status from them.
@@ -65,7 +68,7 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         // An image of another platform, or another engine at the same address: ask.
         (os, arch) = docker.remember_platform(root)?;
     }
-    let files = files?;
+    let Walked { files, watch } = files?;
     let base_ids: BTreeMap<String, String> =
         bases.iter().filter_map(|b| Some((b.clone(), found.get(b)?.id.clone()?))).collect();
     let Inputs { services, records, digests } = status::digests(services, &files, &base_ids);
@@ -95,6 +98,7 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         engine: docker.describe(),
         base_ids,
         mirror: crate::cmd::prefetch::mirror_in(&values),
+        watch,
     })
 }
 
@@ -115,7 +119,7 @@ pub fn contexts(
     services: &[Resolved],
     rendered: &[Output],
     dialect: &(dyn Fn() -> Dialect + Sync),
-) -> Result<BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>> {
+) -> Result<Walked> {
     let mut unique: Vec<&Resolved> = Vec::new();
     for r in services {
         if !unique.iter().any(|u| u.service.context == r.service.context) {
@@ -167,8 +171,38 @@ pub fn contexts(
             Some(rel)
         })
         .collect();
+    // With a watcher running (`cargo xtask watch`), a context it vouches for as unchanged since
+    // its listing was saved is taken from that listing, unwalked.
+    let watch = Watch::ask(root, &unique.iter().map(|r| cache_name(&r.service.context)).collect::<Vec<_>>());
+    let kept: Vec<Option<(Sha, Option<Vec<FileRecord>>)>> = unique
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let w = watch.as_ref()?;
+            let real = root.join(&r.service.context).canonicalize_utf8().ok()?;
+            // The watcher sees the root's tree but for its target/ folder: a context elsewhere
+            // is always walked.
+            if !real.starts_with(&w.root) || real.starts_with(w.root.join("target")) {
+                return None;
+            }
+            let raw: Vec<&[crate::repo::dockerfile::Read]> = services
+                .iter()
+                .filter(|s| s.service.context == r.service.context)
+                .map(|s| s.analysis.reads.as_slice())
+                .collect();
+            let fp = listing::fingerprint(&r.service.context, &real, &ignores[i], &raw, state[i].as_deref());
+            let unchanged = w.changed.as_ref().is_ok_and(|c| {
+                !c.iter().any(|p| listing::affects(&real, p, &ignores[i], &reads[i], state[i].as_deref()))
+            });
+            let records = unchanged.then(|| w.saved.load(&cache_name(&r.service.context), &fp)).flatten();
+            Some((fp, records))
+        })
+        .collect();
+    let to_walk: Vec<usize> =
+        (0..unique.len()).filter(|&i| kept[i].as_ref().is_none_or(|(_, r)| r.is_none())).collect();
     let cache_dir = crate::base::state_dir(root).join("hash-cache");
-    let walked = context::parallel(unique.len(), |i| -> Result<_> {
+    let walked = context::parallel(to_walk.len(), |k| -> Result<_> {
+        let i = to_walk[k];
         let s = &unique[i].service;
         let cache = HashCache::load(&cache_dir.join(cache_name(&s.context)));
         let want = |path: &str, dir: bool| {
@@ -188,7 +222,33 @@ pub fn contexts(
         listings.push(l);
         caches.push(c);
     }
-    let mut files = context::finish(listings, &mut caches)?;
+    let mut fresh = context::finish(listings, &mut caches)?.into_iter();
+    let mut files = Vec::new();
+    // The listings that hold at the watcher's token: those kept, and those walked and saved.
+    let mut holding = Vec::new();
+    for (i, kept) in kept.into_iter().enumerate() {
+        let name = cache_name(&unique[i].service.context);
+        match kept {
+            Some((_, Some(records))) => {
+                files.push(records);
+                holding.push(name);
+            }
+            kept => {
+                let records = fresh.next().unwrap_or_default();
+                let saved = match (&watch, kept) {
+                    (Some(w), Some((fp, _))) => w.saved.save(&name, &fp, &records).is_ok(),
+                    _ => false,
+                };
+                if saved {
+                    holding.push(name);
+                }
+                files.push(records);
+            }
+        }
+    }
+    if let Some(w) = &watch {
+        w.confirm(&holding);
+    }
     for (((r, ignore), records), reads) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads) {
         // Each generated file goes where its write lands, through any link on the way, compared
         // with the context's own resolved path (asked only where something is generated).
@@ -209,7 +269,76 @@ pub fn contexts(
     if let Some(e) = unsaved {
         eprintln!("note: cannot save the hash cache ({e:#}); the next check will read every file again");
     }
-    Ok(unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect())
+    let watch = watch.map(|w| w.said(to_walk.len(), unique.len()));
+    let files = unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect();
+    Ok(Walked { files, watch })
+}
+
+/// The contexts' records, by context, and what a running watcher spared (`Snapshot::watch`).
+pub struct Walked {
+    pub files: BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>,
+    pub watch: Option<String>,
+}
+
+/// The watcher's answer for this run's contexts, with their saved listings.
+struct Watch {
+    saved: listing::Saved,
+    /// The root's resolved path, which the watcher watches.
+    root: Utf8PathBuf,
+    now: Token,
+    /// What may have changed since every one of this run's listings was saved; None where
+    /// nothing can be vouched for (no listing yet, another watcher, events lost): why.
+    changed: std::result::Result<Vec<Utf8PathBuf>, String>,
+}
+
+impl Watch {
+    /// None where no watcher answers for this root, or another run holds the listings.
+    fn ask(root: &Utf8Path, names: &[String]) -> Option<Watch> {
+        // With no watcher's socket, nothing is asked and nothing is written.
+        let real = root.canonicalize_utf8().ok()?;
+        if !watcher::socket(&real).exists() {
+            return None;
+        }
+        let saved = listing::Saved::open(root)?;
+        let since = oldest(&saved.tokens(), names);
+        let (now, changed) = match watcher::changes(root, since.as_ref()) {
+            Changes::Since { now, paths } => (now, Ok(paths)),
+            Changes::Unknown { now: Some(now), why } => (now, Err(why)),
+            Changes::Unknown { now: None, .. } => return None,
+        };
+        Some(Watch { saved, root: real, now, changed })
+    }
+
+    /// What the watcher spared this run, for the report.
+    fn said(&self, walked: usize, all: usize) -> String {
+        match &self.changed {
+            Err(why) => format!("a watcher runs, but every context was walked: {why}"),
+            Ok(_) => format!(
+                "{} of {all} contexts taken unwalked, a watcher vouching they did not change; {walked} walked",
+                all - walked
+            ),
+        }
+    }
+
+    /// The listings of `holding` hold at the token the watcher gave before the walk (kept
+    /// ones were vouched for up to it, walked ones were walked after it). A listing this run
+    /// could not save keeps its older token, so that its older records are never trusted
+    /// under a newer one.
+    fn confirm(&self, holding: &[String]) {
+        let _ = self.saved.set_tokens(holding, &self.now.to_text());
+    }
+}
+
+/// The token to ask the watcher with: the oldest that this run's listings hold at. A context
+/// saved later is then told of more than its own changes, which only makes it walked again.
+/// None (everything walked) where one has no token or they come from different watchers.
+fn oldest(tokens: &BTreeMap<String, String>, names: &[String]) -> Option<Token> {
+    let held: Vec<Token> = names.iter().map(|n| Token::parse(tokens.get(n)?)).collect::<Option<_>>()?;
+    let first = held.first()?.epoch;
+    if held.iter().any(|t| t.epoch != first) {
+        return None;
+    }
+    held.into_iter().min_by_key(|t| t.seq)
 }
 
 /// The tool's state folder (`target/`) relative to a context that holds it.
@@ -232,6 +361,28 @@ fn cache_name(context: &Utf8Path) -> String {
 
 /// Contexts and digests together, for callers that need no engine.
 pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<String, String>) -> Result<Inputs> {
-    let files = contexts(root, &services, &[], &|| Dialect::Current)?;
+    let files = contexts(root, &services, &[], &|| Dialect::Current)?.files;
     Ok(status::digests(services, &files, base_ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watcher_is_asked_since_the_oldest_token_of_the_run() {
+        let t = |epoch, seq| Token { epoch, seq };
+        let tokens: BTreeMap<String, String> =
+            [("a", t(7, 5)), ("b", t(7, 3)), ("c", t(7, 9)), ("other", t(8, 1))]
+                .into_iter()
+                .map(|(n, t)| (n.to_string(), t.to_text()))
+                .collect();
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(oldest(&tokens, &names(&["a", "b", "c"])), Some(t(7, 3)));
+        assert_eq!(oldest(&tokens, &names(&["a", "c"])), Some(t(7, 5)));
+        // A context never saved, or listings of two watchers: nothing is vouched for.
+        assert_eq!(oldest(&tokens, &names(&["a", "new"])), None);
+        assert_eq!(oldest(&tokens, &names(&["a", "other"])), None);
+        assert_eq!(oldest(&tokens, &[]), None);
+    }
 }

@@ -352,6 +352,7 @@ mod tests {
             engine: "docker at unix:///s".into(),
             base_ids: BTreeMap::new(),
             mirror: None,
+            watch: None,
         }
     }
 
