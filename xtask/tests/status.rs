@@ -587,6 +587,9 @@ fn a_running_watcher_misses_no_change() {
     // What the build leaves out changes nothing; what the .dockerignore lets in again does.
     ws.write("services/w/ignored/x", "changed\n");
     ws.expect(&[("w", "OK")]);
+    ws.write("services/w/ignored/x", "changed again\n");
+    let spared = ws.ok(&["check-status", &ws.tag]);
+    assert!(spared.stdout.contains("files: 1 of 1 contexts taken unwalked"), "not walked for it: {spared:?}");
     ws.write("services/w/.dockerignore", "");
     ws.expect(&[("w", "STALE")]);
     // Without the watcher, the full walk agrees.
