@@ -334,8 +334,19 @@ impl Tree {
             if self.add_watch(&dir, &rep, true)?.is_none() {
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries.flatten() {
+            // A folder whose entries cannot be listed could hold anything, unwatched.
+            let gone = |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR));
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if gone(&e) => continue,
+                Err(e) => bail!("cannot list {rep}: {e}; the watcher cannot vouch for what it holds"),
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) if gone(&e) => break,
+                    Err(e) => bail!("cannot list {rep}: {e}; the watcher cannot vouch for what it holds"),
+                };
                 let Ok(kind) = entry.file_type() else { continue };
                 let path = entry.path();
                 let r = child(&rep, entry.file_name().as_bytes());
