@@ -51,8 +51,6 @@ impl Token {
     }
 }
 
-// Until check-status asks it (the gather step's half of the watcher), only the tests call it.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub enum Changes {
     /// Nothing can be vouched for since `since`: no watcher for this root, no `since`, another
@@ -90,7 +88,6 @@ pub struct Status {
 
 /// Never fails, never blocks more than ~1 s (connect + read timeouts); cheap: the coordinator
 /// calls it on every check-status. `root` as the tool gets it (canonicalized here).
-#[allow(dead_code)]
 pub fn changes(root: &Utf8Path, since: Option<&Token>) -> Changes {
     let unknown = |now: Option<Token>, why: String| Changes::Unknown { now, why };
     let real = match root.canonicalize_utf8() {
