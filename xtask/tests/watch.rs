@@ -14,6 +14,15 @@ fn marker(root: &Path) -> String {
     format!("ai-infra-watch={}", root.canonicalize().unwrap().display())
 }
 
+/// The private folder of the watcher's socket for a root.
+fn socket_dir(root: &Path) -> PathBuf {
+    use sha2::Digest;
+    let real = root.canonicalize().unwrap();
+    let hash = sha2::Sha256::digest(real.to_str().unwrap().as_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    PathBuf::from(format!("/tmp/ai-infra-watch-{}", &hex[..10]))
+}
+
 /// Whether the watcher `pid` runs (its command line holds the root's marker).
 fn running(pid: u32, marker: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -88,6 +97,7 @@ fn watch_up_status_and_down() {
     let out = ws.run(&["watch", "down"]);
     assert!(out.code == 0 && out.stdout.contains(&format!("stopped the watcher (pid {pid})")), "{out:?}");
     assert!(!running(pid, &marker(&ws.root)), "stopped");
+    assert!(!socket_dir(&ws.root).exists(), "its socket folder is gone");
     let out = ws.run(&["watch", "status"]);
     assert!(out.code == 1 && out.stdout.contains("no watcher runs"), "{out:?}");
     let out = ws.run(&["watch", "down"]);
@@ -102,6 +112,8 @@ fn watch_ends_when_its_root_is_moved_away() {
     assert_eq!(out.code, 0, "{out:?}");
     let pid = pid_in(&out.stdout);
     let marker = marker(&ws.root);
+    let sockets = socket_dir(&ws.root);
+    assert!(sockets.is_dir());
     let away = ws.root.with_extension("moved");
     std::fs::rename(&ws.root, &away).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -111,6 +123,7 @@ fn watch_ends_when_its_root_is_moved_away() {
     let ended = !running(pid, &marker);
     std::fs::rename(&away, &ws.root).unwrap();
     assert!(ended, "the watcher of a root that moved away still runs");
+    assert!(!sockets.exists(), "the watcher that ended left its socket folder {}", sockets.display());
 }
 
 #[test]

@@ -119,8 +119,11 @@ fn down(root: &Utf8Path) -> Result<bool> {
     };
     let stopped = engine::stop(s.pid, &watcher::marker(&real))?;
     let _ = std::fs::remove_file(&file);
-    if stopped {
+    // The socket folder of a watcher that ended without removing it, unless one answers there.
+    if watcher::status(&real).is_none() {
         let _ = std::fs::remove_dir_all(engine::socket_dir("watch", &real));
+    }
+    if stopped {
         println!("stopped the watcher (pid {}) for {real}", s.pid);
     } else {
         println!("the watcher recorded in {file} (pid {}) was no longer running", s.pid);

@@ -799,8 +799,10 @@ pub fn serve(root: &Utf8Path, stop: &AtomicBool) -> Result<()> {
     let listener = UnixListener::bind(&path).with_context(|| format!("cannot listen on {path}"))?;
     listener.set_nonblocking(true)?;
     let result = run(&mut watcher, &listener, stop);
-    // The socket goes with the watcher: clients then hear that none answers.
+    // The socket goes with the watcher: clients then hear that none answers. Its folder too,
+    // when nothing else is in it.
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(dir);
     result
 }
 
