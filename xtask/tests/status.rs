@@ -599,3 +599,43 @@ fn a_running_watcher_misses_no_change() {
     ws.expect(&[("w", "OK")]);
     let _ = std::fs::remove_dir_all(&outside);
 }
+
+/// With several contexts, the watcher spares those it can vouch for: not one outside the root
+/// (always walked, and its changes still seen), and not a listing saved under other reads (a
+/// Dockerfile that now copies one more file): after the build that follows, the watched check
+/// and a full walk agree.
+#[test]
+fn a_watcher_spares_only_what_it_can_vouch_for() {
+    let ws = Workspace::new("watched-some");
+    let outside = std::env::temp_dir().join(format!("xtask-it-watched-some-outside-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outside);
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("Dockerfile"), "FROM scratch\nCOPY v.txt /v/\n").unwrap();
+    std::fs::write(outside.join("v.txt"), format!("v {}\n", ws.tag)).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.path("services/v")).unwrap();
+    ws.write("services/w/Dockerfile", "FROM scratch\nCOPY a.txt /w/\n");
+    ws.write("services/w/a.txt", "a\n");
+    ws.write("services/w/b.txt", "b\n");
+    ws.write("services/u/Dockerfile", "FROM scratch\nCOPY u.txt /u/\n");
+    ws.write("services/u/u.txt", "u\n");
+    ws.ok(&["build-all", &ws.tag, "--no-push"]);
+    ws.ok(&["watch", "up"]);
+    let _watcher = Watcher(&ws);
+    ws.expect(&[("u", "OK"), ("v", "OK"), ("w", "OK")]);
+    let kept = ws.ok(&["check-status", &ws.tag]);
+    assert!(kept.stdout.contains("files: 2 of 3 contexts taken unwalked"), "the one outside is walked: {kept:?}");
+    // Outside the root no watcher looks: walked every time, its change seen.
+    std::fs::write(outside.join("v.txt"), "changed\n").unwrap();
+    ws.expect(&[("u", "OK"), ("v", "STALE"), ("w", "OK")]);
+    std::fs::write(outside.join("v.txt"), format!("v {}\n", ws.tag)).unwrap();
+    // b.txt, not read so far, is read from now on: the listing saved without it is not taken.
+    ws.write("services/w/Dockerfile", "FROM scratch\nCOPY a.txt /w/\nCOPY b.txt /w/\n");
+    ws.expect(&[("u", "OK"), ("v", "OK"), ("w", "STALE")]);
+    ws.ok(&["build-all", &ws.tag, "--no-push"]);
+    let watched = ws.statuses();
+    ws.ok(&["watch", "down"]);
+    let walked = ws.statuses();
+    let _ = std::fs::remove_dir_all(&outside);
+    assert_eq!(watched.get("w").map(String::as_str), Some("OK"), "{watched:?}");
+    assert_eq!(watched, walked, "the watched check and the full walk agree");
+}

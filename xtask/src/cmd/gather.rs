@@ -173,28 +173,32 @@ pub fn contexts(
         .collect();
     // With a watcher running (`cargo xtask watch`), a context it vouches for as unchanged since
     // its listing was saved is taken from that listing, unwalked.
-    let watch = Watch::ask(root, &unique.iter().map(|r| cache_name(&r.service.context)).collect::<Vec<_>>());
+    let watched = Watch::open(root);
+    let reals: Vec<Option<Utf8PathBuf>> = unique
+        .iter()
+        .enumerate()
+        .map(|(i, r)| vouchable(&watched.as_ref()?.1, &root.join(&r.service.context), state[i].as_deref()))
+        .collect();
+    let names: Vec<String> = unique.iter().map(|r| cache_name(&r.service.context)).collect();
+    let asked: Vec<String> = names.iter().zip(&reals).filter(|(_, r)| r.is_some()).map(|(n, _)| n.clone()).collect();
+    let watch = watched.and_then(|(saved, _)| Watch::ask(root, saved, &asked));
     let kept: Vec<Option<(Sha, Option<Vec<FileRecord>>)>> = unique
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let w = watch.as_ref()?;
-            let real = root.join(&r.service.context).canonicalize_utf8().ok()?;
-            // The watcher sees the root's tree but for its target/ folder: a context elsewhere
-            // is always walked.
-            if !real.starts_with(&w.root) || real.starts_with(w.root.join("target")) {
-                return None;
-            }
+            let real = reals[i].as_ref()?;
             let raw: Vec<&[crate::repo::dockerfile::Read]> = services
                 .iter()
                 .filter(|s| s.service.context == r.service.context)
                 .map(|s| s.analysis.reads.as_slice())
                 .collect();
-            let fp = listing::fingerprint(&r.service.context, &real, &ignores[i], &raw, state[i].as_deref());
-            let unchanged = w.changed.as_ref().is_ok_and(|c| {
-                !c.iter().any(|p| listing::affects(&real, p, &ignores[i], &reads[i], state[i].as_deref()))
-            });
-            let records = unchanged.then(|| w.saved.load(&cache_name(&r.service.context), &fp)).flatten();
+            let fp = listing::fingerprint(&r.service.context, real, &ignores[i], &raw, state[i].as_deref());
+            let unchanged = w.holds(&names[i])
+                && w.changed.as_ref().is_ok_and(|c| {
+                    !c.iter().any(|p| listing::affects(real, p, &ignores[i], &reads[i], state[i].as_deref()))
+                });
+            let records = unchanged.then(|| w.saved.load(&names[i], &fp)).flatten();
             Some((fp, records))
         })
         .collect();
@@ -283,30 +287,45 @@ pub struct Walked {
 /// The watcher's answer for this run's contexts, with their saved listings.
 struct Watch {
     saved: listing::Saved,
-    /// The root's resolved path, which the watcher watches.
-    root: Utf8PathBuf,
     now: Token,
     /// What may have changed since every one of this run's listings was saved; None where
     /// nothing can be vouched for (no listing yet, another watcher, events lost): why.
     changed: std::result::Result<Vec<Utf8PathBuf>, String>,
+    /// The token the watcher was asked with, and the tokens the listings held.
+    since: Option<Token>,
+    tokens: BTreeMap<String, String>,
 }
 
 impl Watch {
-    /// None where no watcher answers for this root, or another run holds the listings.
-    fn ask(root: &Utf8Path, names: &[String]) -> Option<Watch> {
-        // With no watcher's socket, nothing is asked and nothing is written.
+    /// The saved listings and the root's resolved path, where a watcher's socket is there;
+    /// with none, nothing is asked and nothing is written.
+    fn open(root: &Utf8Path) -> Option<(listing::Saved, Utf8PathBuf)> {
         let real = root.canonicalize_utf8().ok()?;
         if !watcher::socket(&real).exists() {
             return None;
         }
-        let saved = listing::Saved::open(root)?;
-        let since = oldest(&saved.tokens(), names);
+        Some((listing::Saved::open(root)?, real))
+    }
+
+    /// Asks the watcher what changed since the oldest token of the listings of `names` (the
+    /// contexts it can vouch for); None where no watcher answers.
+    fn ask(root: &Utf8Path, saved: listing::Saved, names: &[String]) -> Option<Watch> {
+        let tokens = saved.tokens();
+        let since = oldest(&tokens, names);
         let (now, changed) = match watcher::changes(root, since.as_ref()) {
             Changes::Since { now, paths } => (now, Ok(paths)),
             Changes::Unknown { now: Some(now), why } => (now, Err(why)),
             Changes::Unknown { now: None, .. } => return None,
         };
-        Some(Watch { saved, root: real, now, changed })
+        Some(Watch { saved, now, changed, since, tokens })
+    }
+
+    /// Whether the listing of `name` holds at a token the answer covers: one of the watcher
+    /// asked (the answer is of changes since the oldest of them). A listing with no token, or
+    /// another watcher's, is walked.
+    fn holds(&self, name: &str) -> bool {
+        let held = self.tokens.get(name).and_then(|t| Token::parse(t));
+        matches!((held, &self.since), (Some(h), Some(s)) if h.epoch == s.epoch && h.seq >= s.seq)
     }
 
     /// What the watcher spared this run, for the report.
@@ -329,16 +348,28 @@ impl Watch {
     }
 }
 
-/// The token to ask the watcher with: the oldest that this run's listings hold at. A context
-/// saved later is then told of more than its own changes, which only makes it walked again.
-/// None (everything walked) where one has no token or they come from different watchers.
+/// The token to ask the watcher with: the oldest of the listings of `names` of the watcher
+/// most of them were saved under (a context saved later is then told of more than its own
+/// changes, which only makes it walked again). None where none has a token.
 fn oldest(tokens: &BTreeMap<String, String>, names: &[String]) -> Option<Token> {
-    let held: Vec<Token> = names.iter().map(|n| Token::parse(tokens.get(n)?)).collect::<Option<_>>()?;
-    let first = held.first()?.epoch;
-    if held.iter().any(|t| t.epoch != first) {
-        return None;
+    let held: Vec<Token> = names.iter().filter_map(|n| Token::parse(tokens.get(n)?)).collect();
+    let mut epochs: BTreeMap<u64, usize> = BTreeMap::new();
+    for t in &held {
+        *epochs.entry(t.epoch).or_default() += 1;
     }
-    held.into_iter().min_by_key(|t| t.seq)
+    let (&epoch, _) = epochs.iter().max_by_key(|(_, n)| **n)?;
+    held.into_iter().filter(|t| t.epoch == epoch).min_by_key(|t| t.seq)
+}
+
+/// The resolved path of the context at `context` where the watcher of the root at `real_root`
+/// sees everything its walk does: inside the root, and never in the root's `target/`, which the
+/// watcher leaves out (a context reaching the root through a link walks `target/` unless its
+/// walk leaves out the tool's state, `state`). None: always walked.
+fn vouchable(real_root: &Utf8Path, context: &Utf8Path, state: Option<&str>) -> Option<Utf8PathBuf> {
+    let real = context.canonicalize_utf8().ok()?;
+    let inside = real.starts_with(real_root) && !real.starts_with(real_root.join("target"));
+    let enters_target = real == real_root && state != Some("target");
+    (inside && !enters_target).then_some(real)
 }
 
 /// The tool's state folder (`target/`) relative to a context that holds it.
@@ -380,9 +411,35 @@ mod tests {
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(oldest(&tokens, &names(&["a", "b", "c"])), Some(t(7, 3)));
         assert_eq!(oldest(&tokens, &names(&["a", "c"])), Some(t(7, 5)));
-        // A context never saved, or listings of two watchers: nothing is vouched for.
-        assert_eq!(oldest(&tokens, &names(&["a", "new"])), None);
-        assert_eq!(oldest(&tokens, &names(&["a", "other"])), None);
+        // A context never saved, or saved under another watcher, does not hold the others back
+        // (it is walked: `Watch::holds`).
+        assert_eq!(oldest(&tokens, &names(&["a", "new"])), Some(t(7, 5)));
+        assert_eq!(oldest(&tokens, &names(&["a", "c", "other"])), Some(t(7, 5)));
+        assert_eq!(oldest(&tokens, &names(&["new"])), None);
         assert_eq!(oldest(&tokens, &[]), None);
+    }
+
+    #[test]
+    fn a_context_is_vouched_for_only_where_the_watcher_sees_all_its_walk_does() {
+        let dir = std::env::temp_dir().join(format!("xtask-vouch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = Utf8PathBuf::from_path_buf(dir.join("root")).unwrap();
+        for d in ["services/a", "target/x", "elsewhere"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("outside")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("services/up")).unwrap();
+        std::os::unix::fs::symlink(dir.join("outside"), root.join("services/out")).unwrap();
+        let real = root.canonicalize_utf8().unwrap();
+        let at = |c: &str, state| vouchable(&real, &root.join(c), state);
+        assert_eq!(at("services/a", None), Some(real.join("services/a")));
+        assert_eq!(at(".", Some("target")), Some(real.clone()));
+        // The root reached through a link: its walk enters target/, which is not watched.
+        assert_eq!(at("services/up", None), None);
+        assert_eq!(at(".", None), None);
+        assert_eq!(at("services/out", None), None, "outside the root");
+        assert_eq!(at("target/x", None), None, "under target/");
+        assert_eq!(at("services/gone", None), None, "not there");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -254,6 +254,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn everything_a_listing_depends_on_changes_its_fingerprint() {
+        let read = |s: &str| crate::repo::dockerfile::Read { line: 2, instruction: "COPY".into(), source: s.into() };
+        let (a, b) = (vec![read("a.txt")], vec![read("a.txt"), read("b.txt")]);
+        let ignore = Ignore::parse("x\n").unwrap();
+        let base = || fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &ignore, &[&a], None);
+        assert_eq!(base(), base(), "the same inputs, the same fingerprint");
+        let others = [
+            fingerprint(Utf8Path::new("services/v"), Utf8Path::new("/r/services/w"), &ignore, &[&a], None),
+            fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/elsewhere"), &ignore, &[&a], None),
+            fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &Ignore::parse("y\n").unwrap(), &[&a], None),
+            fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &ignore, &[&b], None),
+            fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &ignore, &[&a, &b], None),
+            fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &ignore, &[&a], Some("target")),
+        ];
+        for (i, other) in others.iter().enumerate() {
+            assert_ne!(*other, base(), "input {i} left the fingerprint as it was");
+        }
+    }
+
     fn reads(sources: &[&str]) -> Vec<Reads> {
         let reads: Vec<crate::repo::dockerfile::Read> = sources
             .iter()
