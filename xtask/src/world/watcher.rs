@@ -9,7 +9,7 @@ use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -260,6 +260,10 @@ struct Tree {
     root_wd: i32,
     watches: HashMap<i32, Watch>,
     by_path: HashMap<Utf8PathBuf, i32>,
+    /// Watches left with no path: removed by `prune` once the events queued with them are
+    /// processed, unless a path of theirs was found again (one half of a move drops a path,
+    /// the other finds the same inode at its new path and keeps its watch).
+    orphans: Vec<i32>,
 }
 
 /// The path to report for `name` in a folder reported as `parent`: the folder itself when the
@@ -281,7 +285,8 @@ impl Tree {
         }
         // SAFETY: fd was just returned by the kernel and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut tree = Tree { fd, root_wd: -1, watches: HashMap::new(), by_path: HashMap::new() };
+        let mut tree =
+            Tree { fd, root_wd: -1, watches: HashMap::new(), by_path: HashMap::new(), orphans: Vec::new() };
         tree.add_tree(root.as_std_path(), root, root)?;
         tree.root_wd = tree.by_path.get(root).copied().context("the root could not be watched")?;
         Ok(tree)
@@ -368,32 +373,38 @@ impl Tree {
         }
     }
 
-    /// Forgets one path; a watch reached by no path any more is removed.
+    /// Forgets one path; a watch reached by no path any more goes at the next `prune`.
     fn forget(&mut self, path: &Utf8Path) {
         let Some(wd) = self.by_path.remove(path) else { return };
         let Some(w) = self.watches.get_mut(&wd) else { return };
         w.paths.retain(|p| p != path);
         if w.paths.is_empty() {
-            self.watches.remove(&wd);
-            // SAFETY: removes a watch of this inotify instance; an error only means it is gone.
-            unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+            self.orphans.push(wd);
         }
     }
 
-    /// A folder renamed inside the tree: every path at or below `old` now starts with `new`.
-    fn rename(&mut self, old: &Utf8Path, new: &Utf8Path) {
-        self.drop_tree(new);
-        let moved: Vec<(Utf8PathBuf, i32)> =
-            self.by_path.iter().filter(|(p, _)| p.starts_with(old)).map(|(p, wd)| (p.clone(), *wd)).collect();
-        for (p, wd) in moved {
-            let to = new.join(p.strip_prefix(old).unwrap_or(Utf8Path::new("")));
-            self.by_path.remove(&p);
-            self.by_path.insert(to.clone(), wd);
-            if let Some(w) = self.watches.get_mut(&wd) {
-                for q in w.paths.iter_mut().filter(|q| **q == p) {
-                    *q = to.clone();
-                }
+    /// Removes the watches that are reached by no path any more.
+    fn prune(&mut self) {
+        for wd in std::mem::take(&mut self.orphans) {
+            if self.watches.get(&wd).is_some_and(|w| w.paths.is_empty()) {
+                self.watches.remove(&wd);
+                // SAFETY: removes a watch of this inotify instance; an error only means it is gone.
+                unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
             }
+        }
+    }
+
+    /// Something at `path` was created, deleted, or moved from or to it: forgets every path at
+    /// or below it, then watches whatever is there on disk now. Read from disk, not replayed
+    /// from the events, so that it is right however the events are batched: a swap
+    /// (renameat2 RENAME_EXCHANGE) leaves a folder or file at both of its paths, a folder moved
+    /// out may have been made anew at its name already.
+    fn rewatch(&mut self, path: &Utf8Path, root: &Utf8Path) -> Result<()> {
+        self.drop_tree(path);
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() && path != root.join("target") => self.add_tree(path.as_std_path(), path, root),
+            Ok(m) if m.is_file() => self.add_watch(path.as_std_path(), path, false).map(|_| ()),
+            _ => Ok(()),
         }
     }
 }
@@ -532,9 +543,6 @@ impl Watcher {
     /// Reads every queued event (until EAGAIN) and processes it.
     fn drain(&mut self) {
         let mut buf = std::mem::take(&mut self.buf);
-        // A folder moved out (MOVED_FROM) is paired with its MOVED_TO by cookie within a drain;
-        // one left unpaired at the end moved out of the tree.
-        let mut moved: HashMap<u32, Vec<Utf8PathBuf>> = HashMap::new();
         loop {
             // SAFETY: reads into a buffer of the given length.
             let n = unsafe { libc::read(self.tree.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -556,16 +564,12 @@ impl Watcher {
                 let name_end = (at + header + ev.len as usize).min(n as usize);
                 let raw = &buf[at + header..name_end];
                 let name = &raw[..raw.iter().position(|b| *b == 0).unwrap_or(raw.len())];
-                self.event(ev.wd, ev.mask, ev.cookie, name, &mut moved);
+                self.event(ev.wd, ev.mask, name);
                 at = name_end;
             }
         }
         self.buf = buf;
-        for (_, olds) in moved {
-            for old in olds {
-                self.tree.drop_tree(&old);
-            }
-        }
+        self.tree.prune();
         if let Some(why) = self.rescan.take() {
             self.watch_afresh(why);
         }
@@ -578,7 +582,7 @@ impl Watcher {
 
     // long because: one arm per kind of inotify event, each short, kept together so that what
     // every event does is read in one place.
-    fn event(&mut self, wd: i32, mask: u32, cookie: u32, name: &[u8], moved: &mut HashMap<u32, Vec<Utf8PathBuf>>) {
+    fn event(&mut self, wd: i32, mask: u32, name: &[u8]) {
         // Lost events may have been folders that arrived and are not watched: the whole tree is
         // watched afresh once the queue is drained.
         if mask & libc::IN_Q_OVERFLOW != 0 {
@@ -614,12 +618,8 @@ impl Watcher {
         if wd == self.tree.root_wd && name == b"target" {
             return;
         }
-        let is_dir = mask & libc::IN_ISDIR != 0;
-        let parents: Vec<(PathBuf, Utf8PathBuf)> =
-            paths.iter().map(|p| (p.as_std_path().to_path_buf(), p.clone())).collect();
-        let mut news = Vec::new();
-        for (fs_parent, parent) in &parents {
-            let fs = fs_parent.join(std::ffi::OsStr::from_bytes(name));
+        let parents = paths.clone();
+        for parent in &parents {
             let path = child(parent, name);
             self.report(path.clone());
             if path == *parent {
@@ -630,56 +630,13 @@ impl Watcher {
                 }
                 continue;
             }
-            if !dir {
-                continue;
-            }
-            news.push((fs, path));
-        }
-        if is_dir {
-            if mask & libc::IN_MOVED_FROM != 0 {
-                moved.insert(cookie, news.into_iter().map(|(_, p)| p).collect());
-            } else if mask & libc::IN_MOVED_TO != 0 {
-                match moved.remove(&cookie) {
-                    Some(olds) if olds.len() == news.len() => {
-                        for (old, (_, new)) in olds.iter().zip(&news) {
-                            self.tree.rename(old, new);
-                        }
-                    }
-                    olds => {
-                        for old in olds.unwrap_or_default() {
-                            self.tree.drop_tree(&old);
-                        }
-                        self.arrived(news);
-                    }
+            // Each half of a move is handled on its own, from what is on disk: a move's two
+            // halves need no pairing, and a swap (whose halves are two moves) comes out right.
+            if dir && mask & (libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+                let root = self.root.clone();
+                if let Err(e) = self.tree.rewatch(&path, &root) {
+                    self.broken = Some(format!("{e:#}"));
                 }
-            } else if mask & libc::IN_CREATE != 0 {
-                self.arrived(news);
-            } else if mask & libc::IN_DELETE != 0 {
-                for (_, p) in news {
-                    self.tree.drop_tree(&p);
-                }
-            }
-        } else if mask & (libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
-            for (fs, p) in news {
-                self.tree.forget(&p);
-                let arrived = mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0;
-                if arrived && std::fs::symlink_metadata(&fs).is_ok_and(|m| m.is_file()) {
-                    if let Err(e) = self.tree.add_watch(&fs, &p, false) {
-                        self.broken = Some(format!("{e:#}"));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Watches folders that arrived (created, or moved in from outside), forgetting first
-    /// whatever was at their paths. A watch that cannot be added breaks the watcher's word.
-    fn arrived(&mut self, news: Vec<(PathBuf, Utf8PathBuf)>) {
-        for (fs, p) in news {
-            self.tree.drop_tree(&p);
-            let root = self.root.clone();
-            if let Err(e) = self.tree.add_tree(&fs, &p, &root) {
-                self.broken = Some(format!("{e:#}"));
             }
         }
     }
@@ -906,6 +863,16 @@ mod tests {
         std::fs::write(p, text).unwrap();
     }
 
+    /// Swaps two paths in one step, as renameat2(RENAME_EXCHANGE) does.
+    fn exchange(a: &Utf8Path, b: &Utf8Path) {
+        let (a, b) = (CString::new(a.as_str()).unwrap(), CString::new(b.as_str()).unwrap());
+        // SAFETY: two NUL-terminated paths.
+        let r = unsafe {
+            libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+        };
+        assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
+    }
+
     type Op = Box<dyn Fn(&Utf8Path, &Utf8Path)>;
 
     /// One change made in a case's own folder (`base`, watched) or outside the root, and the
@@ -997,6 +964,38 @@ mod tests {
                 }),
                 step("write in it again", &["d/g.txt"], |b, _| write(&b.join("d/g.txt"), "and again")),
             ],
+            vec![
+                step("make a second folder", &["e/h.txt"], |b, _| {
+                    std::fs::create_dir(b.join("e")).unwrap();
+                    write(&b.join("e/h.txt"), "e");
+                }),
+                step("swap it with d (RENAME_EXCHANGE)", &["d", "e"], |b, _| exchange(&b.join("d"), &b.join("e"))),
+                step("write in d, the folder that was e", &["d/h.txt"], |b, _| write(&b.join("d/h.txt"), "in d")),
+                step("write in e, the folder that was d", &["e/g.txt"], |b, _| write(&b.join("e/g.txt"), "in e")),
+                step("write deeper in e", &["e/deep/n.txt"], |b, _| write(&b.join("e/deep/n.txt"), "deep")),
+                step("swap them back", &["d", "e"], |b, _| exchange(&b.join("d"), &b.join("e"))),
+                step("write in d again", &["d/g.txt"], |b, _| write(&b.join("d/g.txt"), "back")),
+            ],
+            vec![
+                step("swap a file with one linked from outside (RENAME_EXCHANGE)", &["f.txt", "hl"], |b, _| {
+                    exchange(&b.join("f.txt"), &b.join("hl"))
+                }),
+                step("write the one now at f.txt through its outside link", &["f.txt"], |_, o| {
+                    write(&o.join("hl"), "via the outside link")
+                }),
+                step("link the one now at hl from outside", &["hl"], |b, o| {
+                    std::fs::hard_link(b.join("hl"), o.join("f3")).unwrap()
+                }),
+                step("write it through that link", &["hl"], |_, o| write(&o.join("f3"), "via f3")),
+            ],
+            vec![
+                step("move a folder out and make one at its name at once", &["d"], |b, o| {
+                    std::fs::rename(b.join("d"), o.join("d-out")).unwrap();
+                    std::fs::create_dir(b.join("d")).unwrap();
+                }),
+                step("write in the new folder", &["d/new.txt"], |b, _| write(&b.join("d/new.txt"), "new")),
+                step("write in the one moved out", &[], |_, o| write(&o.join("d-out/g.txt"), "out")),
+            ],
             vec![step("replace a symlink", &["link"], |b, _| {
                 std::os::unix::fs::symlink("d", b.join("link.new")).unwrap();
                 std::fs::rename(b.join("link.new"), b.join("link")).unwrap();
@@ -1004,32 +1003,33 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn every_change_is_reported_and_then_not_again() {
-        let count = cases().len();
-        let outside = TempDir::new("watch-outside");
-        let served = Served::start("watch-changes", |root| {
-            for n in 0..count {
-                let base = root.join(format!("c{n}"));
-                std::fs::create_dir_all(base.join("d/deep")).unwrap();
-                write(&base.join("f.txt"), "hello");
-                write(&base.join("d/g.txt"), "g");
-                std::os::unix::fs::symlink("f.txt", base.join("link")).unwrap();
-                let out = outside.path().join(format!("c{n}"));
-                std::fs::create_dir_all(out.join("x/sub")).unwrap();
-                write(&out.join("x/sub/inner.txt"), "i");
-                write(&out.join("hl"), "linked");
-                std::fs::hard_link(out.join("hl"), base.join("hl")).unwrap();
-            }
-        });
+    /// Each case's folder under `root` (and its counterpart outside the root), as the cases
+    /// expect them.
+    fn prepare_cases(root: &Utf8Path, outside: &Utf8Path) {
+        for n in 0..cases().len() {
+            let base = root.join(format!("c{n}"));
+            std::fs::create_dir_all(base.join("d/deep")).unwrap();
+            write(&base.join("f.txt"), "hello");
+            write(&base.join("d/g.txt"), "g");
+            std::os::unix::fs::symlink("f.txt", base.join("link")).unwrap();
+            let out = outside.join(format!("c{n}"));
+            std::fs::create_dir_all(out.join("x/sub")).unwrap();
+            write(&out.join("x/sub/inner.txt"), "i");
+            write(&out.join("hl"), "linked");
+            std::fs::hard_link(out.join("hl"), base.join("hl")).unwrap();
+        }
+    }
+
+    /// Runs every case's steps, asking `ask` after each, and says what went wrong.
+    fn check_cases(root: &Utf8Path, outside: &Utf8Path, ask: &mut dyn FnMut(Option<&Token>) -> Changes) -> Vec<String> {
         let mut failures = Vec::new();
         for (n, steps) in cases().into_iter().enumerate() {
-            let base = served.root.join(format!("c{n}"));
-            let out = outside.path().join(format!("c{n}"));
+            let base = root.join(format!("c{n}"));
+            let out = outside.join(format!("c{n}"));
             for s in steps {
-                let before = served.now();
+                let Changes::Unknown { now: Some(before), .. } = ask(None) else { panic!("no token") };
                 (s.op)(&base, &out);
-                let Changes::Since { now, paths } = changes(&served.root, Some(&before)) else {
+                let Changes::Since { now, paths } = ask(Some(&before)) else {
                     failures.push(format!("{}: not answered with Since", s.what));
                     continue;
                 };
@@ -1044,12 +1044,43 @@ mod tests {
                 if let Some(p) = paths.iter().find(|p| !p.starts_with(&base)) {
                     failures.push(format!("{}: {p} is reported, outside {base}", s.what));
                 }
-                match changes(&served.root, Some(&now)) {
+                match ask(Some(&now)) {
                     Changes::Since { paths, .. } if paths.is_empty() => {}
                     other => failures.push(format!("{}: asked again, {other:?}", s.what)),
                 }
             }
         }
+        failures
+    }
+
+    /// Through the socket, with the daemon draining events as they come.
+    #[test]
+    fn every_change_is_reported_and_then_not_again() {
+        let outside = TempDir::new("watch-outside");
+        let served = Served::start("watch-changes", |root| prepare_cases(root, outside.path()));
+        let failures = check_cases(&served.root, outside.path(), &mut |since| changes(&served.root, since));
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// Asked directly, so that every step's events are drained together, in one batch: a
+    /// move's two halves and what follows it are then always processed at once.
+    #[test]
+    fn every_change_is_reported_when_drained_in_one_batch() {
+        let tmp = TempDir::new("watch-batch");
+        let outside = TempDir::new("watch-batch-outside");
+        let root = tmp.path().canonicalize_utf8().unwrap();
+        prepare_cases(&root, outside.path());
+        let mut w = Watcher::start(&root).unwrap();
+        let failures = check_cases(&root, outside.path(), &mut |since| {
+            let token = since.map_or_else(|| "-".to_string(), Token::to_text);
+            let body = w.since(&token, root.as_str());
+            let reply = parse_reply(&format!("{PROTOCOL} root {root}\n{body}end\n"), &root).unwrap();
+            let now = reply.get("now").and_then(Token::parse).unwrap();
+            match reply.get("unknown") {
+                Some(why) => Changes::Unknown { now: Some(now), why: why.to_string() },
+                None => Changes::Since { now, paths: reply.paths.into_iter().map(Utf8PathBuf::from).collect() },
+            }
+        });
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
