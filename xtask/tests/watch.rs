@@ -29,6 +29,31 @@ fn running(pid: u32, marker: &str) -> bool {
         .is_ok_and(|c| String::from_utf8_lossy(&c).split('\0').any(|a| a == marker))
 }
 
+/// Every process whose command line holds `marker`: the watchers of one root.
+fn watchers(marker: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid| running(*pid, marker))
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// The pid `watch up` recorded for a root, if any.
+fn recorded(root: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(root.join("target/watch/state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(v.get("pid")?.as_u64()? as u32)
+}
+
+/// Sends `signal` to a watcher this test started.
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
 /// The pid a line like `... (pid 123) ...` names.
 fn pid_in(text: &str) -> u32 {
     let after = text.split("(pid ").nth(1).unwrap_or_else(|| panic!("no pid in {text:?}"));
@@ -50,14 +75,10 @@ impl<'a> Down<'a> {
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        let state = self.root.join("target/watch/state.json");
-        let pid = std::fs::read_to_string(&state).ok().and_then(|s| {
-            let v: serde_json::Value = serde_json::from_str(&s).ok()?;
-            v.get("pid")?.as_u64()
-        });
+        let pid = recorded(&self.root);
         self.ws.run(&["watch", "down"]);
         // Should `watch down` itself be what broke: the recorded pid, if it is still ours.
-        if let Some(pid) = pid.filter(|p| running(*p as u32, &self.marker)) {
+        if let Some(pid) = pid.filter(|p| running(*p, &self.marker)) {
             let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
     }
@@ -102,6 +123,52 @@ fn watch_up_status_and_down() {
     assert!(out.code == 1 && out.stdout.contains("no watcher runs"), "{out:?}");
     let out = ws.run(&["watch", "down"]);
     assert!(out.code == 0 && out.stdout.contains("nothing stopped"), "{out:?}");
+}
+
+/// A watcher that does not answer (stopped here; a long rescan looks the same) is not
+/// replaced: `watch up` says so, keeps it recorded, and `watch down` stops it.
+#[test]
+fn watch_up_leaves_a_watcher_that_does_not_answer_recorded() {
+    let ws = Workspace::offline("watch-stopped");
+    let _down = Down::new(&ws);
+    let marker = marker(&ws.root);
+    let out = ws.run(&["watch", "up"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pid = pid_in(&out.stdout);
+    signal(pid, "-STOP");
+    let again = ws.run(&["watch", "up"]);
+    signal(pid, "-CONT");
+    let says = format!("a watcher (pid {pid}) runs for");
+    assert!(again.code == 1 && again.stderr.contains(&says) && again.stderr.contains("watch down"), "{again:?}");
+    assert_eq!(recorded(&ws.root), Some(pid), "the state file still records the first watcher");
+    assert_eq!(watchers(&marker), [pid], "no second watcher");
+    let out = ws.run(&["watch", "down"]);
+    assert!(out.code == 0 && out.stdout.contains(&format!("stopped the watcher (pid {pid})")), "{out:?}");
+    assert!(watchers(&marker).is_empty(), "stopped");
+}
+
+/// Two `watch up` at once start one watcher, the one recorded: the second waits for the first.
+#[test]
+fn watch_up_twice_at_once_starts_one_watcher() {
+    let ws = Workspace::offline("watch-race");
+    // A first scan long enough for both to be starting at once.
+    for d in 0..100 {
+        for f in 0..100 {
+            ws.write(&format!("services/w/d{d}/f{f}"), "");
+        }
+    }
+    let _down = Down::new(&ws);
+    let marker = marker(&ws.root);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| ws.run(&["watch", "up"]));
+        let b = s.spawn(|| ws.run(&["watch", "up"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.code == 0 && b.code == 0, "{a:?}\n{b:?}");
+    let running = watchers(&marker);
+    assert_eq!(running.len(), 1, "watchers for this root: {running:?}\n{a:?}\n{b:?}");
+    assert_eq!(recorded(&ws.root), Some(running[0]), "the one running is the one recorded");
+    assert_eq!((pid_in(&a.stdout), pid_in(&b.stdout)), (running[0], running[0]), "{a:?}\n{b:?}");
 }
 
 #[test]

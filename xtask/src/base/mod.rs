@@ -1,5 +1,6 @@
 //! What every layer shares and no layer owns: the usage error (exit code 2), the folder where
-//! the tool keeps its own state, the content hash (`Sha`), and the one write path (`atomic`).
+//! the tool keeps its own state, the content hash (`Sha`), the one write path (`atomic`), and
+//! the OS lock files (`try_lock`).
 
 pub mod atomic;
 
@@ -73,5 +74,24 @@ impl std::fmt::Debug for Sha {
 impl std::fmt::Display for Sha {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Opens the lock file at `path` (made if missing, never truncated: its content names the
+/// holder) and tries to take its OS lock without waiting: the file, and whether it is now held.
+/// The system releases the lock when the file is closed, however the process ends.
+pub fn try_lock(path: &Utf8Path) -> anyhow::Result<(std::fs::File, bool)> {
+    use anyhow::Context;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open the lock {path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok((file, true)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok((file, false)),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {path}")),
     }
 }

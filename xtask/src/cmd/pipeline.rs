@@ -63,29 +63,19 @@ impl Lock {
         let dir = crate::base::state_dir(root);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
         let path = dir.join("build.lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock {path}"))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let who = match holder.trim() {
-                    "" => "another build".to_string(),
-                    pid => format!("another build (pid {pid})"),
-                };
-                let stop = holder
-                    .trim()
-                    .parse::<u32>()
-                    .map_or(String::new(), |p| format!(", or stop it with `kill -INT {p}`"));
-                bail!("{who} is running on {root}: wait for it to finish{stop}");
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {path}")),
+        let (mut file, held) = crate::base::try_lock(&path)?;
+        if !held {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let who = match holder.trim() {
+                "" => "another build".to_string(),
+                pid => format!("another build (pid {pid})"),
+            };
+            let stop = holder
+                .trim()
+                .parse::<u32>()
+                .map_or(String::new(), |p| format!(", or stop it with `kill -INT {p}`"));
+            bail!("{who} is running on {root}: wait for it to finish{stop}");
         }
         // The PID only names the holder in the message above: failing to write it (a full
         // disk) does not stop the run, which holds the lock all the same.

@@ -49,18 +49,49 @@ pub fn run(root: &Utf8Path, action: &str, marker: Option<&str>) -> Result<i32> {
     }
 }
 
+/// Serialises `watch up` for a root: a second one waits here until the first has started its
+/// watcher (or given up), then finds it answering. The lock goes when the file is closed (the
+/// watcher does not inherit it: Rust opens files close-on-exec).
+fn lock_up(real: &Utf8Path) -> Result<std::fs::File> {
+    let path = state_dir(real).join("up.lock");
+    let (file, held) = crate::base::try_lock(&path)?;
+    if !held {
+        eprintln!("another `cargo xtask watch up` is starting a watcher for {real}: waiting for it");
+        file.lock().with_context(|| format!("cannot lock {path}"))?;
+    }
+    Ok(file)
+}
+
+/// Removes the state file only while it records `pid`: a watcher recorded by another run is
+/// never forgotten (its pid is what `watch down` stops it by).
+fn forget(real: &Utf8Path, pid: u32) {
+    if engine::read_state(&state_file(real)).is_some_and(|s| s.pid == pid) {
+        let _ = std::fs::remove_file(state_file(real));
+    }
+}
+
 fn up(root: &Utf8Path) -> Result<i32> {
     let real = real(root)?;
+    let dir = state_dir(&real);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+    let _lock = lock_up(&real)?;
     if let Some(s) = watcher::status(&real) {
         println!("a watcher already runs: {}", watching(&s, &real));
         return Ok(0);
     }
-    let dir = state_dir(&real);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+    let marker = watcher::marker(&real);
+    // Stopped (SIGSTOP), or busy rescanning a large tree: a second watcher would find the socket
+    // taken and exit, and this one must stay recorded for `watch down`.
+    if let Some(s) = engine::read_state(&state_file(&real)).filter(|s| engine::alive(s.pid, &marker)) {
+        bail!(
+            "a watcher (pid {}) runs for {real} but does not answer; stop it with cargo xtask watch down",
+            s.pid
+        );
+    }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let exe = Utf8PathBuf::from_path_buf(exe).map_err(|p| anyhow::anyhow!("this program's path {p:?} is not UTF-8"))?;
     let log = dir.join("watch.log");
-    let args = vec!["watch".to_string(), "serve".to_string(), watcher::marker(&real)];
+    let args = vec!["watch".to_string(), "serve".to_string(), marker.clone()];
     let pid = engine::spawn(exe.as_str(), &args, &log)?;
     let socket = watcher::socket(&real);
     let state = serde_json::json!({"pid": pid, "host": socket.as_str(), "started_by": "cargo xtask watch up"});
@@ -68,7 +99,7 @@ fn up(root: &Utf8Path) -> Result<i32> {
     // The first scan of a large tree takes a while; the watcher answers only once it is done.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if let Some(s) = watcher::status(&real) {
+        if let Some(s) = watcher::status(&real).filter(|s| s.pid == pid) {
             println!(
                 "{}; check-status now re-reads only what changed; stop it with cargo xtask watch down",
                 watching(&s, &real)
@@ -76,12 +107,13 @@ fn up(root: &Utf8Path) -> Result<i32> {
             return Ok(0);
         }
         if engine::ended(pid) {
-            let _ = std::fs::remove_file(state_file(&real));
+            forget(&real, pid);
             let tail = engine::log_tail(&log);
             bail!("the watcher exited while starting: {}", tail.trim());
         }
         if Instant::now() > deadline {
-            let _ = down(&real);
+            engine::stop(pid, &marker)?;
+            forget(&real, pid);
             bail!("the watcher (pid {pid}) did not answer within 300 s, and was stopped; see {log}");
         }
         std::thread::sleep(Duration::from_millis(20));
