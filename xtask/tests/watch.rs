@@ -171,6 +171,32 @@ fn watch_up_twice_at_once_starts_one_watcher() {
     assert_eq!((pid_in(&a.stdout), pid_in(&b.stdout)), (running[0], running[0]), "{a:?}\n{b:?}");
 }
 
+/// A name the watcher cannot report, even in a folder no build reads: `watch up` fails with one
+/// line naming it and what to do, and leaves no watcher behind.
+#[test]
+fn watch_up_names_a_path_it_cannot_report() {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = Workspace::offline("watch-names");
+    ws.write("services/a/Dockerfile", "FROM scratch\n");
+    let _down = Down::new(&ws);
+    let marker = marker(&ws.root);
+    let real = ws.root.canonicalize().unwrap();
+    for name in [&b"two\nlines"[..], &b"not-utf8-\xff"[..]] {
+        std::fs::create_dir_all(ws.path("docs")).unwrap();
+        let bad = ws.path("docs").join(std::ffi::OsStr::from_bytes(name));
+        std::fs::write(&bad, "").unwrap();
+        let out = ws.run(&["watch", "up"]);
+        let shown = format!("{:?}", real.join("docs").join(std::ffi::OsStr::from_bytes(name)));
+        assert!(out.code == 1 && out.stderr.contains(&shown) && out.stderr.contains("rename or remove it"), "{out:?}");
+        assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {out:?}");
+        assert!(!out.stderr.contains("error: the watcher exited while starting: error:"), "{out:?}");
+        assert!(watchers(&marker).is_empty() && recorded(&ws.root).is_none(), "nothing left behind");
+        std::fs::remove_file(&bad).unwrap();
+    }
+    let out = ws.run(&["watch", "up"]);
+    assert_eq!(out.code, 0, "once renamed: {out:?}");
+}
+
 #[test]
 fn watch_ends_when_its_root_is_moved_away() {
     let ws = Workspace::offline("watch-moved");

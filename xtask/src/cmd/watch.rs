@@ -109,7 +109,9 @@ fn up(root: &Utf8Path) -> Result<i32> {
         if engine::ended(pid) {
             forget(&real, pid);
             let tail = engine::log_tail(&log);
-            bail!("the watcher exited while starting: {}", tail.trim());
+            // The watcher's own one-line error, without the `error: ` the log gives it.
+            let tail = tail.trim();
+            bail!("the watcher exited while starting: {}", tail.strip_prefix("error: ").unwrap_or(tail));
         }
         if Instant::now() > deadline {
             engine::stop(pid, &marker)?;

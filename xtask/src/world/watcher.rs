@@ -353,7 +353,10 @@ impl Tree {
                 let path = entry.path();
                 let r = child(&rep, entry.file_name().as_bytes());
                 if r == rep {
-                    bail!("{rep} holds a name that is not UTF-8 or holds a line break ({:?}): the watcher cannot name it; rename it", entry.file_name());
+                    bail!(
+                        "{:?} is a name that is not UTF-8 or holds a line break, which the watcher cannot report: rename or remove it, or use check-status without a watcher",
+                        path
+                    );
                 }
                 if kind.is_dir() && r != skip {
                     stack.push((path, r));
