@@ -174,7 +174,7 @@ Usage: cargo xtask watch up|status|down
   status   whether it runs, its pid, and how many folders and files it watches
   down     stop the watcher that `up` started (and no other process)
 
-Writes through mmap are not seen by inotify (as with git's core.fsmonitor).
+Writes through a shared mmap are seen only when the mapping goes (as with git's core.fsmonitor).
 ";
 
 const TEST: &str = "\
