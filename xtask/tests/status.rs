@@ -528,7 +528,9 @@ fn a_running_watcher_misses_no_change() {
     };
     let set_len = |p: &std::path::Path, n: u64| std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(n).unwrap();
     // Each change, then undone: STALE, then OK again.
-    let mut changes: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>)> = Vec::new();
+    // What changes, how, and how it is undone.
+    type Step<'a> = Box<dyn Fn() + 'a>;
+    let mut changes: Vec<(&str, Step, Step)> = Vec::new();
     changes.push(("a file written", Box::new(|| append(&svc.join("a.txt"), "more\n")), Box::new(|| set_len(&svc.join("a.txt"), 2))));
     changes.push((
         "a mode changed",

@@ -142,7 +142,7 @@ pub fn affects(
     }
     let excluded = ignore.excludes(rel);
     let as_file = !excluded && (read_whole || reads::want_any(reads, rel, false) == Want::Yes);
-    let as_folder = !(excluded && !ignore.has_exceptions()) && (read_whole || reads::want_any(reads, rel, true) != Want::No);
+    let as_folder = (!excluded || ignore.has_exceptions()) && (read_whole || reads::want_any(reads, rel, true) != Want::No);
     as_file || as_folder
 }
 
