@@ -208,7 +208,7 @@ pub fn contexts(
     let walked = context::parallel(to_walk.len(), |k| -> Result<_> {
         let i = to_walk[k];
         let s = &unique[i].service;
-        let cache = HashCache::load(&cache_dir.join(cache_name(&s.context)));
+        let cache = HashCache::load(&cache_dir.join(&names[i]));
         let want = |path: &str, dir: bool| {
             if state[i].as_deref() == Some(path) {
                 return Want::No;
@@ -230,8 +230,8 @@ pub fn contexts(
     let mut files = Vec::new();
     // The listings that hold at the watcher's token: those kept, and those walked and saved.
     let mut holding = Vec::new();
-    for (i, kept) in kept.into_iter().enumerate() {
-        let name = cache_name(&unique[i].service.context);
+    for (kept, name) in kept.into_iter().zip(&names) {
+        let name = name.clone();
         match kept {
             Some((_, Some(records))) => {
                 files.push(records);
@@ -253,13 +253,20 @@ pub fn contexts(
     if let Some(w) = &watch {
         w.confirm(&holding);
     }
-    for (((r, ignore), records), reads) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads) {
+    for ((((r, ignore), records), reads), known) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads).zip(&reals) {
         // Each generated file goes where its write lands, through any link on the way, compared
-        // with the context's own resolved path (asked only where something is generated).
+        // with the context's own resolved path (asked only where something is generated, unless
+        // the watcher's check already asked).
         if rendered.is_empty() {
             break;
         }
-        let Ok(real) = root.join(&r.service.context).canonicalize_utf8() else { continue };
+        let real = match known {
+            Some(real) => real.clone(),
+            None => match root.join(&r.service.context).canonicalize_utf8() {
+                Ok(real) => real,
+                Err(_) => continue,
+            },
+        };
         let landed: Vec<(String, &Output)> = rendered
             .iter()
             .filter_map(|o| Some((context::landed_within(&real, o.lands.as_deref()?)?, o)))

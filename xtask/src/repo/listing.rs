@@ -16,8 +16,6 @@
 //! special file's text (u32 length, then bytes), all little-endian; a checksum of everything
 //! before it ends the file, so a damaged one is walked anew rather than trusted.
 
-use std::io::Write;
-
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -40,14 +38,8 @@ impl Saved {
     pub fn open(root: &Utf8Path) -> Option<Saved> {
         let dir = crate::base::state_dir(root).join("listing");
         std::fs::create_dir_all(&dir).ok()?;
-        let lock = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("lock"))
-            .ok()?;
-        lock.try_lock().ok()?;
-        Some(Saved { dir, _lock: lock })
+        let (lock, held) = crate::base::try_lock(&dir.join("lock")).ok()?;
+        held.then_some(Saved { dir, _lock: lock })
     }
 
     /// The watcher's token each listing was last known to hold at, as its text, by name.
@@ -91,13 +83,17 @@ pub fn fingerprint(
     state: Option<&str>,
 ) -> Sha {
     use sha2::Digest;
-    let program = std::env::current_exe()
-        .and_then(std::fs::metadata)
-        .map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            format!("{} {} {} {} {}", m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
-        })
-        .unwrap_or_default();
+    // Asked once per process, not once per context.
+    static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let program = PROGRAM.get_or_init(|| {
+        std::env::current_exe()
+            .and_then(std::fs::metadata)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                format!("{} {} {} {} {}", m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+            })
+            .unwrap_or_default()
+    });
     let text = format!("{MAGIC:?}\n{program}\n{context:?}\n{real:?}\n{ignore:?}\n{reads:?}\n{state:?}\n");
     Sha::of(&sha2::Sha256::digest(text.as_bytes()))
 }
@@ -162,7 +158,7 @@ fn encode(fingerprint: &Sha, records: &[FileRecord]) -> Vec<u8> {
             What::Special(_) => (3, 0),
         };
         out.push(kind);
-        let _ = out.write_all(&mode.to_le_bytes());
+        out.extend_from_slice(&mode.to_le_bytes());
         bytes(&mut out, r.path.as_bytes());
         match &r.what {
             What::Dir { .. } => {}
