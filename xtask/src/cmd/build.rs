@@ -181,9 +181,11 @@ fn ready(docker: &Docker, snap: &Snapshot, name: &str) -> Result<(String, Option
     Ok((total, found.get(&own).and_then(|i| i.id.clone())))
 }
 
-/// Runs the build, and once more when the legacy builder's cache lookup failed because
-/// another process removed an image at the same moment (the build itself was fine). Returns
-/// how it ended and its log.
+/// Runs the build, and once more when the builder's cache lookup failed because another
+/// process removed an image at the same moment (the build itself was fine). The second build
+/// makes no cache lookup at all (`--no-cache`): a lookup over the same storage entry could trip
+/// over it again, so the same failure cannot happen twice in a row. Returns how it ended and its
+/// log.
 fn build_once_more_after_a_race(
     docker: &Docker,
     req: &BuildRequest,
@@ -191,12 +193,24 @@ fn build_once_more_after_a_race(
     echo: Option<&str>,
     cancel: &AtomicBool,
 ) -> (Result<BuildEnd>, String) {
-    let mut end = docker.build(req, log, echo, cancel);
+    build_retrying(req, log, |r| docker.build(r, log, echo, cancel))
+}
+
+/// `build_once_more_after_a_race` with the build given: its second request is the first with
+/// the cache turned off.
+fn build_retrying(
+    req: &BuildRequest,
+    log: &Utf8Path,
+    mut build: impl FnMut(&BuildRequest) -> Result<BuildEnd>,
+) -> (Result<BuildEnd>, String) {
+    let mut end = build(req);
     let mut text = std::fs::read_to_string(log).unwrap_or_default();
     if matches!(end, Ok(BuildEnd::Failed)) && engine_race(&text) {
-        end = docker.build(req, log, echo, cancel);
+        end = build(&BuildRequest { no_cache: true, ..*req });
         let again = std::fs::read_to_string(log).unwrap_or_default();
-        text = format!("{text}\n[xtask] the engine lost an image during its cache lookup (removed meanwhile); built again:\n{again}");
+        text = format!(
+            "{text}\n[xtask] the engine lost an image during its cache lookup (removed meanwhile); built again without the cache:\n{again}"
+        );
         let _ = std::fs::write(log, &text);
     }
     (end, text)
@@ -517,6 +531,42 @@ mod tests {
         let log = "STEP 2/3: COPY solo.txt /\nError: checking if cached image exists from a previous build: getting top layer info: layer not known\n";
         assert!(engine_race(log));
         assert!(!engine_race("STEP 2/3: COPY solo.txt /\nError: building at STEP \"COPY x /\": no such file\n"));
+    }
+
+    #[test]
+    fn a_build_that_lost_the_cache_race_is_built_again_without_the_cache() {
+        let dir = crate::testutil::TempDir::new("race");
+        let log = dir.path().join("x.log");
+        let lost = "STEP 2/3: COPY x /\nError: checking if cached image exists from a previous build: getting top layer info: layer not known\n";
+        let (path, args, labels) = (dir.path(), BTreeMap::new(), Vec::new());
+        let req = BuildRequest {
+            context: path,
+            dockerfile: path,
+            target: None,
+            args: &args,
+            labels: &labels,
+            tags: &[],
+            no_cache: false,
+            iidfile: path,
+        };
+        // A builder that trips over the removed image whenever it looks its cache up.
+        let mut asked = Vec::new();
+        let (end, text) = build_retrying(&req, &log, |r| {
+            asked.push(r.no_cache);
+            std::fs::write(&log, if r.no_cache { "Successfully built\n" } else { lost }).unwrap();
+            Ok(if r.no_cache { BuildEnd::Built } else { BuildEnd::Failed })
+        });
+        assert_eq!(asked, [false, true], "the second build must make no cache lookup");
+        assert!(matches!(end, Ok(BuildEnd::Built)));
+        assert!(text.contains("layer not known") && text.contains("without the cache"), "{text}");
+        // Any other failure is not built again.
+        let mut calls = 0;
+        let _ = build_retrying(&req, &log, |_| {
+            calls += 1;
+            std::fs::write(&log, "COPY failed: file not found\n").unwrap();
+            Ok(BuildEnd::Failed)
+        });
+        assert_eq!(calls, 1);
     }
 
     #[test]
