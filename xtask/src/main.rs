@@ -43,7 +43,7 @@ fn run() -> Result<i32> {
         None => return Ok(0),
     };
     let root = repo::project::root()?;
-    world::docker::Engine::chosen()?;
+    cmd::flags::check_environment()?;
     match command {
         Command::CheckStatus(f) => cmd::check::run(&root, f),
         Command::Build(f) => cmd::pipeline::run(&root, f),

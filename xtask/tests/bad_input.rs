@@ -44,6 +44,33 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn bad_environment_values_are_usage_errors_before_anything_runs() {
+    let ws = Workspace::stack_offline("badenv");
+    assert!(!common::exists(&ws.path(".env")), "the workspace starts without .env");
+    for (var, value, args) in [
+        ("FORCE_REBUILD", "yes", &["build-all", "v1"][..]),
+        ("FORCE_REBUILD", "maybe", &["check-status", "v1"]),
+        ("AI_INFRA_BUILDER", "foo", &["build-all", "v1"]),
+        ("AI_INFRA_BUILDER", "foo", &["check-status", "v1"]),
+        ("AI_INFRA_ENGINE", "dockr", &["build-all", "v1"]),
+        ("AI_INFRA_PULL_TIMEOUT", "soon", &["check-status", "v1"]),
+        ("AI_INFRA_PUSH_TIMEOUT", "0", &["build-all", "v1"]),
+    ] {
+        let o = ws.run_env(args, &[(var, value)]);
+        assert_eq!(o.code, 2, "{var}={value} {args:?}: {o:?}");
+        let line = one_error_line(&o);
+        assert!(line.contains(&format!("{var}=\"{value}\"")), "{line}");
+        assert!(o.stdout.is_empty(), "nothing runs before the check: {o:?}");
+        assert!(!common::exists(&ws.path(".env")), "{var}={value}: .env written before the check");
+    }
+    // The values it takes pass the check (and fail later here, where no engine answers).
+    for value in ["TRUE", "1", "false", "0", "False", ""] {
+        let o = ws.run_env(&["build-all", "v1"], &[("FORCE_REBUILD", value)]);
+        assert!(o.code == 1 && !o.stderr.contains("FORCE_REBUILD"), "FORCE_REBUILD={value}: {o:?}");
+    }
+}
+
+#[test]
 fn broken_projects_fail_with_one_line() {
     let cases: &[(&str, &str, &str)] = &[
         ("services/nodf/README", "no Dockerfile", "has no Dockerfile at services/nodf/Dockerfile"),

@@ -467,7 +467,7 @@ fn check_status(mut args: pico_args::Arguments) -> Result<Command> {
 
 /// `build SERVICE` and `build-all`.
 fn build(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
-    let force = once(&mut args, "--force")? || force_from_env();
+    let force = once(&mut args, "--force")? || force_from_env()?;
     let dry_run = once(&mut args, "--dry-run")?;
     let verbose = once(&mut args, "--verbose")?;
     let no_push = once(&mut args, "--no-push")?;
@@ -563,9 +563,43 @@ impl std::str::FromStr for Count {
     }
 }
 
-/// `FORCE_REBUILD=true` in the environment means `--force`.
-fn force_from_env() -> bool {
-    std::env::var("FORCE_REBUILD").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+/// `FORCE_REBUILD=true` in the environment means `--force`; true, false, 1 and 0 (any case)
+/// are its values, and empty is false.
+fn force_from_env() -> Result<bool> {
+    force_value(&std::env::var("FORCE_REBUILD").unwrap_or_default())
+}
+
+fn force_value(v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        _ => Err(UsageError(format!(
+            "FORCE_REBUILD={v:?} is neither true nor false: set it to true, false, 1 or 0, or unset it"
+        ))
+        .into()),
+    }
+}
+
+/// Every environment value the tool reads, checked before anything runs, whichever command
+/// reads it: a bad one is a usage error that names the variable and its values, and nothing is
+/// written.
+pub fn check_environment() -> Result<()> {
+    force_from_env()?;
+    let engine = crate::world::docker::Engine::chosen()?;
+    let builder = std::env::var("AI_INFRA_BUILDER").unwrap_or_default();
+    match builder.trim().to_ascii_lowercase().as_str() {
+        "" => {}
+        _ if engine == crate::world::docker::Engine::Podman => {
+            return Err(UsageError(format!("AI_INFRA_BUILDER={builder:?} is not a builder under Podman, which builds with Buildah only: unset AI_INFRA_BUILDER, or set AI_INFRA_ENGINE=docker for buildkit or legacy")).into())
+        }
+        "buildkit" | "legacy" => {}
+        _ => {
+            return Err(
+                UsageError(format!("AI_INFRA_BUILDER={builder:?} is not a builder: use buildkit or legacy, or unset it")).into()
+            )
+        }
+    }
+    crate::world::docker::pull_timeout().and(crate::world::docker::push_timeout()).map(drop)
 }
 
 /// The tag to use: the one given, else IMAGE_TAG from `.env`, else the default.
@@ -656,6 +690,13 @@ mod tests {
         assert!(usage_error(&["build-all", "--jobs", "0"]).contains("--jobs: must be at least 1"));
         assert!(usage_error(&["build-all", "--jobs", "two"]).contains("not a whole number"));
         assert!(usage_error(&["build-all", "--force", "--force"]).contains("--force is given twice"));
+        for (v, forced) in [("true", true), ("TRUE", true), ("1", true), ("false", false), ("0", false), ("", false)] {
+            assert_eq!(force_value(v).unwrap(), forced, "FORCE_REBUILD={v}");
+        }
+        for v in ["yes", "maybe", "2", "on"] {
+            let e = force_value(v).unwrap_err();
+            assert!(e.is::<UsageError>() && e.to_string().contains("neither true nor false"), "{v}: {e}");
+        }
         assert!(usage_error(&["build-all", "--tag"]).contains("unknown flag --tag"));
         assert!(usage_error(&["build-all", "v1", ":5000"]).contains("no host"));
         assert!(usage_error(&["build-all", "v1", "/team"]).contains("no host"));

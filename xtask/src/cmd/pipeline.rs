@@ -182,8 +182,6 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
         build::check_service(&project, s)?;
     }
     let tag = crate::cmd::flags::tag(root, o.tag.as_deref())?;
-    // A bad bound is said before anything runs, not when a pull or a push first needs it.
-    crate::world::docker::pull_timeout().and(crate::world::docker::push_timeout())?;
     let docker = crate::world::engine::docker(root)?;
     let _lock = if o.dry_run { None } else { Some(Lock::acquire(root)?) };
     if !o.dry_run {
