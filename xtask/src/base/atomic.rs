@@ -66,7 +66,8 @@ fn write_as(path: &Utf8Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> R
     let like = like.or_else(|| std::fs::metadata(path).ok());
     let mode = like.as_ref().map_or_else(new_file_mode, |m| m.permissions().mode() & 0o7777);
     let name = path.file_name().unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let tmp = path.with_file_name(format!("{}{}", tmp_prefix(name), std::process::id()));
+    remove_left_behind(path, name);
     let result = (|| -> Result<()> {
         // Created with the final mode (never readable by others for a moment), then set
         // exactly, as the umask may have taken bits away.
@@ -90,6 +91,32 @@ fn write_as(path: &Utf8Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> R
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// How the temporary files of `name` begin (then the writer's PID): a name no one else gives.
+fn tmp_prefix(name: &str) -> String {
+    format!(".{name}.xtask-tmp-")
+}
+
+/// Removes the temporary files of `path` that a write killed mid-way left beside it more than
+/// a minute ago (a live write renames its own within that time). Only names of the one form
+/// this tool gives, each by its exact name.
+fn remove_left_behind(path: &Utf8Path, name: &str) {
+    let (Some(dir), prefix) = (path.parent(), tmp_prefix(name)) else { return };
+    let dir = if dir.as_str().is_empty() { Utf8Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let old =
+        |m: &std::fs::Metadata| m.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a.as_secs() > 60);
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let ours = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if ours && e.metadata().is_ok_and(|m| m.is_file() && old(&m)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -127,5 +154,27 @@ mod tests {
         write(&link, b"A=3\n").unwrap();
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "still a link");
         assert_eq!((mode(&real), std::fs::read_to_string(&real).unwrap().as_str()), (0o640, "A=3\n"));
+    }
+
+    #[test]
+    fn a_write_removes_the_temporary_files_a_killed_write_left_a_minute_ago() {
+        let dir = crate::testutil::TempDir::new("leftover");
+        let env = dir.path().join(".env");
+        let at = |name: &str, age: u64| {
+            let p = dir.path().join(name);
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age)).unwrap();
+            p
+        };
+        let killed = at("..env.xtask-tmp-4242", 120);
+        let running = at("..env.xtask-tmp-4343", 5);
+        let others = [at("..env.xtask-tmp-12x", 120), at("..env.tmp77", 120), at(".other.xtask-tmp-1", 120)];
+        write(&env, b"A=1\n").unwrap();
+        assert!(!killed.exists(), "left by a killed write");
+        assert!(running.exists(), "a write may still be under way");
+        for p in others {
+            assert!(p.exists(), "{p}: not a name this tool gives to .env's temporary files");
+        }
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), "A=1\n");
     }
 }
