@@ -174,6 +174,61 @@ fn a_lock_file_left_by_an_old_run_does_not_block() {
     assert_eq!(ws.read("target/xtask/build.lock"), "", "the PID is cleared when the run ends");
 }
 
+/// Waits until `service`'s build log shows its slow RUN under way.
+fn wait_for_run(ws: &Workspace, service: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let log = format!("target/xtask/logs/{service}.log");
+    while !ws.read_opt(&log).contains("sleep") {
+        assert!(std::time::Instant::now() < deadline, "the build never got going");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_input_edited_during_its_build_never_passes_as_ok() {
+    let ws = Workspace::new("moved");
+    common::slow_service(&ws, "slow", None, 3.0);
+    let dockerfile = ws.read("services/slow/Dockerfile");
+    ws.write("services/slow/Dockerfile", &format!("{dockerfile}COPY z.txt /z.txt\n"));
+    ws.write("services/slow/z.txt", "one\n");
+    // An edit as the build runs (a branch checked out), put back once the run has ended.
+    let o = std::thread::scope(|s| {
+        let run = s.spawn(|| ws.run(&["build-all", &ws.tag]));
+        wait_for_run(&ws, "slow");
+        ws.write("services/slow/z.txt", "two\n");
+        run.join().unwrap()
+    });
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("slow: its inputs changed during its build") && o.stdout.contains("built once more"),
+        "{o:?}"
+    );
+    ws.expect(&[("slow", "OK")]);
+    ws.write("services/slow/z.txt", "one\n");
+    ws.expect(&[("slow", "STALE")]);
+    // Edits all through every build: the service fails, naming the file, and keeps no image
+    // that could pass as OK once the file is back.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let o = std::thread::scope(|s| {
+        s.spawn(|| {
+            for n in 0.. {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                ws.write("services/slow/z.txt", &format!("edit {n}\n"));
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+        let o = ws.run(&["build-all", &ws.tag]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        o
+    });
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("FAILED slow: inputs changed during the build") && o.stdout.contains("z.txt"), "{o:?}");
+    ws.write("services/slow/z.txt", "one\n");
+    ws.expect(&[("slow", "MISSING")]);
+}
+
 #[test]
 fn ctrl_c_stops_cleanly_and_the_next_run_builds_only_what_is_left() {
     let ws = Workspace::new("interrupt");

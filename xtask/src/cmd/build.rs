@@ -67,7 +67,7 @@ fn engine_race(log: &str) -> bool {
 }
 
 /// The names a service's image gets: the plain local name, and the registry name.
-fn tags(snap: &Snapshot, name: &str) -> Vec<String> {
+pub fn tags(snap: &Snapshot, name: &str) -> Vec<String> {
     let mut tags = vec![reference::image_name(name, &snap.tag, None)];
     if snap.registry.is_some() {
         tags.push(reference::image_name(name, &snap.tag, snap.registry.as_deref()));

@@ -250,8 +250,11 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     }
     print!("{}", plan::human(&plan));
     let (snap, plan, failed_bases) = run.prepare(&project, snap, plan)?;
-    let outcomes = run.build(&snap, &plan, &failed_bases)?;
-    Ok(run.verify(started, &snap, &plan, &outcomes, &errors))
+    let round = std::time::SystemTime::now();
+    let mut outcomes = run.build(&snap, &plan, &failed_bases)?;
+    // The engine may have gone away during the build: the report is still owed.
+    let after = run.recheck(&snap, &mut outcomes, round);
+    Ok(run.verify(started, &snap, &plan, &outcomes, &errors, after))
 }
 
 /// What the steps of one run share.
@@ -425,12 +428,80 @@ impl Run<'_> {
         Ok(outcomes)
     }
 
+    /// The inputs checked again once the builds have ended (the same warm check): an image
+    /// whose inputs moved while it was built (they differ now, or a file it reads was written
+    /// since its build began) loses the names this run gave it, so that it never passes as OK
+    /// later, even once the files are put back, and is built once more. When they move again,
+    /// the service fails saying which. Returns the check after the builds, for step 5.
+    fn recheck(&self, snap: &Snapshot, outcomes: &mut [Outcome], round: std::time::SystemTime) -> Result<Snapshot> {
+        let after = self.snapshot()?;
+        let moved = moved_inputs(snap, &after, outcomes, round);
+        if moved.is_empty() {
+            return Ok(after);
+        }
+        self.unname(snap, &moved);
+        if CANCEL.load(Ordering::Relaxed) {
+            return self.snapshot();
+        }
+        for (service, why) in &moved {
+            println!(
+                "{service}: its inputs changed during its build ({why}): its image loses its names, built once more"
+            );
+        }
+        let snap = self.snapshot()?;
+        let mut plan = self.plan(&snap)?;
+        for step in plan.steps.iter_mut().filter(|s| !moved.contains_key(&s.service)) {
+            step.action = Action::Skip;
+        }
+        let round = std::time::SystemTime::now();
+        let again = self.build(&snap, &plan, &BTreeMap::new())?;
+        let after = self.snapshot()?;
+        let still = moved_inputs(&snap, &after, &again, round);
+        self.unname(&snap, &still);
+        for o in again {
+            let Some(slot) = outcomes.iter_mut().find(|p| p.service == o.service) else { continue };
+            *slot = o;
+            if let Some(why) = still.get(&slot.service) {
+                slot.result = Ended::Failed;
+                slot.reason = format!("inputs changed during the build: {why}");
+            }
+        }
+        if still.is_empty() {
+            Ok(after)
+        } else {
+            self.snapshot()
+        }
+    }
+
+    /// Removes the names this run gave the images of `moved` (by exact name: images it built).
+    fn unname(&self, snap: &Snapshot, moved: &BTreeMap<String, String>) {
+        let names: Vec<String> = moved.keys().flat_map(|s| build::tags(snap, s)).collect();
+        match self.docker.remove(&names) {
+            Ok(left) => {
+                for (name, why) in left {
+                    println!(
+                        "warning: {name} could not lose its name ({why}): remove it with `{} image rm {name}`",
+                        self.docker.program()
+                    );
+                }
+            }
+            Err(e) => println!("warning: the images built from inputs that moved keep their names: {e:#}"),
+        }
+    }
+
     /// Step 5: classify again, push, record the history, print the summary; the exit code.
-    fn verify(&self, started: Instant, snap: &Snapshot, plan: &Plan, outcomes: &[Outcome], errors: &[String]) -> i32 {
+    fn verify(
+        &self,
+        started: Instant,
+        snap: &Snapshot,
+        plan: &Plan,
+        outcomes: &[Outcome],
+        errors: &[String],
+        after: Result<Snapshot>,
+    ) -> i32 {
         let registry = self.registry();
         heading(5, if registry.is_some() && !self.o.no_push { "verify and push" } else { "verify" });
-        // The engine may have gone away during the build: the report is still owed.
-        let after = match self.snapshot() {
+        let after = match after {
             Ok(after) => {
                 let ok = after.statuses.iter().filter(|s| s.state == State::Ok).count();
                 println!("{ok}/{} images OK", after.statuses.len());
@@ -466,6 +537,61 @@ impl Run<'_> {
             _ => 1,
         }
     }
+}
+
+/// The services built in this round whose inputs moved while they were built, with what moved:
+/// they are STALE now, or a file they read was written since the round began (so the builder
+/// may have read it between two versions, even where it is back as it was).
+fn moved_inputs(
+    snap: &Snapshot,
+    after: &Snapshot,
+    outcomes: &[Outcome],
+    round: std::time::SystemTime,
+) -> BTreeMap<String, String> {
+    let since = round.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+    let mut out = BTreeMap::new();
+    for o in outcomes.iter().filter(|o| o.result == Ended::Built) {
+        let now = after.statuses.iter().find(|s| s.name == o.service);
+        if let Some(now) = now.filter(|s| s.state == State::Stale) {
+            out.insert(o.service.clone(), now.reason.clone());
+        } else if let Some(file) = written_since(snap, &o.service, since) {
+            out.insert(o.service.clone(), format!("{file} was written during the build"));
+        }
+    }
+    // A child built on a parent whose inputs moved holds what that parent's image held.
+    let built: BTreeSet<&str> =
+        outcomes.iter().filter(|o| o.result == Ended::Built).map(|o| o.service.as_str()).collect();
+    loop {
+        let more: Vec<(String, String)> = snap
+            .services
+            .iter()
+            .filter(|r| built.contains(r.service.name.as_str()) && !out.contains_key(&r.service.name))
+            .filter_map(|r| r.analysis.parents.iter().find(|p| out.contains_key(*p)).map(|p| (r, p)))
+            .map(|(r, p)| (r.service.name.clone(), format!("it was built on {p}, whose inputs changed")))
+            .collect();
+        if more.is_empty() {
+            return out;
+        }
+        out.extend(more);
+    }
+}
+
+/// The first of the files a service's build reads (its Dockerfile, and the files and links of
+/// its context it reads) whose status changed at or after `since` (ns since the epoch), or that
+/// is gone.
+fn written_since(snap: &Snapshot, service: &str, since: i128) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let r = snap.services.iter().find(|r| r.service.name == service)?;
+    let context = &r.service.context;
+    let files =
+        snap.records.get(service)?.files.iter().filter(|f| {
+            matches!(f.what, crate::repo::context::What::File { .. } | crate::repo::context::What::Symlink(_))
+        });
+    let paths = std::iter::once(r.service.dockerfile.clone()).chain(files.map(|f| context.join(&f.path)));
+    paths.map(|p| (std::fs::symlink_metadata(snap.root.join(&p)), p)).find_map(|(m, p)| match m {
+        Ok(m) if (m.ctime() as i128) * 1_000_000_000 + (m.ctime_nsec() as i128) < since => None,
+        _ => Some(p.to_string()),
+    })
 }
 
 /// The run's summary: counts, each failure with its log's tail, what was not built, the
