@@ -39,7 +39,8 @@ fn usage_errors_exit_2() {
     {
         assert!(help.stdout.contains(cmd), "{help:?}");
         let o = ws.ok(&[cmd, "--help"]);
-        assert!(o.stdout.starts_with("Usage: cargo xtask"), "{o:?}");
+        assert!(o.stdout.starts_with(&format!("Usage: cargo xtask {cmd}")), "{o:?}");
+        assert_eq!(ws.ok(&["help", cmd]).stdout, o.stdout, "`help {cmd}` is `{cmd} --help`");
     }
 }
 

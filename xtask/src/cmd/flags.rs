@@ -359,6 +359,14 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         print!("{USAGE}");
         return Ok(None);
     };
+    // `help CMD` is `CMD --help`.
+    let (sub, help) = match sub.as_str() {
+        "help" | "--help" | "-h" => match args.subcommand().map_err(|e| usage(format!("{e}")))? {
+            Some(cmd) => (cmd, true),
+            None => (sub, help),
+        },
+        _ => (sub, help),
+    };
     let text = match sub.as_str() {
         "help" | "--help" | "-h" => USAGE,
         "check-status" => CHECK_STATUS,
@@ -376,13 +384,58 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         "import" => IMPORT,
         "test" => TEST,
         "bench" => BENCH,
-        other => return Err(usage(format!("unknown command {other:?}; `cargo xtask --help` lists the commands"))),
+        other => {
+            let hint = nearest(other).map_or(String::new(), |c| format!("did you mean `{c}`? "));
+            return Err(usage(format!("unknown command {other:?}; {hint}`cargo xtask --help` lists the commands")));
+        }
     };
     if help || text == USAGE {
+        if let Some(extra) = args.finish().first() {
+            return Err(usage(format!("unexpected argument {:?} after help", extra.to_string_lossy())));
+        }
         print!("{text}");
         return Ok(None);
     }
     command(&sub, args).map(Some)
+}
+
+/// The commands, as `--help` lists them.
+const COMMANDS: [&str; 15] = [
+    "check-status",
+    "build-all",
+    "build",
+    "clean-all",
+    "history",
+    "sync-env",
+    "render",
+    "engine",
+    "watch",
+    "pull-deps",
+    "push-deps",
+    "export",
+    "import",
+    "test",
+    "bench",
+];
+
+/// The command a mistyped one most likely meant: within two edits of it.
+fn nearest(typed: &str) -> Option<&'static str> {
+    let distance = |a: &str, b: &str| {
+        // Levenshtein distance, one row at a time.
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let next = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+                prev = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    };
+    COMMANDS.iter().map(|c| (distance(typed, c), *c)).filter(|(d, _)| *d <= 2).min().map(|(_, c)| c)
 }
 
 /// The command `sub` with its arguments, checked.
@@ -668,6 +721,13 @@ mod tests {
     #[test]
     fn mistakes_are_usage_errors() {
         assert!(usage_error(&["frobnicate"]).contains("unknown command"));
+        assert!(!usage_error(&["frobnicate"]).contains("did you mean"));
+        assert!(usage_error(&["buld-all"]).contains("did you mean `build-all`?"), "{}", usage_error(&["buld-all"]));
+        assert!(usage_error(&["check-stauts"]).contains("did you mean `check-status`?"));
+        assert!(usage_error(&["help", "extra"]).contains("unknown command \"extra\""));
+        assert!(usage_error(&["help", "build-all", "x"]).contains("unexpected argument \"x\""));
+        assert!(p(&["help", "build-all"]).unwrap().is_none());
+        assert!(p(&["help"]).unwrap().is_none());
         assert!(usage_error(&["check-status", "--colour"]).contains("unknown flag --colour"));
         assert!(usage_error(&["check-status", "a", "b.io", "c"]).contains("unexpected argument \"c\""));
         assert!(usage_error(&["check-status", "v1 2"]).contains("invalid tag"));

@@ -203,17 +203,16 @@ impl Image {
 }
 
 /// The last meaningful lines of a build (or engine) log: without the builder's deprecation
-/// notices.
+/// notices (a `DEPRECATED:` line and the indented lines that go on with it).
 pub fn tail(log: &str, n: usize) -> String {
+    let mut notice = false;
     let lines: Vec<&str> = log
         .lines()
         .map(str::trim_end)
         .filter(|l| {
             let t = l.trim_start();
-            !t.is_empty()
-                && !t.starts_with("DEPRECATED")
-                && !t.contains("docs.docker.com/go/buildx")
-                && !t.starts_with("Install the buildx")
+            notice = t.starts_with("DEPRECATED") || (notice && t.len() < l.len());
+            !t.is_empty() && !notice && !t.contains("docs.docker.com/go/buildx")
         })
         .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -1102,6 +1101,12 @@ mod tests {
     fn tails_skip_builder_noise() {
         let log = "Step 1/2 : FROM scratch\nDEPRECATED: The legacy builder is deprecated\n            Install the buildx component to build images with BuildKit:\n            https://docs.docker.com/go/buildx/\n\nCOPY failed: file not found\n";
         assert_eq!(tail(log, 2), "Step 1/2 : FROM scratch\nCOPY failed: file not found");
+        // docker 28 with DOCKER_BUILDKIT=0, the error in a short log: the error comes first.
+        let log = "DEPRECATED: The legacy builder is deprecated and will be removed in a future release.\n            BuildKit is currently disabled; enable it by removing the DOCKER_BUILDKIT=0\n            environment-variable.\n\nSending build context to Docker daemon  2.048kB\nStep 1/2 : FROM scratch\n ---> \nStep 2/2 : COPY nothere.txt /\nCOPY failed: file not found in build context\n";
+        assert_eq!(
+            tail(log, 8),
+            "Sending build context to Docker daemon  2.048kB\nStep 1/2 : FROM scratch\n --->\nStep 2/2 : COPY nothere.txt /\nCOPY failed: file not found in build context"
+        );
     }
 
     #[test]
