@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", base::one_line(&format!("{e:#}")));
             if e.chain().any(|c| c.is::<UsageError>()) {
                 ExitCode::from(2)
             } else {

@@ -72,6 +72,16 @@ fn bad_environment_values_are_usage_errors_before_anything_runs() {
 }
 
 #[test]
+fn a_name_holding_a_control_character_keeps_the_error_on_one_line() {
+    let ws = Workspace::stack_offline("ctrlname");
+    ws.write("templates/solo/x\ny\u{1b}[2J/a.conf.tpl", "{{NOPE}}\n");
+    let o = ws.run(&["render"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let line = one_error_line(&o);
+    assert!(line.contains("templates/solo/x\\ny\\u{1b}[2J/a.conf.tpl:1:1: NOPE is not defined"), "{line}");
+}
+
+#[test]
 fn broken_projects_fail_with_one_line() {
     let cases: &[(&str, &str, &str)] = &[
         ("services/nodf/README", "no Dockerfile", "has no Dockerfile at services/nodf/Dockerfile"),

@@ -146,6 +146,13 @@ fn history_and_clean_all() {
     let h = ws.ok(&["history", "mid"]);
     assert!(h.stdout.contains("recent builds of mid") && h.stdout.contains("typical build time"), "{h:?}");
     assert!(!h.stdout.contains(" solo "), "{h:?}");
+    assert!(h.stdout.contains("over 1 build\n"), "singular: {h:?}");
+    // Each build's own start and end: a child starts once its parent has ended.
+    let at = |s: &str, k: &str| lines.iter().find(|l| l["service"] == s).unwrap()[k].as_str().unwrap().to_string();
+    for s in ["base", "mid", "leaf", "other", "solo"] {
+        assert!(at(s, "started") <= at(s, "time"), "{s}: {lines:?}");
+    }
+    assert!(at("base", "time") <= at("mid", "started") && at("mid", "time") <= at("leaf", "started"), "{lines:?}");
 
     // clean-all lists, and only with --force removes, this project's images of the tag.
     let keep = format!("{}-keep", ws.tag);

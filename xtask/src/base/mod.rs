@@ -18,6 +18,15 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// `text` with its control characters escaped (`\n`, `\u{1b}`), so that a name holding one
+/// keeps a one-line message on one line and cannot move a terminal's cursor.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 /// Where the tool keeps its own state (caches, records, logs) for a root.
 pub fn state_dir(root: &Utf8Path) -> Utf8PathBuf {
     root.join("target").join("xtask")

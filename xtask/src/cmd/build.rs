@@ -39,6 +39,8 @@ pub struct Outcome {
     pub tail: String,
     /// The ID of the image the service now names, where known (see `restore_names`).
     pub image: Option<String>,
+    /// When its work began (None: it never started).
+    pub began: Option<std::time::SystemTime>,
 }
 
 impl Outcome {
@@ -52,6 +54,7 @@ impl Outcome {
             log: None,
             tail: String::new(),
             image: None,
+            began: None,
         }
     }
 }
@@ -409,7 +412,9 @@ pub fn execute(
                 let tx = tx.clone();
                 s.spawn(move || {
                     // The receiver is gone only when the run itself has ended.
-                    let _ = tx.send(guarded(&step.service, || act(docker, snap, step, verbose, cancel)));
+                    let began = std::time::SystemTime::now();
+                    let outcome = guarded(&step.service, || act(docker, snap, step, verbose, cancel));
+                    let _ = tx.send(Outcome { began: Some(began), ..outcome });
                 });
             }
             if running == 0 {

@@ -12,9 +12,9 @@ use crate::cmd::build::{Ended, Outcome};
 use crate::decide::plan::Plan;
 use crate::decide::status::Snapshot;
 
-/// UTC time as RFC 3339, from the system clock.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+/// A time as RFC 3339, in UTC, to the second.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days to civil date (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -35,7 +35,7 @@ fn path(root: &Utf8Path) -> camino::Utf8PathBuf {
 
 /// Appends one line per planned service: what was done, why, and how it went.
 pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], snap: &Snapshot) -> Result<()> {
-    let time = now_rfc3339();
+    let now = std::time::SystemTime::now();
     let mut text = String::new();
     for step in &plan.steps {
         let outcome = outcomes.iter().find(|o| o.service == step.service);
@@ -47,8 +47,12 @@ pub fn append(root: &Utf8Path, tag: &str, plan: &Plan, outcomes: &[Outcome], sna
             Some(Ended::Failed) => "failed",
             Some(Ended::NotStarted) => "not started",
         };
+        // Each build's own start and end; a service with no work of its own, the run's end.
+        let began = outcome.and_then(|o| o.began);
+        let ended = began.map_or(now, |b| b + std::time::Duration::from_secs_f64(outcome.map_or(0.0, |o| o.seconds)));
         let line = json!({
-            "time": time,
+            "time": rfc3339(ended),
+            "started": began.map(rfc3339),
             "tag": tag,
             "service": step.service,
             "action": step.action.name(),
@@ -134,11 +138,21 @@ fn show(root: &Utf8Path, service: Option<&str>) -> Result<i32> {
         times.entry(s(v, "service")).or_default().push(v["seconds"].as_f64().unwrap_or(0.0));
     }
     println!("typical build time (median of successful builds):");
-    for (svc, mut t) in times {
-        t.sort_by(|a, b| a.total_cmp(b));
-        println!("  {svc:<14} {:>6.1}s over {} builds", t[t.len() / 2], t.len());
+    for (svc, t) in times {
+        let n = t.len();
+        println!("  {svc:<14} {:>6.1}s over {n} build{}", median(t), if n == 1 { "" } else { "s" });
     }
     Ok(0)
+}
+
+/// The median: the middle value, or the mean of the two middle ones.
+fn median(mut t: Vec<f64>) -> f64 {
+    t.sort_by(|a, b| a.total_cmp(b));
+    match t.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => t[n / 2],
+        n => (t[n / 2 - 1] + t[n / 2]) / 2.0,
+    }
 }
 
 #[cfg(test)]
@@ -163,8 +177,18 @@ mod tests {
     }
 
     #[test]
+    fn a_median_is_the_middle_or_the_mean_of_the_two_middles() {
+        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(vec![10.0, 1.0]), 5.5);
+        assert_eq!(super::median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(super::median(vec![7.0]), 7.0);
+    }
+
+    #[test]
     fn time_format() {
-        let t = super::now_rfc3339();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_418_000);
+        assert_eq!(super::rfc3339(t), "2026-12-04T21:00:00Z");
+        let t = super::rfc3339(std::time::SystemTime::now());
         assert_eq!(t.len(), 20);
         assert!(t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
     }

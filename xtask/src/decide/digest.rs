@@ -199,7 +199,8 @@ pub fn explain(
     let mut out = Vec::new();
     if changed.contains(&Category::Dockerfile) {
         if old.target != new.target {
-            out.push(format!("target changed: {:?} -> {:?}", old.target, new.target));
+            let stage = |t: &Option<String>| t.as_ref().map_or("(the last stage)".to_string(), |t| format!("{t:?}"));
+            out.push(format!("target changed: {} -> {}", stage(&old.target), stage(&new.target)));
         }
         if old.dockerfile != new.dockerfile {
             out.push("Dockerfile changed".to_string());
@@ -428,5 +429,15 @@ mod tests {
         assert!(text.contains("z (added)") && text.contains("b (removed)"), "{text}");
         assert!(text.contains("parent base changed"), "{text}");
         assert!(!text.contains("hunter2"));
+        // Plain values, as the Dockerfile names the stages.
+        let mut targeted = record();
+        targeted.target = Some("two".into());
+        let mut one = record();
+        one.target = Some("one".into());
+        let text = explain(&one, &targeted, &[Category::Dockerfile], &|_| None).join("; ");
+        assert!(text.contains("target changed: \"one\" -> \"two\"") && !text.contains("Some"), "{text}");
+        one.target = None;
+        let text = explain(&one, &targeted, &[Category::Dockerfile], &|_| None).join("; ");
+        assert!(text.contains("target changed: (the last stage) -> \"two\""), "{text}");
     }
 }

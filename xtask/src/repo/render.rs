@@ -173,14 +173,13 @@ fn check_inside(root: &Utf8Path, service: &str, path: &Utf8Path) -> Result<()> {
     // decides, and below it the folders the write creates must not climb back out with `..`
     // (such a path does not land anywhere `landing` can tell: refused).
     let target = crate::base::atomic::resolve(&root.join(path))?;
-    let outside = || {
-        anyhow::anyhow!(
-            "{path} would be written outside services/{service} (to {target}): remove the link or rename the template"
-        )
-    };
-    let real = landing(target.clone()).ok_or_else(outside)?;
-    if !real.starts_with(&folder) || path.components().any(|c| c.as_str() == "..") {
-        return Err(outside());
+    let real = landing(target.clone());
+    // The message names where the write would land, links resolved, where that can be told.
+    let to = real.as_ref().unwrap_or(&target);
+    if !real.as_ref().is_some_and(|r| r.starts_with(&folder)) || path.components().any(|c| c.as_str() == "..") {
+        anyhow::bail!(
+            "{path} would be written outside services/{service} (to {to}): remove the link or rename the template"
+        );
     }
     Ok(())
 }
@@ -294,6 +293,8 @@ mod tests {
         std::os::unix::fs::symlink(root.join("elsewhere"), root.join("services/web/conf")).unwrap();
         let e = outputs(root, &["web"]).unwrap_err().to_string();
         assert!(e.contains("outside services/web"), "{e}");
+        let landing = root.canonicalize_utf8().unwrap().join("elsewhere/site.conf");
+        assert!(e.contains(&format!("(to {landing})")), "where the write lands, links resolved: {e}");
         // A dangling link at the output path itself: the write would create its target.
         std::fs::remove_file(root.join("services/web/conf")).unwrap();
         std::fs::create_dir_all(root.join("services/web/conf")).unwrap();
