@@ -172,6 +172,41 @@ fn reports_in_three_formats() {
 }
 
 #[test]
+fn the_graph_is_drawn_coloured_by_status() {
+    let ws = Workspace::stack("graph");
+    ws.build(&["mid"]);
+    ws.write("services/mid/mid.txt", "changed\n");
+    let dot = ws.ok(&["check-status", &ws.tag, "--format", "dot"]).stdout;
+    for line in [
+        "\"base\" [shape=box, label=\"base\\nOK\", fillcolor=\"#b7e1a1\"",
+        "\"mid\" [shape=box, label=\"mid\\nSTALE\", fillcolor=\"#ffd59a\", tooltip=\"mid.txt (modified",
+        "\"leaf\" [shape=box, label=\"leaf\\nMISSING\"",
+        "\"base\" -> \"mid\";",
+        "\"mid\" -> \"leaf\";",
+        "\"base\" -> \"other\";",
+    ] {
+        assert!(dot.contains(line), "{line}: {dot}");
+    }
+    // Graphviz reads it.
+    let mut svg = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("graphviz's dot (the suite installs Debian's graphviz)");
+    std::io::Write::write_all(&mut svg.stdin.take().unwrap(), dot.as_bytes()).unwrap();
+    let out = svg.wait_with_output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("<svg"), "{out:?}");
+    let mermaid = ws.ok(&["check-status", &ws.tag, "--format", "mermaid"]).stdout;
+    assert!(mermaid.starts_with("flowchart LR\n") && mermaid.contains("[\"mid: STALE\"]:::stale"), "{mermaid}");
+    assert_eq!(mermaid.matches(" --> ").count(), 3, "{mermaid}");
+    let o = ws.run(&["check-status", &ws.tag, "--format", "dot", "--deps"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    let o = ws.run(&["build-all", &ws.tag, "--dry-run", "--format", "mermaid"]);
+    assert_eq!(o.code, 2, "{o:?}");
+}
+
+#[test]
 fn tag_comes_from_env_file() {
     let ws = Workspace::stack("envtag");
     ws.write(".env", &format!("IMAGE_TAG={}\n", ws.tag));

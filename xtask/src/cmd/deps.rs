@@ -131,6 +131,8 @@ pub fn all_ok(deps: &[Dep]) -> bool {
 pub fn add_to_report(report: String, deps: &[Dep], format: Format) -> String {
     let local = |d: &Dep| if d.local.is_some() { "PRESENT" } else { "MISSING" };
     match format {
+        // `check-status` refuses --deps with a graph.
+        Format::Dot | Format::Mermaid => report,
         Format::Json => {
             let mut v: Value = serde_json::from_str(&report).unwrap_or_else(|_| json!({}));
             v["dependencies"] = deps

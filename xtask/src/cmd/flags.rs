@@ -38,13 +38,14 @@ Exit codes: 0 success, 1 a check or build failed, 2 a usage error.
 ";
 
 const CHECK_STATUS: &str = "\
-Usage: cargo xtask check-status [TAG] [REGISTRY] [--format human|plain|json] [--exit-code]
+Usage: cargo xtask check-status [TAG] [REGISTRY] [--format human|plain|json|dot|mermaid] [--exit-code]
 
 Classifies every service image as OK, MISSING, INVALID or STALE by the digest of its inputs,
 with one engine call, and says why each is not OK; a service whose Dockerfile cannot be analysed
 is ERROR with its reason, and the others are classified as usual.
 
-  --format F     human (default), plain (`service|STATUS|image` lines) or json
+  --format F     human (default), plain (`service|STATUS|image` lines), json, or the service
+                 graph coloured by status: dot (Graphviz: `| dot -Tsvg > graph.svg`) or mermaid
   --exit-code    exit 1 when any service is not OK (ERROR included)
   --remote       also ask REGISTRY whether TAG is there and is the build of the current
                  inputs (plain gets a fourth column, json a \"remote\" object)
@@ -515,6 +516,9 @@ fn check_status(mut args: pico_args::Arguments) -> Result<Command> {
     if remote && registry.is_none() {
         return Err(usage("--remote needs a REGISTRY: cargo xtask check-status TAG REGISTRY --remote".into()));
     }
+    if matches!(format, Format::Dot | Format::Mermaid) && (remote || deps) {
+        return Err(usage("the graph formats (dot, mermaid) draw the local statuses: drop --remote and --deps".into()));
+    }
     Ok(Command::CheckStatus(CheckStatus { remote, deps, tag, registry, format, exit_code }))
 }
 
@@ -526,8 +530,8 @@ fn build(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
     let no_push = once(&mut args, "--no-push")?;
     let jobs = value::<Count>(&mut args, "--jobs")?.map_or_else(default_jobs, |c| c.0);
     let format = value::<Format>(&mut args, "--format")?.unwrap_or(Format::Human);
-    if format == Format::Plain {
-        return Err(usage(format!("{sub} --format takes human or json (plain is for check-status)")));
+    if matches!(format, Format::Plain | Format::Dot | Format::Mermaid) {
+        return Err(usage(format!("{sub} --format takes human or json (the others are for check-status)")));
     }
     let mut pos = if sub == "build" {
         let pos = positionals(args, "build", 3, "SERVICE [TAG] [REGISTRY]")?;

@@ -19,6 +19,7 @@ pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
         ("docker-registry", "docker-registry"),
         ("busybox", "busybox-static"),
         ("podman", "podman"),
+        ("dot", "graphviz"),
     ])
     .or_else(|e| if std::env::var_os("DOCKER_HOST").is_some() { Ok(()) } else { Err(e) })?;
     // Every podman of the suite (the tool's, the tests', this harness's) uses a storage of

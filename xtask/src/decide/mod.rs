@@ -2,6 +2,7 @@
 //! Pure functions of gathered facts (`cmd::gather` gathers them).
 
 pub mod digest;
+pub mod graph;
 pub mod plan;
 pub mod report;
 pub mod schedule;

@@ -15,6 +15,10 @@ pub enum Format {
     Human,
     Plain,
     Json,
+    /// The service graph (`graph.rs`), for Graphviz.
+    Dot,
+    /// The service graph as a Mermaid flowchart.
+    Mermaid,
 }
 
 impl std::str::FromStr for Format {
@@ -24,7 +28,9 @@ impl std::str::FromStr for Format {
             "human" => Ok(Format::Human),
             "plain" => Ok(Format::Plain),
             "json" => Ok(Format::Json),
-            _ => Err(format!("unknown format {s:?}: use human, plain or json")),
+            "dot" => Ok(Format::Dot),
+            "mermaid" => Ok(Format::Mermaid),
+            _ => Err(format!("unknown format {s:?}: use human, plain, json, dot or mermaid")),
         }
     }
 }
@@ -65,6 +71,8 @@ pub fn mark(state: State) -> &'static str {
 pub fn render(snap: &Snapshot, remote: Option<&BTreeMap<String, Remote>>, format: Format, style: &Style) -> String {
     let remote_state = |name: &str| remote.and_then(|r| r.get(name));
     match format {
+        Format::Dot => crate::decide::graph::dot(&crate::decide::graph::nodes(snap)),
+        Format::Mermaid => crate::decide::graph::mermaid(&crate::decide::graph::nodes(snap)),
         Format::Plain => snap
             .statuses
             .iter()
