@@ -47,7 +47,9 @@ fn run() -> Result<i32> {
     match command {
         Command::CheckStatus(f) => cmd::check::run(&root, f),
         Command::Build(f) => cmd::pipeline::run(&root, f),
-        Command::CleanAll { tag, force } => cmd::clean::run(&root, tag.as_deref(), force),
+        Command::CleanAll { tag, force, include_unlabelled } => {
+            cmd::clean::run(&root, tag.as_deref(), force, include_unlabelled)
+        }
         Command::History(service) => cmd::history::run(&root, service.as_deref()),
         Command::SyncEnv { check } => cmd::sync_env::run(&root, check, false),
         Command::Render { check } => {

@@ -121,11 +121,15 @@ service that is OK is not rebuilt.
 ";
 
 const CLEAN_ALL: &str = "\
-Usage: cargo xtask clean-all [TAG] [--force]
+Usage: cargo xtask clean-all [TAG] [--force] [--include-unlabelled]
 
 Lists the images of this project (ai-infra-<service>, and REGISTRY/ai-infra-<service> for the
 registries this root has built for; all tags or TAG's) and, only with --force, removes those
-names. Never touches any other image.
+names. Never touches any other image. An image under such a name without this tool's input
+label (ai-infra.inputs) was not built by it: it is listed as kept, and stays.
+
+  --force               remove the images listed
+  --include-unlabelled  with --force, also remove the images this tool did not build
 ";
 
 const HISTORY: &str = "\
@@ -271,7 +275,7 @@ pub enum Command {
     Export(Export),
     Import(camino::Utf8PathBuf),
     Build(Build),
-    CleanAll { tag: Option<String>, force: bool },
+    CleanAll { tag: Option<String>, force: bool, include_unlabelled: bool },
     History(Option<String>),
     SyncEnv { check: bool },
     Render { check: bool },
@@ -392,8 +396,9 @@ fn command(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
         "build" | "build-all" => build(sub, args)?,
         "clean-all" => {
             let force = once(&mut args, "--force")?;
+            let include_unlabelled = once(&mut args, "--include-unlabelled")?;
             let (tag, _) = tag_and_registry(positionals(args, "clean-all", 1, "[TAG]")?)?;
-            Command::CleanAll { tag, force }
+            Command::CleanAll { tag, force, include_unlabelled }
         }
         "history" => {
             let pos = positionals(args, "history", 1, "[SERVICE]")?;
