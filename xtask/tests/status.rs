@@ -344,7 +344,10 @@ fn a_listing_and_inspections_by_name_agree() {
         let c = serde_json::json!({"engine": engine, "listing": listing, "listed_at": now, "inspection": 0.0001});
         std::fs::write(&costs_file, c.to_string()).unwrap();
     };
-    for args in [vec!["check-status", &ws.tag, "--format", "json"], vec!["check-status", &ws.tag, "127.0.0.1:5999", "--format", "json"]] {
+    for args in [
+        vec!["check-status", &ws.tag, "--format", "json"],
+        vec!["check-status", &ws.tag, "127.0.0.1:5999", "--format", "json"],
+    ] {
         costs(0.000001);
         let listed = ws.run_env(&args, &[("AI_INFRA_ENGINE_CLIENT", "api")]);
         costs(10.0);
@@ -526,12 +529,17 @@ fn a_running_watcher_misses_no_change() {
         use std::io::Write;
         std::fs::OpenOptions::new().append(true).open(p).unwrap().write_all(text.as_bytes()).unwrap();
     };
-    let set_len = |p: &std::path::Path, n: u64| std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(n).unwrap();
+    let set_len =
+        |p: &std::path::Path, n: u64| std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(n).unwrap();
     // Each change, then undone: STALE, then OK again.
     // What changes, how, and how it is undone.
     type Step<'a> = Box<dyn Fn() + 'a>;
     let mut changes: Vec<(&str, Step, Step)> = Vec::new();
-    changes.push(("a file written", Box::new(|| append(&svc.join("a.txt"), "more\n")), Box::new(|| set_len(&svc.join("a.txt"), 2))));
+    changes.push((
+        "a file written",
+        Box::new(|| append(&svc.join("a.txt"), "more\n")),
+        Box::new(|| set_len(&svc.join("a.txt"), 2)),
+    ));
     changes.push((
         "a mode changed",
         Box::new(|| std::fs::set_permissions(svc.join("tool.sh"), std::fs::Permissions::from_mode(0o755)).unwrap()),

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::base::Sha;
 use crate::decide::status::{self, Inputs, Snapshot};
 use crate::repo::context::{self, FileRecord};
-use crate::base::Sha;
 use crate::repo::hashcache::HashCache;
-use crate::repo::listing;
 use crate::repo::ignore::Dialect;
+use crate::repo::listing;
 use crate::repo::project::{self, Project, Resolved};
 use crate::repo::reads::{self, Reads, Want};
 use crate::repo::record;
@@ -253,7 +253,8 @@ pub fn contexts(
     if let Some(w) = &watch {
         w.confirm(&holding);
     }
-    for ((((r, ignore), records), reads), known) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads).zip(&reals) {
+    for ((((r, ignore), records), reads), known) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads).zip(&reals)
+    {
         // Each generated file goes where its write lands, through any link on the way, compared
         // with the context's own resolved path (asked only where something is generated, unless
         // the watcher's check already asked).
@@ -410,11 +411,10 @@ mod tests {
     #[test]
     fn the_watcher_is_asked_since_the_oldest_token_of_the_run() {
         let t = |epoch, seq| Token { epoch, seq };
-        let tokens: BTreeMap<String, String> =
-            [("a", t(7, 5)), ("b", t(7, 3)), ("c", t(7, 9)), ("other", t(8, 1))]
-                .into_iter()
-                .map(|(n, t)| (n.to_string(), t.to_text()))
-                .collect();
+        let tokens: BTreeMap<String, String> = [("a", t(7, 5)), ("b", t(7, 3)), ("c", t(7, 9)), ("other", t(8, 1))]
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t.to_text()))
+            .collect();
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(oldest(&tokens, &names(&["a", "b", "c"])), Some(t(7, 3)));
         assert_eq!(oldest(&tokens, &names(&["a", "c"])), Some(t(7, 5)));

@@ -83,10 +83,7 @@ fn up(root: &Utf8Path) -> Result<i32> {
     // Stopped (SIGSTOP), or busy rescanning a large tree: a second watcher would find the socket
     // taken and exit, and this one must stay recorded for `watch down`.
     if let Some(s) = engine::read_state(&state_file(&real)).filter(|s| engine::alive(s.pid, &marker)) {
-        bail!(
-            "a watcher (pid {}) runs for {real} but does not answer; stop it with cargo xtask watch down",
-            s.pid
-        );
+        bail!("a watcher (pid {}) runs for {real} but does not answer; stop it with cargo xtask watch down", s.pid);
     }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let exe = Utf8PathBuf::from_path_buf(exe).map_err(|p| anyhow::anyhow!("this program's path {p:?} is not UTF-8"))?;

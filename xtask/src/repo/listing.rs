@@ -104,13 +104,7 @@ pub fn fingerprint(
 /// it skips (its state folder, one excluded with no exception below, one nothing is read from)
 /// hides every change below it; where either reading of the last part (file or folder) would be
 /// recorded or walked, the change counts.
-pub fn affects(
-    real: &Utf8Path,
-    changed: &Utf8Path,
-    ignore: &Ignore,
-    reads: &[Reads],
-    state: Option<&str>,
-) -> bool {
+pub fn affects(real: &Utf8Path, changed: &Utf8Path, ignore: &Ignore, reads: &[Reads], state: Option<&str>) -> bool {
     let Ok(rel) = changed.strip_prefix(real) else {
         // Outside the context, or one of the folders that lead to it.
         return real.starts_with(changed);
@@ -138,7 +132,8 @@ pub fn affects(
     }
     let excluded = ignore.excludes(rel);
     let as_file = !excluded && (read_whole || reads::want_any(reads, rel, false) == Want::Yes);
-    let as_folder = (!excluded || ignore.has_exceptions()) && (read_whole || reads::want_any(reads, rel, true) != Want::No);
+    let as_folder =
+        (!excluded || ignore.has_exceptions()) && (read_whole || reads::want_any(reads, rel, true) != Want::No);
     as_file || as_folder
 }
 
@@ -260,7 +255,13 @@ mod tests {
         let others = [
             fingerprint(Utf8Path::new("services/v"), Utf8Path::new("/r/services/w"), &ignore, &[&a], None),
             fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/elsewhere"), &ignore, &[&a], None),
-            fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &Ignore::parse("y\n").unwrap(), &[&a], None),
+            fingerprint(
+                Utf8Path::new("services/w"),
+                Utf8Path::new("/r/services/w"),
+                &Ignore::parse("y\n").unwrap(),
+                &[&a],
+                None,
+            ),
             fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &ignore, &[&b], None),
             fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &ignore, &[&a, &b], None),
             fingerprint(Utf8Path::new("services/w"), Utf8Path::new("/r/services/w"), &ignore, &[&a], Some("target")),

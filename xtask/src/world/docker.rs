@@ -1023,8 +1023,9 @@ mod tests {
         assert!(err.contains("not the expected JSON") && err.contains("<html>"), "{err}");
         let err = parse_inspect(&names, "{\"Id\": 1}", "", true, "h", false).unwrap_err().to_string();
         assert!(err.contains("not the expected JSON"), "{err}");
-        let err =
-            parse_inspect(&names, "", "permission denied while trying to connect", false, "h", false).unwrap_err().to_string();
+        let err = parse_inspect(&names, "", "permission denied while trying to connect", false, "h", false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("permission denied"), "{err}");
     }
 
@@ -1114,9 +1115,15 @@ mod tests {
             a = "ab".repeat(32),
             e = "cd".repeat(32)
         );
-        let found =
-            parse_inspect(&names, &out, "Error: inspecting object: ai-infra-b:t: image not known\n", false, "podman", true)
-                .unwrap();
+        let found = parse_inspect(
+            &names,
+            &out,
+            "Error: inspecting object: ai-infra-b:t: image not known\n",
+            false,
+            "podman",
+            true,
+        )
+        .unwrap();
         assert_eq!(found.keys().collect::<Vec<_>>(), vec!["ai-infra-a:t", "ai-infra-e:t"]);
         let a = &found["ai-infra-a:t"];
         assert_eq!(a.id, Some(format!("sha256:{}", "ab".repeat(32))));

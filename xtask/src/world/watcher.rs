@@ -285,8 +285,7 @@ impl Tree {
         }
         // SAFETY: fd was just returned by the kernel and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut tree =
-            Tree { fd, root_wd: -1, watches: HashMap::new(), by_path: HashMap::new(), orphans: Vec::new() };
+        let mut tree = Tree { fd, root_wd: -1, watches: HashMap::new(), by_path: HashMap::new(), orphans: Vec::new() };
         tree.add_tree(root.as_std_path(), root, root)?;
         tree.root_wd = tree.by_path.get(root).copied().context("the root could not be watched")?;
         Ok(tree)
@@ -870,9 +869,8 @@ mod tests {
     fn exchange(a: &Utf8Path, b: &Utf8Path) {
         let (a, b) = (CString::new(a.as_str()).unwrap(), CString::new(b.as_str()).unwrap());
         // SAFETY: two NUL-terminated paths.
-        let r = unsafe {
-            libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
-        };
+        let r =
+            unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
         assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
     }
 
