@@ -294,6 +294,7 @@ fn forged(
     assert!(o.status.success());
     let _ = std::fs::remove_file(dir.join("manifest.json.sig"));
     let mut m: serde_json::Value = serde_json::from_str(&ws.read(&format!("{to}/manifest.json"))).unwrap();
+    let before = m.clone();
     if !save.is_empty() {
         let tar = dir.join(file);
         let mut args = vec!["save", "-o", tar.to_str().unwrap()];
@@ -305,7 +306,10 @@ fn forged(
         }
     }
     edit(&mut m);
-    ws.write(&format!("{to}/manifest.json"), &serde_json::to_string_pretty(&m).unwrap());
+    // Rewritten only when changed: the untouched bytes are what import.sh was written with.
+    if m != before {
+        ws.write(&format!("{to}/manifest.json"), &serde_json::to_string_pretty(&m).unwrap());
+    }
     dir.to_str().unwrap().to_string()
 }
 
