@@ -47,7 +47,9 @@ fn run() -> Result<i32> {
     match command {
         Command::CheckStatus(f) => cmd::check::run(&root, f),
         Command::Build(f) => cmd::pipeline::run(&root, f),
-        Command::CleanAll { tag, force } => cmd::clean::run(&root, tag.as_deref(), force),
+        Command::CleanAll { tag, force, include_unlabelled } => {
+            cmd::clean::run(&root, tag.as_deref(), force, include_unlabelled)
+        }
         Command::History(service) => cmd::history::run(&root, service.as_deref()),
         Command::SyncEnv { check } => cmd::sync_env::run(&root, check, false),
         Command::Render { check } => {
@@ -56,7 +58,7 @@ fn run() -> Result<i32> {
         Command::PullDeps => cmd::deps::pull(&root),
         Command::PushDeps(registry) => cmd::deps::push(&root, &registry),
         Command::Export(f) => cmd::export::run(&root, f),
-        Command::Import(dir) => cmd::import::run(&root, &dir),
+        Command::Import { dir, allowed_signers } => cmd::import::run(&root, &dir, allowed_signers.as_deref()),
         Command::Engine(action) => world::engine::run(&root, &action),
         Command::Watch(w) => cmd::watch::run(&root, &w.action, w.marker.as_deref()),
         Command::Test(args) => cmd::harness::run(&root, &args),

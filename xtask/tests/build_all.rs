@@ -360,3 +360,34 @@ fn run_mount_cache_and_copy_from_under_each_builder() {
     let o = ws.run_env(&["build", "multi", &ws.tag, "--force"], &[("AI_INFRA_BUILDER", "kaniko")]);
     assert!(o.code != 0 && o.stderr.contains("AI_INFRA_BUILDER=\"kaniko\" is not a builder"), "{o:?}");
 }
+
+/// An image under a project name that this tool did not build (no `ai-infra.inputs` label, as
+/// the suite's sentinel `ai-infra-base:keep`) survives `clean-all --force` of all tags; only
+/// `--include-unlabelled` removes it. The service's name is this test's own, so that a clean
+/// of all tags touches no other test's images.
+#[test]
+fn clean_all_keeps_what_this_tool_did_not_build() {
+    let mut ws = Workspace::new("handmade");
+    ws.write("services/handmade/Dockerfile", "FROM scratch\nCOPY f /f\n");
+    ws.write("services/handmade/f", &ws.tag);
+    ws.ok(&["build-all", &ws.tag]);
+    let hand_tag = format!("{}-hand", ws.tag);
+    ws.also_tag(&hand_tag);
+    let hand = format!("ai-infra-handmade:{hand_tag}");
+    ws.write("hand/Dockerfile", "FROM scratch\nCOPY f /f\nLABEL made=by-hand\n");
+    ws.write("hand/f", "by hand\n");
+    let built = ws.cli(&["build", "-q", "-t", &hand, ws.path("hand").to_str().unwrap()]);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let exists = |name: &str| ws.cli(&["image", "inspect", name]).status.success();
+
+    let o = ws.ok(&["clean-all"]);
+    assert!(o.stdout.contains(&format!("{hand}: not built by this tool: kept")), "{o:?}");
+    assert!(o.stdout.contains("1 images of this project"), "{o:?}");
+    let o = ws.ok(&["clean-all", "--force"]);
+    assert!(o.stdout.contains("removed 1 of 1 images") && o.stdout.contains(&format!("{hand}: not built")), "{o:?}");
+    assert!(exists(&hand), "the image this tool did not build stays");
+    assert!(!exists(&format!("ai-infra-handmade:{}", ws.tag)), "the one it built is gone");
+    let o = ws.ok(&["clean-all", "--force", "--include-unlabelled"]);
+    assert!(o.stdout.contains("removed 1 of 1 images"), "{o:?}");
+    assert!(!exists(&hand), "--include-unlabelled removes it too");
+}

@@ -277,3 +277,162 @@ fn a_bundle_from_docker_imports_under_podman_and_back() {
     assert!(o.stdout.contains("7 loaded, 0 refused; 7/7 OK"), "{o:?}");
     assert_eq!(states_under(&ws, "docker"), all_ok, "every image OK under Docker again");
 }
+
+/// A copy of the bundle in `from` as `to`, with `edit` applied to its manifest's images, and
+/// each tar named in `tars` replaced (with its sha256 and size in the manifest updated, as an
+/// attacker would) by `docker save` of those names. Returns the copy's path.
+fn forged(
+    ws: &Workspace,
+    from: &str,
+    to: &str,
+    file: &str,
+    save: &[&str],
+    edit: &dyn Fn(&mut serde_json::Value),
+) -> String {
+    let dir = ws.path(to);
+    let o = Command::new("cp").args(["-r", ws.path(from).to_str().unwrap(), dir.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success());
+    let _ = std::fs::remove_file(dir.join("manifest.json.sig"));
+    let mut m: serde_json::Value = serde_json::from_str(&ws.read(&format!("{to}/manifest.json"))).unwrap();
+    let before = m.clone();
+    if !save.is_empty() {
+        let tar = dir.join(file);
+        let mut args = vec!["save", "-o", tar.to_str().unwrap()];
+        args.extend_from_slice(save);
+        assert!(docker(&args).status.success());
+        for e in m["images"].as_array_mut().unwrap().iter_mut().filter(|e| e["file"] == file) {
+            e["sha256"] = serde_json::json!(sha256(&tar));
+            e["size"] = serde_json::json!(std::fs::metadata(&tar).unwrap().len());
+        }
+    }
+    edit(&mut m);
+    // Rewritten only when changed: the untouched bytes are what import.sh was written with.
+    if m != before {
+        ws.write(&format!("{to}/manifest.json"), &serde_json::to_string_pretty(&m).unwrap());
+    }
+    dir.to_str().unwrap().to_string()
+}
+
+/// The attacks of issue 22 on a bundle, each refused with nothing of it loaded, and a signed
+/// bundle accepted only with the signer's key.
+#[test]
+fn a_bundle_trusts_nothing_its_tars_say_and_checks_its_signature() {
+    let ws = Workspace::new("forged");
+    for s in ["fa", "fb"] {
+        ws.write(&format!("services/{s}/Dockerfile"), &format!("FROM scratch\nCOPY {s} /{s}\n"));
+        ws.write(&format!("services/{s}/{s}"), &format!("{s} {}\n", ws.tag));
+    }
+    ws.ok(&["build-all", &ws.tag]);
+    let (fa, fb) = (format!("ai-infra-fa:{}", ws.tag), format!("ai-infra-fb:{}", ws.tag));
+    let id = |name: &str| {
+        String::from_utf8_lossy(&docker(&["image", "inspect", "-f", "{{.Id}}", name]).stdout).trim().to_string()
+    };
+    let victim = format!("barvictim-{}:keep", ws.tag);
+    let other = format!("other-{}:x", ws.tag);
+    let _cleanup = RmNames(vec![victim.clone(), other.clone()]);
+    for (key, who) in [("key", "ci@example.com"), ("wrong", "mallory@example.com")] {
+        let k = ws.path(key);
+        let o = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", who, "-f"])
+            .arg(&k)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let public = ws.read(&format!("{key}.pub"));
+        ws.write(
+            &format!("{key}.allowed"),
+            &format!("{who} {}", public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
+        );
+    }
+    let out = ws.path("out");
+    let o = ws.ok(&["export", out.to_str().unwrap(), &ws.tag, "--sign", ws.path("key").to_str().unwrap()]);
+    assert!(o.stdout.contains("signed manifest.json"), "{o:?}");
+    let allowed = ws.path("key.allowed");
+    let allowed = allowed.to_str().unwrap();
+    let wrong = ws.path("wrong.allowed");
+
+    // The signed bundle: accepted with the signer's key, by import and by import.sh.
+    let o = ws.ok(&["import", out.to_str().unwrap(), "--allowed-signers", allowed]);
+    assert!(o.stdout.contains("signed by ci@example.com, verified") && o.stdout.contains("2/2 OK"), "{o:?}");
+    let o = ws.ok(&["import", out.to_str().unwrap()]);
+    assert!(o.stdout.contains("signed, but not verified"), "{o:?}");
+    let sh = |dir: &str, env: &[(&str, &str)]| {
+        let mut c = Command::new("sh");
+        c.arg(format!("{dir}/import.sh")).envs(env.iter().copied());
+        c.output().unwrap()
+    };
+    let o = sh(out.to_str().unwrap(), &[("ALLOWED_SIGNERS", allowed)]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("signed by ci@example.com"), "{o:?}");
+    // Another key, or no signature: refused, nothing loaded.
+    let o = ws.run(&["import", out.to_str().unwrap(), "--allowed-signers", wrong.to_str().unwrap()]);
+    assert!(o.code == 1 && o.stderr.contains("is not signed by any key in"), "{o:?}");
+    let o = sh(out.to_str().unwrap(), &[("ALLOWED_SIGNERS", wrong.to_str().unwrap())]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let unsigned = forged(&ws, "out", "unsigned", "", &[], &|_| {});
+    let o = ws.run(&["import", &unsigned, "--allowed-signers", allowed]);
+    assert!(o.code == 1 && o.stderr.contains("is not signed (no manifest.json.sig)"), "{o:?}");
+    let o = sh(&unsigned, &[("ALLOWED_SIGNERS", allowed)]);
+    assert!(o.status.code() == Some(1) && String::from_utf8_lossy(&o.stderr).contains("not signed"), "{o:?}");
+    let o = ws.ok(&["import", &unsigned]);
+    assert!(o.stdout.contains("the bundle is unsigned"), "{o:?}");
+
+    let images = manifest(&ws, "out");
+    let file_of = |name: &str| images.iter().find(|e| e["name"] == name).unwrap()["file"].as_str().unwrap().to_string();
+    let (fa_file, fb_file) = (file_of(&fa), file_of(&fb));
+
+    // A foreign tar (fb's image, under the victim's name) with the right sha256 in manifest.json:
+    // refused, and the user's victim name stays where it was.
+    assert!(docker(&["tag", &fb, &victim]).status.success());
+    let foreign = forged(&ws, "out", "foreign", &fa_file, &[&victim], &|_| {});
+    assert!(docker(&["tag", &fa, &victim]).status.success());
+    let o = ws.run(&["import", &foreign]);
+    assert!(
+        o.code == 1 && o.stdout.contains(&format!("refused {fa_file}")) && o.stdout.contains("is not the manifest's"),
+        "{o:?}"
+    );
+    assert_eq!(id(&victim), id(&fa), "the victim's name did not move");
+    // The manifest's own image, but under other names too: refused.
+    assert!(docker(&["tag", &fa, &other]).status.success());
+    let renamed = forged(&ws, "out", "renamed", &fa_file, &[&fa, &other], &|_| {});
+    let o = ws.run(&["import", &renamed]);
+    assert!(
+        o.code == 1 && o.stdout.contains(&format!("it names \"{other}\"")) && o.stdout.contains("1 loaded, 1 refused"),
+        "{o:?}"
+    );
+    // import.sh refuses it too, even when its own lines are made to match the forged tar.
+    let script = ws
+        .read("renamed/import.sh")
+        .replace(
+            images.iter().find(|e| e["name"] == fa).unwrap()["sha256"].as_str().unwrap(),
+            &sha256(&ws.path(&format!("renamed/{fa_file}"))),
+        )
+        .replace(&sha256(&ws.path("out/manifest.json")), &sha256(&ws.path("renamed/manifest.json")));
+    ws.write("renamed/import.sh", &script);
+    let o = sh(&renamed, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1)
+            && stderr.contains(&format!("refused {fa_file}"))
+            && stderr.contains(&format!("it names {other}")),
+        "{o:?}"
+    );
+    // A service entry named like someone else's image: refused, never tagged.
+    let named = forged(&ws, "out", "named", "", &[], &|m| {
+        let e = m["images"].as_array_mut().unwrap().iter_mut().find(|e| e["file"] == fb_file.as_str()).unwrap();
+        e["name"] = serde_json::json!(format!("victim-repo-{}:latest", ws.tag));
+    });
+    let o = ws.run(&["import", &named]);
+    assert!(o.code == 1 && o.stdout.contains("must be named ai-infra-<service>:<tag>"), "{o:?}");
+    assert!(!docker(&["image", "inspect", &format!("victim-repo-{}:latest", ws.tag)]).status.success());
+}
+
+/// Removes image names however the test ends.
+struct RmNames(Vec<String>);
+
+impl Drop for RmNames {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            docker(&["image", "rm", n]);
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! `cargo xtask clean-all [TAG] [--force]`: lists the project's images (named
 //! `ai-infra-<service>`, or `REGISTRY/ai-infra-<service>` for a registry this root has built
 //! for, for a service of this project) and, only with --force, removes those names. Never
-//! touches another image: `someone/ai-infra-base` pulled from elsewhere is not ours.
+//! touches another image: `someone/ai-infra-base` pulled from elsewhere is not ours, and an
+//! image under a project name without this tool's input label is kept unless
+//! `--include-unlabelled` is given.
 
 use anyhow::Result;
 use camino::Utf8Path;
@@ -61,17 +63,26 @@ pub fn remember_registry(root: &Utf8Path, registry: &str) {
     }
 }
 
-pub fn run(root: &Utf8Path, tag: Option<&str>, force: bool) -> Result<i32> {
+pub fn run(root: &Utf8Path, tag: Option<&str>, force: bool, include_unlabelled: bool) -> Result<i32> {
     let project = Project::load(root)?;
     let names = project.names();
     let docker = crate::world::engine::connect(root)?;
     let registries = registries_used(root);
-    let mut mine: Vec<String> =
+    let mut found: Vec<String> =
         docker.list()?.into_iter().map(|(n, _)| n).filter(|n| ours(n, &names, tag, &registries)).collect();
-    mine.sort();
+    found.sort();
+    // What this tool built carries its input label; an image under a project name without one
+    // was made some other way (by hand, by the test suite's sentinel) and is kept unless asked.
+    let images = docker.inspect(&found)?;
+    let (mine, kept): (Vec<String>, Vec<String>) = found.into_iter().partition(|n| {
+        include_unlabelled || images.get(n).is_some_and(|i| i.labels.contains_key(crate::decide::digest::LABEL))
+    });
     let which = format!("{}, engine {}", tag.map_or("all tags".to_string(), |t| format!("tag {t}")), docker.describe());
+    for n in &kept {
+        println!("  {n}: not built by this tool: kept (--include-unlabelled removes it too)");
+    }
     if mine.is_empty() {
-        println!("no images of this project ({which})");
+        println!("no images of this project built by this tool ({which})");
         return Ok(0);
     }
     if !force {

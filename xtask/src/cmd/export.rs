@@ -1,7 +1,8 @@
 //! `cargo xtask export DIR [TAG]`: an offline bundle for sites with no registry: one tar per
 //! image (the project's images, which must be OK; their external bases with `--with-bases`;
 //! the dependency images), `manifest.json` (each image's name, ID, input digest, and its tar's
-//! sha256 and size) and an `import.sh` that needs only sh, sha256sum and docker or podman.
+//! sha256 and size), with `--sign KEY` its signature, and an `import.sh` that needs only sh,
+//! tar, sha256sum and docker or podman.
 //! Incremental by image ID; a tar is written under a temporary name and renamed only once it
 //! is complete and its sha256 is known, so an interrupted export leaves nothing an import trusts.
 
@@ -17,6 +18,9 @@ use crate::world::docker::Docker;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const SCRIPT: &str = "import.sh";
+/// The signature `--sign` writes beside the manifest, and the namespace it signs in.
+pub const SIGNATURE: &str = "manifest.json.sig";
+pub const NAMESPACE: &str = "ai-infra-bundle";
 const FORMAT: u64 = 1;
 
 /// One image of a bundle.
@@ -115,18 +119,26 @@ impl Manifest {
     /// The bundle's manifest; None when DIR has none.
     pub fn read(dir: &Utf8Path) -> Result<Option<Manifest>> {
         let path = dir.join(MANIFEST);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
-        };
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?;
-        Manifest::from_json(&v).with_context(|| format!("{path}")).map(Some)
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Manifest::parse(&text, &path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {path}")),
+        }
+    }
+
+    /// A manifest from its text, as read from `path`.
+    pub fn parse(text: &str, path: &Utf8Path) -> Result<Manifest> {
+        let v: Value = serde_json::from_str(text).with_context(|| format!("{path} is not JSON"))?;
+        Manifest::from_json(&v).with_context(|| format!("{path}"))
+    }
+
+    /// The manifest's text, as written.
+    fn text(&self) -> String {
+        serde_json::to_string_pretty(&self.to_json()).unwrap_or_default() + "\n"
     }
 
     fn write(&self, dir: &Utf8Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(&self.to_json())? + "\n";
-        crate::base::atomic::write(&dir.join(MANIFEST), text.as_bytes())
+        crate::base::atomic::write(&dir.join(MANIFEST), self.text().as_bytes())
     }
 }
 
@@ -135,28 +147,76 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The bundle's own loader, for machines with no Rust toolchain: checks each tar's sha256
-/// before loading it, loads, tags. Needs only sh, sha256sum and docker or podman.
+/// The bundle's own loader, for machines with no Rust toolchain: checks manifest.json against the
+/// sha256 it was written with (and its signature with ALLOWED_SIGNERS), each tar's sha256 and the
+/// tar's own manifest.json before loading it, loads, tags. Needs only sh, tar, sha256sum and
+/// docker or podman (and ssh-keygen to verify).
 pub fn import_script(m: &Manifest) -> String {
+    let manifest_sha = crate::base::Sha::of(&<sha2::Sha256 as sha2::Digest>::digest(m.text().as_bytes())).to_string();
     let mut s = String::from(
         r#"#!/bin/sh
 # Loads this bundle's images (written by `cargo xtask export`) into docker or podman.
-# Each tar's sha256 is checked first; a damaged or altered tar is refused and not loaded.
-# Needs only sh, sha256sum and docker or podman; ENGINE=podman ./import.sh picks podman.
+# Each tar's sha256 and its own manifest.json are checked first (its image must be the
+# manifest's, and it may name nothing else); a refused tar is named and not loaded.
+# Needs only sh, tar, sha256sum and docker or podman; ENGINE=podman ./import.sh picks podman.
+# ALLOWED_SIGNERS=FILE ./import.sh refuses the bundle unless manifest.json.sig verifies with a
+# key of FILE (OpenSSH's allowed-signers format; needs ssh-keygen).
 # With the ai-infra repository at hand, `cargo xtask import DIR` does the same and then
 # checks every image's input digest.
 set -u
 cd "$(dirname "$0")" || exit 1
 ENGINE=${ENGINE:-}
+ALLOWED_SIGNERS=${ALLOWED_SIGNERS:-}
 if [ -z "$ENGINE" ]; then
   if command -v docker >/dev/null 2>&1; then ENGINE=docker
   elif command -v podman >/dev/null 2>&1; then ENGINE=podman
   else echo "import.sh: neither docker nor podman is installed" >&2; exit 1
   fi
 fi
+sum=$(sha256sum < manifest.json) || exit 1
+if [ "${sum%% *}" != "@MANIFEST_SHA@" ]; then
+  echo "import.sh: manifest.json is not the one this script was written with; nothing was loaded" >&2; exit 1
+fi
+if [ -n "$ALLOWED_SIGNERS" ]; then
+  if [ ! -f manifest.json.sig ]; then
+    echo "import.sh: the bundle is not signed (no manifest.json.sig); nothing was loaded" >&2; exit 1
+  fi
+  id=$(ssh-keygen -Y find-principals -s manifest.json.sig -f "$ALLOWED_SIGNERS" | head -n 1)
+  if [ -z "$id" ] || ! ssh-keygen -Y verify -f "$ALLOWED_SIGNERS" -I "$id" -n ai-infra-bundle -s manifest.json.sig < manifest.json >/dev/null; then
+    echo "import.sh: manifest.json.sig does not verify with a key of $ALLOWED_SIGNERS; nothing was loaded" >&2; exit 1
+  fi
+  echo "the bundle is signed by $id, verified with $ALLOWED_SIGNERS"
+elif [ -f manifest.json.sig ]; then
+  echo "the bundle is signed, but not verified: ALLOWED_SIGNERS=FILE ./import.sh verifies it"
+else
+  echo "the bundle is unsigned: anyone who could write to it could have changed it"
+fi
 loaded=0
 refused=0
-# load FILE SHA256 ID NAME: checks, loads and tags one image.
+# foreign FILE ID NAMES: why the tar's own manifest.json must not be loaded (a load applies its
+# RepoTags), if it must not; silent when it may. Anything it cannot read is refused.
+foreign() {
+  [ "$(tar -tf "$1" | grep -c 'manifest\.json$')" = 1 ] && tar -tf "$1" | grep -qx 'manifest\.json' \
+    || { echo "it holds no manifest.json, or more than one"; return; }
+  m=$(tar -xOf "$1" manifest.json | tr -d ' \t\r\n')
+  case $m in
+    *'"Config"'*'"Config"'*|*'"RepoTags"'*'"RepoTags"'*|*'},{'*) echo "it holds more than one image"; return ;;
+    '[{'*'"RepoTags":'*'}]') ;;
+    *) echo "its manifest.json is not one image with its RepoTags"; return ;;
+  esac
+  config=${m#*\"Config\":\"}; config=${config%%\"*}
+  case $config in "$2.json"|"blobs/sha256/$2") ;; *) echo "its image is not the manifest's"; return ;; esac
+  csum=$(tar -xOf "$1" "$config" | sha256sum); [ "${csum%% *}" = "$2" ] || { echo "its image is not the manifest's"; return; }
+  tags=${m#*\"RepoTags\":}
+  case $tags in null*) tags= ;; '['*) tags=${tags#\[}; tags=${tags%%\]*} ;; *) echo "its RepoTags are not a list"; return ;; esac
+  IFS=,
+  for t in $tags; do
+    t=${t#\"}; t=${t%\"}; t=${t#localhost/}; t=${t#docker.io/library/}
+    case " $3 " in *" $t "*) ;; *) unset IFS; echo "it names $t, which the bundle's manifest does not name for it"; return ;; esac
+  done
+  unset IFS
+}
+# load FILE SHA256 ID NAME NAMES: checks, loads and tags one image (NAMES: all of its tar's names).
 load() {
   if [ ! -f "$1" ]; then
     echo "refused $1 ($4): the file is missing" >&2; refused=$((refused + 1)); return
@@ -167,6 +227,10 @@ load() {
     echo "refused $1 ($4): its sha256 is not the manifest's: the file is damaged or altered; nothing of it was loaded" >&2
     refused=$((refused + 1)); return
   fi
+  why=$(foreign "$1" "$3" "$5")
+  if [ -n "$why" ]; then
+    echo "refused $1 ($4): $why; nothing of it was loaded" >&2; refused=$((refused + 1)); return
+  fi
   if "$ENGINE" load -i "$1" >/dev/null && "$ENGINE" tag "$3" "$4"; then
     echo "loaded $4"; loaded=$((loaded + 1))
   else
@@ -174,14 +238,17 @@ load() {
   fi
 }
 "#,
-    );
+    )
+    .replace("@MANIFEST_SHA@", &manifest_sha);
     for e in &m.entries {
+        let names: Vec<&str> = m.entries.iter().filter(|o| o.file == e.file).map(|o| o.name.as_str()).collect();
         s.push_str(&format!(
-            "load {} {} {} {}\n",
+            "load {} {} {} {} {}\n",
             sh_quote(&e.file),
             sh_quote(&e.sha256),
             sh_quote(bare_id(&e.id)),
-            sh_quote(&e.name)
+            sh_quote(&e.name),
+            sh_quote(&names.join(" "))
         ));
     }
     s.push_str(
@@ -190,6 +257,25 @@ load() {
 "#,
     );
     s
+}
+
+/// Signs the manifest as written: `ssh-keygen -Y sign` of its bytes into `manifest.json.sig`.
+fn sign(dir: &Utf8Path, text: &str, key: &Utf8Path) -> Result<()> {
+    let mut child = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-f", key.as_str(), "-n", NAMESPACE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run ssh-keygen: install OpenSSH's client (Debian: openssh-client)")?;
+    let _ = child.stdin.take().context("ssh-keygen has no input")?.write_all(text.as_bytes());
+    let out = child.wait_with_output()?;
+    if !out.status.success() || out.stdout.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output");
+        bail!("ssh-keygen -Y sign -f {key} failed: {line}: give an OpenSSH private key");
+    }
+    crate::base::atomic::write(&dir.join(SIGNATURE), &out.stdout)
 }
 
 /// One image to put in the bundle.
@@ -394,6 +480,13 @@ pub fn run(root: &Utf8Path, o: crate::cmd::flags::Export) -> Result<i32> {
             let _ = std::fs::remove_file(e.path());
         }
     }
+    // A signature is only ever of a finished export's manifest.
+    match std::fs::remove_file(dir.join(SIGNATURE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove the old {}", dir.join(SIGNATURE)))
+        }
+        _ => {}
+    }
     let old = match Manifest::read(dir) {
         Ok(m) => m.map(|m| m.entries).unwrap_or_default(),
         Err(e) => {
@@ -465,6 +558,10 @@ pub fn run(root: &Utf8Path, o: crate::cmd::flags::Export) -> Result<i32> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot make {script} executable"))?;
+    if let Some(key) = &o.sign {
+        sign(dir, &manifest.text(), key)?;
+        println!("signed {MANIFEST} with {key} into {SIGNATURE}");
+    }
     // Tars that an earlier export of this bundle wrote and that no image names now.
     let mut removed = 0;
     for o in &old {
@@ -543,7 +640,7 @@ mod tests {
         assert!(check < load);
         assert!(
             s.contains(&format!(
-                "load 'ai-infra-base_v1.tar' '{}' '{}' 'ai-infra-base:v1'",
+                "load 'ai-infra-base_v1.tar' '{}' '{}' 'ai-infra-base:v1' 'ai-infra-base:v1'",
                 "c".repeat(64),
                 "a".repeat(64)
             )),

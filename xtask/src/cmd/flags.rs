@@ -68,7 +68,7 @@ those the registry already holds with the same digest (all looked up at once, ea
 ";
 
 const EXPORT: &str = "\
-Usage: cargo xtask export DIR [TAG] [--allow-stale] [--with-bases]
+Usage: cargo xtask export DIR [TAG] [--allow-stale] [--with-bases] [--sign KEY]
 
 Writes an offline bundle into DIR: one tar per image (the project's images for TAG, the
 dependency images), manifest.json (name, image ID, input digest, each tar's sha256 and size)
@@ -77,15 +77,22 @@ already holds is not written again. Stops when an image is not OK, naming it.
 
   --allow-stale  export the project's images as they are, even when not OK
   --with-bases   also export the external base images the services build on
+  --sign KEY     sign manifest.json with the OpenSSH private KEY (ssh-keygen -Y sign, namespace
+                 ai-infra-bundle) into manifest.json.sig
 ";
 
 const IMPORT: &str = "\
-Usage: cargo xtask import DIR
+Usage: cargo xtask import DIR [--allowed-signers FILE]
 
-Checks each tar of the bundle in DIR against its sha256 in manifest.json, loads and tags those
-that match (a damaged one is refused by name and not loaded), then reports every image: a
-project image is OK when its label carries the manifest's input digest. Exit 1 when a tar was
-refused or an image is not OK.
+Checks each tar of the bundle in DIR against its sha256 in manifest.json and its own
+manifest.json (its image must be the manifest's ID, and it may name nothing else), loads and
+tags those that pass (a refused one is named and nothing of it is loaded), then reports every
+image: a project image is OK when its label carries the manifest's input digest. Exit 1 when a
+tar was refused or an image is not OK.
+
+  --allowed-signers FILE  refuse the bundle unless manifest.json.sig verifies with a key of
+                          FILE (OpenSSH's allowed-signers format); without it the report says
+                          whether the bundle is unsigned or signed but not verified
 ";
 
 const BUILD_ALL: &str = "\
@@ -122,11 +129,15 @@ service that is OK is not rebuilt.
 ";
 
 const CLEAN_ALL: &str = "\
-Usage: cargo xtask clean-all [TAG] [--force]
+Usage: cargo xtask clean-all [TAG] [--force] [--include-unlabelled]
 
 Lists the images of this project (ai-infra-<service>, and REGISTRY/ai-infra-<service> for the
 registries this root has built for; all tags or TAG's) and, only with --force, removes those
-names. Never touches any other image.
+names. Never touches any other image. An image under such a name without this tool's input
+label (ai-infra.inputs) was not built by it: it is listed as kept, and stays.
+
+  --force               remove the images listed
+  --include-unlabelled  with --force, also remove the images this tool did not build
 ";
 
 const HISTORY: &str = "\
@@ -263,6 +274,7 @@ pub struct Export {
     pub tag: Option<String>,
     pub allow_stale: bool,
     pub with_bases: bool,
+    pub sign: Option<camino::Utf8PathBuf>,
 }
 
 pub enum Command {
@@ -270,9 +282,9 @@ pub enum Command {
     PullDeps,
     PushDeps(String),
     Export(Export),
-    Import(camino::Utf8PathBuf),
+    Import { dir: camino::Utf8PathBuf, allowed_signers: Option<camino::Utf8PathBuf> },
     Build(Build),
-    CleanAll { tag: Option<String>, force: bool },
+    CleanAll { tag: Option<String>, force: bool, include_unlabelled: bool },
     History(Option<String>),
     SyncEnv { check: bool },
     Render { check: bool },
@@ -324,6 +336,24 @@ fn tag_and_registry(mut pos: Vec<String>) -> Result<(Option<String>, Option<Stri
         reference::validate_registry(r)?;
     }
     Ok((tag, registry))
+}
+
+/// A flag's text as given.
+struct Text(String);
+
+impl std::str::FromStr for Text {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Text, String> {
+        Ok(Text(s.to_string()))
+    }
+}
+
+/// A flag's file path; an empty one is a usage error.
+fn path_value(args: &mut pico_args::Arguments, flag: &'static str) -> Result<Option<camino::Utf8PathBuf>> {
+    match value::<Text>(args, flag)?.map(|t| t.0) {
+        Some(p) if p.is_empty() => Err(usage(format!("{flag} needs a file"))),
+        p => Ok(p.map(Into::into)),
+    }
 }
 
 fn value<T: std::str::FromStr<Err = String>>(args: &mut pico_args::Arguments, flag: &'static str) -> Result<Option<T>> {
@@ -446,8 +476,9 @@ fn command(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
         "build" | "build-all" => build(sub, args)?,
         "clean-all" => {
             let force = once(&mut args, "--force")?;
+            let include_unlabelled = once(&mut args, "--include-unlabelled")?;
             let (tag, _) = tag_and_registry(positionals(args, "clean-all", 1, "[TAG]")?)?;
-            Command::CleanAll { tag, force }
+            Command::CleanAll { tag, force, include_unlabelled }
         }
         "history" => {
             let pos = positionals(args, "history", 1, "[SERVICE]")?;
@@ -478,9 +509,10 @@ fn command(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
         }
         "export" => export(args)?,
         "import" => {
+            let allowed_signers = path_value(&mut args, "--allowed-signers")?;
             let pos = positionals(args, "import", 1, "DIR")?;
             match pos.into_iter().next().filter(|d| !d.is_empty()) {
-                Some(d) => Command::Import(d.into()),
+                Some(d) => Command::Import { dir: d.into(), allowed_signers },
                 None => return Err(usage("import needs the DIR that `cargo xtask export` wrote".into())),
             }
         }
@@ -566,13 +598,14 @@ fn watch(args: pico_args::Arguments) -> Result<Command> {
 fn export(mut args: pico_args::Arguments) -> Result<Command> {
     let allow_stale = once(&mut args, "--allow-stale")?;
     let with_bases = once(&mut args, "--with-bases")?;
+    let sign = path_value(&mut args, "--sign")?;
     let mut pos = positionals(args, "export", 2, "DIR [TAG]")?;
     if pos.is_empty() || pos[0].is_empty() {
         return Err(usage("export needs a DIR to write the bundle into: cargo xtask export DIR [TAG]".into()));
     }
     let dir = camino::Utf8PathBuf::from(pos.remove(0));
     let (tag, _) = tag_and_registry(pos)?;
-    Ok(Command::Export(Export { dir, tag, allow_stale, with_bases }))
+    Ok(Command::Export(Export { dir, tag, allow_stale, with_bases, sign }))
 }
 
 /// `test [-- NEXTEST-ARGS]`: what follows `--` goes to the test runner.
@@ -717,7 +750,7 @@ mod tests {
         let Some(Command::Test(t)) = p(&["test", "--", "-E", "test(x)"]).unwrap() else { panic!() };
         assert_eq!(t, vec!["-E", "test(x)"]);
         let Some(Command::Export(e)) = p(&["export", "out", "v1", "--with-bases"]).unwrap() else { panic!() };
-        assert!(e.dir == "out" && e.tag.as_deref() == Some("v1") && e.with_bases && !e.allow_stale);
+        assert!(e.dir == "out" && e.tag.as_deref() == Some("v1") && e.with_bases && !e.allow_stale && e.sign.is_none());
         let Some(Command::CheckStatus(c)) = p(&["check-status", "--deps"]).unwrap() else { panic!() };
         assert!(c.deps && !c.remote);
     }

@@ -18,6 +18,7 @@ pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
         ("dockerd", "docker.io"),
         ("docker-registry", "docker-registry"),
         ("busybox", "busybox-static"),
+        ("ssh-keygen", "openssh-client"),
         ("podman", "podman"),
         ("dot", "graphviz"),
     ])
