@@ -184,6 +184,7 @@ fn human(snap: &Snapshot, style: &Style) -> String {
         let _ = writeln!(out, "  {} {:<8} {n:>3}/{total}", style.paint(st, mark(st)), st.name());
     }
     let width = snap.statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let image_width = snap.statuses.iter().map(|s| s.image.len()).max().unwrap_or(0);
     for st in [State::Error, State::Missing, State::Invalid, State::Stale, State::Ok] {
         let group: Vec<_> = snap.statuses.iter().filter(|s| s.state == st).collect();
         if group.is_empty() {
@@ -191,8 +192,8 @@ fn human(snap: &Snapshot, style: &Style) -> String {
         }
         let _ = writeln!(out, "\n{}", style.paint(st, &format!("{} {}", mark(st), st.name())));
         for s in group {
-            let reason = if s.reason.is_empty() { String::new() } else { format!("  {}", s.reason) };
-            let _ = writeln!(out, "  {:<width$}  {}{reason}", s.name, s.image);
+            let line = format!("  {:<width$}  {:<image_width$}  {}", s.name, s.image, s.reason);
+            let _ = writeln!(out, "{}", line.trim_end());
         }
     }
     out
