@@ -27,6 +27,9 @@ fn usage_errors_exit_2() {
         (&["check-status", "v1", "http://reg.io"], "scheme"),
         (&["check-status", "v1", "reg.io:port"], "port"),
         (&["build", "nosuch", "v1"], "unknown service \"nosuch\"; known services: base, leaf, mid, other, solo"),
+        // A form the command does not have is refused, not answered with text.
+        (&["build-all", "--format", "json"], "add --dry-run"),
+        (&["clean-all", "--format", "json"], "unknown flag --format"),
     ] {
         let o = ws.run(args);
         assert_eq!(o.code, 2, "{args:?}: {o:?}");

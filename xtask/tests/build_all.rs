@@ -73,6 +73,8 @@ fn a_failure_skips_descendants_and_a_retry_builds_only_them() {
     assert!(o.stdout.contains("not-there.txt"), "the last lines of the log: {o:?}");
     assert!(o.stdout.contains("full log: ") && o.stdout.contains("target/xtask/logs/mid.log"), "{o:?}");
     assert!(o.stdout.contains("skipped leaf: parent mid did not build"), "{o:?}");
+    let next = o.stdout.lines().last().unwrap_or_default();
+    assert!(next.starts_with("next: read ") && next.contains("target/xtask/logs/mid.log"), "{o:?}");
     let mut built = Workspace::built(&o.stdout);
     built.sort();
     assert_eq!(built, vec!["base", "other", "solo"], "independent services still build");

@@ -30,8 +30,16 @@ pub fn run(root: &Utf8Path, f: flags::CheckStatus) -> Result<i32> {
         deps_ok = deps::all_ok(&deps);
         out = deps::add_to_report(out, &deps, f.format);
     }
-    print!("{out}");
     let remote_ok = remote.as_ref().is_none_or(|r| r.values().all(|x| x.state == "OK"));
+    if f.format == report::Format::Human {
+        let args: Vec<&str> = f.tag.iter().chain(&f.registry).map(String::as_str).collect();
+        if let Some(next) =
+            report::next(&snap.statuses.iter().map(|s| s.state).collect::<Vec<_>>(), &args, remote_ok, deps_ok)
+        {
+            out.push_str(&format!("\n{next}\n"));
+        }
+    }
+    print!("{out}");
     let all_ok = snap.statuses.iter().all(|s| s.state == status::State::Ok) && remote_ok && deps_ok;
     // Freeing a snapshot of tens of thousands of file records, one allocation at a time, costs
     // a warm check 1 to 2 ms; the process ends here and its memory goes back whole.

@@ -565,6 +565,11 @@ fn build(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
     if matches!(format, Format::Plain | Format::Dot | Format::Mermaid) {
         return Err(usage(format!("{sub} --format takes human or json (the others are for check-status)")));
     }
+    if format == Format::Json && !dry_run {
+        return Err(usage(format!(
+            "{sub} --format json is the plan of --dry-run: add --dry-run, or drop --format (a run prints text)"
+        )));
+    }
     let mut pos = if sub == "build" {
         let pos = positionals(args, "build", 3, "SERVICE [TAG] [REGISTRY]")?;
         if pos.is_empty() {
@@ -772,6 +777,8 @@ mod tests {
         assert!(usage_error(&["check-status", "v1", "http://x.io"]).contains("scheme"));
         assert!(usage_error(&["check-status", "--format", "xml"]).contains("unknown format"));
         assert!(usage_error(&["build-all", "--dry-run", "--format", "plain"]).contains("human or json"));
+        assert!(usage_error(&["build-all", "--format", "json"]).contains("add --dry-run"));
+        assert!(usage_error(&["build", "x", "--format", "json"]).contains("add --dry-run"));
         // The usage texts say what the commands do today.
         assert!(super::RENDER.contains("{{NAME}}") && !super::RENDER.contains("${NAME:-default}"));
         assert!(super::CHECK_STATUS.contains("ERROR"));

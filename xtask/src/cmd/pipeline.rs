@@ -236,7 +236,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&doc)?)
             }
             _ => {
-                print!("{}", plan::human(&plan));
+                print!("{}", plan::human(&plan, o.verbose));
                 for e in &errors {
                     println!("{e}");
                 }
@@ -248,7 +248,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     if plan.is_empty() {
         return Ok(run.nothing_to_build(&snap, &plan, &errors));
     }
-    print!("{}", plan::human(&plan));
+    print!("{}", plan::human(&plan, o.verbose));
     let (snap, plan, failed_bases) = run.prepare(&project, snap, plan)?;
     let round = std::time::SystemTime::now();
     let mut outcomes = run.build(&snap, &plan, &failed_bases)?;
@@ -381,7 +381,7 @@ impl Run<'_> {
                 println!("{s} was checked without a base image step 1 brought: checking and planning again");
                 snap = self.snapshot()?;
                 plan = self.plan(&snap)?;
-                print!("{}", plan::human(&plan));
+                print!("{}", plan::human(&plan, self.o.verbose));
             } else {
                 let (reuse, pull) = self.same_inputs(&snap, &plan)?;
                 let said;
@@ -628,6 +628,15 @@ fn summary(started: Instant, plan: &Plan, outcomes: &[Outcome], errors: &[String
     }
     if !still_bad.is_empty() && count(Ended::Failed) == 0 {
         println!("not OK after the build: {}", still_bad.join(", "));
+    }
+    let logs: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.result == Ended::Failed)
+        .filter_map(|o| o.log.as_deref())
+        .map(|l| l.as_str())
+        .collect();
+    if !logs.is_empty() {
+        println!("next: read {}; once fixed, run this command again: it builds only what is not OK", logs.join(", "));
     }
     // An interrupted run is never a success, even when every build had ended.
     errors.is_empty()

@@ -255,7 +255,9 @@ pub fn to_json(plan: &Plan, snap: &Snapshot) -> Value {
     json!({ "tag": snap.tag, "registry": snap.registry, "bases": bases, "steps": steps })
 }
 
-pub fn human(plan: &Plan) -> String {
+/// The plan for people; the up-to-date services are counted in its first line and listed,
+/// one `skip` line each, only when `verbose`.
+pub fn human(plan: &Plan, verbose: bool) -> String {
     let mut out = String::new();
     let work: Vec<&Step> = plan.work().collect();
     out.push_str(&format!(
@@ -283,7 +285,7 @@ pub fn human(plan: &Plan) -> String {
             b.services.join(", ")
         ));
     }
-    for s in &plan.steps {
+    for s in plan.steps.iter().filter(|s| verbose || s.action != Action::Skip) {
         let verb = match &s.action {
             Action::Build { no_cache: true } => "build (no cache)",
             Action::Build { .. } => "build",
@@ -374,7 +376,10 @@ mod tests {
         assert_eq!(p.steps[1].after, vec!["base"]);
         assert!(p.steps[1].reason.contains("base will be rebuilt first"), "{}", p.steps[1].reason);
         assert_eq!(p.steps[3].reason, "MISSING: why");
-        assert!(human(&p).contains("plan: 3 to build, reuse or pull, 1 up to date"));
+        let quiet = human(&p, false);
+        assert!(quiet.contains("plan: 3 to build, reuse or pull, 1 up to date"), "{quiet}");
+        assert!(!quiet.contains("solo"), "an up-to-date service is only counted: {quiet}");
+        assert!(human(&p, true).contains("  skip             solo: OK\n"), "--verbose lists it");
         let v = to_json(&p, &snap);
         assert_eq!(v["steps"][0]["action"], "build");
         assert_eq!(v["steps"][2]["action"], "skip");
@@ -402,7 +407,7 @@ mod tests {
         let p = make(&snap, None, &BTreeSet::new(), &BTreeMap::new(), &pull, false);
         assert_eq!(p.steps[1].action, Action::Pull { image: "r.io/ai-infra-mid:inputs-1".into() });
         assert_eq!(p.steps[1].otherwise, Some(Action::Build { no_cache: false }), "a failed pull builds");
-        assert!(human(&p).contains("pull, else build mid"), "{}", human(&p));
+        assert!(human(&p, false).contains("pull, else build mid"), "{}", human(&p, false));
         assert_eq!(to_json(&p, &snap)["steps"][1]["otherwise"], "build");
         assert!(p.steps[1].reason.contains("the registry has this build as r.io/ai-infra-mid:inputs-1"));
     }
@@ -441,7 +446,7 @@ mod tests {
         let py = ["python:3".to_string()];
         assert_eq!(waits, vec![("api", &py[..]), ("web", &py[..]), ("solo", &[][..])], "a child waits with its parent");
         assert!(p.steps[1].reason.contains("its inputs are known once python:3 is pulled"), "{}", p.steps[1].reason);
-        let h = human(&p);
+        let h = human(&p, false);
         assert!(h.contains("; 1 base image to pull first"), "{h}");
         assert!(
             h.contains("python:3 (through m.io/hub/python:3 first): for api; if it cannot be pulled, it fails and its children"),
@@ -454,7 +459,7 @@ mod tests {
         let p = make(&snap, None, &BTreeSet::new(), &none, &none, true);
         assert_eq!(p.bases.len(), 2);
         assert_eq!((p.bases[0].image.as_str(), p.bases[0].unneeded_stage), ("old:1", true));
-        assert!(human(&p).contains("a stage the legacy builder builds though the target does not need it"));
+        assert!(human(&p, false).contains("a stage the legacy builder builds though the target does not need it"));
         // Nothing to build, nothing to pull.
         let wanted: BTreeSet<String> = ["solo".into()].into();
         assert!(make(&snap, Some(&wanted), &BTreeSet::new(), &none, &none, true).bases.is_empty());

@@ -120,6 +120,30 @@ pub fn render(snap: &Snapshot, remote: Option<&BTreeMap<String, Remote>>, format
     }
 }
 
+/// The command a person runs next after a check of images in these states, if any: `args` are
+/// the TAG and REGISTRY as given, so that the build suggested is of the same images;
+/// `remote_ok` and `deps_ok` say whether the registry's and the dependency images' parts
+/// were all OK.
+pub fn next(states: &[State], args: &[&str], remote_ok: bool, deps_ok: bool) -> Option<String> {
+    let build = ["cargo xtask build-all"].iter().chain(args).copied().collect::<Vec<_>>().join(" ");
+    let count = |st: State| states.iter().filter(|s| **s == st).count();
+    let to_build = count(State::Missing) + count(State::Invalid) + count(State::Stale);
+    Some(if count(State::Error) > 0 {
+        format!("next: fix what each ERROR line names, then `{build}`")
+    } else if to_build == 1 {
+        format!("next: `{build}` builds the image that is not OK")
+    } else if to_build > 1 {
+        format!("next: `{build}` builds the {to_build} images that are not OK")
+    } else if !remote_ok {
+        format!("next: `{build}` pushes what the registry lacks")
+    } else if !deps_ok {
+        "next: `cargo xtask pull-deps` pulls the missing dependency images (`push-deps REGISTRY` mirrors them)"
+            .to_string()
+    } else {
+        return None;
+    })
+}
+
 pub fn to_json(snap: &Snapshot) -> Value {
     let services: Vec<Value> = snap
         .statuses
@@ -168,6 +192,7 @@ fn human(snap: &Snapshot, style: &Style) -> String {
         let _ = writeln!(out, "  {} {:<8} {n:>3}/{total}", style.paint(st, mark(st)), st.name());
     }
     let width = snap.statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let image_width = snap.statuses.iter().map(|s| s.image.len()).max().unwrap_or(0);
     for st in [State::Error, State::Missing, State::Invalid, State::Stale, State::Ok] {
         let group: Vec<_> = snap.statuses.iter().filter(|s| s.state == st).collect();
         if group.is_empty() {
@@ -175,9 +200,34 @@ fn human(snap: &Snapshot, style: &Style) -> String {
         }
         let _ = writeln!(out, "\n{}", style.paint(st, &format!("{} {}", mark(st), st.name())));
         for s in group {
-            let reason = if s.reason.is_empty() { String::new() } else { format!("  {}", s.reason) };
-            let _ = writeln!(out, "  {:<width$}  {}{reason}", s.name, s.image);
+            let line = format!("  {:<width$}  {:<image_width$}  {}", s.name, s.image, s.reason);
+            let _ = writeln!(out, "{}", line.trim_end());
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_suggests_the_next_command() {
+        assert_eq!(next(&[State::Ok, State::Ok], &[], true, true), None);
+        assert_eq!(
+            next(&[State::Ok, State::Stale, State::Missing], &["v1"], true, true).as_deref(),
+            Some("next: `cargo xtask build-all v1` builds the 2 images that are not OK")
+        );
+        assert_eq!(
+            next(&[State::Invalid], &[], true, true).as_deref(),
+            Some("next: `cargo xtask build-all` builds the image that is not OK")
+        );
+        let error = next(&[State::Error, State::Stale], &[], true, true).unwrap();
+        assert!(error.starts_with("next: fix what each ERROR line names"), "{error}");
+        assert_eq!(
+            next(&[State::Ok], &["v1", "r.io"], false, true).as_deref(),
+            Some("next: `cargo xtask build-all v1 r.io` pushes what the registry lacks")
+        );
+        assert!(next(&[State::Ok], &[], true, false).unwrap().contains("`cargo xtask pull-deps`"));
+    }
 }

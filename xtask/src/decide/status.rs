@@ -226,7 +226,7 @@ pub fn statuses(
         let image_name = &found.image_names[name];
         let image = found.images.get(image_name);
         let expected = &digests[name];
-        let (state, reason) = classify(expected, image, image_name, found.platform, &|_, changed| {
+        let (state, reason) = classify(expected, image, found.platform, &|_, changed| {
             let (old, new) = found.records.get(name)?;
             let reads = Reads::new(&r.analysis.reads);
             let reader = |path: &str| reads.reader(path).map(|r| format!("{} at line {}", r.instruction, r.line));
@@ -340,12 +340,11 @@ pub fn invalid(image: &Image, os: &str, arch: &str) -> Vec<String> {
 pub fn classify(
     expected: &Digest,
     image: Option<&Image>,
-    image_name: &str,
     (os, arch): (&str, &str),
     explain: &dyn Fn(&str, &[Category]) -> Option<String>,
 ) -> (State, String) {
     let Some(image) = image else {
-        return (State::Missing, format!("no image named {image_name}"));
+        return (State::Missing, "not built yet".to_string());
     };
     let problems = invalid(image, os, arch);
     if !problems.is_empty() {
@@ -418,11 +417,13 @@ mod tests {
         i.labels = labels(&d);
         assert!(invalid(&i, "linux", "amd64").is_empty());
         let none = |_: &str, _: &[Category]| None;
-        let (state, why) = classify(&d, Some(&i), "x", ("linux", "amd64"), &none);
+        let (state, why) = classify(&d, Some(&i), ("linux", "amd64"), &none);
         assert_eq!(state, State::Ok);
         assert!(why.starts_with("empty image"), "{why}");
         let other = Record { dockerfile: "b".repeat(64), ..Default::default() }.digest();
-        assert_eq!(classify(&other, Some(&i), "x", ("linux", "amd64"), &none).0, State::Stale);
+        assert_eq!(classify(&other, Some(&i), ("linux", "amd64"), &none).0, State::Stale);
+        // The report names the image already: the reason says only what to know.
+        assert_eq!(classify(&d, None, ("linux", "amd64"), &none), (State::Missing, "not built yet".to_string()));
         let mut i = image();
         i.arch = Some("arm64".into());
         assert!(invalid(&i, "linux", "amd64")[0].contains("built for linux/arm64"));
