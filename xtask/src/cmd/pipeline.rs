@@ -221,29 +221,7 @@ pub fn run(root: &Utf8Path, o: Build) -> Result<i32> {
     }
     let plan = run.plan(&snap)?;
     if o.dry_run {
-        match o.format {
-            Format::Json => {
-                let mut doc = plan::to_json(&plan, &snap);
-                let listed: Vec<serde_json::Value> = snap
-                    .statuses
-                    .iter()
-                    .filter(|s| s.state == State::Error && o.service.as_ref().is_none_or(|w| *w == s.name))
-                    .map(|s| serde_json::json!({ "service": s.name, "reason": s.reason }))
-                    .collect();
-                if let Some(obj) = doc.as_object_mut() {
-                    obj.insert("errors".into(), listed.into());
-                }
-                println!("{}", serde_json::to_string_pretty(&doc)?)
-            }
-            _ => {
-                print!("{}", plan::human(&plan, o.verbose));
-                for e in &errors {
-                    println!("{e}");
-                }
-            }
-        }
-        // The real run would fail on a service it cannot analyse: so does its preview.
-        return Ok(if errors.is_empty() { 0 } else { 1 });
+        return run.preview(&snap, &plan, &errors);
     }
     if plan.is_empty() {
         return Ok(run.nothing_to_build(&snap, &plan, &errors));
@@ -332,6 +310,34 @@ impl Run<'_> {
             .registry()
             .map_or_else(BTreeMap::new, |r| pullable(&self.docker, snap, plan, &reuse, r, &self.answers));
         Ok((reuse, pull))
+    }
+
+    /// `--dry-run`: the plan, as human text or JSON, and the services that cannot be analysed.
+    fn preview(&self, snap: &Snapshot, plan: &Plan, errors: &[String]) -> Result<i32> {
+        let o = self.o;
+        match o.format {
+            Format::Json => {
+                let mut doc = plan::to_json(plan, snap);
+                let listed: Vec<serde_json::Value> = snap
+                    .statuses
+                    .iter()
+                    .filter(|s| s.state == State::Error && o.service.as_ref().is_none_or(|w| *w == s.name))
+                    .map(|s| serde_json::json!({ "service": s.name, "reason": s.reason }))
+                    .collect();
+                if let Some(obj) = doc.as_object_mut() {
+                    obj.insert("errors".into(), listed.into());
+                }
+                println!("{}", serde_json::to_string_pretty(&doc)?)
+            }
+            _ => {
+                print!("{}", plan::human(plan, o.verbose));
+                for e in errors {
+                    println!("{e}");
+                }
+            }
+        }
+        // The real run would fail on a service it cannot analyse: so does its preview.
+        Ok(if errors.is_empty() { 0 } else { 1 })
     }
 
     /// Nothing to build: say so, record it, push what the registry lacks; the exit code.

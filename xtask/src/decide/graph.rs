@@ -56,7 +56,10 @@ pub fn dot(nodes: &[Node]) -> String {
     let quoted = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"));
     let mut out = String::from("digraph services {\n  rankdir=LR;\n  node [style=filled, fontname=\"sans-serif\"];\n");
     for b in bases(nodes) {
-        out.push_str(&format!("  {} [shape=cylinder, fillcolor=\"#ffffff\", tooltip=\"external base image\"];\n", quoted(b)));
+        out.push_str(&format!(
+            "  {} [shape=cylinder, fillcolor=\"#ffffff\", tooltip=\"external base image\"];\n",
+            quoted(b)
+        ));
     }
     for n in nodes {
         let label = format!("{}\n{}", n.name, n.state.name());
@@ -92,7 +95,12 @@ pub fn mermaid(nodes: &[Node]) -> String {
         out.push_str(&format!("  b{i}[(\"{}\")]:::base\n", text(b)));
     }
     for (i, n) in nodes.iter().enumerate() {
-        out.push_str(&format!("  s{i}[\"{}: {}\"]:::{}\n", text(n.name), n.state.name(), n.state.name().to_lowercase()));
+        out.push_str(&format!(
+            "  s{i}[\"{}: {}\"]:::{}\n",
+            text(n.name),
+            n.state.name(),
+            n.state.name().to_lowercase()
+        ));
     }
     for n in nodes {
         for from in n.parents.iter().chain(&n.bases) {
@@ -131,9 +139,17 @@ mod tests {
         let out = dot(&stack());
         assert!(out.starts_with("digraph services {\n") && out.ends_with("}\n"), "{out}");
         assert!(out.contains("\"debian:12\" [shape=cylinder"), "{out}");
-        assert!(out.contains("\"base\" [shape=box, label=\"base\\nOK\", fillcolor=\"#b7e1a1\", tooltip=\"OK\"]"), "{out}");
+        assert!(
+            out.contains("\"base\" [shape=box, label=\"base\\nOK\", fillcolor=\"#b7e1a1\", tooltip=\"OK\"]"),
+            "{out}"
+        );
         assert!(out.contains("tooltip=\"mid.txt (modified, read by \\\"COPY\\\" at line 3)\""), "{out}");
-        for edge in ["\"base\" -> \"mid.api\";", "\"mid.api\" -> \"leaf\";", "\"debian:12\" -> \"leaf\";", "\"debian:12\" -> \"base\";"] {
+        for edge in [
+            "\"base\" -> \"mid.api\";",
+            "\"mid.api\" -> \"leaf\";",
+            "\"debian:12\" -> \"leaf\";",
+            "\"debian:12\" -> \"base\";",
+        ] {
             assert!(out.contains(edge), "{edge}: {out}");
         }
         assert_eq!(out.matches(" -> ").count(), 4, "{out}");
