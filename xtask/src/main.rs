@@ -58,7 +58,6 @@ fn run() -> Result<i32> {
         Command::Export(f) => cmd::export::run(&root, f),
         Command::Import(dir) => cmd::import::run(&root, &dir),
         Command::Engine(action) => world::engine::run(&root, &action),
-        Command::Watch(w) => cmd::watch::run(&root, &w.action, w.marker.as_deref()),
         Command::Test(args) => cmd::harness::run(&root, &args),
         Command::Bench(f) => cmd::bench::run(&root, f),
     }

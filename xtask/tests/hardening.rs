@@ -308,7 +308,8 @@ fn a_registry_that_stalls_mid_pull_ends_the_pull_in_bounded_time() {
     ws.write("services/one/one.txt", &ws.tag);
     let reg = registry_that_stalls_on_layers();
     let t = Instant::now();
-    let o = ws.run_env(&["build-all", &ws.tag, &reg], &[("AI_INFRA_PULL_TIMEOUT", "3"), ("AI_INFRA_PUSH_TIMEOUT", "3")]);
+    let o =
+        ws.run_env(&["build-all", &ws.tag, &reg], &[("AI_INFRA_PULL_TIMEOUT", "3"), ("AI_INFRA_PUSH_TIMEOUT", "3")]);
     assert!(t.elapsed() < Duration::from_secs(120), "bounded: {:?}", t.elapsed());
     assert!(o.stdout.contains("the registry stopped answering (no progress for 3 s; AI_INFRA_PULL_TIMEOUT"), "{o:?}");
     assert!(o.stdout.contains("building it instead") && Workspace::built(&o.stdout) == ["one"], "{o:?}");

@@ -234,7 +234,10 @@ fn an_image_checked_without_its_base_is_checked_again_once_step_1_pulls_it() {
     assert!(checked.contains("bases not checked"), "{checked}");
     assert_eq!(before.get("old").map(String::as_str), Some("OK"), "{before:?}");
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("old was checked without a base image step 1 brought: checking and planning again"), "{o:?}");
+    assert!(
+        o.stdout.contains("old was checked without a base image step 1 brought: checking and planning again"),
+        "{o:?}"
+    );
     let mut built = Workspace::built(&o.stdout);
     built.sort();
     assert_eq!(built, ["new", "old"], "old is rebuilt on the base now here: {o:?}");

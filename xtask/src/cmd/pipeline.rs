@@ -71,10 +71,8 @@ impl Lock {
                 "" => "another build".to_string(),
                 pid => format!("another build (pid {pid})"),
             };
-            let stop = holder
-                .trim()
-                .parse::<u32>()
-                .map_or(String::new(), |p| format!(", or stop it with `kill -INT {p}`"));
+            let stop =
+                holder.trim().parse::<u32>().map_or(String::new(), |p| format!(", or stop it with `kill -INT {p}`"));
             bail!("{who} is running on {root}: wait for it to finish{stop}");
         }
         // The PID only names the holder in the message above: failing to write it (a full

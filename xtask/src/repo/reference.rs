@@ -258,7 +258,11 @@ pub fn is_valid_reference(image: &str) -> bool {
     }
     // A repository of 64 hex digits would pass for an image ID: Docker refuses it.
     let last = r.repository.rsplit('/').next().unwrap_or_default();
-    if last.len() == 64 && last.bytes().all(|b| b.is_ascii_hexdigit()) && r.domain.is_none() && !r.repository.contains('/') {
+    if last.len() == 64
+        && last.bytes().all(|b| b.is_ascii_hexdigit())
+        && r.domain.is_none()
+        && !r.repository.contains('/')
+    {
         return false;
     }
     if r.tag.is_some_and(|tag| validate_tag(tag).is_err()) {
