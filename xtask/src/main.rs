@@ -60,7 +60,6 @@ fn run() -> Result<i32> {
         Command::Export(f) => cmd::export::run(&root, f),
         Command::Import { dir, allowed_signers } => cmd::import::run(&root, &dir, allowed_signers.as_deref()),
         Command::Engine(action) => world::engine::run(&root, &action),
-        Command::Watch(w) => cmd::watch::run(&root, &w.action, w.marker.as_deref()),
         Command::Test(args) => cmd::harness::run(&root, &args),
         Command::Bench(f) => cmd::bench::run(&root, f),
     }

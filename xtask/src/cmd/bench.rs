@@ -36,13 +36,6 @@ impl<'a> Xtask<'a> {
         Ok(())
     }
 
-    /// Runs it with AI_INFRA_ENGINE_CLIENT=`client` and returns what it printed.
-    fn read_env(&self, args: &[&str], client: &str) -> Result<String> {
-        let (sh, exe) = (&self.sh, &self.exe);
-        let run = cmd!(sh, "{exe} {args...}").env("AI_INFRA_ROOT", self.root).env("AI_INFRA_ENGINE_CLIENT", client);
-        Ok(run.quiet().read()?)
-    }
-
     /// Runs it with further environment variables and returns what it printed.
     fn read_vars(&self, args: &[&str], vars: &[(&str, &str)]) -> Result<String> {
         let (sh, exe) = (&self.sh, &self.exe);
@@ -51,17 +44,6 @@ impl<'a> Xtask<'a> {
             run = run.env(k, v);
         }
         Ok(run.quiet().read()?)
-    }
-
-    /// Runs `f` with a watcher (`watch up`) on the workspace, stopped afterwards however `f`
-    /// ends.
-    fn watching<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        self.run(&["watch", "up"])?;
-        let out = f();
-        let down = self.run(&["watch", "down"]);
-        let out = out?;
-        down?;
-        Ok(out)
     }
 
     /// Runs it and returns what it printed.
@@ -139,9 +121,9 @@ pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     let want = |name: &str| f.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == name));
     let (services, files) = (f.services.unwrap_or(20), f.files.unwrap_or(1000));
     if want("status") {
-        let (api, cli) = check_status_figures(&docker, &base.join("status"), services, files)?;
+        let check = check_status_figures(&docker, &base.join("status"), services, files)?;
         if docker.engine == Engine::Docker {
-            podman_status_figures(&base.join("status-podman"), services, files, (api, cli))?;
+            podman_status_figures(&base.join("status-podman"), services, files, check)?;
         }
     }
     if want("scale") {
@@ -493,9 +475,9 @@ fn parallel_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize) -> Result<()> 
     Ok(())
 }
 
-/// check-status against the old script's approach: four engine calls per service; check-status
-/// through the engine's API and through the docker CLI side by side, taking turns.
-fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize) -> Result<(f64, f64)> {
+/// check-status against the old script's approach: four engine calls per service, and against
+/// a bare stat walk, taking turns.
+fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize) -> Result<f64> {
     let tag = format!("bench-{}", std::process::id());
     generate(dir, n, files, 256)?;
     let snap = gather::snapshot(docker, dir, &tag, None)?;
@@ -507,14 +489,14 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usi
     let sh = &xtask.sh;
     // Let the files age past the hash cache's racy window, then fill the cache.
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let check = |client: &str| -> Result<()> {
-        let out = xtask.read_env(&["check-status", &tag, "--format", "plain"], client)?;
+    let check = || -> Result<()> {
+        let out = xtask.read(&["check-status", &tag, "--format", "plain"])?;
         if out.lines().any(|l| !l.contains("|OK|")) {
             bail!("bench images are not all OK:\n{out}");
         }
         Ok(())
     };
-    check("api")?;
+    check()?;
     // The floor of a check that trusts no timestamp: every file stat'ed, on every core.
     let contexts: Vec<Utf8PathBuf> =
         project::Project::load(dir)?.services.iter().map(|s| dir.join(&s.context)).collect();
@@ -523,24 +505,15 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usi
         counts.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(())
     };
-    let (mut api, mut cli, mut floor) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut api_cpu, mut cli_cpu) = (0.0, 0.0);
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    let mut ours_cpu = 0.0;
     for _ in 0..7 {
         let c = children_cpu();
-        api.push(median(1, || check("api"))?);
-        api_cpu += (children_cpu() - c) / 7.0;
-        let c = children_cpu();
-        cli.push(median(1, || check("cli"))?);
-        cli_cpu += (children_cpu() - c) / 7.0;
+        ours.push(median(1, check)?);
+        ours_cpu += (children_cpu() - c) / 7.0;
         floor.push(median(1, &walk)?);
     }
-    let (api, cli, floor) = (middle(api), middle(cli), middle(floor));
-    // The same check with a watcher running (`cargo xtask watch`): after one check saves the
-    // listings, the contexts it vouches unchanged are not walked.
-    let watched = xtask.watching(|| {
-        check("api")?;
-        median(7, || check("api"))
-    })?;
+    let (ours, floor) = (middle(ours), middle(floor));
     let c = children_cpu();
     let old = old_approach(sh, docker.program(), &names)?;
     let old_cpu = (children_cpu() - c) / 3.0;
@@ -548,22 +521,18 @@ fn check_status_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usi
     println!(
         "check-status, {n} services x {files} files, all images present and unchanged, hash cache warm (medians):"
     );
-    println!("  check-status, engine API       {api:>8.3} s   (one process, 1 API request)");
-    println!("  check-status, docker CLI       {cli:>8.3} s   (one process, 1 docker image inspect)");
+    println!("  check-status                   {ours:>8.3} s   (one process, 1 docker image inspect)");
     println!("  old per-service approach       {old:>8.3} s   ({} docker calls)", 4 * n);
-    println!("  API / old                      {:>8.3}   (target: at most 0.03; {:.0}x)", api / old, old / api);
-    println!("  CLI / old                      {:>8.3}", cli / old);
-    println!("  check-status, watcher running  {watched:>8.3} s   (cargo xtask watch up: no unchanged context walked)");
-    println!("  watched / old                  {:>8.3}   (target: at most 0.03; {:.0}x)", watched / old, old / watched);
+    println!("  check-status / old             {:>8.3}   (target: at most 0.05; {:.0}x)", ours / old, old / ours);
     println!(
         "  bare stat walk of the files    {floor:>8.3} s   (in this process, on every core): alone {:.3} of old",
         floor / old
     );
     println!(
-        "  CPU per run (processes run; the engine's own not counted): API {api_cpu:.3} s, CLI {cli_cpu:.3} s, old {old_cpu:.3} s: API / old {:.3}",
-        api_cpu / old_cpu
+        "  CPU per run (processes run; the engine's own not counted): check-status {ours_cpu:.3} s, old {old_cpu:.3} s: check-status / old {:.3}",
+        ours_cpu / old_cpu
     );
-    Ok((api, cli))
+    Ok(ours)
 }
 
 /// The old script's check: four engine calls per image, one image after another.
@@ -580,11 +549,11 @@ fn old_approach(sh: &Shell, program: &str, names: &[String]) -> Result<f64> {
     })
 }
 
-/// The same status figures under Podman, beside Docker's (`docker`: its API and CLI
-/// figures, measured in the same run): the same workspace, check-status and the old approach,
+/// The same status figures under Podman, beside Docker's (`docker`: its check-status,
+/// measured in the same run): the same workspace, check-status and the old approach,
 /// where Podman answers, on the bench's own Podman storage. Its images carry a tag of this run
 /// and are removed by name.
-fn podman_status_figures(dir: &Utf8PathBuf, n: usize, files: usize, docker: (f64, f64)) -> Result<()> {
+fn podman_status_figures(dir: &Utf8PathBuf, n: usize, files: usize, docker: f64) -> Result<()> {
     let podman = Docker::podman();
     if !crate::world::docker::on_path("podman") || podman.platform().is_err() {
         println!("  under Podman: not measured (podman is not installed or does not answer)");
@@ -610,17 +579,16 @@ fn podman_status_figures(dir: &Utf8PathBuf, n: usize, files: usize, docker: (f64
     })();
     remove_own(&podman, &names);
     let (ours, old) = measured?;
-    println!("the same under Podman (its CLI; no daemon, no API):");
-    println!("{}", row("", &["docker API".into(), "docker CLI".into(), "podman".into()]));
-    let (api, cli) = docker;
+    println!("the same under Podman (no daemon):");
+    println!("{}", row("", &["docker".into(), "podman".into()]));
     let secs = |v: f64| format!("{v:.3} s");
-    println!("{}", row("check-status", &[secs(api), secs(cli), secs(ours)]));
+    println!("{}", row("check-status", &[secs(docker), secs(ours)]));
     println!(
         "  old per-service approach, Podman {old:>8.3} s   ({} podman calls); Podman / old {:.3}",
         4 * n,
         ours / old
     );
-    println!("  Podman against Docker, check-status: {:.1}x (API), {:.1}x (CLI)", ours / api, ours / cli);
+    println!("  Podman against Docker, check-status: {:.1}x", ours / docker);
     Ok(())
 }
 
@@ -635,8 +603,7 @@ fn children_cpu() -> f64 {
 }
 
 /// At scale, check-status against its floor (a bare walk that stats every file, plus the one
-/// API request it makes), and a no-op build-all against check-status; the docker CLI path
-/// beside them. All take turns, so that load on the machine falls on each alike.
+/// engine call it makes), and a no-op build-all against check-status. All take turns, so that load on the machine falls on each alike.
 fn scale_figures(docker: &Docker, dir: &Utf8PathBuf) -> Result<()> {
     let (n, files) = (100, 200);
     let tag = format!("bench-scale-{}", std::process::id());
@@ -649,53 +616,50 @@ fn scale_figures(docker: &Docker, dir: &Utf8PathBuf) -> Result<()> {
         project.services.iter().map(|s| crate::repo::reference::image_name(&s.name, &tag, None)).collect();
     let contexts: Vec<Utf8PathBuf> = project.services.iter().map(|s| dir.join(&s.context)).collect();
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let check = |client: &str| -> Result<()> {
-        let out = xtask.read_env(&["check-status", &tag, "--format", "plain"], client)?;
+    let check = || -> Result<()> {
+        let out = xtask.read(&["check-status", &tag, "--format", "plain"])?;
         if out.lines().count() != n || out.lines().any(|l| !l.contains("|OK|")) {
             bail!("bench images are not all OK:\n{out}");
         }
         Ok(())
     };
-    let noop = |client: &str| -> Result<()> {
-        let out = xtask.read_env(&["build-all", &tag], client)?;
+    let noop = || -> Result<()> {
+        let out = xtask.read(&["build-all", &tag])?;
         if !out.contains("nothing to build") {
             bail!("the no-op run built something:\n{out}");
         }
         Ok(())
     };
-    check("api")?;
+    check()?;
     let walk = || -> Result<()> {
         let counts = crate::repo::context::parallel(contexts.len(), |i| stat_all(&contexts[i]));
         counts.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(())
     };
     let request = || -> Result<()> {
-        let found = docker.list_raw(&names)?;
+        let found = docker.inspect(&names)?.len();
         if found != n {
-            bail!("the engine lists {found} of the {n} images");
+            bail!("the engine inspects {found} of the {n} images");
         }
         Ok(())
     };
-    let mut t: [Vec<f64>; 6] = Default::default();
+    let mut t: [Vec<f64>; 4] = Default::default();
     for _ in 0..7 {
-        t[0].push(median(1, || check("api"))?);
+        t[0].push(median(1, check)?);
         t[1].push(median(1, &walk)?);
         t[2].push(median(1, &request)?);
-        t[3].push(median(1, || noop("api"))?);
-        t[4].push(median(1, || check("cli"))?);
-        t[5].push(median(1, || noop("cli"))?);
+        t[3].push(median(1, noop)?);
     }
-    let [api, walk, request, noop_api, cli, noop_cli] = t.map(middle);
+    let [ours, walk, request, noop] = t.map(middle);
     remove_own(docker, &own_images(dir, &tag)?);
     let floor = walk + request;
     println!("\nat scale, {n} services x {files} files, all OK, hash cache warm (medians of interleaved runs):");
-    println!("  check-status, engine API       {api:>8.3} s");
+    println!("  check-status                   {ours:>8.3} s");
     println!("  bare walk, one stat per file   {walk:>8.3} s");
-    println!("  one engine API request         {request:>8.3} s   (the listing check-status makes)");
-    println!("  check-status / (walk + request){:>8.2}   (target: at most 1.5)", api / floor);
-    println!("  no-op build-all, engine API    {noop_api:>8.3} s");
-    println!("  no-op build-all / check-status {:>8.2}   (target: at most 2)", noop_api / api);
-    println!("  the same through the docker CLI: check-status {cli:.3} s ({:.2} of the floor), no-op build-all {noop_cli:.3} s", cli / floor);
+    println!("  one docker image inspect       {request:>8.3} s   (the engine call check-status makes)");
+    println!("  check-status / (walk + request){:>8.2}   (target: at most 1.5)", ours / floor);
+    println!("  no-op build-all                {noop:>8.3} s");
+    println!("  no-op build-all / check-status {:>8.2}   (target: at most 2)", noop / ours);
     Ok(())
 }
 

@@ -91,7 +91,7 @@ fn same_image(local: &Image, digest: &str) -> bool {
 /// The state of every dependency image, locally and, with a registry, there too (all lookups
 /// at once, each bounded in time, as `check-status --remote` asks).
 pub fn states(docker: &Docker, images: &[String], registry: Option<&str>) -> Result<Vec<Dep>> {
-    let found = docker.inspect_cli(images)?;
+    let found = docker.inspect(images)?;
     let lookups = match registry {
         Some(r) => {
             let refs: Vec<(String, String)> =

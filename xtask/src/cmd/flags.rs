@@ -28,7 +28,6 @@ Commands:
   export DIR [TAG]                  write an offline bundle: a tar per image, manifest.json, import.sh
   import DIR                        check and load a bundle, then report every image
   engine up|status|down             a Docker engine for machines that have none
-  watch up|status|down              a file watcher, so that check-status re-reads only what changed
   test [-- NEXTEST-ARGS]            the whole test suite on a real engine and registry (installs them as root)
   bench                             the performance figures, printed
   help                              this text
@@ -178,17 +177,6 @@ Usage: cargo xtask engine up|status|down
   down     stop the engine that `up` started (and no other)
 ";
 
-const WATCH: &str = "\
-Usage: cargo xtask watch up|status|down
-
-  up       start a watcher for this root in the background (inotify, every folder and file
-           but target/); check-status then re-reads only the contexts with changes
-  status   whether it runs, its pid, and how many folders and files it watches
-  down     stop the watcher that `up` started (and no other process)
-
-Writes through a shared mmap are seen only when the mapping goes (as with git's core.fsmonitor).
-";
-
 const TEST: &str = "\
 Usage: cargo xtask test [-- ARGS]
 
@@ -263,12 +251,6 @@ pub struct Bench {
     pub rounds: usize,
 }
 
-/// `watch ACTION`, and for `serve` the marker `watch up` gives it.
-pub struct Watch {
-    pub action: String,
-    pub marker: Option<String>,
-}
-
 pub struct Export {
     pub dir: camino::Utf8PathBuf,
     pub tag: Option<String>,
@@ -289,7 +271,6 @@ pub enum Command {
     SyncEnv { check: bool },
     Render { check: bool },
     Engine(String),
-    Watch(Watch),
     Test(Vec<String>),
     Bench(Bench),
 }
@@ -408,7 +389,6 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
         "sync-env" => SYNC_ENV,
         "render" => RENDER,
         "engine" => ENGINE,
-        "watch" => WATCH,
         "pull-deps" => PULL_DEPS,
         "push-deps" => PUSH_DEPS,
         "export" => EXPORT,
@@ -431,7 +411,7 @@ pub fn parse(raw: Vec<OsString>) -> Result<Option<Command>> {
 }
 
 /// The commands, as `--help` lists them.
-const COMMANDS: [&str; 15] = [
+const COMMANDS: [&str; 14] = [
     "check-status",
     "build-all",
     "build",
@@ -440,7 +420,6 @@ const COMMANDS: [&str; 15] = [
     "sync-env",
     "render",
     "engine",
-    "watch",
     "pull-deps",
     "push-deps",
     "export",
@@ -524,7 +503,6 @@ fn command(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
                 None => return Err(usage("engine needs an action: up, status or down".into())),
             }
         }
-        "watch" => watch(args)?,
         "test" => test(args)?,
         "bench" => {
             let services = value::<Count>(&mut args, "--services")?.map(|c| c.0);
@@ -584,20 +562,6 @@ fn build(sub: &str, mut args: pico_args::Arguments) -> Result<Command> {
     let service = Some(pos.remove(0)).filter(|s| !s.is_empty());
     let (tag, registry) = tag_and_registry(pos)?;
     Ok(Command::Build(Build { service, tag, registry, force, jobs, dry_run, format, verbose, no_push }))
-}
-
-/// `watch up|status|down`, and `watch serve MARKER` as `watch up` starts it.
-fn watch(args: pico_args::Arguments) -> Result<Command> {
-    let mut pos = positionals(args, "watch", 2, "up, status or down")?.into_iter();
-    Ok(match (pos.next().as_deref(), pos.next()) {
-        (Some(a @ ("up" | "status" | "down")), None) => Command::Watch(Watch { action: a.to_string(), marker: None }),
-        (Some("serve"), marker @ Some(_)) => Command::Watch(Watch { action: "serve".to_string(), marker }),
-        (Some(a @ ("up" | "status" | "down")), Some(extra)) => {
-            return Err(usage(format!("unexpected argument {extra:?}: watch {a} takes no arguments")))
-        }
-        (Some(other), _) => return Err(usage(format!("unknown watch action {other:?}: use up, status or down"))),
-        (None, _) => return Err(usage("watch needs an action: up, status or down".into())),
-    })
 }
 
 fn export(mut args: pico_args::Arguments) -> Result<Command> {
@@ -786,10 +750,6 @@ mod tests {
         assert!(usage_error(&["build"]).contains("needs a SERVICE"));
         assert!(usage_error(&["build", "a", "--force", "--force"]).contains("twice"));
         assert!(usage_error(&["engine", "sideways"]).contains("unknown engine action"));
-        assert!(usage_error(&["watch", "sideways"]).contains("unknown watch action"));
-        assert!(usage_error(&["watch"]).contains("needs an action"));
-        assert!(usage_error(&["watch", "up", "x"]).contains("takes no arguments"));
-        assert!(usage_error(&["watch", "serve"]).contains("unknown watch action"));
         assert!(usage_error(&["bench", "--services", "0"]).contains("at least 1"));
         assert!(usage_error(&["build-all", "--jobs", "0"]).contains("--jobs: must be at least 1"));
         assert!(usage_error(&["build-all", "--jobs", "two"]).contains("not a whole number"));

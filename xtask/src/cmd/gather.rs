@@ -9,19 +9,16 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::base::Sha;
 use crate::decide::status::{self, Inputs, Snapshot};
 use crate::repo::context::{self, FileRecord};
 use crate::repo::hashcache::HashCache;
 use crate::repo::ignore::Dialect;
-use crate::repo::listing;
 use crate::repo::project::{self, Project, Resolved};
 use crate::repo::reads::{self, Reads, Want};
 use crate::repo::record;
 use crate::repo::reference;
 use crate::repo::render::Output;
 use crate::world::docker::Docker;
-use crate::world::watcher::{self, Changes, Token};
 
 /// Gathers the facts for one tag (the engine asked once, while the contexts are walked) and
 /// decides every image's status from them.
@@ -68,7 +65,7 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         // An image of another platform, or another engine at the same address: ask.
         (os, arch) = docker.remember_platform(root)?;
     }
-    let Walked { files, watch } = files?;
+    let files = files?;
     let base_ids: BTreeMap<String, String> =
         bases.iter().filter_map(|b| Some((b.clone(), found.get(b)?.id.clone()?))).collect();
     let Inputs { services, records, digests } = status::digests(services, &files, &base_ids);
@@ -98,9 +95,11 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         engine: docker.describe(),
         base_ids,
         mirror: crate::cmd::prefetch::mirror_in(&values),
-        watch,
     })
 }
+
+/// The contexts' records, by context.
+pub type Files = BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>;
 
 fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
     r.unwrap_or_else(|_| Err(anyhow::anyhow!("an engine call panicked")))
@@ -119,7 +118,7 @@ pub fn contexts(
     services: &[Resolved],
     rendered: &[Output],
     dialect: &(dyn Fn() -> Dialect + Sync),
-) -> Result<Walked> {
+) -> Result<Files> {
     let mut unique: Vec<&Resolved> = Vec::new();
     for r in services {
         if !unique.iter().any(|u| u.service.context == r.service.context) {
@@ -171,42 +170,9 @@ pub fn contexts(
             Some(rel)
         })
         .collect();
-    // With a watcher running (`cargo xtask watch`), a context it vouches for as unchanged since
-    // its listing was saved is taken from that listing, unwalked.
-    let watched = Watch::open(root);
-    let reals: Vec<Option<Utf8PathBuf>> = unique
-        .iter()
-        .enumerate()
-        .map(|(i, r)| vouchable(&watched.as_ref()?.1, &root.join(&r.service.context), state[i].as_deref()))
-        .collect();
     let names: Vec<String> = unique.iter().map(|r| cache_name(&r.service.context)).collect();
-    let asked: Vec<String> = names.iter().zip(&reals).filter(|(_, r)| r.is_some()).map(|(n, _)| n.clone()).collect();
-    let watch = watched.and_then(|(saved, _)| Watch::ask(root, saved, &asked));
-    let kept: Vec<Option<(Sha, Option<Vec<FileRecord>>)>> = unique
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let w = watch.as_ref()?;
-            let real = reals[i].as_ref()?;
-            let raw: Vec<&[crate::repo::dockerfile::Read]> = services
-                .iter()
-                .filter(|s| s.service.context == r.service.context)
-                .map(|s| s.analysis.reads.as_slice())
-                .collect();
-            let fp = listing::fingerprint(&r.service.context, real, &ignores[i], &raw, state[i].as_deref());
-            let unchanged = w.holds(&names[i])
-                && w.changed.as_ref().is_ok_and(|c| {
-                    !c.iter().any(|p| listing::affects(real, p, &ignores[i], &reads[i], state[i].as_deref()))
-                });
-            let records = unchanged.then(|| w.saved.load(&names[i], &fp)).flatten();
-            Some((fp, records))
-        })
-        .collect();
-    let to_walk: Vec<usize> =
-        (0..unique.len()).filter(|&i| kept[i].as_ref().is_none_or(|(_, r)| r.is_none())).collect();
     let cache_dir = crate::base::state_dir(root).join("hash-cache");
-    let walked = context::parallel(to_walk.len(), |k| -> Result<_> {
-        let i = to_walk[k];
+    let walked = context::parallel(unique.len(), |i| -> Result<_> {
         let s = &unique[i].service;
         let cache = HashCache::load(&cache_dir.join(&names[i]));
         let want = |path: &str, dir: bool| {
@@ -226,48 +192,14 @@ pub fn contexts(
         listings.push(l);
         caches.push(c);
     }
-    let mut fresh = context::finish(listings, &mut caches)?.into_iter();
-    let mut files = Vec::new();
-    // The listings that hold at the watcher's token: those kept, and those walked and saved.
-    let mut holding = Vec::new();
-    for (kept, name) in kept.into_iter().zip(&names) {
-        let name = name.clone();
-        match kept {
-            Some((_, Some(records))) => {
-                files.push(records);
-                holding.push(name);
-            }
-            kept => {
-                let records = fresh.next().unwrap_or_default();
-                let saved = match (&watch, kept) {
-                    (Some(w), Some((fp, _))) => w.saved.save(&name, &fp, &records).is_ok(),
-                    _ => false,
-                };
-                if saved {
-                    holding.push(name);
-                }
-                files.push(records);
-            }
-        }
-    }
-    if let Some(w) = &watch {
-        w.confirm(&holding);
-    }
-    for ((((r, ignore), records), reads), known) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads).zip(&reals)
-    {
+    let mut files = context::finish(listings, &mut caches)?;
+    for (((r, ignore), records), reads) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads) {
         // Each generated file goes where its write lands, through any link on the way, compared
-        // with the context's own resolved path (asked only where something is generated, unless
-        // the watcher's check already asked).
+        // with the context's own resolved path (asked only where something is generated).
         if rendered.is_empty() {
             break;
         }
-        let real = match known {
-            Some(real) => real.clone(),
-            None => match root.join(&r.service.context).canonicalize_utf8() {
-                Ok(real) => real,
-                Err(_) => continue,
-            },
-        };
+        let Ok(real) = root.join(&r.service.context).canonicalize_utf8() else { continue };
         let landed: Vec<(String, &Output)> = rendered
             .iter()
             .filter_map(|o| Some((context::landed_within(&real, o.lands.as_deref()?)?, o)))
@@ -281,103 +213,7 @@ pub fn contexts(
     if let Some(e) = unsaved {
         eprintln!("note: cannot save the hash cache ({e:#}); the next check will read every file again");
     }
-    let watch = watch.map(|w| w.said(to_walk.len(), unique.len()));
-    let files = unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect();
-    Ok(Walked { files, watch })
-}
-
-/// The contexts' records, by context, and what a running watcher spared (`Snapshot::watch`).
-pub struct Walked {
-    pub files: BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>,
-    pub watch: Option<String>,
-}
-
-/// The watcher's answer for this run's contexts, with their saved listings.
-struct Watch {
-    saved: listing::Saved,
-    now: Token,
-    /// What may have changed since every one of this run's listings was saved; None where
-    /// nothing can be vouched for (no listing yet, another watcher, events lost): why.
-    changed: std::result::Result<Vec<Utf8PathBuf>, String>,
-    /// The token the watcher was asked with, and the tokens the listings held.
-    since: Option<Token>,
-    tokens: BTreeMap<String, String>,
-}
-
-impl Watch {
-    /// The saved listings and the root's resolved path, where a watcher's socket is there;
-    /// with none, nothing is asked and nothing is written.
-    fn open(root: &Utf8Path) -> Option<(listing::Saved, Utf8PathBuf)> {
-        let real = root.canonicalize_utf8().ok()?;
-        if !watcher::socket(&real).exists() {
-            return None;
-        }
-        Some((listing::Saved::open(root)?, real))
-    }
-
-    /// Asks the watcher what changed since the oldest token of the listings of `names` (the
-    /// contexts it can vouch for); None where no watcher answers.
-    fn ask(root: &Utf8Path, saved: listing::Saved, names: &[String]) -> Option<Watch> {
-        let tokens = saved.tokens();
-        let since = oldest(&tokens, names);
-        let (now, changed) = match watcher::changes(root, since.as_ref()) {
-            Changes::Since { now, paths } => (now, Ok(paths)),
-            Changes::Unknown { now: Some(now), why } => (now, Err(why)),
-            Changes::Unknown { now: None, .. } => return None,
-        };
-        Some(Watch { saved, now, changed, since, tokens })
-    }
-
-    /// Whether the listing of `name` holds at a token the answer covers: one of the watcher
-    /// asked (the answer is of changes since the oldest of them). A listing with no token, or
-    /// another watcher's, is walked.
-    fn holds(&self, name: &str) -> bool {
-        let held = self.tokens.get(name).and_then(|t| Token::parse(t));
-        matches!((held, &self.since), (Some(h), Some(s)) if h.epoch == s.epoch && h.seq >= s.seq)
-    }
-
-    /// What the watcher spared this run, for the report.
-    fn said(&self, walked: usize, all: usize) -> String {
-        match &self.changed {
-            Err(why) => format!("a watcher runs, but every context was walked: {why}"),
-            Ok(_) => format!(
-                "{} of {all} contexts taken unwalked, a watcher vouching they did not change; {walked} walked",
-                all - walked
-            ),
-        }
-    }
-
-    /// The listings of `holding` hold at the token the watcher gave before the walk (kept
-    /// ones were vouched for up to it, walked ones were walked after it). A listing this run
-    /// could not save keeps its older token, so that its older records are never trusted
-    /// under a newer one.
-    fn confirm(&self, holding: &[String]) {
-        let _ = self.saved.set_tokens(holding, &self.now.to_text());
-    }
-}
-
-/// The token to ask the watcher with: the oldest of the listings of `names` of the watcher
-/// most of them were saved under (a context saved later is then told of more than its own
-/// changes, which only makes it walked again). None where none has a token.
-fn oldest(tokens: &BTreeMap<String, String>, names: &[String]) -> Option<Token> {
-    let held: Vec<Token> = names.iter().filter_map(|n| Token::parse(tokens.get(n)?)).collect();
-    let mut epochs: BTreeMap<u64, usize> = BTreeMap::new();
-    for t in &held {
-        *epochs.entry(t.epoch).or_default() += 1;
-    }
-    let (&epoch, _) = epochs.iter().max_by_key(|(_, n)| **n)?;
-    held.into_iter().filter(|t| t.epoch == epoch).min_by_key(|t| t.seq)
-}
-
-/// The resolved path of the context at `context` where the watcher of the root at `real_root`
-/// sees everything its walk does: inside the root, and never in the root's `target/`, which the
-/// watcher leaves out (a context reaching the root through a link walks `target/` unless its
-/// walk leaves out the tool's state, `state`). None: always walked.
-fn vouchable(real_root: &Utf8Path, context: &Utf8Path, state: Option<&str>) -> Option<Utf8PathBuf> {
-    let real = context.canonicalize_utf8().ok()?;
-    let inside = real.starts_with(real_root) && !real.starts_with(real_root.join("target"));
-    let enters_target = real == real_root && state != Some("target");
-    (inside && !enters_target).then_some(real)
+    Ok(unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect())
 }
 
 /// The tool's state folder (`target/`) relative to a context that holds it.
@@ -400,53 +236,6 @@ fn cache_name(context: &Utf8Path) -> String {
 
 /// Contexts and digests together, for callers that need no engine.
 pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<String, String>) -> Result<Inputs> {
-    let files = contexts(root, &services, &[], &|| Dialect::Current)?.files;
+    let files = contexts(root, &services, &[], &|| Dialect::Current)?;
     Ok(status::digests(services, &files, base_ids))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_watcher_is_asked_since_the_oldest_token_of_the_run() {
-        let t = |epoch, seq| Token { epoch, seq };
-        let tokens: BTreeMap<String, String> = [("a", t(7, 5)), ("b", t(7, 3)), ("c", t(7, 9)), ("other", t(8, 1))]
-            .into_iter()
-            .map(|(n, t)| (n.to_string(), t.to_text()))
-            .collect();
-        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(oldest(&tokens, &names(&["a", "b", "c"])), Some(t(7, 3)));
-        assert_eq!(oldest(&tokens, &names(&["a", "c"])), Some(t(7, 5)));
-        // A context never saved, or saved under another watcher, does not hold the others back
-        // (it is walked: `Watch::holds`).
-        assert_eq!(oldest(&tokens, &names(&["a", "new"])), Some(t(7, 5)));
-        assert_eq!(oldest(&tokens, &names(&["a", "c", "other"])), Some(t(7, 5)));
-        assert_eq!(oldest(&tokens, &names(&["new"])), None);
-        assert_eq!(oldest(&tokens, &[]), None);
-    }
-
-    #[test]
-    fn a_context_is_vouched_for_only_where_the_watcher_sees_all_its_walk_does() {
-        let dir = std::env::temp_dir().join(format!("xtask-vouch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let root = Utf8PathBuf::from_path_buf(dir.join("root")).unwrap();
-        for d in ["services/a", "target/x", "elsewhere"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::create_dir_all(dir.join("outside")).unwrap();
-        std::os::unix::fs::symlink("..", root.join("services/up")).unwrap();
-        std::os::unix::fs::symlink(dir.join("outside"), root.join("services/out")).unwrap();
-        let real = root.canonicalize_utf8().unwrap();
-        let at = |c: &str, state| vouchable(&real, &root.join(c), state);
-        assert_eq!(at("services/a", None), Some(real.join("services/a")));
-        assert_eq!(at(".", Some("target")), Some(real.clone()));
-        // The root reached through a link: its walk enters target/, which is not watched.
-        assert_eq!(at("services/up", None), None);
-        assert_eq!(at(".", None), None);
-        assert_eq!(at("services/out", None), None, "outside the root");
-        assert_eq!(at("target/x", None), None, "under target/");
-        assert_eq!(at("services/gone", None), None, "not there");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

@@ -1,9 +1,8 @@
 //! `cargo xtask test`: the whole test suite on a real engine and a real registry. Installs what
 //! is missing (as root), starts an engine unless one answers and a registry on loopback, runs
 //! nextest with DOCKER_HOST and AI_INFRA_TEST_REGISTRY set (every test with the legacy builder,
-//! then the status tests through the docker CLI instead of the engine's API, then the build
-//! tests again with BuildKit; the engine-facing tests under Podman all the while beside them),
-//! and stops what it started.
+//! then the build tests again with BuildKit; the engine-facing tests under Podman all the while
+//! beside them), and stops what it started.
 
 use anyhow::Result;
 use camino::Utf8Path;
@@ -32,7 +31,7 @@ pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
     }
     // Ctrl-C reaches the test runner (same process group), which stops; this process lives on
     // to stop the engine and registry it started, and to remove the Podman storage.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, INTERRUPTED.clone());
     let (host, started) = engine::up(root, true)?;
     let result = with_engine(root, host.as_deref(), args, &store);
     if started {
@@ -95,20 +94,10 @@ fn with_engine(root: &Utf8Path, host: Option<&str>, args: &[String], store: &Pod
     let _ = std::fs::remove_file(&podman_list);
     let beside = Suite { root, runner, args, registry: &registry.addr, cleanup: &podman_list, host };
     let podman = podman_run(&beside);
-    eprintln!("test run 1 of 4: every test, legacy builder");
+    eprintln!("test run 1 of 3: every test, legacy builder");
     let mut tags = Tags::new();
-    let mut status = command.status();
-    if args.is_empty() && status.as_ref().is_ok_and(|s| s.success()) {
-        // The first run's images go first: an image of the same inputs would be reused in the
-        // second run instead of built.
-        tags.extend(remove_test_images(&docker, &cleanup));
-        // The status tests once more through the docker CLI, which the tool uses where it
-        // cannot speak the engine's API (ssh://, contexts, TLS): both must answer alike.
-        eprintln!("test run 2 of 4: the status tests again, through the docker CLI (AI_INFRA_ENGINE_CLIENT=cli)");
-        command.args(["--test", "status"]).env("AI_INFRA_ENGINE_CLIENT", "cli");
-        status = command.status();
-    }
-    // The first runs' images go before the BuildKit run: an image of the same inputs would be
+    let status = command.status();
+    // The first run's images go before the BuildKit run: an image of the same inputs would be
     // reused there instead of built.
     tags.extend(remove_test_images(&docker, &cleanup));
     let suite = Suite { root, runner, args, registry: &registry.addr, cleanup: &cleanup, host };
@@ -183,11 +172,11 @@ struct Suite<'a> {
 }
 
 impl Suite<'_> {
-    /// The runner on the build tests (but not `except`), with the registry, the clean-up list
-    /// and the test engine's DOCKER_HOST.
-    fn cargo(&self, except: &[&str]) -> std::process::Command {
+    /// The runner on the build tests, with the registry, the clean-up list and the test
+    /// engine's DOCKER_HOST.
+    fn cargo(&self) -> std::process::Command {
         let mut command = std::process::Command::new("cargo");
-        command.args(self.runner).args(select(self.runner, &BUILD_TESTS, except)).args(self.args);
+        command.args(self.runner).args(select(self.runner, &BUILD_TESTS)).args(self.args);
         command.current_dir(self.root);
         command.env("AI_INFRA_TEST_REGISTRY", self.registry).env("AI_INFRA_TEST_CLEANUP", self.cleanup);
         if let Some(h) = self.host {
@@ -197,11 +186,12 @@ impl Suite<'_> {
     }
 }
 
+/// Set by Ctrl-C: no further test run starts, and the engine and registry stop.
+static INTERRUPTED: std::sync::LazyLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// Runs the next test run after one that could run at all; the suite's status is the first
 /// failure's, else the last run's.
-/// Set by Ctrl-C (or SIGTERM): no further test run starts, and the engine and registry stop.
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 fn then(
     before: std::io::Result<std::process::ExitStatus>,
     next: impl FnOnce() -> std::io::Result<std::process::ExitStatus>,
@@ -229,35 +219,22 @@ fn buildkit_run(s: &Suite) -> std::io::Result<std::process::ExitStatus> {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(cli, &link)?;
     let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
-    let mut command = s.cargo(&[]);
+    let mut command = s.cargo();
     command.env("PATH", path).env("DOCKER_BUILDKIT", "1").env("AI_INFRA_TEST_BUILDER", "buildkit");
-    eprintln!("test run 3 of 4: the build tests ({}), BuildKit", BUILD_TESTS.join(", "));
+    eprintln!("test run 2 of 3: the build tests ({}), BuildKit", BUILD_TESTS.join(", "));
     command.status()
 }
 
 /// The test binaries that build images: they run under both builders, and under Podman.
 const BUILD_TESTS: [&str; 6] = ["build_all", "config", "project_stack", "registry", "root_context", "status"];
 
-/// Tests of those binaries left out of the Podman run: the Docker engine's HTTP API against
-/// its CLI (under Podman the API is never spoken).
-const DOCKER_ONLY_TESTS: [&str; 2] = ["the_engine_api_and_the_cli_agree", "a_listing_and_inspections_by_name_agree"];
-
-/// The runner's arguments that select these test binaries, but not the tests `except`.
-fn select(runner: &[&str], binaries: &[&str], except: &[&str]) -> Vec<String> {
+/// The runner's arguments that select these test binaries.
+fn select(runner: &[&str], binaries: &[&str]) -> Vec<String> {
     if runner[0] == "nextest" {
         let expr: Vec<String> = binaries.iter().map(|b| format!("binary({b})")).collect();
-        let mut expr = format!("({})", expr.join(" | "));
-        for t in except {
-            expr.push_str(&format!(" - test(={t})"));
-        }
-        vec!["-E".into(), expr]
+        vec!["-E".into(), expr.join(" | ")]
     } else {
-        let mut args: Vec<String> = binaries.iter().flat_map(|b| ["--test".to_string(), b.to_string()]).collect();
-        if !except.is_empty() {
-            args.extend(["--".to_string(), "--exact".to_string()]);
-            args.extend(except.iter().flat_map(|t| ["--skip".to_string(), t.to_string()]));
-        }
-        args
+        binaries.iter().flat_map(|b| ["--test".to_string(), b.to_string()]).collect()
     }
 }
 
@@ -270,9 +247,9 @@ fn podman_run(s: &Suite) -> std::io::Result<Beside> {
             "podman is missing: the Podman run needs it (as root the suite installs Debian's podman)",
         ));
     }
-    // DOCKER_HOST stays (see `Suite::cargo`): the tool must not follow it under Podman (nor
-    // speak that engine's API), and the tests that compare with Docker find the test engine.
-    let mut command = s.cargo(&DOCKER_ONLY_TESTS);
+    // DOCKER_HOST stays (see `Suite::cargo`): the tool must not follow it under Podman, and
+    // the tests that compare with Docker find the test engine.
+    let mut command = s.cargo();
     if s.runner[0] == "nextest" {
         // The pass waits on Podman's I/O far more than on the CPU: more tests at once than cores.
         command.arg(format!("--test-threads={PODMAN_THREADS}"));
@@ -283,7 +260,7 @@ fn podman_run(s: &Suite) -> std::io::Result<Beside> {
     let file = std::fs::File::create(&log)?;
     command.stdout(file.try_clone()?).stderr(file);
     eprintln!(
-        "test run 4 of 4, beside the others: the build tests ({}), Podman (output in {log} until it ends)",
+        "test run 3 of 3, beside the others: the build tests ({}), Podman (output in {log} until it ends)",
         BUILD_TESTS.join(", ")
     );
     Ok(Beside { child: command.spawn()?, log })
@@ -302,7 +279,7 @@ impl Beside {
     /// Waits for the run to end, then shows its output.
     fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
         let status = self.child.wait();
-        eprintln!("test run 4 of 4 (Podman), its output:");
+        eprintln!("test run 3 of 3 (Podman), its output:");
         eprint!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
         status
     }

@@ -19,4 +19,3 @@ pub mod prefetch;
 pub mod push;
 pub mod render;
 pub mod sync_env;
-pub mod watch;

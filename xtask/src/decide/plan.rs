@@ -354,7 +354,6 @@ mod tests {
             engine: "docker at unix:///s".into(),
             base_ids: BTreeMap::new(),
             mirror: None,
-            watch: None,
         }
     }
 

@@ -181,9 +181,6 @@ fn human(snap: &Snapshot, style: &Style) -> String {
     let total = snap.statuses.len();
     let target = snap.registry.as_deref().map_or("local build".to_string(), |r| format!("registry {r}"));
     let _ = writeln!(out, "ai-infra images: tag {}, {target}, engine {}", snap.tag, snap.engine);
-    if let Some(watch) = &snap.watch {
-        let _ = writeln!(out, "  files: {watch}");
-    }
     for st in State::ALL {
         let n = snap.statuses.iter().filter(|s| s.state == st).count();
         if st == State::Error && n == 0 {

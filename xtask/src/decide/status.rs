@@ -71,8 +71,6 @@ pub struct Snapshot {
     pub base_ids: BTreeMap<String, String>,
     /// The mirror that Docker Hub bases are pulled through first (BASE_IMAGE_MIRROR).
     pub mirror: Option<String>,
-    /// What a running watcher (`cargo xtask watch`) spared the walk, said in the report.
-    pub watch: Option<String>,
 }
 
 impl Snapshot {
@@ -511,7 +509,6 @@ mod tests {
             engine: String::new(),
             base_ids: BTreeMap::new(),
             mirror: None,
-            watch: None,
         };
         assert_eq!(with_bases(&mut snap, &ids), ["api", "web"]);
         assert_eq!(snap.digests, after.digests, "the base's ID, and the parent's digest through it");

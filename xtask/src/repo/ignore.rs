@@ -80,7 +80,7 @@ enum Matcher {
     Prefix(String),
     /// The pattern after its leading `**`: a path ending so matches, and `/x` also matches `x`.
     Suffix(String),
-    Regex(regex::Regex),
+    Regex(regex_lite::Regex),
 }
 
 impl Matcher {
@@ -318,7 +318,7 @@ fn moby_matcher(pattern: &str, dialect: Dialect) -> (Result<Matcher, String>, St
         Kind::Regex => {
             go.push('$');
             go_regex(&go)
-                .and_then(|r| regex::Regex::new(&r).map_err(|e| first_line(&e.to_string())))
+                .and_then(|r| regex_lite::Regex::new(&r).map_err(|e| first_line(&e.to_string())))
                 .map(Matcher::Regex)
         }
     };
@@ -330,10 +330,11 @@ fn first_line(s: &str) -> String {
     s.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(s.lines().next().unwrap_or("")).to_string()
 }
 
-/// Go's regular expression syntax (RE2, as Docker compiles the pattern) in the regex crate's:
-/// the two differ in `[` inside a class (a character in Go, a nested class here), `&&`/`~~`
+/// Go's regular expression syntax (RE2, as Docker compiles the pattern) in regex-lite's: the
+/// two differ in `[` inside a class (a character in Go, a nested class here), `&&`/`~~`
 /// inside a class, `{` that is no repetition (a character in Go, an error here), and `\d`,
-/// `\w`, `\s` (ASCII in Go).
+/// `\w`, `\s` (ASCII in Go). Go's Unicode classes (`\p{L}`) regex-lite does not have: such a
+/// pattern is an error that says so.
 ///
 /// Long because it is one scanner over the pattern's characters, whose state (inside a class
 /// or not) every case reads.
@@ -359,9 +360,8 @@ fn go_regex(go: &str) -> Result<String, String> {
                     }
                 }
                 'D' | 'W' | 'S' => out.push_str(&format!("[^{}]", perl_class(e.to_ascii_lowercase()))),
-                'p' | 'P' | 'x' => {
-                    out.push('\\');
-                    out.push(e);
+                'x' => {
+                    out.push_str("\\x");
                     if c.get(i) == Some(&'{') {
                         while let Some(&n) = c.get(i) {
                             out.push(n);
@@ -371,8 +371,7 @@ fn go_regex(go: &str) -> Result<String, String> {
                             }
                         }
                     } else {
-                        let take = if e == 'x' { 2 } else { 1 };
-                        for _ in 0..take {
+                        for _ in 0..2 {
                             if let Some(&n) = c.get(i) {
                                 out.push(n);
                                 i += 1;
@@ -391,7 +390,7 @@ fn go_regex(go: &str) -> Result<String, String> {
                 e if e.is_ascii_alphanumeric() => {
                     return Err(format!("'\\{e}' is an escape this tool cannot match as Docker does"))
                 }
-                e => out.push_str(&regex::escape(&e.to_string())),
+                e => out.push_str(&regex_lite::escape(&e.to_string())),
             }
             continue;
         }
@@ -769,6 +768,10 @@ mod tests {
         assert!(Ignore::parse("[abc").unwrap_err().to_string().contains("unclosed"));
         assert!(Ignore::parse("x\\").unwrap_err().to_string().contains("lone"));
         assert!(Ignore::parse("[z-a]").is_err());
+        // Go's Unicode classes: regex-lite has none, so the pattern is refused, never misread.
+        let err = Ignore::parse("\\pL*.txt").unwrap_err().to_string();
+        assert!(err.contains("'\\p' is an escape this tool cannot match as Docker does"), "{err}");
+        assert!(excluded(&["\\x41*"], "Abc") && excluded(&["\\x{42}?"], "Bc"));
         // What Go's filepath.Match rejects, and so the build does, under both builders.
         for bad in ["[]]x", "[x-]bc", "[-a]", "[^]", "[]", "[^-a]", "[a-c-e]", "[a", "\\"] {
             let err = Ignore::parse(&format!("ok\n{bad}\n")).unwrap_err().to_string();

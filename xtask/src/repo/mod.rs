@@ -7,7 +7,6 @@ pub mod dockerfile;
 pub mod env;
 pub mod hashcache;
 pub mod ignore;
-pub mod listing;
 pub mod project;
 pub mod reads;
 pub mod record;

@@ -18,16 +18,14 @@ use crate::repo::context::{FileRecord, What};
 /// v2: every field length-prefixed; permission bits of files and folders.
 pub const VERSION: &str = "ai-infra-inputs/v2";
 /// Everything one build reads, in canonical form; kept on disk as JSON (`to_json`).
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Record {
     /// sha256 of the Dockerfile's bytes.
     pub dockerfile: String,
-    #[serde(default)]
     pub target: Option<String>,
     /// Build args by name; values of secret-looking names are replaced by their hash.
     pub args: BTreeMap<String, String>,
     /// Shared with the context listing it came from (services can share a context).
-    #[serde(with = "rows")]
     pub files: std::sync::Arc<Vec<FileRecord>>,
     /// Internal parent service -> its total input digest (None: not known).
     pub parents: BTreeMap<String, Option<String>>,
@@ -36,11 +34,29 @@ pub struct Record {
 }
 
 impl Record {
-    /// The record with its format version, as kept on disk.
+    /// The record with its format version, as kept on disk; its files as rows, modes in octal:
+    /// `[path, "dir", mode]`, `[path, "file", sha256, mode]`, `[path, "link", target]`,
+    /// `[path, kind]`.
     pub fn to_json(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        v["version"] = json!(VERSION);
-        v
+        let rows: Vec<Value> = self
+            .files
+            .iter()
+            .map(|f| match &f.what {
+                What::Dir { mode } => json!([f.path, "dir", format!("{mode:o}")]),
+                What::File { mode, sha256 } => json!([f.path, "file", sha256.as_str(), format!("{mode:o}")]),
+                What::Symlink(t) => json!([f.path, "link", t]),
+                What::Special(k) => json!([f.path, k]),
+            })
+            .collect();
+        json!({
+            "version": VERSION,
+            "dockerfile": self.dockerfile,
+            "target": self.target,
+            "args": self.args,
+            "files": rows,
+            "parents": self.parents,
+            "bases": self.bases,
+        })
     }
 
     /// A record kept on disk; None when it is in another format or damaged.
@@ -48,45 +64,38 @@ impl Record {
         if v.get("version")?.as_str()? != VERSION {
             return None;
         }
-        serde::Deserialize::deserialize(v).ok()
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let optional = |v: &Value| if v.is_null() { Some(None) } else { text(v).map(Some) };
+        fn map<T>(v: &Value, k: &str, f: impl Fn(&Value) -> Option<T>) -> Option<BTreeMap<String, T>> {
+            v.get(k)?.as_object()?.iter().map(|(k, v)| Some((k.clone(), f(v)?))).collect()
+        }
+        let files = v
+            .get("files")?
+            .as_array()?
+            .iter()
+            .map(|r| file(&r.as_array()?.iter().map(text).collect::<Option<Vec<_>>>()?));
+        Some(Record {
+            dockerfile: text(v.get("dockerfile")?)?,
+            target: v.get("target").map_or(Some(None), optional)?,
+            args: map(v, "args", text)?,
+            files: files.collect::<Option<Vec<_>>>()?.into(),
+            parents: map(v, "parents", optional)?,
+            bases: map(v, "bases", optional)?,
+        })
     }
 }
 
-/// A record's files as rows, modes in octal: `[path, "dir", mode]`, `[path, "file", sha256,
-/// mode]`, `[path, "link", target]`, `[path, kind]`.
-mod rows {
-    use super::*;
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(files: &std::sync::Arc<Vec<FileRecord>>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(files.iter().map(|f| match &f.what {
-            What::Dir { mode } => vec![f.path.clone(), "dir".into(), format!("{mode:o}")],
-            What::File { mode, sha256 } => {
-                vec![f.path.clone(), "file".into(), sha256.as_str().into(), format!("{mode:o}")]
-            }
-            What::Symlink(t) => vec![f.path.clone(), "link".into(), t.clone()],
-            What::Special(k) => vec![f.path.clone(), k.clone()],
-        }))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::sync::Arc<Vec<FileRecord>>, D::Error> {
-        let rows = Vec::<Vec<String>>::deserialize(d)?;
-        let files: Option<Vec<FileRecord>> = rows.iter().map(|r| file(r)).collect();
-        files.map(Into::into).ok_or_else(|| D::Error::custom("a file row that is not one"))
-    }
-
-    fn file(a: &[String]) -> Option<FileRecord> {
-        let third = a.get(2).map(String::as_str);
-        let mode = |i: usize| u32::from_str_radix(a.get(i)?, 8).ok();
-        let what = match a.get(1)?.as_str() {
-            "dir" => What::Dir { mode: mode(2)? },
-            "file" => What::File { mode: mode(3)?, sha256: Sha::parse(third?)? },
-            "link" => What::Symlink(third?.to_string()),
-            other => What::Special(other.to_string()),
-        };
-        Some(FileRecord { path: a.first()?.clone(), what })
-    }
+/// A file row as `to_json` writes it.
+fn file(a: &[String]) -> Option<FileRecord> {
+    let third = a.get(2).map(String::as_str);
+    let mode = |i: usize| u32::from_str_radix(a.get(i)?, 8).ok();
+    let what = match a.get(1)?.as_str() {
+        "dir" => What::Dir { mode: mode(2)? },
+        "file" => What::File { mode: mode(3)?, sha256: Sha::parse(third?)? },
+        "link" => What::Symlink(third?.to_string()),
+        other => What::Special(other.to_string()),
+    };
+    Some(FileRecord { path: a.first()?.clone(), what })
 }
 
 /// The arg values as recorded: secret values replaced by their hash.
@@ -232,6 +241,22 @@ pub mod tests {
     fn records_round_trip_without_secrets() {
         assert_eq!(Record::from_json(&sample().to_json()), Some(sample()));
         assert!(!sample().to_json().to_string().contains("hunter2"));
+        // The format on disk, as records written by earlier versions of this tool have it.
+        let mut r = sample();
+        r.target = None;
+        let text = r#"{"args":{"DB_PASSWORD":"hidden:sha256:f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7","PY":"3.11"},"bases":{"python:3.11":"sha256:b"},"dockerfile":"DF","files":[["a","file","1111111111111111111111111111111111111111111111111111111111111111","644"],["b","link","a"],["d","dir","755"]],"parents":{"base":"sha256:p"},"target":null,"version":"ai-infra-inputs/v2"}"#;
+        let text = text.replace("DF", &"d".repeat(64));
+        assert_eq!(r.to_json().to_string(), text);
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(Record::from_json(&v).as_ref(), Some(&r));
+        v.as_object_mut().unwrap().remove("target");
+        assert_eq!(Record::from_json(&v).as_ref(), Some(&r), "target may be absent");
+        for (k, bad) in [("files", json!([["a", "file", "x", "644"]])), ("args", json!({"A": 1})), ("bases", json!([]))]
+        {
+            let mut v = v.clone();
+            v[k] = bad;
+            assert_eq!(Record::from_json(&v), None, "{k}");
+        }
         assert_eq!(load("/nonexistent".into(), "sha256:../../x"), None);
     }
 

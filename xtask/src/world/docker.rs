@@ -75,8 +75,6 @@ pub struct Docker {
     /// Where the engine is, for messages.
     pub host: String,
     server: std::sync::OnceLock<Server>,
-    /// The engine's API, where it is spoken directly (see `api::endpoint`).
-    api: Option<crate::world::api::Api>,
     /// How builds run, once decided for a run that builds, and what to say of it.
     builds: std::sync::OnceLock<(Builds, String)>,
     /// Whether that was said.
@@ -287,44 +285,27 @@ pub fn podman_names_lock() -> Option<std::fs::File> {
 }
 
 impl Docker {
-    /// The engine at this address (None: the default socket) for a root, whose state folder
-    /// remembers what the engine's API said of images by ID; without calling it yet.
-    pub fn for_root(host: Option<&str>, root: &Utf8Path) -> Docker {
-        Docker::at(host, Some(&crate::base::state_dir(root)))
-    }
-
     /// The Docker engine at this address (None: the default socket), without calling it yet.
     pub fn with_host(host: Option<&str>) -> Docker {
-        Docker::at(host, None)
-    }
-
-    /// `state`: where to remember what the engine's API said of images by ID.
-    fn at(host: Option<&str>, state: Option<&Utf8Path>) -> Docker {
         let shown =
             host.map_or_else(|| "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_string(), str::to_string);
-        let context = if host.is_none() { crate::world::api::current_context() } else { None };
-        let api = crate::world::api::endpoint(host, &|k| std::env::var(k).ok(), context.as_deref())
-            .map(|a| crate::world::api::Api::new(a, &shown, state));
         Docker {
             engine: Engine::Docker,
             host_env: host.map(str::to_string),
             host: shown,
             server: std::sync::OnceLock::new(),
-            api,
             builds: std::sync::OnceLock::new(),
             said: std::sync::Once::new(),
         }
     }
 
-    /// Podman, which runs without a daemon: its CLI is the engine, on the local storage. The
-    /// engine's HTTP API (`api.rs`) is never used for it.
+    /// Podman, which runs without a daemon: its CLI is the engine, on the local storage.
     pub fn podman() -> Docker {
         Docker {
             engine: Engine::Podman,
             host_env: None,
             host: "podman (no daemon, local storage)".to_string(),
             server: std::sync::OnceLock::new(),
-            api: None,
             builds: std::sync::OnceLock::new(),
             said: std::sync::Once::new(),
         }
@@ -435,12 +416,6 @@ impl Docker {
             let _ = self.server.set(s.clone());
             return Ok(s);
         }
-        if let Some(api) = &self.api {
-            let (version, os, arch) = api.version()?;
-            let s = Server { version, os, arch };
-            let _ = self.server.set(s.clone());
-            return Ok(s);
-        }
         let sh = self.sh()?;
         let host = &self.host;
         let format = "{{json .}}";
@@ -483,21 +458,10 @@ impl Docker {
         Ok(Server { version: field("Version"), os, arch: arch.to_string() })
     }
 
-    /// Inspects many images in one engine call; the result maps each requested name that
-    /// exists to what the engine says of it.
+    /// Inspects many images in one `docker image inspect` (or `podman image inspect`); the
+    /// result maps each requested name that exists to what the engine says of it, with every
+    /// name and digest of each image (push-deps compares digests).
     pub fn inspect(&self, names: &[String]) -> Result<BTreeMap<String, Image>> {
-        if names.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        if let Some(api) = &self.api {
-            return Ok(matching(names, &api.named(names)?, false));
-        }
-        self.inspect_cli(names)
-    }
-
-    /// `docker image inspect` itself: every name and digest of each image, where the API's
-    /// listing, filtered by the names asked, gives only those (push-deps compares digests).
-    pub fn inspect_cli(&self, names: &[String]) -> Result<BTreeMap<String, Image>> {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -729,9 +693,6 @@ impl Docker {
 
     /// Every tagged image: (repository:tag, ID), from one engine call.
     pub fn list(&self) -> Result<Vec<(String, String)>> {
-        if let Some(api) = &self.api {
-            return api.tagged();
-        }
         if self.engine == Engine::Podman {
             // Podman's listing fails as a whole when another process removes an image while it
             // reads the storage ("image not known", or its manifest "file does not exist" while
@@ -760,31 +721,10 @@ impl Docker {
         Ok(images)
     }
 
-    /// One listing of the images with these names, through the engine's API: how many it
-    /// lists. For the bench's floor; an error where the API is not spoken.
-    pub fn list_raw(&self, names: &[String]) -> Result<usize> {
-        let Some(api) = &self.api else {
-            bail!("the engine's API is not spoken here (ssh://, a context, TLS, Podman or AI_INFRA_ENGINE_CLIENT=cli)")
-        };
-        Ok(api.list(Some(&crate::world::api::literal_patterns(names)))?.len())
-    }
-
     /// Every tagged image whose name's last component starts with `prefix`, by name: one
-    /// listing, then one inspection (through the API, only of images not seen before).
+    /// listing, then one inspection of the names it found.
     pub fn inspect_named(&self, prefix: &str) -> Result<BTreeMap<String, Image>> {
         let ours = |n: &str| Reference::parse(n).name().starts_with(prefix);
-        if let Some(api) = &self.api {
-            // The filter's `*` stays within one path component: one pattern per depth.
-            let patterns: Vec<String> = (0..5).map(|d| format!("{}{prefix}*", "*/".repeat(d))).collect();
-            let mut out = BTreeMap::new();
-            for v in api.images(&patterns)? {
-                let image = Image::from_json(&v);
-                for t in image.repo_tags.iter().filter(|t| ours(t)) {
-                    out.insert(t.clone(), image.clone());
-                }
-            }
-            return Ok(out);
-        }
         let names: Vec<String> = self.list()?.into_iter().map(|(n, _)| n).filter(|n| ours(n)).collect();
         self.inspect(&names)
     }

@@ -70,7 +70,7 @@ pub fn private_dir(dir: &Utf8Path) -> Result<()> {
 /// A background process this tool started, as recorded in its state file.
 pub struct Started {
     pub pid: u32,
-    /// Where it answers (an engine's DOCKER_HOST, a watcher's socket).
+    /// Where it answers (an engine's DOCKER_HOST).
     pub host: String,
 }
 
@@ -106,8 +106,20 @@ fn address_chosen() -> bool {
     if set("DOCKER_HOST") || set("DOCKER_CONTEXT") {
         return true;
     }
-    let current = crate::world::api::current_context();
-    current.is_some_and(|c| !c.is_empty() && c != "default")
+    current_context().is_some_and(|c| c != "default")
+}
+
+/// The docker CLI's current context, from its config file (`DOCKER_CONFIG`, else
+/// `~/.docker`); None where none is set.
+fn current_context() -> Option<String> {
+    let dir = std::env::var("DOCKER_CONFIG")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(Utf8PathBuf::from)
+        .or_else(|| std::env::var("HOME").ok().map(|h| Utf8PathBuf::from(h).join(".docker")))?;
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v.get("currentContext")?.as_str().filter(|c| !c.is_empty()).map(str::to_string)
 }
 
 /// Whether the user chose an engine: its address, or AI_INFRA_ENGINE. No private engine is
@@ -153,7 +165,7 @@ pub fn docker(root: &Utf8Path) -> Result<crate::world::docker::Docker> {
             );
         }
     }
-    Ok(crate::world::docker::Docker::for_root(docker_host(root).as_deref(), root))
+    Ok(crate::world::docker::Docker::with_host(docker_host(root).as_deref()))
 }
 
 /// The engine for a command that needs one (see `docker`), checked to answer.

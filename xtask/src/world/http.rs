@@ -1,27 +1,15 @@
-//! A minimal HTTP/1.1 client: one request per connection, over TCP or a unix socket, every step
-//! bounded by one deadline. The registry's manifest lookups and the Docker engine's API use it.
+//! A minimal HTTP/1.1 client for the registry's manifest lookups: one `HEAD` request per TCP
+//! connection, every step bounded by one deadline.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use camino::Utf8PathBuf;
-
-/// Where a server listens.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Address {
-    /// `host:port`.
-    Tcp(String),
-    Unix(Utf8PathBuf),
-}
-
-/// An answer: status, headers (names in lowercase) and body.
+/// An answer: status and headers (names in lowercase); a `HEAD` answer has no body.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
     headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
 }
 
 impl Response {
@@ -29,14 +17,6 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
-}
-
-/// The largest body read: an engine's whole image list fits many times over.
-const MAX_BODY: usize = 256 * 1024 * 1024;
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
 }
 
 /// Connects to the first of a name's addresses that answers, in the resolver's order (a
@@ -61,59 +41,9 @@ fn connect_any(addrs: impl Iterator<Item = std::net::SocketAddr>, timeout: Durat
     Err(last)
 }
 
-impl Stream {
-    fn connect(address: &Address, timeout: Duration) -> std::io::Result<Stream> {
-        Ok(match address {
-            Address::Tcp(host) => Stream::Tcp(connect_any(host.to_socket_addrs()?, timeout)?),
-            Address::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
-        })
-    }
-
-    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(Some(t)).and_then(|()| s.set_write_timeout(Some(t))),
-            Stream::Unix(s) => s.set_read_timeout(Some(t)).and_then(|()| s.set_write_timeout(Some(t))),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.flush(),
-            Stream::Unix(s) => s.flush(),
-        }
-    }
-}
-
-/// One request without a body (`GET`, `HEAD`, `DELETE`), answered within `timeout` in all.
-/// `host` is the Host header. The error says what failed, in words for a person.
-///
-/// Long because one deadline covers connecting, writing and reading: the steps share the socket
-/// and the time left.
-pub fn request(
-    address: &Address,
-    method: &str,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    timeout: Duration,
-) -> Result<Response, String> {
+/// One `HEAD` request to `host` (`host:port`, also the Host header), answered within `timeout`
+/// in all. The error says what failed, in words for a person.
+pub fn head(host: &str, path: &str, headers: &[(&str, &str)], timeout: Duration) -> Result<Response, String> {
     let started = Instant::now();
     let left = || timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
     let late = |e: std::io::Error| {
@@ -123,97 +53,39 @@ pub fn request(
             e.to_string()
         }
     };
-    let mut s = Stream::connect(address, timeout).map_err(|e| e.to_string())?;
-    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    let addrs = host.to_socket_addrs().map_err(|e| e.to_string())?;
+    let mut s = connect_any(addrs, timeout).map_err(|e| e.to_string())?;
+    let set_timeouts =
+        |s: &TcpStream| s.set_read_timeout(Some(left())).and_then(|()| s.set_write_timeout(Some(left())));
+    let mut text = format!("HEAD {path} HTTP/1.1\r\nHost: {host}\r\n");
     for (k, v) in headers {
         text.push_str(&format!("{k}: {v}\r\n"));
     }
     text.push_str("Connection: close\r\n\r\n");
     // One write: a server that answers after the first bytes and closes (an HTML page, a proxy's
     // error) must not turn into a broken pipe. Its answer is read even when the write failed.
-    s.set_timeouts(left()).map_err(|e| e.to_string())?;
+    set_timeouts(&s).map_err(|e| e.to_string())?;
     let written = s.write_all(text.as_bytes());
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     let end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break Some(i + 4);
+            break i + 4;
         }
         if buf.len() > 64 * 1024 {
             return Err("headers larger than 64 KiB".into());
         }
-        s.set_timeouts(left()).map_err(|e| e.to_string())?;
+        set_timeouts(&s).map_err(|e| e.to_string())?;
         let n = s.read(&mut chunk).map_err(late)?;
         if n == 0 {
-            break None;
+            break buf.len();
         }
         buf.extend_from_slice(&chunk[..n]);
     };
     if let (Err(e), true) = (&written, buf.is_empty()) {
         return Err(e.to_string());
     }
-    let Some(end) = end else {
-        return parse_head(&String::from_utf8_lossy(&buf));
-    };
-    let mut response = parse_head(&String::from_utf8_lossy(&buf[..end]))?;
-    let mut body = buf.split_off(end);
-    if method == "HEAD" || response.status == 204 || response.status == 304 {
-        return Ok(response);
-    }
-    let length: Option<usize> = response.header("content-length").and_then(|l| l.trim().parse().ok());
-    let chunked = response.header("transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-    loop {
-        let complete = match length {
-            _ if chunked => dechunk(&body)?.is_some(),
-            Some(l) => body.len() >= l,
-            None => false,
-        };
-        if complete {
-            break;
-        }
-        if body.len() > MAX_BODY {
-            return Err(format!("an answer larger than {} MiB", MAX_BODY >> 20));
-        }
-        s.set_timeouts(left()).map_err(|e| e.to_string())?;
-        let n = s.read(&mut chunk).map_err(late)?;
-        if n == 0 {
-            if chunked || length.is_some() {
-                return Err("the connection closed in the middle of the answer".into());
-            }
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    response.body = match length {
-        _ if chunked => dechunk(&body)?.unwrap_or_default(),
-        Some(l) => {
-            body.truncate(l);
-            body
-        }
-        None => body,
-    };
-    Ok(response)
-}
-
-/// A chunked body decoded; None while it is incomplete.
-fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
-        let line = String::from_utf8_lossy(&data[..eol]);
-        let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("a bad chunk size {size_text:?}"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            // Trailers are not used; the final CRLF may still be on its way.
-            return Ok(Some(out));
-        }
-        if data.len() < size + 2 {
-            return Ok(None);
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
+    parse_head(&String::from_utf8_lossy(&buf[..end]))
 }
 
 /// The status line and headers.
@@ -229,25 +101,7 @@ pub fn parse_head(text: &str) -> Result<Response, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Response { status, headers, body: Vec::new() })
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-pub fn query_escape(value: &str) -> String {
-    escape(value, b"-._~")
-}
-
-/// `value` percent-encoded, but for ASCII letters, digits and the bytes in `safe`.
-pub fn escape(value: &str, safe: &[u8]) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || safe.contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    Ok(Response { status, headers })
 }
 
 #[cfg(test)]
@@ -316,26 +170,12 @@ mod tests {
         assert!(parse_head("SSH-2.0-OpenSSH\r\n").is_err());
     }
 
-    #[test]
-    fn chunked_bodies() {
-        assert_eq!(dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap().unwrap(), b"abcde");
-        assert_eq!(dechunk(b"3\r\nabc\r\n").unwrap(), None);
-        assert_eq!(dechunk(b"3\r\nab").unwrap(), None);
-        assert!(dechunk(b"zz\r\n").is_err());
-    }
-
-    #[test]
-    fn query_values() {
-        assert_eq!(query_escape(r#"{"reference":["a:b"]}"#), "%7B%22reference%22%3A%5B%22a%3Ab%22%5D%7D");
-    }
-
-    /// Serves one connection on a unix socket with `answer` written in `pieces`.
-    fn serve_unix(pieces: Vec<&'static [u8]>) -> Utf8PathBuf {
-        let dir = crate::testutil::TempDir::new("http");
-        let path = dir.path().join("s.sock");
-        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    /// Serves one connection on loopback: reads the request, then writes `answer` (or
+    /// nothing) and waits.
+    fn serve(answer: &'static [u8]) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
-            let _dir = dir;
             let (mut s, _) = l.accept().unwrap();
             let mut seen = Vec::new();
             let mut b = [0u8; 1024];
@@ -345,39 +185,27 @@ mod tests {
                     Ok(n) => seen.extend_from_slice(&b[..n]),
                 }
             }
-            for p in pieces {
-                let _ = s.write_all(p);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            std::thread::sleep(Duration::from_millis(200));
+            let _ = s.write_all(answer);
+            std::thread::sleep(Duration::from_millis(300));
         });
-        path
+        addr
     }
 
     #[test]
-    fn bodies_over_a_unix_socket() {
+    fn a_head_request_reads_the_status_and_headers() {
         let t = Duration::from_secs(2);
-        let p = serve_unix(vec![
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[1,2\r\n",
-            b"1\r\n]\r\n0\r\n\r\n",
-        ]);
-        let r = request(&Address::Unix(p), "GET", "docker", "/x", &[], t).unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"[1,2]"[..]));
-        let p = serve_unix(vec![b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nno", b"pe!extra"]);
-        let r = request(&Address::Unix(p), "GET", "docker", "/x", &[], t).unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (404, &b"nope!"[..]));
-        let p = serve_unix(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort"]);
-        let e = request(&Address::Unix(p), "GET", "docker", "/x", &[], t).unwrap_err();
-        assert!(e.contains("closed"), "{e}");
+        let host = serve(b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:abc\r\nContent-Length: 99\r\n\r\n");
+        let r = head(&host, "/v2/x/manifests/1", &[], t).unwrap();
+        assert_eq!((r.status, r.header("docker-content-digest")), (200, Some("sha256:abc")));
     }
 
     #[test]
     fn a_silent_server_is_bounded_in_time() {
-        let p = serve_unix(vec![]);
+        let host = serve(b"");
         let started = Instant::now();
-        let e = request(&Address::Unix(p), "GET", "docker", "/x", &[], Duration::from_millis(100)).unwrap_err();
+        let e = head(&host, "/x", &[], Duration::from_millis(100)).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1), "{e}");
-        let e2 = request(&Address::Unix("/nonexistent/s.sock".into()), "GET", "d", "/", &[], Duration::from_secs(1));
-        assert!(e2.is_err());
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        assert!(head(&closed, "/", &[], Duration::from_secs(1)).is_err());
     }
 }

@@ -1,9 +1,7 @@
-//! The outside world: the docker CLI, the engine's API over HTTP, registries, the private
-//! engine, the file watcher. The only layer that runs processes or opens connections for the tool.
+//! The outside world: the docker and podman CLIs, registries over HTTP, the private
+//! engine. The only layer that runs processes or opens connections for the tool.
 
-pub mod api;
 pub mod docker;
 pub mod engine;
 pub mod http;
 pub mod registry;
-pub mod watcher;

@@ -69,7 +69,7 @@ fn http_lookup(registry: &str, repo: &str, tag: &str) -> Lookup {
 /// One `HEAD` request over HTTP/1.1, bounded by the lookup timeout.
 pub fn head(host: &str, path: &str) -> Result<Response, String> {
     let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
-    http::request(&http::Address::Tcp(host.to_string()), "HEAD", host, path, &[("Accept", accept)], TIMEOUT)
+    http::head(host, path, &[("Accept", accept)], TIMEOUT)
 }
 
 /// `docker manifest inspect -v REF`, ended after the timeout. The CLI's registry client knows
