@@ -225,21 +225,23 @@ fn buildkit_run(s: &Suite) -> std::io::Result<std::process::ExitStatus> {
     command.status()
 }
 
-/// The test binaries that build images: they run under both builders, and under Podman.
+/// The test modules that build images: they run under both builders, and under Podman.
 const BUILD_TESTS: [&str; 6] = ["build_all", "config", "project_stack", "registry", "root_context", "status"];
 
-/// The runner's arguments that select these test binaries.
-fn select(runner: &[&str], binaries: &[&str]) -> Vec<String> {
+/// The runner's arguments that select these modules of the one integration-test binary.
+fn select(runner: &[&str], modules: &[&str]) -> Vec<String> {
     if runner[0] == "nextest" {
-        let expr: Vec<String> = binaries.iter().map(|b| format!("binary({b})")).collect();
-        vec!["-E".into(), expr.join(" | ")]
+        let expr: Vec<String> = modules.iter().map(|m| format!("test(/^{m}::/)")).collect();
+        vec!["-E".into(), format!("binary(it) & ({})", expr.join(" | "))]
     } else {
-        binaries.iter().flat_map(|b| ["--test".to_string(), b.to_string()]).collect()
+        let mut args = vec!["--test".to_string(), "it".to_string(), "--".to_string()];
+        args.extend(modules.iter().map(|m| format!("{m}::")));
+        args
     }
 }
 
 /// The build tests under Podman (AI_INFRA_ENGINE=podman, none of Docker's builder settings),
-/// started in the background with their output kept in a log until they end. (tests/podman.rs
+/// started in the background with their output kept in a log until they end. (tests/it/podman.rs
 /// and the cross-engine bundle test name their engines themselves and run in the first run.)
 fn podman_run(s: &Suite) -> std::io::Result<Beside> {
     if !crate::world::docker::on_path("podman") {

@@ -2,7 +2,7 @@
 //! builder holds exactly the files Docker sent, and the tool's record of the build's inputs
 //! must name the same files. Patterns Docker rejects must fail the check as they fail the build.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -3,8 +3,6 @@
 //! at the same time on one engine never see each other's images. Dropping a workspace removes
 //! its folder and every image it tagged.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

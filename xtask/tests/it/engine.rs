@@ -1,6 +1,6 @@
 //! An engine of the tool's own (`engine up`), and a build that loses its engine halfway.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

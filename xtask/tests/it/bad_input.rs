@@ -1,6 +1,6 @@
 //! Bad input gets one clear line, the right exit code, and writes nothing.
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 

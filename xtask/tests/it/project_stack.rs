@@ -1,7 +1,7 @@
 //! The repository's own services: the whole stack builds, a no-op run builds nothing, and a
 //! changed .env value rebuilds exactly the services that copy the rendered file.
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_project_stack_builds_and_rebuilds_precisely() {

@@ -1,7 +1,7 @@
 //! build-all on a real engine: the old script's scenarios, plans, failures, parallel builds,
 //! reuse across tags, history, clean-all, the lock and Ctrl-C.
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 

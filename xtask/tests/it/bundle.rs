@@ -2,7 +2,7 @@
 //! pulled back through BASE_IMAGE_MIRROR; an offline bundle exported from the test engine and
 //! imported into a second engine that `engine up` starts for another root.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

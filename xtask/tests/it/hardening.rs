@@ -2,7 +2,7 @@
 //! really, nothing hangs (signals, a stalled registry, a closed stdout), errors that name what
 //! went wrong and exit codes CI can trust.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The registry as shared truth, against the real registry the harness runs on loopback.
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 

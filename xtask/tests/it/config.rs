@@ -1,6 +1,6 @@
 //! sync-env and render on generated workspaces, and their effect on status and builds.
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 

@@ -1,6 +1,6 @@
 //! check-status and build on a real engine: every status for real, content not timestamps.
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 

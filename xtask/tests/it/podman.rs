@@ -2,7 +2,7 @@
 //! fully qualified `localhost/` names, `.containerignore`, and the plain-HTTP registry. (The
 //! harness also runs the engine-facing tests of the other files under Podman.)
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 

@@ -2,7 +2,7 @@
 //! src/<svc>/), as the ai-infra repository builds them: each image's inputs are the files its
 //! build reads, the context is hashed once, and the tool's own files never make an image stale.
 
-mod common;
+use crate::common;
 
 use common::Workspace;
 
