@@ -5,6 +5,7 @@
 mod base;
 mod cmd;
 mod decide;
+mod dev;
 mod repo;
 #[cfg(test)]
 mod testutil;
@@ -60,7 +61,7 @@ fn run() -> Result<i32> {
         Command::Export(f) => cmd::export::run(&root, f),
         Command::Import { dir, allowed_signers } => cmd::import::run(&root, &dir, allowed_signers.as_deref()),
         Command::Engine(action) => world::engine::run(&root, &action),
-        Command::Test(args) => cmd::harness::run(&root, &args),
-        Command::Bench(f) => cmd::bench::run(&root, f),
+        Command::Test(args) => dev::harness::run(&root, &args),
+        Command::Bench(f) => dev::bench::run(&root, f),
     }
 }

@@ -2,7 +2,6 @@
 //! `prefetch`, `build` and `push`), the gather step they start with (`gather`), and the command
 //! line (`flags`).
 
-pub mod bench;
 pub mod build;
 pub mod check;
 pub mod clean;
@@ -10,11 +9,9 @@ pub mod deps;
 pub mod export;
 pub mod flags;
 pub mod gather;
-pub mod harness;
 pub mod history;
 pub mod import;
 pub mod pipeline;
-pub mod podstore;
 pub mod prefetch;
 pub mod push;
 pub mod render;

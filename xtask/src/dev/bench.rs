@@ -115,7 +115,7 @@ pub fn run(root: &Utf8Path, f: Bench) -> Result<i32> {
     // images, and the intermediate ones Buildah keeps, go with it when this returns): the
     // machine's shared storage, full of other runs' images, would measure those instead.
     let _podman_storage = crate::world::docker::on_path("podman")
-        .then(|| crate::cmd::podstore::PodStore::open(&base.join("podman-storage")))
+        .then(|| crate::dev::podstore::PodStore::open(&base.join("podman-storage")))
         .transpose()?;
     let docker = crate::world::engine::connect(root)?;
     let want = |name: &str| f.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == name));

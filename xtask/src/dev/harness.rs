@@ -8,7 +8,7 @@ use anyhow::Result;
 use camino::Utf8Path;
 use xshell::{cmd, Shell};
 
-use crate::cmd::podstore::{self, PodStore};
+use crate::dev::podstore::{self, PodStore};
 use crate::world::engine;
 
 pub fn run(root: &Utf8Path, args: &[String]) -> Result<i32> {
