@@ -186,7 +186,7 @@ fn the_graph_is_drawn_coloured_by_status() {
     let dot = ws.ok(&["check-status", &ws.tag, "--format", "dot"]).stdout;
     for line in [
         "\"base\" [shape=box, label=\"base\\nOK\", fillcolor=\"#b7e1a1\"",
-        "\"mid\" [shape=box, label=\"mid\\nSTALE\", fillcolor=\"#ffd59a\", tooltip=\"mid.txt (modified",
+        "\"mid\" [shape=box, label=\"mid\\nSTALE\", fillcolor=\"#ffd59a\", tooltip=\"files changed: mid.txt (modified",
         "\"leaf\" [shape=box, label=\"leaf\\nMISSING\"",
         "\"base\" -> \"mid\";",
         "\"mid\" -> \"leaf\";",
