@@ -298,3 +298,33 @@ fn run_mount_cache_and_copy_from_under_each_builder() {
     let o = ws.run_env(&["build", "multi", &ws.tag, "--force"], &[("AI_INFRA_BUILDER", "kaniko")]);
     assert!(o.code != 0 && o.stderr.contains("AI_INFRA_BUILDER=\"kaniko\" is not a builder"), "{o:?}");
 }
+
+#[test]
+fn a_parents_onbuild_copy_reads_the_childs_context() {
+    let ws = Workspace::new("onbuild");
+    ws.write("services/base/Dockerfile", "FROM scratch\nCOPY base.txt /\nONBUILD COPY ob.txt /ob.txt\n");
+    ws.write("services/base/base.txt", &ws.tag);
+    ws.write("services/child/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY c.txt /\n");
+    ws.write("services/child/c.txt", "c\n");
+    ws.write("services/child/ob.txt", "one\n");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    ws.expect(&[("base", "OK"), ("child", "OK")]);
+    ws.write("services/child/ob.txt", "two\n");
+    ws.expect(&[("base", "OK"), ("child", "STALE")]);
+    let why = ws.reason("child");
+    assert!(why.contains("ob.txt") && why.contains("ONBUILD COPY of ai-infra-base at line 2"), "{why}");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout), ["child"], "{o:?}");
+    ws.expect(&[("child", "OK")]);
+    // The trigger ran in the child's build, on the child's file.
+    let image = format!("ai-infra-child:{}", ws.tag);
+    let created = ws.cli(&["create", &image, "/none"]);
+    assert!(created.status.success(), "{created:?}");
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let copied = ws.cli(&["cp", &format!("{id}:/ob.txt"), ws.path("ob.out").to_str().unwrap()]);
+    let _ = ws.cli(&["rm", &id]);
+    assert!(copied.status.success(), "{copied:?}");
+    assert_eq!(ws.read("ob.out"), "two\n");
+}

@@ -3,7 +3,7 @@
 //! images in one inspect, its platform, and the records of earlier builds. The statuses are
 //! then decided from these facts (`status::statuses`), purely.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -11,6 +11,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::decide::status::{self, Inputs, Snapshot};
 use crate::repo::context::{self, FileRecord};
+use crate::repo::dockerfile::{Source, Triggers};
 use crate::base::Sha;
 use crate::repo::hashcache::HashCache;
 use crate::repo::listing;
@@ -20,11 +21,14 @@ use crate::repo::reads::{self, Reads, Want};
 use crate::repo::record;
 use crate::repo::reference;
 use crate::repo::render::Output;
-use crate::world::docker::Docker;
+use crate::world::docker::{Docker, Image};
 use crate::world::watcher::{self, Changes, Token};
 
 /// Gathers the facts for one tag (the engine asked once, while the contexts are walked) and
 /// decides every image's status from them.
+///
+/// Long because the engine's answers and the walks, which run at once, complete each other
+/// (the bases' ONBUILD triggers and IDs, the platform) before anything is decided.
 pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&str>) -> Result<Snapshot> {
     let project = Project::load(root)?;
     let values = crate::repo::env::Values::load(root)?;
@@ -33,7 +37,9 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     if let Some(pending) = crate::repo::env::pending(root)? {
         rendered.extend(crate::repo::env::synced_files(root, &pending));
     }
-    let (services, broken) = project::resolve(&project, tag, &values, &rendered, docker.engine.ignore_files())?;
+    let ignore_files = docker.engine.ignore_files();
+    let (mut services, mut broken) =
+        project::resolve(&project, tag, &values, &rendered, ignore_files, &Triggers::new())?;
     let image_names: BTreeMap<String, String> =
         project.services.iter().map(|s| (s.name.clone(), reference::image_name(&s.name, tag, registry))).collect();
     for name in image_names.values() {
@@ -68,7 +74,12 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         // An image of another platform, or another engine at the same address: ask.
         (os, arch) = docker.remember_platform(root)?;
     }
-    let Walked { files, watch } = files?;
+    let Walked { mut files, watch } = files?;
+    let external = external_triggers(&bases, &found);
+    if !external.is_empty() {
+        (services, broken) = project::resolve(&project, tag, &values, &rendered, ignore_files, &external)?;
+        Walked { files, .. } = contexts(root, &services, &rendered, &crate::world::docker::ignore_dialect)?;
+    }
     let base_ids: BTreeMap<String, String> =
         bases.iter().filter_map(|b| Some((b.clone(), found.get(b)?.id.clone()?))).collect();
     let Inputs { services, records, digests } = status::digests(services, &files, &base_ids);
@@ -100,6 +111,13 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         mirror: crate::cmd::prefetch::mirror_in(&values),
         watch,
     })
+}
+
+/// The ONBUILD triggers of the external bases the engine holds: known once it answered, they
+/// read the context of the builds on them, which are then analysed and walked again.
+fn external_triggers(bases: &BTreeSet<String>, found: &BTreeMap<String, Image>) -> Triggers {
+    let triggers = bases.iter().filter_map(|b| Some((Source::External(b.clone()), found.get(b)?.onbuild.clone())));
+    triggers.filter(|(_, t)| !t.is_empty()).collect()
 }
 
 fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {

@@ -475,7 +475,8 @@ mod tests {
 
     #[test]
     fn pulled_bases_complete_the_digests_as_a_gather_after_the_pull_would() {
-        let internal = crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "api" };
+        let internal =
+            crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "api", triggers: &Default::default() };
         let services = || {
             [("api", "FROM python:3\n"), ("web", "FROM ai-infra-api:t\n"), ("solo", "FROM scratch\n")]
                 .into_iter()

@@ -418,7 +418,7 @@ fn remembered(v: &Value) -> Value {
         }
     }
     if let Some(labels) = v.pointer("/Config/Labels") {
-        out.insert("Config".into(), json!({ "Labels": labels }));
+        out.insert("Config".into(), json!({ "Labels": labels, "OnBuild": v.pointer("/Config/OnBuild") }));
     }
     if let Some(layers) = v.pointer("/RootFS/Layers") {
         out.insert("RootFS".into(), json!({ "Layers": layers }));
