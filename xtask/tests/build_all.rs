@@ -65,12 +65,12 @@ fn a_failure_skips_descendants_and_a_retry_builds_only_them() {
     let ws = Workspace::stack("failure");
     ws.write(
         "services/mid/Dockerfile",
-        "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY not-there.txt /x\n",
+        "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nRUN [\"/not-there\"]\n",
     );
     let o = build_all(&ws, &[]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stdout.contains("FAILED mid"), "{o:?}");
-    assert!(o.stdout.contains("not-there.txt"), "the last lines of the log: {o:?}");
+    assert!(o.stdout.contains("not-there"), "the last lines of the log: {o:?}");
     assert!(o.stdout.contains("full log: ") && o.stdout.contains("target/xtask/logs/mid.log"), "{o:?}");
     assert!(o.stdout.contains("skipped leaf: parent mid did not build"), "{o:?}");
     let mut built = Workspace::built(&o.stdout);
@@ -327,4 +327,28 @@ fn a_parents_onbuild_copy_reads_the_childs_context() {
     let _ = ws.cli(&["rm", &id]);
     assert!(copied.status.success(), "{copied:?}");
     assert_eq!(ws.read("ob.out"), "two\n");
+}
+
+#[test]
+fn an_unreadable_name_or_a_source_not_in_the_context_is_error_of_that_service_alone() {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = Workspace::stack("badinputs");
+    std::fs::write(ws.path("services/other").join(std::ffi::OsStr::from_bytes(b"n\xff.txt")), "x").unwrap();
+    ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY nothere.txt /\n");
+    let statuses = ws.statuses();
+    let want = [("base", "MISSING"), ("mid", "MISSING"), ("leaf", "MISSING"), ("other", "ERROR"), ("solo", "ERROR")];
+    assert_eq!(statuses, want.iter().map(|(s, t)| (s.to_string(), t.to_string())).collect(), "{statuses:?}");
+    let why = ws.reason("other");
+    assert!(why.contains("services/other/n\\xff.txt: file name is not UTF-8: rename it"), "{why}");
+    let why = ws.reason("solo");
+    assert!(why.contains("COPY at line 2 reads nothere.txt, which is not in the context services/solo"), "{why}");
+    let o = ws.run(&["build-all", &ws.tag, "--dry-run"]);
+    assert!(o.code == 1 && o.stdout.contains("ERROR solo: COPY at line 2 reads nothere.txt"), "{o:?}");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, ["base", "leaf", "mid"], "{o:?}");
+    assert!(!o.stdout.contains("FAILED solo"), "refused before building: {o:?}");
+    ws.expect(&[("base", "OK"), ("leaf", "OK"), ("other", "ERROR"), ("solo", "ERROR")]);
 }

@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::decide::status::{self, Inputs, Snapshot};
-use crate::repo::context::{self, FileRecord};
-use crate::repo::dockerfile::{Source, Triggers};
+use crate::repo::context::{self, FileRecord, Unreadable};
 use crate::base::Sha;
+use crate::repo::dockerfile::{Source, Triggers};
 use crate::repo::hashcache::HashCache;
 use crate::repo::listing;
 use crate::repo::ignore::Dialect;
@@ -74,12 +74,13 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         // An image of another platform, or another engine at the same address: ask.
         (os, arch) = docker.remember_platform(root)?;
     }
-    let Walked { mut files, watch } = files?;
+    let Walked { mut files, mut unreadable, watch } = files?;
     let external = external_triggers(&bases, &found);
     if !external.is_empty() {
         (services, broken) = project::resolve(&project, tag, &values, &rendered, ignore_files, &external)?;
-        Walked { files, .. } = contexts(root, &services, &rendered, &crate::world::docker::ignore_dialect)?;
+        Walked { files, unreadable, .. } = contexts(root, &services, &rendered, &crate::world::docker::ignore_dialect)?;
     }
+    let services = status::readable(services, &mut broken, &files, &unreadable);
     let base_ids: BTreeMap<String, String> =
         bases.iter().filter_map(|b| Some((b.clone(), found.get(b)?.id.clone()?))).collect();
     let Inputs { services, records, digests } = status::digests(services, &files, &base_ids);
@@ -174,7 +175,7 @@ pub fn contexts(
         .iter()
         .zip(&ignores)
         .map(|(r, ignore)| {
-            let rel = own_state(&r.service.context)?;
+            let rel = context::own_state(&r.service.context)?;
             if !ignore.excludes(&rel) {
                 let file = match r.service.context.as_str() {
                     "." | "" => Utf8PathBuf::from(".dockerignore"),
@@ -244,7 +245,9 @@ pub fn contexts(
         listings.push(l);
         caches.push(c);
     }
-    let mut fresh = context::finish(listings, &mut caches)?.into_iter();
+    let (fresh, unread) = context::finish(listings, &mut caches)?;
+    let unreadable = to_walk.iter().map(|&i| unique[i].service.context.clone()).zip(unread).collect();
+    let mut fresh = fresh.into_iter();
     let mut files = Vec::new();
     // The listings that hold at the watcher's token: those kept, and those walked and saved.
     let mut holding = Vec::new();
@@ -300,12 +303,14 @@ pub fn contexts(
     }
     let watch = watch.map(|w| w.said(to_walk.len(), unique.len()));
     let files = unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect();
-    Ok(Walked { files, watch })
+    Ok(Walked { files, unreadable, watch })
 }
 
-/// The contexts' records, by context, and what a running watcher spared (`Snapshot::watch`).
+/// The contexts' records, by context, the paths each walk could not read, and what a running
+/// watcher spared (`Snapshot::watch`).
 pub struct Walked {
     pub files: BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>,
+    pub unreadable: BTreeMap<Utf8PathBuf, Vec<Unreadable>>,
     pub watch: Option<String>,
 }
 
@@ -395,15 +400,6 @@ fn vouchable(real_root: &Utf8Path, context: &Utf8Path, state: Option<&str>) -> O
     let inside = real.starts_with(real_root) && !real.starts_with(real_root.join("target"));
     let enters_target = real == real_root && state != Some("target");
     (inside && !enters_target).then_some(real)
-}
-
-/// The tool's state folder (`target/`) relative to a context that holds it.
-fn own_state(context: &Utf8Path) -> Option<String> {
-    let context = context.as_str().trim_start_matches("./");
-    if context.is_empty() || context == "." {
-        return Some("target".to_string());
-    }
-    None
 }
 
 /// The cache file of a context: its path, made a file name (`.` and `..` are no file names).
