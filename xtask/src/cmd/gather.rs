@@ -3,14 +3,15 @@
 //! images in one inspect, its platform, and the records of earlier builds. The statuses are
 //! then decided from these facts (`status::statuses`), purely.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::decide::status::{self, Inputs, Snapshot};
-use crate::repo::context::{self, FileRecord};
+use crate::repo::context::{self, FileRecord, Unreadable};
+use crate::repo::dockerfile::{Source, Triggers};
 use crate::repo::hashcache::HashCache;
 use crate::repo::ignore::Dialect;
 use crate::repo::project::{self, Project, Resolved};
@@ -18,10 +19,13 @@ use crate::repo::reads::{self, Reads, Want};
 use crate::repo::record;
 use crate::repo::reference;
 use crate::repo::render::Output;
-use crate::world::docker::Docker;
+use crate::world::docker::{Docker, Image};
 
 /// Gathers the facts for one tag (the engine asked once, while the contexts are walked) and
 /// decides every image's status from them.
+///
+/// Long because the engine's answers and the walks, which run at once, complete each other
+/// (the bases' ONBUILD triggers and IDs, the platform) before anything is decided.
 pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&str>) -> Result<Snapshot> {
     let project = Project::load(root)?;
     let values = crate::repo::env::Values::load(root)?;
@@ -30,7 +34,9 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     if let Some(pending) = crate::repo::env::pending(root)? {
         rendered.extend(crate::repo::env::synced_files(root, &pending));
     }
-    let (services, broken) = project::resolve(&project, tag, &values, &rendered, docker.engine.ignore_files())?;
+    let ignore_files = docker.engine.ignore_files();
+    let (mut services, mut broken) =
+        project::resolve(&project, tag, &values, &rendered, ignore_files, &Triggers::new())?;
     let image_names: BTreeMap<String, String> =
         project.services.iter().map(|s| (s.name.clone(), reference::image_name(&s.name, tag, registry))).collect();
     for name in image_names.values() {
@@ -65,7 +71,13 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
         // An image of another platform, or another engine at the same address: ask.
         (os, arch) = docker.remember_platform(root)?;
     }
-    let files = files?;
+    let Walked { mut files, mut unreadable } = files?;
+    let external = external_triggers(&bases, &found);
+    if !external.is_empty() {
+        (services, broken) = project::resolve(&project, tag, &values, &rendered, ignore_files, &external)?;
+        Walked { files, unreadable } = contexts(root, &services, &rendered, &crate::world::docker::ignore_dialect)?;
+    }
+    let services = status::readable(services, &mut broken, &files, &unreadable);
     let base_ids: BTreeMap<String, String> =
         bases.iter().filter_map(|b| Some((b.clone(), found.get(b)?.id.clone()?))).collect();
     let Inputs { services, records, digests } = status::digests(services, &files, &base_ids);
@@ -98,8 +110,18 @@ pub fn snapshot(docker: &Docker, root: &Utf8Path, tag: &str, registry: Option<&s
     })
 }
 
-/// The contexts' records, by context.
-pub type Files = BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>;
+/// The ONBUILD triggers of the external bases the engine holds: known once it answered, they
+/// read the context of the builds on them, which are then analysed and walked again.
+fn external_triggers(bases: &BTreeSet<String>, found: &BTreeMap<String, Image>) -> Triggers {
+    let triggers = bases.iter().filter_map(|b| Some((Source::External(b.clone()), found.get(b)?.onbuild.clone())));
+    triggers.filter(|(_, t)| !t.is_empty()).collect()
+}
+
+/// The contexts' records, by context, and the paths each walk could not read.
+pub struct Walked {
+    pub files: BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>,
+    pub unreadable: BTreeMap<Utf8PathBuf, Vec<Unreadable>>,
+}
 
 fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
     r.unwrap_or_else(|_| Err(anyhow::anyhow!("an engine call panicked")))
@@ -118,7 +140,7 @@ pub fn contexts(
     services: &[Resolved],
     rendered: &[Output],
     dialect: &(dyn Fn() -> Dialect + Sync),
-) -> Result<Files> {
+) -> Result<Walked> {
     let mut unique: Vec<&Resolved> = Vec::new();
     for r in services {
         if !unique.iter().any(|u| u.service.context == r.service.context) {
@@ -155,7 +177,7 @@ pub fn contexts(
         .iter()
         .zip(&ignores)
         .map(|(r, ignore)| {
-            let rel = own_state(&r.service.context)?;
+            let rel = context::own_state(&r.service.context)?;
             if !ignore.excludes(&rel) {
                 let file = match r.service.context.as_str() {
                     "." | "" => Utf8PathBuf::from(".dockerignore"),
@@ -192,7 +214,8 @@ pub fn contexts(
         listings.push(l);
         caches.push(c);
     }
-    let mut files = context::finish(listings, &mut caches)?;
+    let (mut files, unread) = context::finish(listings, &mut caches)?;
+    let unreadable = unique.iter().map(|r| r.service.context.clone()).zip(unread).collect();
     for (((r, ignore), records), reads) in unique.iter().zip(&ignores).zip(&mut files).zip(&reads) {
         // Each generated file goes where its write lands, through any link on the way, compared
         // with the context's own resolved path (asked only where something is generated).
@@ -213,16 +236,8 @@ pub fn contexts(
     if let Some(e) = unsaved {
         eprintln!("note: cannot save the hash cache ({e:#}); the next check will read every file again");
     }
-    Ok(unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect())
-}
-
-/// The tool's state folder (`target/`) relative to a context that holds it.
-fn own_state(context: &Utf8Path) -> Option<String> {
-    let context = context.as_str().trim_start_matches("./");
-    if context.is_empty() || context == "." {
-        return Some("target".to_string());
-    }
-    None
+    let files = unique.iter().map(|r| r.service.context.clone()).zip(files.into_iter().map(Arc::new)).collect();
+    Ok(Walked { files, unreadable })
 }
 
 /// The cache file of a context: its path, made a file name (`.` and `..` are no file names).
@@ -236,6 +251,6 @@ fn cache_name(context: &Utf8Path) -> String {
 
 /// Contexts and digests together, for callers that need no engine.
 pub fn inputs(root: &Utf8Path, services: Vec<Resolved>, base_ids: &BTreeMap<String, String>) -> Result<Inputs> {
-    let files = contexts(root, &services, &[], &|| Dialect::Current)?;
+    let files = contexts(root, &services, &[], &|| Dialect::Current)?.files;
     Ok(status::digests(services, &files, base_ids))
 }

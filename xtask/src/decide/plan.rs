@@ -307,7 +307,8 @@ mod tests {
     use crate::repo::project::{Resolved, Service};
 
     fn snapshot(states: &[(&str, &[&str], State)]) -> Snapshot {
-        let internal = crate::repo::dockerfile::Internal { tag: "t", is_service: &|_| true };
+        let internal =
+            crate::repo::dockerfile::Internal { tag: "t", is_service: &|_| true, triggers: &Default::default() };
         let services = states
             .iter()
             .map(|(name, parents, _)| {
@@ -416,7 +417,8 @@ mod tests {
     fn waiting() -> Snapshot {
         let mut snap =
             snapshot(&[("api", &[], State::Missing), ("web", &["api"], State::Missing), ("solo", &[], State::Stale)]);
-        let internal = crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "api" };
+        let internal =
+            crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "api", triggers: &Default::default() };
         let analyze =
             |text: &str, target| crate::repo::dockerfile::analyze(text, target, &BTreeMap::new(), &internal).unwrap();
         snap.services[0].analysis = analyze("FROM old:1 AS old\nFROM python:3 AS app\n", Some("app"));

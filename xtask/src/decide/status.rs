@@ -11,7 +11,7 @@ use camino::Utf8PathBuf;
 use crate::decide::digest::{self, Category, Digest};
 use crate::repo::context::{self, FileRecord};
 use crate::repo::project::{self, Resolved};
-use crate::repo::reads::Reads;
+use crate::repo::reads::{Reads, Want};
 use crate::repo::record::{self, Record};
 use crate::world::docker::Image;
 
@@ -97,6 +97,60 @@ fn read_files(all: &Arc<Vec<FileRecord>>, reads: &Reads) -> Arc<Vec<FileRecord>>
         return all.clone();
     }
     Arc::new(read.into_iter().map(|i| all[i].clone()).collect())
+}
+
+/// The services whose inputs the walk shows cannot be read, moved to `broken` (ERROR, with
+/// why): one that reads a path the walk could not read, or names a source that is not in its
+/// context (after `.dockerignore`) for a COPY or ADD, which every builder refuses; and those
+/// built on them. A wildcard that matches nothing is no error (BuildKit copies nothing for it;
+/// the legacy builder and Podman too, unless it is the instruction's only source), nor is a
+/// bind mount's missing source (Podman mounts nothing there, with a warning). The others are
+/// returned as they were, parents first.
+pub fn readable(
+    services: Vec<Resolved>,
+    broken: &mut Vec<project::Broken>,
+    files: &BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>>,
+    unreadable: &BTreeMap<Utf8PathBuf, Vec<context::Unreadable>>,
+) -> Vec<Resolved> {
+    let mut out = Vec::new();
+    for r in services {
+        let context = &r.service.context;
+        let reads = Reads::new(&r.analysis.reads);
+        let bad = unreadable.get(context).into_iter().flatten().find(|u| reads.want(&u.path, u.dir) != Want::No);
+        let state = context::own_state(context);
+        let listed = files.get(context).map_or(&[][..], |f| f.as_slice());
+        let missing = r.analysis.reads.iter().find(|read| {
+            let s = read.source.as_str();
+            let own = state.as_deref().is_some_and(|t| s == t || s.starts_with(&format!("{t}/")));
+            let bind = read.instruction.contains("RUN --mount");
+            s != "." && !s.contains(crate::repo::reads::WILDCARDS) && !own && !bind && !in_listing(listed, s)
+        });
+        let parent = r.analysis.parents.iter().find(|p| broken.iter().any(|b| b.service.name == **p));
+        let reason = match (bad, missing, parent) {
+            (Some(u), _, _) => u.why.clone(),
+            (_, Some(m), _) => format!(
+                "{} at line {} reads {}, which is not in the context {context}: add it there, or correct the line (or the .dockerignore that excludes it)",
+                m.instruction, m.line, m.source
+            ),
+            (_, _, Some(p)) => format!("its parent {p} is ERROR"),
+            _ => {
+                out.push(r);
+                continue;
+            }
+        };
+        broken.push(project::Broken { service: r.service, reason });
+    }
+    broken.sort_by(|a, b| a.service.name.cmp(&b.service.name));
+    out
+}
+
+/// Whether a listing (sorted by path) holds `path` or anything below it.
+fn in_listing(files: &[FileRecord], path: &str) -> bool {
+    let start = files.partition_point(|f| f.path.as_str() < path);
+    files[start..]
+        .iter()
+        .take_while(|f| f.path.starts_with(path))
+        .any(|f| f.path.len() == path.len() || f.path.as_bytes()[path.len()] == b'/')
 }
 
 /// Computes every service's input record and digest, parents first. `base_ids` gives the local
@@ -473,8 +527,80 @@ mod tests {
     }
 
     #[test]
+    fn a_source_not_in_the_context_or_unreadable_is_error_for_its_readers_only() {
+        let internal =
+            crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "app", triggers: &Default::default() };
+        let service = |name: &str, context: &str, text: &str| Resolved {
+            service: project::Service {
+                name: name.into(),
+                context: context.into(),
+                dockerfile: "d".into(),
+                target: None,
+            },
+            dockerfile: text.as_bytes().to_vec(),
+            analysis: crate::repo::dockerfile::analyze(text, None, &BTreeMap::new(), &internal).unwrap(),
+            build_args: BTreeMap::new(),
+            ignore: Default::default(),
+        };
+        let file = |path: &str| FileRecord {
+            path: path.into(),
+            what: context::What::File { mode: 0o644, sha256: crate::base::Sha::ZERO },
+        };
+        let dir = |path: &str| FileRecord { path: path.into(), what: context::What::Dir { mode: 0o755 } };
+        let files: BTreeMap<Utf8PathBuf, Arc<Vec<FileRecord>>> = [
+            ("a".into(), Arc::new(vec![file("here.txt"), dir("lib"), file("lib.txt"), file("lib/x")])),
+            (".".into(), Arc::new(vec![file("src/a/x"), file("src/bx")])),
+        ]
+        .into();
+        let unreadable: BTreeMap<Utf8PathBuf, Vec<context::Unreadable>> = [(
+            ".".into(),
+            vec![context::Unreadable {
+                path: "src/b/n\\xff".into(),
+                dir: false,
+                why: "src/b/n\\xff: not UTF-8".into(),
+            }],
+        )]
+        .into();
+        let services = vec![
+            service(
+                "app",
+                "a",
+                "FROM scratch\nCOPY here.txt lib/ /\nCOPY nomatch* /x/\nCOPY --from=busybox:1 /bin /bin\n",
+            ),
+            service("gone", "a", "FROM scratch\nCOPY nothere.txt /\n"),
+            service("lib", "a", "FROM scratch\nCOPY li /\n"),
+            service("child", "x", "FROM ai-infra-app:t\n"),
+            service(
+                "rooted",
+                ".",
+                "FROM scratch\nCOPY src/a target/release/app /\nRUN --mount=source=no,target=/n true\n",
+            ),
+            service("reader", ".", "FROM scratch\nCOPY src /\n"),
+        ];
+        let mut broken = Vec::new();
+        let ok = readable(services, &mut broken, &files, &unreadable);
+        let names: Vec<&str> = ok.iter().map(|r| r.service.name.as_str()).collect();
+        assert_eq!(names, ["app", "child", "rooted"]);
+        let why: BTreeMap<&str, &str> = broken.iter().map(|b| (b.service.name.as_str(), b.reason.as_str())).collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(
+            why["gone"].starts_with("COPY at line 2 reads nothere.txt, which is not in the context a: add it"),
+            "{why:?}"
+        );
+        assert!(why["lib"].contains("reads li,"), "a prefix of a name is not the name: {why:?}");
+        assert_eq!(why["reader"], "src/b/n\\xff: not UTF-8");
+        // The children of an ERROR service are ERROR too.
+        let mut broken = Vec::new();
+        let gone = service("app", "a", "FROM scratch\nCOPY nothere.txt /\n");
+        assert!(readable(vec![gone, service("child", "x", "FROM ai-infra-app:t\n")], &mut broken, &files, &unreadable)
+            .is_empty());
+        assert_eq!(broken[1].reason, "its parent app is ERROR");
+    }
+
+    #[test]
     fn pulled_bases_complete_the_digests_as_a_gather_after_the_pull_would() {
-        let internal = crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "api" };
+        let internal =
+            crate::repo::dockerfile::Internal { tag: "t", is_service: &|n| n == "api", triggers: &Default::default() };
         let services = || {
             [("api", "FROM python:3\n"), ("web", "FROM ai-infra-api:t\n"), ("solo", "FROM scratch\n")]
                 .into_iter()

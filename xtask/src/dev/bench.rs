@@ -684,7 +684,8 @@ fn digest_figures(docker: &Docker, dir: &Utf8PathBuf, n: usize, files: usize, si
     let cache = crate::base::state_dir(dir).join("hash-cache");
     let digest_all = || -> Result<()> {
         let ignore_files = crate::world::docker::Engine::current().ignore_files();
-        let (resolved, _) = project::resolve(&project, "bench", &Default::default(), &[], ignore_files)?;
+        let (resolved, _) =
+            project::resolve(&project, "bench", &Default::default(), &[], ignore_files, &Default::default())?;
         gather::inputs(dir, resolved, &Default::default())?;
         Ok(())
     };

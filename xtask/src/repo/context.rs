@@ -218,15 +218,35 @@ impl At<'_> {
     }
 }
 
+/// The tool's state folder (`target/`) relative to a context that holds it: never walked.
+pub fn own_state(context: &Utf8Path) -> Option<String> {
+    let context = context.as_str().trim_start_matches("./");
+    if context.is_empty() || context == "." {
+        return Some("target".to_string());
+    }
+    None
+}
+
 /// A file to hash, found by the walk.
 struct Pending {
     index: usize,
     abs: Utf8PathBuf,
 }
 
+/// A context path the walk could not read (a name that is not UTF-8, a folder or file it may
+/// not open): the builds that read it are ERROR, the others not concerned. `path` shows every
+/// byte that is not UTF-8 as `\xNN`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub path: String,
+    pub dir: bool,
+    pub why: String,
+}
+
 /// A walked context: its records, some still waiting for their content hash.
 pub struct Listing {
     records: Vec<FileRecord>,
+    unreadable: Vec<Unreadable>,
     pending: Vec<Pending>,
     /// The identity of every file, by index into `records`.
     keys: Vec<(usize, FileKey)>,
@@ -249,40 +269,65 @@ pub fn list(
     if !meta.is_dir() {
         bail!("build context {context} is not a folder");
     }
-    let mut listing =
-        Listing { records: Vec::new(), pending: Vec::new(), keys: Vec::new(), context: context.to_path_buf() };
+    let mut listing = Listing {
+        records: Vec::new(),
+        unreadable: Vec::new(),
+        pending: Vec::new(),
+        keys: Vec::new(),
+        context: context.to_path_buf(),
+    };
     walk(&abs, "", ignore, context, cache, want, &mut listing)?;
     Ok(listing)
 }
 
+/// Each listing's records (sorted by path) and the paths it could not read.
+pub type Finished = (Vec<Vec<FileRecord>>, Vec<Vec<Unreadable>>);
+
 /// Hashes what the listings are missing, on every core, and makes each listing's cache hold
-/// exactly its files. Returns each listing's records, sorted by path.
-pub fn finish(mut listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Vec<Vec<FileRecord>>> {
+/// exactly its files. A file that cannot be read is left out of the records and named among
+/// the listing's unreadable paths.
+pub fn finish(mut listings: Vec<Listing>, caches: &mut [HashCache]) -> Result<Finished> {
     // Each file to hash, with where its hash goes: (listing, record).
     let (slots, pending): (Vec<_>, Vec<_>) = listings
         .iter()
         .enumerate()
         .flat_map(|(i, l)| l.pending.iter().map(move |p| ((i, p.index), (p, l.context.as_path()))))
         .unzip();
-    let hashed = hash_all(&pending)?;
+    let hashed = hash_all(&pending);
+    let mut failed: Vec<Vec<usize>> = vec![Vec::new(); listings.len()];
     for ((i, index), sha) in slots.into_iter().zip(hashed) {
-        if let What::File { sha256, .. } = &mut listings[i].records[index].what {
-            *sha256 = sha;
+        match sha {
+            Ok(sha) => {
+                if let What::File { sha256, .. } = &mut listings[i].records[index].what {
+                    *sha256 = sha;
+                }
+            }
+            Err(e) => {
+                let path = listings[i].records[index].path.clone();
+                listings[i].unreadable.push(Unreadable { path, dir: false, why: format!("{e:#}") });
+                failed[i].push(index);
+            }
         }
     }
-    let mut out = Vec::new();
+    let mut out = (Vec::new(), Vec::new());
     for (i, l) in listings.into_iter().enumerate() {
         let mut records = l.records;
         if let Some(cache) = caches.get_mut(i) {
             // Keys are taken of files only; anything else would be left out for its empty hash.
             cache.replace(l.keys.iter().map(|(index, key)| match &records[*index].what {
-                What::File { sha256, .. } => (records[*index].path.as_str(), key, Some(sha256)),
+                What::File { sha256, .. } if !failed[i].contains(index) => {
+                    (records[*index].path.as_str(), key, Some(sha256))
+                }
                 _ => ("", key, None),
             }));
         }
+        for index in failed[i].iter().rev() {
+            records.swap_remove(*index);
+        }
         // Paths are unique, so an unstable sort by path is the full order, without a scratch copy.
         records.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        out.push(records);
+        out.0.push(records);
+        out.1.push(l.unreadable);
     }
     Ok(out)
 }
@@ -345,7 +390,7 @@ pub fn overlay<'a>(
 #[cfg(test)]
 pub fn records(root: &Utf8Path, context: &Utf8Path, ignore: &Ignore, cache: HashCache) -> Result<Vec<FileRecord>> {
     let listing = list(root, context, ignore, &cache, &|_, _| Want::Yes)?;
-    Ok(finish(vec![listing], &mut [cache])?.remove(0))
+    Ok(finish(vec![listing], &mut [cache])?.0.remove(0))
 }
 
 /// Lists a folder of the context, and every folder below it, into `listing`.
@@ -362,13 +407,32 @@ fn walk(
     listing: &mut Listing,
 ) -> Result<()> {
     let shown = |r: &str| if r.is_empty() { context.to_string() } else { format!("{context}/{r}") };
+    let join = |name: &str| if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
     let mut entries = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read folder {}", shown(rel)))? {
+    let folder = match std::fs::read_dir(dir) {
+        // A folder below the context that cannot be listed concerns only the builds reading it.
+        Err(e) if !rel.is_empty() => {
+            let why =
+                format!("cannot read folder {}: {e}: fix its permissions or exclude it in .dockerignore", shown(rel));
+            listing.unreadable.push(Unreadable { path: rel.to_string(), dir: true, why });
+            return Ok(());
+        }
+        folder => folder.with_context(|| format!("cannot read folder {}", shown(rel)))?,
+    };
+    for e in folder {
         let e = e.with_context(|| format!("cannot read folder {}", shown(rel)))?;
-        let name = e.file_name().into_string().map_err(|n| {
-            anyhow::anyhow!("{}/{}: file name is not UTF-8; rename it", shown(rel), n.to_string_lossy())
-        })?;
-        entries.push((name, e));
+        match e.file_name().into_string() {
+            Ok(name) => entries.push((name, e)),
+            Err(name) => {
+                let path = join(&escaped(name.as_encoded_bytes()));
+                let dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if !ignore.excludes(&path) && want(&path, dir) != Want::No {
+                    let why =
+                        format!("{}: file name is not UTF-8: rename it (or exclude it in .dockerignore)", shown(&path));
+                    listing.unreadable.push(Unreadable { path, dir, why });
+                }
+            }
+        }
     }
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (name, entry) in entries {
@@ -442,10 +506,22 @@ fn walk(
     Ok(())
 }
 
-/// Hashes files on every core; the first error wins.
-fn hash_all(pending: &[(&Pending, &Utf8Path)]) -> Result<Vec<Sha>> {
+/// A name as bytes, its UTF-8 parts as they are and every other byte as `\xNN`.
+fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Hashes files on every core, each with its own answer.
+fn hash_all(pending: &[(&Pending, &Utf8Path)]) -> Vec<Result<Sha>> {
     if pending.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let results = parallel(pending.len(), |i| {
         let (p, context) = pending[i];
@@ -455,7 +531,7 @@ fn hash_all(pending: &[(&Pending, &Utf8Path)]) -> Result<Vec<Sha>> {
             format!("cannot read {rel}: fix its permissions or exclude it in .dockerignore")
         })
     });
-    results.into_iter().collect()
+    results
 }
 
 /// Runs `f(0..n)` on every core and returns the results in order.
@@ -635,8 +711,43 @@ mod tests {
         // Reading a folder as a file fails even for root.
         let p = Pending { index: 0, abs: dir.path().join("sub") };
         std::fs::create_dir(&p.abs).unwrap();
-        let err = hash_all(&[(&p, dir.path())]).unwrap_err();
+        let err = hash_all(&[(&p, dir.path())]).remove(0).unwrap_err();
         assert!(format!("{err:#}").contains("cannot read sub: fix its permissions"), "{err:#}");
+        // A name that is not UTF-8 and a file that cannot be read are the listing's unreadable
+        // paths, where a build reads them; the rest is listed as usual.
+        use std::os::unix::ffi::OsStrExt;
+        let c = dir.path().join("c");
+        std::fs::create_dir_all(c.join("in")).unwrap();
+        std::fs::write(c.join("ok.txt"), "ok").unwrap();
+        std::fs::write(c.join("in").as_std_path().join(std::ffi::OsStr::from_bytes(b"n\xffa\xfe.txt")), "x").unwrap();
+        std::os::unix::fs::symlink(".", c.join("in/loop")).unwrap();
+        let walk = |want: &dyn Fn(&str, bool) -> Want| {
+            let listing = list(dir.path(), "c".into(), &Ignore::default(), &HashCache::in_memory(), want).unwrap();
+            let (mut records, mut unreadable) = finish(vec![listing], &mut []).unwrap();
+            let paths: Vec<String> = records.remove(0).into_iter().map(|r| r.path).collect();
+            (paths, unreadable.remove(0))
+        };
+        let (paths, unreadable) = walk(&|_, _| Want::Yes);
+        assert_eq!(paths, ["in", "in/loop", "ok.txt"]);
+        assert_eq!(unreadable.len(), 1);
+        assert_eq!(unreadable[0].path, "in/n\\xffa\\xfe.txt");
+        assert!(
+            unreadable[0].why.contains("c/in/n\\xffa\\xfe.txt: file name is not UTF-8: rename it"),
+            "{unreadable:?}"
+        );
+        let (paths, unreadable) = walk(&|p, _| if p == "ok.txt" { Want::Yes } else { Want::No });
+        assert_eq!((paths, unreadable), (vec!["ok.txt".to_string()], vec![]));
+        // A file that cannot be hashed (here a folder) is left out, with why.
+        let listing = Listing {
+            records: vec![FileRecord { path: "sub".into(), what: What::File { mode: 0, sha256: Sha::ZERO } }],
+            unreadable: Vec::new(),
+            pending: vec![p],
+            keys: Vec::new(),
+            context: dir.path().to_path_buf(),
+        };
+        let (records, unreadable) = finish(vec![listing], &mut []).unwrap();
+        assert!(records[0].is_empty() && unreadable[0][0].path == "sub", "{unreadable:?}");
+        assert!(unreadable[0][0].why.contains("cannot read sub: fix its permissions"), "{unreadable:?}");
     }
 
     #[test]
@@ -687,7 +798,7 @@ mod tests {
         let (listing, read) = walk(&cache[0]);
         assert_eq!(read, ["0new", "b/x"]);
         let second = finish(vec![listing], &mut cache).unwrap();
-        let lines: String = second[0].iter().map(|r| r.line()).collect();
+        let lines: String = second.0[0].iter().map(|r| r.line()).collect();
         assert!(lines.contains(" 4:0new,\n") && !lines.contains("b.txt"), "{lines}");
         assert_ne!(second, first);
         let (_, read) = walk(&cache[0]);

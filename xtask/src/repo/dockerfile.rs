@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// One instruction with its continuation lines joined; `line` is where it starts (1-based).
 #[derive(Debug, Clone, PartialEq)]
@@ -403,6 +403,8 @@ pub struct Stage {
     pub reads: Vec<Read>,
     /// What its `ADD <url>` instructions fetch.
     pub remote: Vec<Remote>,
+    /// Its `ONBUILD` triggers, as written after the keyword: run by a build FROM its image.
+    pub onbuild: Vec<String>,
 }
 
 /// A path (or wildcard pattern) of the build context that an instruction reads: a COPY or ADD
@@ -448,13 +450,22 @@ pub struct Analysis {
     pub reads: Vec<Read>,
     /// The `ADD <url>` of those stages.
     pub remote: Vec<Remote>,
+    /// The target stage's `ONBUILD` triggers: what a build FROM this image runs first.
+    pub onbuild: Vec<String>,
 }
 
 /// Resolves `ai-infra-<service>:<tag>` to a service name.
 pub struct Internal<'a> {
     pub tag: &'a str,
     pub is_service: &'a dyn Fn(&str) -> bool,
+    /// The `ONBUILD` triggers of the images a stage may build on (an internal parent's from
+    /// its Dockerfile, an external base's from the engine), run as that stage's first
+    /// instructions.
+    pub triggers: &'a Triggers,
 }
+
+/// `ONBUILD` triggers by the image that carries them.
+pub type Triggers = BTreeMap<Source, Vec<String>>;
 
 impl Internal<'_> {
     fn resolve(&self, image: &str) -> Option<String> {
@@ -489,7 +500,10 @@ pub fn analyze(
     for ins in &parsed.instructions {
         match ins.keyword.as_str() {
             "ARG" => scan.arg(ins, esc, build_args)?,
-            "FROM" => scan.from(ins, esc, &parsed.instructions, internal)?,
+            "FROM" => {
+                scan.from(ins, esc, &parsed.instructions, internal)?;
+                scan.triggers(ins, internal)?;
+            }
             keyword => scan.other(ins, keyword, esc, internal)?,
         }
     }
@@ -508,6 +522,7 @@ pub fn analyze(
         }
     };
     let needed = needed_stages(&stages, target_index);
+    let onbuild = stages[target_index].onbuild.clone();
     let syntax: BTreeSet<String> =
         parsed.syntax.iter().map(|s| crate::repo::reference::normalize_external(s)).collect();
     let (mut parents, mut bases) = (BTreeSet::new(), syntax.clone());
@@ -543,6 +558,7 @@ pub fn analyze(
         image_tag_beyond_parents,
         reads,
         remote,
+        onbuild,
     })
 }
 
@@ -649,8 +665,44 @@ impl Scan {
         };
         self.stage_env.push(env);
         self.image_env.push(from_image);
-        self.stages.push(Stage { name, from, copies_from: Vec::new(), reads: Vec::new(), remote: Vec::new() });
+        self.stages.push(Stage {
+            name,
+            from,
+            copies_from: Vec::new(),
+            reads: Vec::new(),
+            remote: Vec::new(),
+            onbuild: Vec::new(),
+        });
         self.stage_args.clear();
+        Ok(())
+    }
+
+    /// The triggers of the image the stage just begun builds on, as its first instructions
+    /// (at its FROM line, read with Docker's default escape): what they read of this build's
+    /// context is named `ONBUILD <instruction> of <image>`.
+    fn triggers(&mut self, from: &Instruction, internal: &Internal) -> Result<()> {
+        let stage = self.stages.len() - 1;
+        let source = &self.stages[stage].from;
+        let Some(triggers) = internal.triggers.get(source) else { return Ok(()) };
+        let of = match source {
+            Source::Internal(s) => format!("{}{s}", crate::repo::reference::PREFIX),
+            Source::External(b) => b.clone(),
+            Source::Scratch | Source::Stage(_) => return Ok(()),
+        };
+        for text in triggers.clone() {
+            let text = text.trim();
+            let (keyword, args) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+            let ins =
+                Instruction { line: from.line, keyword: keyword.to_ascii_uppercase(), args: args.trim().to_string() };
+            let before = self.stages[stage].reads.len();
+            match ins.keyword.as_str() {
+                "ARG" => self.arg(&ins, '\\', &BTreeMap::new())?,
+                keyword => self.other(&ins, keyword, '\\', internal).with_context(|| format!("ONBUILD of {of}"))?,
+            }
+            for r in &mut self.stages[stage].reads[before..] {
+                r.instruction = format!("ONBUILD {} of {of}", r.instruction);
+            }
+        }
         Ok(())
     }
 
@@ -668,6 +720,11 @@ impl Scan {
         }
         let env = &self.stage_env[stage_index];
         let lookup = |n: &str| env.get(n).or_else(|| self.stage_args.get(n)).cloned();
+        if keyword == "ONBUILD" {
+            // Run by the builds on this stage's image, not by this one.
+            self.stages[stage_index].onbuild.push(ins.args.clone());
+            return Ok(());
+        }
         if keyword == "ENV" {
             let set = env_values(ins, esc, &lookup)?;
             self.stage_env[stage_index].extend(set);
@@ -872,7 +929,7 @@ mod tests {
 
     fn run(text: &str, target: Option<&str>, args: &[(&str, &str)]) -> Result<Analysis> {
         let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        analyze(text, target, &args, &Internal { tag: "v1", is_service: &services })
+        analyze(text, target, &args, &Internal { tag: "v1", is_service: &services, triggers: &Triggers::new() })
     }
 
     #[test]
@@ -938,6 +995,38 @@ mod tests {
         .unwrap();
         assert_eq!(c.reads.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(), vec!["b"]);
         assert!(run("FROM scratch\nCOPY onlyone\n", None, &[]).unwrap_err().to_string().contains("needs a source"));
+    }
+
+    #[test]
+    fn onbuild_triggers_read_the_context_of_the_build_on_them() {
+        // A service's own ONBUILD is not run in its build: no read, but the image carries it.
+        let parent = run("FROM scratch\nONBUILD COPY ob.txt /ob.txt\nCOPY own /own\n", None, &[]).unwrap();
+        assert_eq!(parent.reads.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(), ["own"]);
+        assert_eq!(parent.onbuild, ["COPY ob.txt /ob.txt"]);
+        let triggers: Triggers = [
+            (Source::Internal("base".into()), parent.onbuild.clone()),
+            (Source::External("python:3".into()), vec!["ENV D=src".into(), "ADD ${D}/a /a".into(), "RUN true".into()]),
+        ]
+        .into();
+        let child = |text: &str, target: Option<&str>| {
+            let internal = Internal { tag: "v1", is_service: &services, triggers: &triggers };
+            let args = BTreeMap::from([("IMAGE_TAG".to_string(), "v1".to_string())]);
+            let a = analyze(text, target, &args, &internal).unwrap();
+            a.reads.iter().map(|r| (r.line, r.instruction.clone(), r.source.clone())).collect::<Vec<_>>()
+        };
+        let read = |line, ins: &str, source: &str| (line, ins.to_string(), source.to_string());
+        assert_eq!(
+            child("ARG IMAGE_TAG\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY b /b\n", None),
+            [read(2, "ONBUILD COPY of ai-infra-base", "ob.txt"), read(3, "COPY", "b")]
+        );
+        // An external base's triggers, with the ENV they set; a stage the target does not need
+        // runs none; the child's own image carries no trigger of its parent.
+        assert_eq!(
+            child("FROM ai-infra-base:v1 AS unused\nFROM python:3 AS app\n", Some("app")),
+            [read(2, "ONBUILD ADD of python:3", "src/a")]
+        );
+        let internal = Internal { tag: "v1", is_service: &services, triggers: &triggers };
+        assert!(analyze("FROM ai-infra-base:v1\n", None, &BTreeMap::new(), &internal).unwrap().onbuild.is_empty());
     }
 
     #[test]

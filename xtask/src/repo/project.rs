@@ -201,17 +201,21 @@ pub struct Broken {
 /// Reads and analyses every Dockerfile; `values` supplies build args (see `env::Values`) for the
 /// ARGs a Dockerfile declares. IMAGE_TAG is always the tag. A Dockerfile that a template
 /// renders is read as `rendered` has it. A service that cannot be analysed, or that builds on
-/// one that cannot, is returned as broken; the others as usual, parents first.
+/// one that cannot, is returned as broken; the others as usual, parents first. `external`
+/// holds the `ONBUILD` triggers of external bases (from the engine); an internal parent's are
+/// read from its Dockerfile, and a service built on a parent that has some is analysed again
+/// with them.
 pub fn resolve(
     project: &Project,
     tag: &str,
     values: &crate::repo::env::Values,
     rendered: &[crate::repo::render::Output],
     ignore_files: &[&str],
+    external: &dockerfile::Triggers,
 ) -> Result<(Vec<Resolved>, Vec<Broken>)> {
     let names: BTreeSet<&str> = project.names().into_iter().collect();
     let is_service = |n: &str| names.contains(n);
-    let internal = dockerfile::Internal { tag, is_service: &is_service };
+    let internal = dockerfile::Internal { tag, is_service: &is_service, triggers: external };
     let mut out = Vec::new();
     let mut broken = Vec::new();
     for s in &project.services {
@@ -219,6 +223,31 @@ pub fn resolve(
             Ok(r) => out.push(r),
             Err(e) => broken.push(Broken { service: s.clone(), reason: format!("{e:#}") }),
         }
+    }
+    let mut triggers = external.clone();
+    for r in out.iter().filter(|r| !r.analysis.onbuild.is_empty()) {
+        triggers.insert(dockerfile::Source::Internal(r.service.name.clone()), r.analysis.onbuild.clone());
+    }
+    if triggers.len() > external.len() {
+        let internal = dockerfile::Internal { tag, is_service: &is_service, triggers: &triggers };
+        let on_triggers = |r: &Resolved| {
+            r.analysis.parents.iter().any(|p| triggers.contains_key(&dockerfile::Source::Internal(p.clone())))
+        };
+        out = out
+            .into_iter()
+            .filter_map(|r| {
+                if !on_triggers(&r) {
+                    return Some(r);
+                }
+                match resolve_one(project, &r.service, tag, values, rendered, &internal, ignore_files) {
+                    Ok(again) => Some(again),
+                    Err(e) => {
+                        broken.push(Broken { service: r.service, reason: format!("{e:#}") });
+                        None
+                    }
+                }
+            })
+            .collect();
     }
     // A service built on a broken one cannot be classified either; parents may come later in
     // name order, so repeat until nothing moves.
@@ -387,7 +416,7 @@ mod tests {
 
     fn resolved(name: &str, parents: &[&str]) -> Resolved {
         let text = "FROM scratch\n";
-        let internal = dockerfile::Internal { tag: "t", is_service: &|_| true };
+        let internal = dockerfile::Internal { tag: "t", is_service: &|_| true, triggers: &Default::default() };
         let mut analysis = dockerfile::analyze(text, None, &BTreeMap::new(), &internal).unwrap();
         analysis.parents = parents.iter().map(|s| s.to_string()).collect();
         Resolved {

@@ -171,6 +171,8 @@ pub struct Image {
     pub arch: Option<String>,
     pub labels: Map<String, Value>,
     pub layers: Option<usize>,
+    /// `Config.OnBuild`: the triggers a build FROM this image runs first.
+    pub onbuild: Vec<String>,
 }
 
 impl Image {
@@ -196,6 +198,7 @@ impl Image {
             arch: s("/Architecture"),
             labels: v.pointer("/Config/Labels").and_then(Value::as_object).cloned().unwrap_or_default(),
             layers,
+            onbuild: list("/Config/OnBuild"),
         }
     }
 }

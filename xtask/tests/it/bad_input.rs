@@ -156,9 +156,9 @@ fn an_unreadable_context_file_is_named() {
         // Root reads every file; the unit test context::unreadable_paths_are_clear_errors covers it.
         return;
     }
-    let o = ws.run(&["check-status", &ws.tag]);
-    assert_eq!(o.code, 1);
-    assert!(one_error_line(&o).contains("cannot read secret.txt"), "{o:?}");
+    // That service's ERROR alone.
+    ws.expect(&[("solo", "ERROR"), ("base", "MISSING")]);
+    assert!(ws.reason("solo").contains("cannot read secret.txt: fix its permissions"), "{}", ws.reason("solo"));
 }
 
 #[test]

@@ -65,12 +65,12 @@ fn a_failure_skips_descendants_and_a_retry_builds_only_them() {
     let ws = Workspace::stack("failure");
     ws.write(
         "services/mid/Dockerfile",
-        "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY not-there.txt /x\n",
+        "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nRUN [\"/not-there\"]\n",
     );
     let o = build_all(&ws, &[]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stdout.contains("FAILED mid"), "{o:?}");
-    assert!(o.stdout.contains("not-there.txt"), "the last lines of the log: {o:?}");
+    assert!(o.stdout.contains("not-there"), "the last lines of the log: {o:?}");
     assert!(o.stdout.contains("full log: ") && o.stdout.contains("target/xtask/logs/mid.log"), "{o:?}");
     assert!(o.stdout.contains("skipped leaf: parent mid did not build"), "{o:?}");
     let next = o.stdout.lines().last().unwrap_or_default();
@@ -392,4 +392,58 @@ fn clean_all_keeps_what_this_tool_did_not_build() {
     let o = ws.ok(&["clean-all", "--force", "--include-unlabelled"]);
     assert!(o.stdout.contains("removed 1 of 1 images"), "{o:?}");
     assert!(!exists(&hand), "--include-unlabelled removes it too");
+}
+
+#[test]
+fn a_parents_onbuild_copy_reads_the_childs_context() {
+    let ws = Workspace::new("onbuild");
+    ws.write("services/base/Dockerfile", "FROM scratch\nCOPY base.txt /\nONBUILD COPY ob.txt /ob.txt\n");
+    ws.write("services/base/base.txt", &ws.tag);
+    ws.write("services/child/Dockerfile", "ARG IMAGE_TAG=latest\nFROM ai-infra-base:${IMAGE_TAG}\nCOPY c.txt /\n");
+    ws.write("services/child/c.txt", "c\n");
+    ws.write("services/child/ob.txt", "one\n");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    ws.expect(&[("base", "OK"), ("child", "OK")]);
+    ws.write("services/child/ob.txt", "two\n");
+    ws.expect(&[("base", "OK"), ("child", "STALE")]);
+    let why = ws.reason("child");
+    assert!(why.contains("ob.txt") && why.contains("ONBUILD COPY of ai-infra-base at line 2"), "{why}");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(Workspace::built(&o.stdout), ["child"], "{o:?}");
+    ws.expect(&[("child", "OK")]);
+    // The trigger ran in the child's build, on the child's file.
+    let image = format!("ai-infra-child:{}", ws.tag);
+    let created = ws.cli(&["create", &image, "/none"]);
+    assert!(created.status.success(), "{created:?}");
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let copied = ws.cli(&["cp", &format!("{id}:/ob.txt"), ws.path("ob.out").to_str().unwrap()]);
+    let _ = ws.cli(&["rm", &id]);
+    assert!(copied.status.success(), "{copied:?}");
+    assert_eq!(ws.read("ob.out"), "two\n");
+}
+
+#[test]
+fn an_unreadable_name_or_a_source_not_in_the_context_is_error_of_that_service_alone() {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = Workspace::stack("badinputs");
+    std::fs::write(ws.path("services/other").join(std::ffi::OsStr::from_bytes(b"n\xff.txt")), "x").unwrap();
+    ws.write("services/solo/Dockerfile", "FROM scratch\nCOPY nothere.txt /\n");
+    let statuses = ws.statuses();
+    let want = [("base", "MISSING"), ("mid", "MISSING"), ("leaf", "MISSING"), ("other", "ERROR"), ("solo", "ERROR")];
+    assert_eq!(statuses, want.iter().map(|(s, t)| (s.to_string(), t.to_string())).collect(), "{statuses:?}");
+    let why = ws.reason("other");
+    assert!(why.contains("services/other/n\\xff.txt: file name is not UTF-8: rename it"), "{why}");
+    let why = ws.reason("solo");
+    assert!(why.contains("COPY at line 2 reads nothere.txt, which is not in the context services/solo"), "{why}");
+    let o = ws.run(&["build-all", &ws.tag, "--dry-run"]);
+    assert!(o.code == 1 && o.stdout.contains("ERROR solo: COPY at line 2 reads nothere.txt"), "{o:?}");
+    let o = build_all(&ws, &[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let mut built = Workspace::built(&o.stdout);
+    built.sort();
+    assert_eq!(built, ["base", "leaf", "mid"], "{o:?}");
+    assert!(!o.stdout.contains("FAILED solo"), "refused before building: {o:?}");
+    ws.expect(&[("base", "OK"), ("leaf", "OK"), ("other", "ERROR"), ("solo", "ERROR")]);
 }
