@@ -123,7 +123,20 @@ pub fn readable(
             let s = read.source.as_str();
             let own = state.as_deref().is_some_and(|t| s == t || s.starts_with(&format!("{t}/")));
             let bind = read.instruction.contains("RUN --mount");
-            s != "." && !s.contains(crate::repo::reads::WILDCARDS) && !own && !bind && !in_listing(listed, s)
+            // A source through a link is read where the link points: the walk adds a read of
+            // the target for the same line (`context::followed_links`).
+            let followed = || {
+                r.analysis
+                    .reads
+                    .iter()
+                    .any(|o| o.line == read.line && o.source != read.source && in_listing(listed, &o.source))
+            };
+            s != "."
+                && !s.contains(crate::repo::reads::WILDCARDS)
+                && !own
+                && !bind
+                && !in_listing(listed, s)
+                && !followed()
         });
         let parent = r.analysis.parents.iter().find(|p| broken.iter().any(|b| b.service.name == **p));
         let reason = match (bad, missing, parent) {
@@ -588,6 +601,14 @@ mod tests {
             "{why:?}"
         );
         assert!(why["lib"].contains("reads li,"), "a prefix of a name is not the name: {why:?}");
+        // A source through a link: the walk reads its target on the same line.
+        let mut linked = service("linked", "a", "FROM scratch\nCOPY conf/x /\n");
+        let target = crate::repo::dockerfile::Read { source: "lib/x".into(), ..linked.analysis.reads[0].clone() };
+        let unlinked = service("unlinked", "a", "FROM scratch\nCOPY conf/x /\n");
+        linked.analysis.reads.push(target);
+        let mut broken = Vec::new();
+        assert_eq!(readable(vec![linked, unlinked], &mut broken, &files, &unreadable).len(), 1);
+        assert!(broken[0].reason.contains("reads conf/x,"), "{broken:?}");
         assert_eq!(why["reader"], "src/b/n\\xff: not UTF-8");
         // The children of an ERROR service are ERROR too.
         let mut broken = Vec::new();
